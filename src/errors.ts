@@ -1,0 +1,95 @@
+/**
+ * Typed errors. Every error carries a stable `code`; callers match on `code`, never on
+ * message text. Messages never contain secrets (see observability/redact.ts).
+ * Shape after undici `lib/core/errors.js`.
+ */
+
+export class HttpDestinationError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A bad configuration. `path` names the field, e.g. `destinations[0].auth.clientSecret`. */
+export class ConfigError extends HttpDestinationError {
+  readonly path: string;
+  constructor(path: string, message: string, options?: { cause?: unknown }) {
+    super('ERR_CONFIG', path ? `${path}: ${message}` : message, options);
+    this.path = path;
+  }
+}
+
+/** Several config problems found at once; `issues` holds each. */
+export class ConfigErrors extends HttpDestinationError {
+  readonly issues: ConfigError[];
+  constructor(issues: ConfigError[]) {
+    super('ERR_CONFIG', issues.map((i) => i.message).join('\n'));
+    this.issues = issues;
+  }
+}
+
+/** Codes of rejected input events (SPEC §2). */
+export type RejectCode =
+  | 'ERR_EVENT_JSON'
+  | 'ERR_EVENT_SHAPE'
+  | 'ERR_EVENT_TOO_LARGE';
+
+/** An input event that is not valid JSON or breaks the rules of SPEC §2. */
+export class EventRejectedError extends HttpDestinationError {
+  declare readonly code: RejectCode;
+  constructor(code: RejectCode, message: string) {
+    super(code, message);
+  }
+}
+
+/** Codes of delivery failures. */
+export type DeliveryCode =
+  | 'ERR_HTTP_STATUS' // non-2xx answer
+  | 'ERR_HTTP_TIMEOUT' // no answer in timeoutMs
+  | 'ERR_HTTP_CONNECTION' // refused, reset, DNS, TLS handshake…
+  | 'ERR_AUTH' // could not obtain credentials (token endpoint down, refused grant)
+  | 'ERR_REQUEST_BUILD'; // the request could not be built (e.g. a body that cannot be signed)
+
+/** One failed delivery attempt. */
+export class DeliveryError extends HttpDestinationError {
+  declare readonly code: DeliveryCode;
+  readonly retryable: boolean;
+  readonly statusCode?: number;
+  /** Milliseconds the server asked us to wait (Retry-After), when it did. */
+  readonly retryAfterMs?: number;
+  readonly dataflowId?: string;
+  constructor(
+    code: DeliveryCode,
+    message: string,
+    opts: {
+      retryable: boolean;
+      statusCode?: number;
+      retryAfterMs?: number;
+      dataflowId?: string;
+      cause?: unknown;
+    },
+  ) {
+    super(code, message, { cause: opts.cause });
+    this.retryable = opts.retryable;
+    this.statusCode = opts.statusCode;
+    this.retryAfterMs = opts.retryAfterMs;
+    this.dataflowId = opts.dataflowId;
+  }
+}
+
+/** A store (snapshot, failed requests, rejected events) could not do its work. */
+export class StoreError extends HttpDestinationError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_STORE', message, options);
+  }
+}
+
+/** Bad command-line usage (exit code 2). */
+export class UsageError extends HttpDestinationError {
+  constructor(message: string) {
+    super('ERR_USAGE', message);
+  }
+}

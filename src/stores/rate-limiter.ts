@@ -1,0 +1,14 @@
+/**
+ * A rate limiter hands out permission to send one request. The in-memory token bucket
+ * (`tokenBucket`) serves one worker; a Redis-backed one serves a pool. Time goes through an
+ * RxJS scheduler so limits run in virtual time in marble tests.
+ */
+import type { Observable } from 'rxjs';
+
+export interface RateLimiter {
+  /**
+   * Emits once (then completes) when one request may be sent. Waiters are served in the
+   * order they subscribed. Unsubscribing before the emission gives the place up.
+   */
+  acquire(): Observable<void>;
+}

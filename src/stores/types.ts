@@ -1,0 +1,37 @@
+/**
+ * The snapshot store: one record per profile, updated atomically. Two implementations:
+ * memory (embedded default) and Redis. The pipeline never knows which.
+ */
+import type { AppliedUpdate, ProfileSnapshot, ProfileUpdate } from '../domain/types.js';
+
+export interface ApplyContext {
+  /** The source message's stable key (SourceMessage.key). */
+  key: string;
+  /** The source message's position (SourceMessage.seq). */
+  seq: number;
+}
+
+export interface ApplyResult extends AppliedUpdate {
+  /**
+   * `true` when this message had been applied before and not yet confirmed (a redelivery
+   * after a crash): `before` / `after` are those of the first application, so the exports it
+   * owed are found again instead of looking like "no change".
+   */
+  replayed: boolean;
+}
+
+export interface SnapshotStore {
+  /**
+   * Merges `update` into the profile's snapshot atomically and returns the state before and
+   * after. Until `confirm` is called for the same key, applying the same key again returns the
+   * first application's result without merging twice.
+   */
+  apply(update: ProfileUpdate, ctx: ApplyContext): Promise<ApplyResult>;
+  /** Every export of the message `key` is settled: forget its replay record. */
+  confirm(profileId: string, key: string): Promise<void>;
+  /** The current snapshot, or null. */
+  get(profileId: string): Promise<ProfileSnapshot | null>;
+  /** Profile ids currently *in* the audience, in batches (for backfill). */
+  members(audienceId: string, batchSize?: number): AsyncIterable<string[]>;
+  close(): Promise<void>;
+}

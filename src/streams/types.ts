@@ -1,0 +1,32 @@
+/**
+ * What every source emits: one raw input message with its acknowledgement handles.
+ * A JetStream message and a line of a JSON Lines file look the same to the pipeline.
+ */
+export interface SourceMessage {
+  /** The raw event: one JSON object (bytes or text). */
+  readonly data: string | Uint8Array;
+  /**
+   * A stable identity of this message in its source (e.g. `js:PROFILES:1234`,
+   * `file:events.jsonl:17`). The same message redelivered has the same key; it feeds the
+   * Idempotency-Key of the exports it causes.
+   */
+  readonly key: string;
+  /** Position in the source, increasing (stream sequence, line number). */
+  readonly seq: number;
+  /** When the worker received it (ms since epoch). */
+  readonly receivedAt: number;
+  /** Acknowledge: every export this message caused was delivered or stored as failed. */
+  ack(): void;
+  /** Processing is still going on (retries backing off): keep the message from redelivery. */
+  working(): void;
+  /** Processing failed for a reason unrelated to the message (a store was down): redeliver. */
+  nak(delayMs?: number): void;
+}
+
+/** A status notification of a source (heartbeat missed, consumer deleted, reconnecting…). */
+export interface SourceStatus {
+  kind: string;
+  message: string;
+  /** `true` when the source cannot go on by itself. */
+  fatal?: boolean;
+}
