@@ -1,0 +1,97 @@
+/**
+ * Applying one update to a profile snapshot (SPEC §2). Pure: inputs are never mutated.
+ */
+import type {
+  Identity,
+  IdentityMap,
+  JsonObject,
+  JsonValue,
+  MembershipRecord,
+  ProfileSnapshot,
+  ProfileUpdate,
+} from './types.js';
+
+export function isPlainObject(v: unknown): v is JsonObject {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** An empty snapshot for a profile seen for the first time. */
+export function emptySnapshot(profileId: string): ProfileSnapshot {
+  return { profileId, attributes: {}, identityMap: {}, memberships: {} };
+}
+
+/**
+ * Deep-merges `patch` into `base`: objects merge key by key, arrays and scalars replace,
+ * `null` removes the key. An object that ends up empty is dropped, so a profile never
+ * carries `{}` husks (an empty object holds no attribute). Returns a new object; `base` is not changed.
+ */
+export function mergeAttributes(base: JsonObject, patch: JsonObject): JsonObject {
+  const out: JsonObject = { ...base };
+  for (const key of Object.keys(patch)) {
+    const value = patch[key] as JsonValue;
+    if (value === null) {
+      delete out[key];
+    } else if (isPlainObject(value)) {
+      const current = out[key];
+      const merged = mergeAttributes(isPlainObject(current) ? current : {}, value);
+      if (Object.keys(merged).length === 0) delete out[key];
+      else out[key] = merged;
+    } else {
+      out[key] = value;
+    }
+  }
+  return out;
+}
+
+/** Adds identities (union by namespace + id) and removes the `removed` ones. */
+export function mergeIdentities(
+  base: IdentityMap,
+  add: IdentityMap | undefined,
+  removed: Record<string, string[]> | undefined,
+): IdentityMap {
+  const out: IdentityMap = {};
+  for (const ns of Object.keys(base)) out[ns] = base[ns].slice();
+  if (add) {
+    for (const ns of Object.keys(add)) {
+      const list = out[ns] ?? (out[ns] = []);
+      for (const identity of add[ns]) {
+        if (!list.some((i) => i.id === identity.id)) list.push({ ...identity } as Identity);
+      }
+    }
+  }
+  if (removed) {
+    for (const ns of Object.keys(removed)) {
+      const list = out[ns];
+      if (!list) continue;
+      const drop = new Set(removed[ns]);
+      out[ns] = list.filter((i) => !drop.has(i.id));
+    }
+  }
+  for (const ns of Object.keys(out)) if (out[ns].length === 0) delete out[ns];
+  return out;
+}
+
+/** Applies one validated update to the snapshot (or to an empty one when `before` is null). */
+export function applyUpdate(before: ProfileSnapshot | null, update: ProfileUpdate): ProfileSnapshot {
+  const base = before ?? emptySnapshot(update.profileId);
+  const ups = update.segmentMembership?.ups;
+  let memberships = base.memberships;
+  if (ups && Object.keys(ups).length > 0) {
+    memberships = { ...base.memberships };
+    for (const id of Object.keys(ups)) {
+      const r = ups[id];
+      const record: MembershipRecord = { status: r.status };
+      if (r.lastQualificationTime !== undefined) record.lastQualificationTime = r.lastQualificationTime;
+      memberships[id] = record;
+    }
+  }
+  return {
+    profileId: base.profileId,
+    attributes: update.attributes ? mergeAttributes(base.attributes, update.attributes) : base.attributes,
+    identityMap:
+      update.identityMap || update.removedIdentities
+        ? mergeIdentities(base.identityMap, update.identityMap, update.removedIdentities)
+        : base.identityMap,
+    memberships,
+  };
+}

@@ -1,0 +1,114 @@
+/**
+ * Building the JSON body of one export (SPEC §4). Pure.
+ */
+import { isIn, exitedAudiences } from './diff.js';
+import { isPlainObject } from './merge.js';
+import type {
+  AppliedUpdate,
+  Audience,
+  AudienceMapping,
+  DataflowRules,
+  ExportPayload,
+  JsonObject,
+  JsonValue,
+} from './types.js';
+
+/** What a dataflow's payloads need, computed once per dataflow at start. */
+export interface PayloadRules {
+  dataflowId: string;
+  /** Mapped attribute paths, split on `.`. */
+  paths: string[][];
+  /** Audience catalog (id → audience) restricted to the merge policies of the mapped audiences. */
+  visible: Map<string, Audience>;
+  /** Mapped audiences by id (for the mapping timestamps). */
+  mapped: Map<string, AudienceMapping>;
+  includeSegmentNames: boolean;
+  includeSegmentTimestamps: boolean;
+}
+
+/**
+ * Prepares a dataflow's payload rules. An audience missing from the catalog has no known
+ * merge policy, so its membership never appears in a payload.
+ */
+export function preparePayloadRules(flow: DataflowRules, catalog: readonly Audience[]): PayloadRules {
+  const byId = new Map(catalog.map((a) => [a.id, a]));
+  const policies = new Set<string>();
+  for (const m of flow.audiences) {
+    const a = byId.get(m.id);
+    if (a) policies.add(a.mergePolicyId);
+  }
+  const visible = new Map<string, Audience>();
+  for (const a of catalog) if (policies.has(a.mergePolicyId)) visible.set(a.id, a);
+  return {
+    dataflowId: flow.id,
+    paths: flow.attributes.map((p) => p.split('.')),
+    visible,
+    mapped: new Map(flow.audiences.map((m) => [m.id, m])),
+    includeSegmentNames: flow.includeSegmentNames,
+    includeSegmentTimestamps: flow.includeSegmentTimestamps,
+  };
+}
+
+function getPath(obj: JsonObject, path: string[]): JsonValue | undefined {
+  let cur: JsonValue | undefined = obj;
+  for (const key of path) {
+    if (!isPlainObject(cur)) return undefined;
+    cur = cur[key];
+  }
+  return cur;
+}
+
+function setPath(obj: JsonObject, path: string[], value: JsonValue): void {
+  let cur = obj;
+  for (let i = 0; i < path.length - 1; i++) {
+    const next = cur[path[i]];
+    if (isPlainObject(next)) cur = next;
+    else cur = cur[path[i]] = {};
+  }
+  const last = path[path.length - 1];
+  const existing = cur[last];
+  // Two mapped paths where one lies under the other: the wider one already copied it.
+  if (isPlainObject(existing) && isPlainObject(value)) cur[last] = { ...value, ...existing };
+  else cur[last] = value;
+}
+
+/**
+ * The export body for one dataflow: the mapped attributes that exist on the profile, every
+ * identity, and the memberships the dataflow may see (in now, or exited in this update,
+ * restricted to the mapped audiences' merge policies), with names and timestamps when the
+ * destination asks for them.
+ *
+ * @example
+ * buildPayload(applied, preparePayloadRules(flow, audiences))
+ * // → { person: { name: { firstName: 'John' } }, identityMap: {…}, segmentMembership: { ups: {…} } }
+ */
+export function buildPayload(applied: AppliedUpdate, rules: PayloadRules, exitedNow?: readonly string[]): ExportPayload {
+  const { after } = applied;
+  const body: JsonObject = {};
+  for (const path of rules.paths) {
+    const value = getPath(after.attributes, path);
+    if (value !== undefined) setPath(body, path, value);
+  }
+  const exited = new Set(exitedNow ?? exitedAudiences(applied));
+  const ups: JsonObject = {};
+  for (const id of Object.keys(after.memberships)) {
+    const record = after.memberships[id];
+    if (!isIn(record) && !exited.has(id)) continue;
+    const audience = rules.visible.get(id);
+    if (!audience) continue;
+    const out: JsonObject = { status: record.status };
+    if (record.lastQualificationTime !== undefined) out.lastQualificationTime = record.lastQualificationTime;
+    if (rules.includeSegmentTimestamps) {
+      out.createdAt = audience.createdAt;
+      out.updatedAt = audience.updatedAt;
+      const mapping = rules.mapped.get(id);
+      if (mapping?.mappingCreatedAt !== undefined) out.mappingCreatedAt = mapping.mappingCreatedAt;
+      if (mapping?.mappingUpdatedAt !== undefined) out.mappingUpdatedAt = mapping.mappingUpdatedAt;
+    }
+    if (rules.includeSegmentNames) out.name = audience.name;
+    ups[id] = out;
+  }
+  body.segmentMembership = { ups };
+  body.identityMap = after.identityMap as unknown as JsonObject;
+  return body;
+}

@@ -1,0 +1,88 @@
+/**
+ * The embedded default snapshot store: everything in process memory. Same semantics as the
+ * Redis store (the contract suite in test/stores runs against both).
+ */
+import { applyUpdate } from '../domain/merge.js';
+import { isIn } from '../domain/diff.js';
+import type { ProfileSnapshot, ProfileUpdate } from '../domain/types.js';
+import type { ApplyContext, ApplyResult, SnapshotStore } from './types.js';
+
+/** Unconfirmed applications kept per profile for redelivery; the oldest is dropped beyond this. */
+export const MAX_PENDING_PER_PROFILE = 64;
+
+interface Entry {
+  snapshot: ProfileSnapshot;
+  /** message key → the result of its first application, until confirmed. */
+  pending?: Map<string, { before: ProfileSnapshot | null; after: ProfileSnapshot }>;
+}
+
+/**
+ * In-memory `SnapshotStore`.
+ *
+ * @example
+ * const store = new MemorySnapshotStore();
+ * const { before, after } = await store.apply(update, { key: 'file:events.jsonl:1', seq: 1 });
+ */
+export class MemorySnapshotStore implements SnapshotStore {
+  private readonly profiles = new Map<string, Entry>();
+  private readonly audiences = new Map<string, Set<string>>();
+
+  async apply(update: ProfileUpdate, ctx: ApplyContext): Promise<ApplyResult> {
+    const entry = this.profiles.get(update.profileId);
+    const first = entry?.pending?.get(ctx.key);
+    if (first) return { update, before: first.before, after: first.after, replayed: true };
+    const before = entry ? entry.snapshot : null;
+    const after = applyUpdate(before, update);
+    const next: Entry = entry ?? { snapshot: after };
+    next.snapshot = after;
+    const pending = (next.pending ??= new Map());
+    pending.set(ctx.key, { before, after });
+    if (pending.size > MAX_PENDING_PER_PROFILE) pending.delete(pending.keys().next().value as string);
+    this.profiles.set(update.profileId, next);
+    this.index(before, after);
+    return { update, before, after, replayed: false };
+  }
+
+  async confirm(profileId: string, key: string): Promise<void> {
+    const entry = this.profiles.get(profileId);
+    if (!entry?.pending) return;
+    entry.pending.delete(key);
+    if (entry.pending.size === 0) entry.pending = undefined;
+  }
+
+  async get(profileId: string): Promise<ProfileSnapshot | null> {
+    return this.profiles.get(profileId)?.snapshot ?? null;
+  }
+
+  async *members(audienceId: string, batchSize = 500): AsyncIterable<string[]> {
+    const set = this.audiences.get(audienceId);
+    if (!set) return;
+    let batch: string[] = [];
+    for (const id of [...set]) {
+      batch.push(id);
+      if (batch.length >= batchSize) {
+        yield batch;
+        batch = [];
+      }
+    }
+    if (batch.length > 0) yield batch;
+  }
+
+  async close(): Promise<void> {
+    this.profiles.clear();
+    this.audiences.clear();
+  }
+
+  private index(before: ProfileSnapshot | null, after: ProfileSnapshot): void {
+    if (before?.memberships === after.memberships) return;
+    for (const id of Object.keys(after.memberships)) {
+      const was = isIn(before?.memberships[id]);
+      const is = isIn(after.memberships[id]);
+      if (was === is) continue;
+      let set = this.audiences.get(id);
+      if (!set) this.audiences.set(id, (set = new Set()));
+      if (is) set.add(after.profileId);
+      else set.delete(after.profileId);
+    }
+  }
+}
