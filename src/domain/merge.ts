@@ -32,15 +32,21 @@ export function mergeAttributes(base: JsonObject, patch: JsonObject): JsonObject
     if (value === null) {
       delete out[key];
     } else if (isPlainObject(value)) {
-      const current = out[key];
+      const current = Object.prototype.hasOwnProperty.call(out, key) ? out[key] : undefined;
       const merged = mergeAttributes(isPlainObject(current) ? current : {}, value);
       if (Object.keys(merged).length === 0) delete out[key];
-      else out[key] = merged;
+      else setOwn(out, key, merged);
     } else {
-      out[key] = value;
+      setOwn(out, key, value);
     }
   }
   return out;
+}
+
+/** Assigns an own property, also for a key named `__proto__` (plain assignment would set the prototype). */
+function setOwn(obj: JsonObject, key: string, value: JsonValue): void {
+  if (key === '__proto__') Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+  else obj[key] = value;
 }
 
 /** Adds identities (union by namespace + id) and removes the `removed` ones. */

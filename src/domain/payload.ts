@@ -1,5 +1,6 @@
 /**
- * Building the JSON body of one export (SPEC §4). Pure.
+ * Building the JSON body of one export (SPEC §4). Pure: the snapshot is never changed. A
+ * payload shares unchanged subtrees with the snapshot, so treat it as read-only.
  */
 import { isIn, exitedAudiences } from './diff.js';
 import { isPlainObject } from './merge.js';
@@ -58,18 +59,30 @@ function getPath(obj: JsonObject, path: string[]): JsonValue | undefined {
   return cur;
 }
 
-function setPath(obj: JsonObject, path: string[], value: JsonValue): void {
-  let cur = obj;
+/**
+ * Sets `value` at `path` in `body`. Objects on the way that came from the snapshot (a wider
+ * mapped path copied them) are copied before they are written into, so the snapshot is
+ * never changed; `owned` holds the objects this body created.
+ */
+function setPath(body: JsonObject, path: string[], value: JsonValue, owned: WeakSet<object>): void {
+  let cur = body;
   for (let i = 0; i < path.length - 1; i++) {
-    const next = cur[path[i]];
-    if (isPlainObject(next)) cur = next;
-    else cur = cur[path[i]] = {};
+    let next = cur[path[i]];
+    if (!isPlainObject(next)) next = cur[path[i]] = {};
+    else if (!owned.has(next)) next = cur[path[i]] = { ...next };
+    owned.add(next);
+    cur = next;
   }
   const last = path[path.length - 1];
   const existing = cur[last];
   // Two mapped paths where one lies under the other: the wider one already copied it.
-  if (isPlainObject(existing) && isPlainObject(value)) cur[last] = { ...value, ...existing };
-  else cur[last] = value;
+  if (isPlainObject(existing) && isPlainObject(value)) {
+    const merged = { ...value, ...existing };
+    owned.add(merged);
+    cur[last] = merged;
+  } else {
+    cur[last] = value;
+  }
 }
 
 /**
@@ -85,9 +98,10 @@ function setPath(obj: JsonObject, path: string[], value: JsonValue): void {
 export function buildPayload(applied: AppliedUpdate, rules: PayloadRules, exitedNow?: readonly string[]): ExportPayload {
   const { after } = applied;
   const body: JsonObject = {};
+  const owned = new WeakSet<object>([body]);
   for (const path of rules.paths) {
     const value = getPath(after.attributes, path);
-    if (value !== undefined) setPath(body, path, value);
+    if (value !== undefined) setPath(body, path, value, owned);
   }
   const exited = new Set(exitedNow ?? exitedAudiences(applied));
   const ups: JsonObject = {};
@@ -98,6 +112,12 @@ export function buildPayload(applied: AppliedUpdate, rules: PayloadRules, exited
     if (!audience) continue;
     const out: JsonObject = { status: record.status };
     if (record.lastQualificationTime !== undefined) out.lastQualificationTime = record.lastQualificationTime;
+    // As in the seed's example (SPEC §4), names and timestamps describe the audiences the
+    // profile is in; a record of an audience exited in this update carries status and time only.
+    if (!isIn(record)) {
+      ups[id] = out;
+      continue;
+    }
     if (rules.includeSegmentTimestamps) {
       out.createdAt = audience.createdAt;
       out.updatedAt = audience.updatedAt;
