@@ -51,7 +51,8 @@ export type DeliveryCode =
   | 'ERR_HTTP_TIMEOUT' // no answer in timeoutMs
   | 'ERR_HTTP_CONNECTION' // refused, reset, DNS, TLS handshake…
   | 'ERR_AUTH' // could not obtain credentials (token endpoint down, refused grant)
-  | 'ERR_REQUEST_BUILD'; // the request could not be built (e.g. a body that cannot be signed)
+  | 'ERR_REQUEST_BUILD' // the request could not be built (e.g. a body that cannot be signed)
+  | 'ERR_INTERNAL'; // a bug: an unexpected exception on the delivery path
 
 /** One failed delivery attempt. */
 export class DeliveryError extends HttpDestinationError {

@@ -2,7 +2,7 @@
  * `${ENV_NAME}` substitution in every string of the raw config. Each substituted value is
  * remembered as a secret, so the redactor masks it wherever it would appear.
  */
-import { ConfigError } from '../errors.js';
+import { ConfigError, ConfigErrors } from '../errors.js';
 
 const REF = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
@@ -22,15 +22,17 @@ export function formatPath(path: ReadonlyArray<PropertyKey>): string {
   return out;
 }
 
-/** Replaces `${NAME}` in all strings of `value`; a variable that is not set is a ConfigError. */
+/** Replaces `${NAME}` in all strings of `value`; variables that are not set are reported together. */
 export function substituteEnv(value: unknown, env: NodeJS.ProcessEnv = process.env): Substituted {
   const secrets: string[] = [];
+  const missing: ConfigError[] = [];
   const walk = (v: unknown, path: PropertyKey[]): unknown => {
     if (typeof v === 'string') {
       return v.replace(REF, (_m, name: string) => {
         const found = env[name];
         if (found === undefined) {
-          throw new ConfigError(formatPath(path), `environment variable ${name} is not set`);
+          missing.push(new ConfigError(formatPath(path), `environment variable ${name} is not set`));
+          return '';
         }
         if (found !== '') secrets.push(found);
         return found;
@@ -44,5 +46,8 @@ export function substituteEnv(value: unknown, env: NodeJS.ProcessEnv = process.e
     }
     return v;
   };
-  return { value: walk(value, []), secrets };
+  const out = walk(value, []);
+  if (missing.length === 1) throw missing[0];
+  if (missing.length > 1) throw new ConfigErrors(missing);
+  return { value: out, secrets };
 }

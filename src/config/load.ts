@@ -4,6 +4,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { createSecureContext } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
 import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, ConfigErrors } from '../errors.js';
@@ -90,11 +92,22 @@ export function loadConfigFile(file: string, opts: LoadOptions = {}): AppConfig 
   try {
     raw = /\.json$/i.test(abs) ? JSON.parse(text) : parseYaml(text);
   } catch (err) {
-    throw new ConfigError('', `config file ${file} is not valid ${/\.json$/i.test(abs) ? 'JSON' : 'YAML'}: ${(err as Error).message.split('\n')[0]}`);
+    // Only a position, never the parser's excerpt of the file: the file holds secrets.
+    throw new ConfigError('', `config file ${file} is not valid ${/\.json$/i.test(abs) ? 'JSON' : 'YAML'}${syntaxPosition(err, text)}`);
   }
   const cfg = resolveConfig(raw, { ...opts, baseDir: opts.baseDir ?? dirname(abs) });
   cfg.configPath = abs;
   return cfg;
+}
+
+function syntaxPosition(err: unknown, text: string): string {
+  const e = err as { message?: string; linePos?: Array<{ line: number; col: number }> };
+  if (Array.isArray(e.linePos) && e.linePos[0]) return ` (line ${e.linePos[0].line}, column ${e.linePos[0].col})`;
+  const m = /position (\d+)/.exec(e.message ?? '');
+  if (!m) return '';
+  const before = text.slice(0, Number(m[1]));
+  const line = before.split('\n').length;
+  return ` (line ${line}, column ${before.length - before.lastIndexOf('\n')})`;
 }
 
 /** Validates and resolves an already-parsed config object. */
@@ -221,6 +234,44 @@ function readTlsFile(path: string | undefined, field: string, baseDir: string): 
   }
 }
 
+/**
+ * Loads the TLS material once, so a wrong passphrase, a key that does not match its
+ * certificate or a file that is not PEM stops the start naming the field. Node's messages
+ * carry no key material or passphrase; only their first line is kept.
+ */
+function checkTlsMaterial(tls: ResolvedTls, at: string): void {
+  if (tls.ca) {
+    try {
+      // createSecureContext ignores PEM blocks that are not certificates: parse one for real.
+      new X509Certificate(tls.ca);
+      createSecureContext({ ca: tls.ca });
+    } catch (err) {
+      throw new ConfigError(`${at}.ca`, `not a usable CA certificate (${short(err)})`);
+    }
+  }
+  if (!tls.cert || !tls.key) return;
+  try {
+    createSecureContext({ cert: tls.cert });
+  } catch (err) {
+    throw new ConfigError(`${at}.cert`, `not a usable certificate (${short(err)})`);
+  }
+  try {
+    createSecureContext({ cert: tls.cert, key: tls.key, passphrase: tls.passphrase });
+  } catch (err) {
+    const code = (err as { code?: string }).code ?? '';
+    const reason = (err as { reason?: string }).reason ?? '';
+    if (/DECRYPT|PASSPHRASE|bad password/i.test(`${code} ${reason} ${short(err)}`)) {
+      throw new ConfigError(`${at}.passphrase`, tls.passphrase ? 'does not decrypt tls.key' : 'tls.key is encrypted: a passphrase is required');
+    }
+    throw new ConfigError(`${at}.key`, `does not match tls.cert or is not a usable private key (${short(err)})`);
+  }
+}
+
+function short(err: unknown): string {
+  const e = err as { reason?: string; code?: string; message?: string };
+  return (e.reason ?? e.code ?? e.message ?? 'error').split('\n')[0].slice(0, 120);
+}
+
 function resolveDestination(d: RawDestination, at: string, baseDir: string): DestinationConfig {
   const headers = parseHeaders(d.headers, `${at}.headers`);
   const query = parseQueryParameters(d.queryParameters, `${at}.queryParameters`);
@@ -236,6 +287,7 @@ function resolveDestination(d: RawDestination, at: string, baseDir: string): Des
       passphrase: d.tls.passphrase,
       rejectUnauthorized: d.tls.rejectUnauthorized,
     };
+    checkTlsMaterial(tls, `${at}.tls`);
   }
   if (d.retry.minDelayMs > d.retry.maxDelayMs) {
     throw new ConfigError(`${at}.retry.minDelayMs`, 'must not exceed retry.maxDelayMs');

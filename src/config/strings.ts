@@ -7,6 +7,8 @@ import { ConfigError } from '../errors.js';
 /** RFC 9110 token characters: what a header name may contain. */
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const CRLF = /[\r\n]/;
+/** Headers the HTTP client owns (framing, connection) or that we set ourselves. */
+const RESERVED = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade', 'expect', 'te', 'trailer', 'content-type', 'idempotency-key']);
 
 /**
  * Parses `"header1:value1,header2:value2"` (or a map) into a header map.
@@ -41,6 +43,7 @@ export function parseHeaders(
     const name = rawName.trim();
     const value = rawValue.trim();
     if (!TOKEN.test(name)) throw new ConfigError(where, 'is not a valid header name');
+    if (RESERVED.has(name.toLowerCase())) throw new ConfigError(where, `header ${name} is set by http-destination itself and cannot be configured`);
     if (/[\x00-\x08\x0a-\x1f\x7f]/.test(value)) {
       throw new ConfigError(where, 'header value contains control characters');
     }
@@ -76,10 +79,17 @@ export function parseQueryParameters(
   return out;
 }
 
-/** Appends query parameters to an endpoint URL, keeping any query it already has. */
+/**
+ * Appends query parameters to an endpoint URL. The endpoint's own query is kept byte for
+ * byte (a pre-signed URL stays valid; `flag` stays `flag`); the new pairs are
+ * percent-encoded and added after it, before any fragment.
+ */
 export function appendQuery(endpoint: string, params: Array<[string, string]>): string {
   if (params.length === 0) return endpoint;
-  const url = new URL(endpoint);
-  for (const [k, v] of params) url.searchParams.append(k, v);
-  return url.toString();
+  const hashAt = endpoint.indexOf('#');
+  const base = hashAt < 0 ? endpoint : endpoint.slice(0, hashAt);
+  const fragment = hashAt < 0 ? '' : endpoint.slice(hashAt);
+  const added = params.map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(v)}`).join('&');
+  const sep = !base.includes('?') ? '?' : base.endsWith('?') || base.endsWith('&') ? '' : '&';
+  return `${base}${sep}${added}${fragment}`;
 }

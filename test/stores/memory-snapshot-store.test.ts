@@ -1,3 +1,4 @@
+import { describeSnapshotStoreContract } from './snapshot-store-contract.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ProfileUpdate } from '../../src/domain/types.js';
 import { MAX_PENDING_PER_PROFILE, MemorySnapshotStore } from '../../src/stores/memory-snapshot-store.js';
@@ -233,4 +234,9 @@ describe('MemorySnapshotStore', () => {
       expect(await allMembers(store, 'aud-2')).toEqual(['p-1']);
     });
   });
+});
+
+describeSnapshotStoreContract('MemorySnapshotStore', async () => {
+  const s = new MemorySnapshotStore();
+  return { store: s, cleanup: () => s.close() };
 });

@@ -1,0 +1,187 @@
+/**
+ * What each command of the CLI does. Output for people goes to stdout; logs (JSON) go to
+ * stderr; secrets are masked everywhere.
+ */
+import { createServer, type Server } from 'node:http';
+import { stringify as toYaml } from 'yaml';
+import { loadConfigFile, type AppConfig } from '../config/load.js';
+import { UsageError } from '../errors.js';
+import { createLogger } from '../observability/logger.js';
+import { Metrics } from '../observability/metrics.js';
+import { createRedactor, MASK } from '../observability/redact.js';
+import { replayFailedRequests } from '../sinks/replay.js';
+import type { FailedRequest } from '../sinks/types.js';
+import { openFailureStores, openSinks } from '../worker/runtime.js';
+import { startWorker, type RunSummary } from '../worker/worker.js';
+
+let secrets: readonly string[] = [];
+
+function load(file: string): AppConfig {
+  const config = loadConfigFile(file);
+  secrets = config.secrets;
+  return config;
+}
+
+const out = (s: string): void => {
+  process.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
+};
+
+function formatSummary(s: RunSummary): string {
+  const lines = [
+    `events read        ${s.eventsRead}`,
+    `events rejected    ${s.rejected}`,
+    `exports delivered  ${s.delivered}`,
+    `exports failed     ${s.failed}${s.failed > 0 ? '  (stored: see `http-destination failed list`)' : ''}`,
+  ];
+  for (const [id, c] of Object.entries(s.dataflows)) lines.push(`  ${id}: delivered ${c.delivered}, failed ${c.failed}`);
+  if (s.abandoned > 0) lines.push(`unfinished         ${s.abandoned}  (drain timed out; they will be redelivered)`);
+  lines.push(`took               ${(s.durationMs / 1000).toFixed(2)} s`);
+  return lines.join('\n');
+}
+
+function serveMetrics(metrics: Metrics, port: number): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.url === '/metrics') {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+      res.end(metrics.render());
+    } else if (req.url === '/healthz') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ status: 'ok', inFlight: metrics.inFlight }));
+    } else {
+      res.writeHead(404).end();
+    }
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve(server));
+  });
+}
+
+function describeFailed(r: FailedRequest): string {
+  const status = r.lastStatus !== undefined ? `HTTP ${r.lastStatus}` : r.lastErrorCode;
+  return `${r.failedAt}  ${r.dataflowId}  ${r.profileId}  ${status}  attempts=${r.attempts}${r.replays ? ` replays=${r.replays}` : ''}  ${r.idempotencyKey}\n    ${r.lastError}`;
+}
+
+export const commands = {
+  knownSecrets: (): readonly string[] => secrets,
+
+  async run(o: { config: string; once?: boolean; json?: boolean; metricsPort?: number }): Promise<void> {
+    const config = load(o.config);
+    const logger = createLogger({ level: config.log.level, secrets: config.secrets });
+    const metrics = new Metrics();
+    const server = o.metricsPort !== undefined ? await serveMetrics(metrics, o.metricsPort) : undefined;
+    const worker = await startWorker({ config, logger, once: o.once, metrics });
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals): void => {
+      signals++;
+      if (signals > 1) {
+        logger.warn({ signal: sig }, 'second signal: exiting without draining');
+        process.exit(1);
+      }
+      logger.info({ signal: sig }, 'signal received');
+      worker.stop();
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    if (!o.once) logger.info({ dataflows: config.dataflows.map((d) => d.id), source: config.source.kind }, 'worker started');
+    try {
+      const summary = await worker.done;
+      if (o.once) out(o.json ? JSON.stringify(summary) : formatSummary(summary));
+      else logger.info({ summary }, 'worker stopped');
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      server?.close();
+    }
+  },
+
+  async failedList(o: { config: string; dataflow?: string; json?: boolean }): Promise<void> {
+    const config = load(o.config);
+    const stores = await openFailureStores(config);
+    try {
+      const list = await stores.failed.list({ dataflowId: o.dataflow });
+      const redact = createRedactor(config.secrets);
+      if (o.json) for (const r of list) out(JSON.stringify(redact.value(r)));
+      else {
+        out(`${list.length} failed request${list.length === 1 ? '' : 's'}`);
+        for (const r of list) out(redact.text(describeFailed(r)));
+      }
+    } finally {
+      await stores.close();
+    }
+  },
+
+  async failedReplay(o: { config: string; dataflow?: string }): Promise<void> {
+    const config = load(o.config);
+    if (o.dataflow !== undefined && !config.dataflows.some((d) => d.id === o.dataflow)) {
+      throw new UsageError(`--dataflow: unknown dataflow "${o.dataflow}"`);
+    }
+    const logger = createLogger({ level: config.log.level, secrets: config.secrets });
+    const stores = await openFailureStores(config);
+    const sinks = openSinks(config, { failed: stores.failed, logger, storeFailures: false });
+    try {
+      const r = await replayFailedRequests({ store: stores.failed, sinkFor: (id) => sinks.get(id), dataflowId: o.dataflow });
+      out(`replayed ${r.replayed}: delivered ${r.delivered}, failed ${r.failed} (kept in the store)${r.skipped ? `, skipped ${r.skipped} of unknown dataflows` : ''}`);
+    } finally {
+      await sinks.close();
+      await stores.close();
+    }
+  },
+
+  async rejectedList(o: { config: string; json?: boolean }): Promise<void> {
+    const config = load(o.config);
+    const stores = await openFailureStores(config);
+    try {
+      const list = await stores.rejected.list();
+      if (o.json) for (const r of list) out(JSON.stringify(r));
+      else {
+        out(`${list.length} rejected event${list.length === 1 ? '' : 's'}`);
+        for (const r of list) out(`${r.rejectedAt}  ${r.sourceKey}  ${r.code}  ${r.reason}`);
+      }
+    } finally {
+      await stores.close();
+    }
+  },
+
+  async validate(o: { config: string }): Promise<void> {
+    const config = load(o.config);
+    const redact = createRedactor(config.secrets);
+    const view = {
+      source: config.source,
+      store: config.store,
+      failedRequests: config.failedRequests,
+      audiences: config.audiences,
+      destinations: config.destinations.map((d) => ({
+        ...d,
+        tls: d.tls && {
+          cert: d.tls.cert ? 'loaded' : undefined,
+          key: d.tls.key ? MASK : undefined,
+          ca: d.tls.ca ? 'loaded' : undefined,
+          passphrase: d.tls.passphrase ? MASK : undefined,
+          rejectUnauthorized: d.tls.rejectUnauthorized,
+        },
+        signing: d.signing && { secrets: d.signing.secrets.map(() => MASK) },
+      })),
+      dataflows: config.dataflows,
+      worker: config.worker,
+    };
+    out(`config ${o.config} is valid\n`);
+    out(toYaml(redact.value(JSON.parse(JSON.stringify(view)) as unknown)));
+  },
+
+  async publish(o: { config: string; events: string }): Promise<void> {
+    const config = load(o.config);
+    const { publishEvents } = await import('../worker/backbone.js');
+    const r = await publishEvents(config, o.events);
+    out(`published ${r.published} events in ${(r.ms / 1000).toFixed(2)} s${r.skipped.length ? `; skipped ${r.skipped.length} bad lines:` : ''}`);
+    for (const s of r.skipped) out(`  line ${s.line}: ${s.reason}`);
+  },
+
+  async audiencesImport(o: { config: string; audience: string; csv: string }): Promise<void> {
+    const config = load(o.config);
+    const { importAudience } = await import('../worker/backbone.js');
+    const r = await importAudience(config, o.audience, o.csv);
+    out(`imported ${r.imported} profiles into ${o.audience}${r.bad.length ? `; ${r.bad.length} bad rows:` : ''}`);
+    for (const b of r.bad) out(`  line ${b.line}: ${b.reason}`);
+  },
+};

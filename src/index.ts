@@ -1,0 +1,42 @@
+/**
+ * The public API: the operators, sources, sinks, stores and types a developer composes a
+ * pipeline with. Everything else is internal.
+ */
+export type * from './domain/types.js';
+export { applyUpdate } from './domain/merge.js';
+export { decideExports } from './domain/diff.js';
+export { buildPayload, preparePayloadRules, type PayloadRules } from './domain/payload.js';
+export { idempotencyKey } from './domain/keys.js';
+export { decodeEvent, validateEvent } from './domain/validate.js';
+
+export * from './errors.js';
+
+export type { SourceMessage, SourceStatus } from './streams/types.js';
+export { fileSource, type Source, type FileSourceOptions } from './streams/file.js';
+
+export type { Envelope } from './operators/envelope.js';
+export { decodeEvents, type Decoded } from './operators/decode-events.js';
+export { divertRejected } from './operators/divert-rejected.js';
+export { serializeBy } from './operators/serialize-by.js';
+export { applySnapshot, type AppliedEnvelope } from './operators/apply-snapshot.js';
+export { detectExports, type DecidedEnvelope } from './operators/detect-exports.js';
+export { buildExports, type PlannedEnvelope } from './operators/build-exports.js';
+export { deliverExports, type SettledEnvelope } from './operators/deliver-exports.js';
+export { acknowledge } from './operators/acknowledge.js';
+export { rateLimit } from './operators/rate-limit.js';
+export { retryWithBackoff } from './operators/retry-with-backoff.js';
+
+export type * from './sinks/types.js';
+export { HttpSink, createSinks, type HttpSinkOptions } from './sinks/http/sink.js';
+export { FileFailedRequestStore, FileRejectedEventStore } from './sinks/failed-file-store.js';
+export { replayFailedRequests } from './sinks/replay.js';
+
+export type { SnapshotStore, ApplyContext, ApplyResult } from './stores/types.js';
+export type { RateLimiter } from './stores/rate-limiter.js';
+export { MemorySnapshotStore } from './stores/memory-snapshot-store.js';
+export { RedisSnapshotStore } from './stores/redis-snapshot-store.js';
+export { tokenBucket } from './stores/memory-rate-limiter.js';
+
+export { loadConfigFile, resolveConfig, type AppConfig, type DestinationConfig, type DataflowConfig } from './config/load.js';
+export { exportPipeline, type PipelineOptions } from './worker/pipeline.js';
+export { startWorker, type WorkerHandle, type RunSummary } from './worker/worker.js';

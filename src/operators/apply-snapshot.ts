@@ -1,0 +1,30 @@
+import { concatMap, from, map, type OperatorFunction } from 'rxjs';
+import type { ApplyResult, SnapshotStore } from '../stores/types.js';
+import type { Envelope } from './envelope.js';
+
+/** An envelope whose update has been merged into the profile's snapshot. */
+export interface AppliedEnvelope extends Envelope {
+  applied: ApplyResult;
+}
+
+export interface ApplySnapshotOptions {
+  /** Where snapshots live (memory or Redis). */
+  store: SnapshotStore;
+}
+
+/**
+ * Merges each update into its profile's snapshot, one at a time in arrival order, and emits
+ * the envelope with the before/after states. A store failure errors the stream: run it
+ * inside a per-profile actor (`serializeBy`) that naks the message and goes on.
+ *
+ * @example
+ * envelopes$.pipe(applySnapshot({ store: new MemorySnapshotStore() }))
+ */
+export function applySnapshot(options: ApplySnapshotOptions): OperatorFunction<Envelope, AppliedEnvelope> {
+  const { store } = options;
+  return concatMap((env) =>
+    from(store.apply(env.update, { key: env.msg.key, seq: env.msg.seq })).pipe(
+      map((applied): AppliedEnvelope => ({ msg: env.msg, update: env.update, applied })),
+    ),
+  );
+}

@@ -1,0 +1,52 @@
+import { map, type OperatorFunction } from 'rxjs';
+import { exitedAudiences } from '../domain/diff.js';
+import { eventIdentity, eventTime, idempotencyKey } from '../domain/keys.js';
+import { buildPayload, preparePayloadRules, type PayloadRules } from '../domain/payload.js';
+import type { Audience, DataflowRules } from '../domain/types.js';
+import type { ExportJob } from '../sinks/types.js';
+import type { DecidedEnvelope } from './detect-exports.js';
+
+/** A decided envelope with the HTTP jobs it causes, one per exporting dataflow. */
+export interface PlannedEnvelope extends DecidedEnvelope {
+  jobs: ExportJob[];
+}
+
+export interface BuildExportsOptions {
+  dataflows: readonly DataflowRules[];
+  /** The audience catalog (config `audiences`). */
+  audiences: readonly Audience[];
+}
+
+/**
+ * Builds one export job per decision: the payload of SPEC §4 and an Idempotency-Key that
+ * is the same for every retry, redelivery and replay of that export.
+ *
+ * @example
+ * decided$.pipe(buildExports({ dataflows: config.dataflows, audiences: config.audiences }))
+ */
+export function buildExports(options: BuildExportsOptions): OperatorFunction<DecidedEnvelope, PlannedEnvelope> {
+  const rules = new Map<string, { rules: PayloadRules; destinationId: string }>();
+  for (const flow of options.dataflows) {
+    rules.set(flow.id, { rules: preparePayloadRules(flow, options.audiences), destinationId: flow.destinationId });
+  }
+  return map((env) => {
+    if (env.decisions.length === 0) return { ...env, jobs: [] };
+    const { update } = env;
+    const event = eventIdentity(update, env.msg.key);
+    const time = eventTime(update);
+    const exited = exitedAudiences(env.applied);
+    const jobs = env.decisions.map((d): ExportJob => {
+      const flow = rules.get(d.dataflowId);
+      if (!flow) throw new Error(`no payload rules for dataflow ${d.dataflowId}`);
+      return {
+        dataflowId: d.dataflowId,
+        destinationId: flow.destinationId,
+        profileId: update.profileId,
+        idempotencyKey: idempotencyKey({ dataflowId: d.dataflowId, profileId: update.profileId, event }),
+        payload: buildPayload(env.applied, flow.rules, exited),
+        eventTime: time,
+      };
+    });
+    return { ...env, jobs };
+  });
+}

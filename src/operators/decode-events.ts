@@ -1,0 +1,56 @@
+/**
+ * `decodeEvents`: turns raw source messages into validated updates or rejections.
+ */
+import { map, type OperatorFunction } from 'rxjs';
+import { DEFAULTS } from '../config/schema.js';
+import { decodeEvent } from '../domain/validate.js';
+import type { ProfileUpdate } from '../domain/types.js';
+import { EventRejectedError } from '../errors.js';
+import type { SourceMessage } from '../streams/types.js';
+
+/** One decoded message: its update, or why it was rejected. */
+export type Decoded =
+  | { ok: true; msg: SourceMessage; update: ProfileUpdate }
+  | { ok: false; msg: SourceMessage; error: EventRejectedError };
+
+export interface DecodeEventsOptions {
+  /** Largest accepted event, in UTF-8 bytes. @default DEFAULTS.maxEventBytes (1 MiB) */
+  maxBytes?: number;
+}
+
+/** The defaults of `decodeEvents`, named in one place. */
+export const DECODE_EVENTS_DEFAULTS = {
+  maxBytes: DEFAULTS.maxEventBytes,
+} as const;
+
+/**
+ * Decodes and validates each message (SPEC §2), emitting one `Decoded` per message, in
+ * order. Never errors because of a message: a bad one becomes `{ ok: false, error }` with
+ * code `ERR_EVENT_TOO_LARGE`, `ERR_EVENT_JSON` or `ERR_EVENT_SHAPE`; any other throw while
+ * decoding is also turned into an `ERR_EVENT_SHAPE` rejection. Errors and completion of the
+ * source pass through.
+ *
+ * @example
+ * messages$.pipe(decodeEvents({ maxBytes: 65_536 }), divertRejected({ store }))
+ */
+export function decodeEvents(options: DecodeEventsOptions = {}): OperatorFunction<SourceMessage, Decoded> {
+  const decodeOptions = { maxBytes: options.maxBytes ?? DECODE_EVENTS_DEFAULTS.maxBytes };
+  return map((msg): Decoded => {
+    try {
+      return { ok: true, msg, update: decodeEvent(msg.data, decodeOptions) };
+    } catch (err) {
+      return { ok: false, msg, error: asRejection(err) };
+    }
+  });
+}
+
+function asRejection(err: unknown): EventRejectedError {
+  if (err instanceof EventRejectedError) return err;
+  // Not expected (decodeEvent throws only EventRejectedError), but a message must never
+  // take the stream down: e.g. a RangeError from an exotic input becomes a rejection.
+  const text = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+  return new EventRejectedError(
+    'ERR_EVENT_SHAPE',
+    `event: could not be decoded (${text.length > 200 ? `${text.slice(0, 199)}…` : text})`,
+  );
+}

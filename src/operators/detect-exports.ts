@@ -1,0 +1,27 @@
+import { map, type OperatorFunction } from 'rxjs';
+import { decideExports } from '../domain/diff.js';
+import type { DataflowRules, ExportDecision } from '../domain/types.js';
+import type { AppliedEnvelope } from './apply-snapshot.js';
+
+/** An applied envelope with the dataflows that must export it. */
+export interface DecidedEnvelope extends AppliedEnvelope {
+  /** One entry per dataflow that exports this update (SPEC §3); empty when none does. */
+  decisions: ExportDecision[];
+}
+
+export interface DetectExportsOptions {
+  dataflows: readonly DataflowRules[];
+}
+
+/**
+ * Decides per dataflow whether an applied update is exported: a mapped audience entered or
+ * exited, or — while the profile is in a mapped audience — its identity map changed or a
+ * mapped attribute was written.
+ *
+ * @example
+ * applied$.pipe(detectExports({ dataflows: config.dataflows }))
+ */
+export function detectExports(options: DetectExportsOptions): OperatorFunction<AppliedEnvelope, DecidedEnvelope> {
+  const { dataflows } = options;
+  return map((env) => ({ ...env, decisions: decideExports(env.applied, dataflows) }));
+}

@@ -1,0 +1,47 @@
+/**
+ * Builds a destination's AuthProvider from its (validated) auth config.
+ */
+import type { Dispatcher } from 'undici';
+import type { AuthConfig } from '../../../config/schema.js';
+import { bearerAuth } from './bearer.js';
+import { noAuth } from './none.js';
+import { createOAuth2Provider } from './oauth2.js';
+import type { AuthProvider } from './types.js';
+
+export type { AuthProvider } from './types.js';
+export { bearerAuth } from './bearer.js';
+export { noAuth } from './none.js';
+
+/** What an AuthProvider may need besides its config. */
+export interface AuthDeps {
+  /** The undici dispatcher token requests go through. @default undici's global dispatcher */
+  dispatcher?: Dispatcher;
+  /** Longest a token request may take, in ms. */
+  timeoutMs: number;
+}
+
+/**
+ * One AuthProvider per destination, chosen by `auth.type`: `none`, `bearer`, or an OAuth2
+ * grant (`oauth2-client-credentials`, `oauth2-password`; token cached, shared and renewed).
+ *
+ * @example
+ * ```ts
+ * const auth = createAuthProvider(dest.auth, { timeoutMs: dest.timeoutMs });
+ * const headers = await auth.authorize();
+ * ```
+ */
+export function createAuthProvider(auth: AuthConfig, deps: AuthDeps): AuthProvider {
+  switch (auth.type) {
+    case 'none':
+      return noAuth();
+    case 'bearer':
+      return bearerAuth({ token: auth.token });
+    case 'oauth2-client-credentials':
+    case 'oauth2-password':
+      return createOAuth2Provider(auth, deps);
+    default: {
+      const unknown: never = auth;
+      throw new TypeError(`unsupported auth type ${(unknown as { type?: unknown }).type as string}`);
+    }
+  }
+}

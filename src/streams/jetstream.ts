@@ -1,0 +1,482 @@
+/**
+ * The JetStream source: a durable pull consumer turned into an Observable of SourceMessage,
+ * with its consumer notifications on a separate typed stream. Also `ensureStream` and
+ * `ensureConsumer`, which `run`, `publish` and the source use to create what is missing.
+ */
+import {
+  AckPolicy,
+  DeliverPolicy,
+  DiscardPolicy,
+  jetstream,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  jetstreamManager,
+  RetentionPolicy,
+  StorageType,
+  type ConsumerInfo,
+  type ConsumerMessages,
+  type ConsumerNotification,
+  type JetStreamManager,
+  type JsMsg,
+  type StreamInfo,
+} from '@nats-io/jetstream';
+import { nanos } from '@nats-io/transport-node';
+import {
+  asyncScheduler,
+  firstValueFrom,
+  map,
+  Observable,
+  race,
+  Subject,
+  timer,
+  type SchedulerLike,
+  type Subscription,
+} from 'rxjs';
+import { connectNats, NatsError, type NatsHandle } from './nats.js';
+import type { SourceMessage, SourceStatus } from './types.js';
+
+/** Defaults of {@link jetstreamSource}, named in one place. */
+export const JETSTREAM_SOURCE_DEFAULTS = {
+  /** Messages asked for per pull request (the client re-pulls at 75 %). */
+  batchSize: 256,
+  /** Messages delivered and not yet acknowledged, at most (the consumer's `max_ack_pending`). */
+  maxAckPending: 2_048,
+  /** Unacknowledged for this long → redelivered (the consumer's `ack_wait`). */
+  ackWaitMs: 30_000,
+  /** Create the stream and the durable consumer when missing. */
+  create: true,
+  /** First wait before re-creating a lost consumer / retrying a failed start; doubles. */
+  restartDelayMs: 250,
+  /** Longest wait between such retries. */
+  maxRestartDelayMs: 5_000,
+  /**
+   * After unsubscribe: how long acks of messages already emitted are still sent before the
+   * connection closes (so a graceful stop can finish its in-flight work).
+   */
+  closeGraceMs: 5_000,
+} as const;
+
+export interface JetStreamSourceOptions {
+  /** NATS server URLs. */
+  servers: string | string[];
+  /** Stream name, e.g. `PROFILES`. */
+  stream: string;
+  /** Subject the durable consumer filters on, e.g. `profiles.updates`. */
+  subject: string;
+  /** Durable consumer name, e.g. `http-destination`. */
+  durable: string;
+  /** @default 256 */
+  batchSize?: number;
+  /** @default 2048 */
+  maxAckPending?: number;
+  /** @default 30000 */
+  ackWaitMs?: number;
+  /** @default true: create stream and durable consumer when missing */
+  create?: boolean;
+  /** Connection name. @default `http-destination:<durable>` */
+  name?: string;
+  /** @default 250 */
+  restartDelayMs?: number;
+  /** @default 5000 */
+  maxRestartDelayMs?: number;
+  /** @default 5000 */
+  closeGraceMs?: number;
+  /** Scheduler for retry waits and the close grace. @default asyncScheduler */
+  scheduler?: SchedulerLike;
+}
+
+export interface JetStreamSource {
+  /**
+   * Cold: each subscription connects, (creates and) consumes the durable consumer;
+   * unsubscribing stops the consumer and closes the connection once the messages already
+   * emitted are settled (or `closeGraceMs` passed). Errors only when it cannot go on
+   * (first connection refused, a durable that conflicts with the options).
+   */
+  messages$: Observable<SourceMessage>;
+  /**
+   * Hot: connection events (`disconnect`, `reconnect`, …), consumer notifications
+   * (`heartbeats_missed`, `consumer_deleted`, `consumer_not_found`, `stream_not_found`,
+   * `exceeded_limits`, `no_responders`), `consumer_restart` when the source re-created
+   * its consumer, and `error` for a failed (re)start it will retry. `fatal: true` precedes
+   * an error of `messages$`.
+   */
+  status$: Observable<SourceStatus>;
+}
+
+/** True when `err` is a JetStream API error with this code. */
+function isApiError(err: unknown, code: number): boolean {
+  return err instanceof JetStreamApiError && err.code === code;
+}
+
+/** JetStream API error code: "stream name already in use with a different configuration". */
+const STREAM_NAME_IN_USE = 10058;
+
+/** Does subject pattern `pattern` (with `*` / `>`) match every subject `subject` matches? */
+export function subjectCovers(pattern: string, subject: string): boolean {
+  const p = pattern.split('.');
+  const s = subject.split('.');
+  for (let i = 0; i < p.length; i++) {
+    if (p[i] === '>') return i < s.length;
+    if (i >= s.length) return false;
+    if (p[i] === '*') {
+      if (s[i] === '>') return false;
+      continue;
+    }
+    if (p[i] !== s[i]) return false;
+  }
+  return p.length === s.length;
+}
+
+export interface EnsureStreamOptions {
+  jsm: JetStreamManager;
+  stream: string;
+  /** The stream covers `subject` and `subject.>` (the latter for the partitioned pool). */
+  subject: string;
+  /** Limits for a stream this creates. @default no age / size limit */
+  maxAgeMs?: number;
+  maxBytes?: number;
+}
+
+/**
+ * Makes sure the stream exists (file storage, limits retention) and covers `subject` and
+ * `subject.>`; adds those subjects to an existing stream that lacks them.
+ *
+ * @example
+ * const jsm = await jetstreamManager(nats.nc);
+ * await ensureStream({ jsm, stream: 'PROFILES', subject: 'profiles.updates' });
+ */
+export async function ensureStream(options: EnsureStreamOptions): Promise<StreamInfo> {
+  const { jsm, stream, subject } = options;
+  const wanted = [subject, `${subject}.>`];
+  let info: StreamInfo;
+  try {
+    info = await jsm.streams.info(stream);
+  } catch (err) {
+    if (!isApiError(err, JetStreamApiCodes.StreamNotFound)) throw jsError(`stream ${stream}`, err);
+    try {
+      return await jsm.streams.add({
+        name: stream,
+        subjects: wanted,
+        storage: StorageType.File,
+        retention: RetentionPolicy.Limits,
+        discard: DiscardPolicy.Old,
+        ...(options.maxAgeMs ? { max_age: nanos(options.maxAgeMs) } : {}),
+        ...(options.maxBytes ? { max_bytes: options.maxBytes } : {}),
+      });
+    } catch (addErr) {
+      // Another worker created it first.
+      if (!isApiError(addErr, STREAM_NAME_IN_USE)) throw jsError(`creating stream ${stream}`, addErr);
+      info = await jsm.streams.info(stream).catch((e: unknown) => {
+        throw jsError(`stream ${stream}`, e);
+      });
+    }
+  }
+  const have = info.config.subjects ?? [];
+  const missing = wanted.filter((w) => !have.some((h) => subjectCovers(h, w)));
+  if (missing.length === 0) return info;
+  try {
+    return await jsm.streams.update(stream, { ...info.config, subjects: [...have, ...missing] });
+  } catch (err) {
+    throw new NatsError(
+      'ERR_JETSTREAM_CONFIG',
+      `stream ${stream} does not cover ${missing.join(', ')} and cannot be extended: ${errMessage(err)}`,
+      { cause: err },
+    );
+  }
+}
+
+export interface EnsureConsumerOptions {
+  jsm: JetStreamManager;
+  stream: string;
+  subject: string;
+  durable: string;
+  /** @default 2048 */
+  maxAckPending?: number;
+  /** @default 30000 */
+  ackWaitMs?: number;
+}
+
+/**
+ * Makes sure the durable pull consumer exists with explicit ack, filtering on `subject`,
+ * with the given `max_ack_pending` and `ack_wait` (updated when they differ).
+ *
+ * @example
+ * await ensureConsumer({ jsm, stream: 'PROFILES', subject: 'profiles.updates', durable: 'hd' });
+ *
+ * @throws NatsError `ERR_JETSTREAM_CONFIG` when the durable exists with another filter or is
+ * not an explicit-ack pull consumer.
+ */
+export async function ensureConsumer(options: EnsureConsumerOptions): Promise<ConsumerInfo> {
+  const { jsm, stream, subject, durable } = options;
+  const maxAckPending = options.maxAckPending ?? JETSTREAM_SOURCE_DEFAULTS.maxAckPending;
+  const ackWait = nanos(options.ackWaitMs ?? JETSTREAM_SOURCE_DEFAULTS.ackWaitMs);
+  let info: ConsumerInfo | undefined;
+  try {
+    info = await jsm.consumers.info(stream, durable);
+  } catch (err) {
+    if (!isApiError(err, JetStreamApiCodes.ConsumerNotFound)) {
+      throw jsError(`consumer ${stream}/${durable}`, err);
+    }
+  }
+  if (!info) {
+    try {
+      return await jsm.consumers.add(stream, {
+        durable_name: durable,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.All,
+        filter_subject: subject,
+        max_ack_pending: maxAckPending,
+        ack_wait: ackWait,
+      });
+    } catch (err) {
+      throw jsError(`creating consumer ${stream}/${durable}`, err);
+    }
+  }
+  const c = info.config;
+  const filters = c.filter_subjects?.length ? c.filter_subjects : c.filter_subject ? [c.filter_subject] : [];
+  if (filters.length !== 1 || filters[0] !== subject || c.deliver_subject || c.ack_policy !== AckPolicy.Explicit) {
+    throw new NatsError(
+      'ERR_JETSTREAM_CONFIG',
+      `consumer ${stream}/${durable} exists with filter ${filters.join(',') || '(none)'}` +
+        `${c.deliver_subject ? ' as a push consumer' : ''}, ack ${c.ack_policy}; ` +
+        `expected a pull consumer with explicit ack on ${subject}: delete it or choose another durable`,
+    );
+  }
+  if (c.max_ack_pending !== maxAckPending || c.ack_wait !== ackWait) {
+    try {
+      return await jsm.consumers.update(stream, durable, {
+        max_ack_pending: maxAckPending,
+        ack_wait: ackWait,
+      });
+    } catch (err) {
+      throw jsError(`updating consumer ${stream}/${durable}`, err);
+    }
+  }
+  return info;
+}
+
+function errMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function jsError(what: string, err: unknown): NatsError {
+  if (err instanceof NatsError) return err;
+  return new NatsError('ERR_JETSTREAM', `${what}: ${errMessage(err)}`, { cause: err });
+}
+
+/** Consumer notifications worth surfacing, and whether they make the source restart. */
+const SURFACED: Partial<Record<ConsumerNotification['type'], { restart: boolean }>> = {
+  heartbeats_missed: { restart: false },
+  consumer_deleted: { restart: true },
+  consumer_not_found: { restart: true },
+  stream_not_found: { restart: true },
+  exceeded_limits: { restart: false },
+  no_responders: { restart: false },
+};
+
+function describe(n: ConsumerNotification): string {
+  switch (n.type) {
+    case 'heartbeats_missed':
+      return `${n.count} heartbeats missed`;
+    case 'consumer_deleted':
+      return `consumer deleted (${n.code} ${n.description})`;
+    case 'consumer_not_found':
+      return `consumer ${n.stream}/${n.name} not found (attempt ${n.count})`;
+    case 'stream_not_found':
+      return `stream ${n.name} not found`;
+    case 'exceeded_limits':
+      return `pull request exceeded limits (${n.code} ${n.description})`;
+    case 'no_responders':
+      return `JetStream did not answer (${n.code})`;
+    default:
+      return n.type;
+  }
+}
+
+/**
+ * A durable JetStream pull consumer as an Observable of SourceMessage (explicit ack).
+ * `key` is `js:<stream>:<stream sequence>`, `seq` the stream sequence, `data` the bytes.
+ * `ack()`, `working()`, `nak(delayMs)` map to the JetStream message. At most
+ * `maxAckPending` messages are delivered and unacknowledged at once, so memory stays flat
+ * under any backlog. The source recovers by itself: across reconnects (a nats-server
+ * restart with its data folder) and by re-creating a deleted consumer.
+ *
+ * @example
+ * const { messages$, status$ } = jetstreamSource({
+ *   servers: 'nats://127.0.0.1:4222', stream: 'PROFILES',
+ *   subject: 'profiles.updates', durable: 'http-destination',
+ * });
+ * status$.subscribe((s) => log.warn(s, 'jetstream'));
+ * messages$.pipe(mergeMap(handle, 64)).subscribe();
+ *
+ * Options: `servers`, `stream`, `subject`, `durable` (required); `batchSize` (@default 256),
+ * `maxAckPending` (@default 2048), `ackWaitMs` (@default 30000), `create` (@default true),
+ * `name` (@default `http-destination:<durable>`), `restartDelayMs` (@default 250),
+ * `maxRestartDelayMs` (@default 5000), `closeGraceMs` (@default 5000),
+ * `scheduler` (@default asyncScheduler).
+ */
+export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSource {
+  const o = { ...JETSTREAM_SOURCE_DEFAULTS, scheduler: asyncScheduler, ...options };
+  const status = new Subject<SourceStatus>();
+
+  const messages$ = new Observable<SourceMessage>((subscriber) => {
+    let stopped = false;
+    const stop$ = new Subject<void>();
+    let handle: NatsHandle | undefined;
+    let statusSub: Subscription | undefined;
+    let current: ConsumerMessages | undefined;
+    /** Emitted and not yet acked/naked. */
+    let outstanding = 0;
+    const settled$ = new Subject<void>();
+
+    /** Waits `ms` on the scheduler, or less when stopped. */
+    const pause = (ms: number) =>
+      firstValueFrom(race(timer(ms, o.scheduler), stop$), { defaultValue: undefined });
+
+    const toSource = (m: JsMsg): SourceMessage => {
+      const seq = m.info.streamSequence;
+      let settled = false;
+      outstanding++;
+      const settle = (): boolean => {
+        if (settled) return false;
+        settled = true;
+        outstanding--;
+        if (outstanding === 0) settled$.next();
+        return true;
+      };
+      // After the connection closed an ack cannot be sent; the message is redelivered.
+      const attempt = (f: () => void) => {
+        try {
+          f();
+        } catch {
+          /* connection closed */
+        }
+      };
+      return {
+        data: m.data,
+        key: `js:${o.stream}:${seq}`,
+        seq,
+        receivedAt: o.scheduler.now(),
+        ack: () => {
+          if (settle()) attempt(() => m.ack());
+        },
+        working: () => {
+          if (!settled) attempt(() => m.working());
+        },
+        nak: (delayMs?: number) => {
+          if (settle()) attempt(() => m.nak(delayMs));
+        },
+      };
+    };
+
+    /** Forwards notifications; closes the consumer messages when it must be re-created. */
+    const watch = async (msgs: ConsumerMessages): Promise<void> => {
+      for await (const n of msgs.status()) {
+        const surfaced = SURFACED[n.type];
+        if (!surfaced) continue;
+        status.next({ kind: n.type, message: describe(n) });
+        if (surfaced.restart && !stopped) {
+          await msgs.close();
+          return;
+        }
+      }
+    };
+
+    const fail = (err: unknown) => {
+      if (stopped) return;
+      const e = jsError('jetstream source', err);
+      status.next({ kind: 'error', message: e.message, fatal: true });
+      subscriber.error(e);
+    };
+
+    const run = async () => {
+      handle = await connectNats({ servers: o.servers, name: o.name ?? `http-destination:${o.durable}` });
+      if (stopped) return;
+      const nats = handle;
+      statusSub = nats.status$.subscribe((s) => status.next(s));
+      void nats.nc.closed().then((err) => {
+        if (!stopped) {
+          fail(new NatsError('ERR_NATS_CLOSED', `NATS connection closed${err ? `: ${err.message}` : ''}`));
+        }
+      });
+      const js = jetstream(nats.nc);
+      let attempt = 0;
+      let restarting = false;
+      while (!stopped) {
+        try {
+          const jsm = await jetstreamManager(nats.nc);
+          if (o.create && !stopped) {
+            await ensureStream({ jsm, stream: o.stream, subject: o.subject });
+            await ensureConsumer({
+              jsm,
+              stream: o.stream,
+              subject: o.subject,
+              durable: o.durable,
+              maxAckPending: o.maxAckPending,
+              ackWaitMs: o.ackWaitMs,
+            });
+          }
+          if (stopped) return;
+          const consumer = await js.consumers.get(o.stream, o.durable);
+          if (stopped) return;
+          const msgs = await consumer.consume({
+            max_messages: o.batchSize,
+            callback: (m) => {
+              // Arrived while stopping: hand it back at once (another worker may take it).
+              if (stopped) {
+                try {
+                  m.nak();
+                } catch {
+                  /* connection closed: redelivered after ack_wait */
+                }
+              } else subscriber.next(toSource(m));
+            },
+          });
+          current = msgs;
+          if (stopped) return;
+          if (restarting) {
+            status.next({ kind: 'consumer_restart', message: `consuming ${o.stream}/${o.durable} again` });
+          }
+          attempt = 0;
+          await Promise.all([watch(msgs), msgs.closed()]);
+          current = undefined;
+          if (stopped) return;
+          restarting = true;
+        } catch (err) {
+          if (stopped) return;
+          if (err instanceof NatsError && err.code === 'ERR_JETSTREAM_CONFIG') throw err;
+          restarting = true;
+          status.next({ kind: 'error', message: `${errMessage(err)}; retrying` });
+        }
+        const wait = Math.min(o.maxRestartDelayMs, o.restartDelayMs * 2 ** attempt);
+        attempt = Math.min(attempt + 1, 30);
+        await pause(wait);
+      }
+    };
+
+    const running = run().catch(fail);
+
+    return () => {
+      stopped = true;
+      stop$.next();
+      stop$.complete();
+      void (async () => {
+        // No new messages: stop the consumer (also one that `run` starts while stopping).
+        await current?.close().catch(() => undefined);
+        await running;
+        await current?.close().catch(() => undefined);
+        // The messages already emitted may still be acked for a while.
+        if (outstanding > 0) {
+          await firstValueFrom(
+            race(settled$, timer(o.closeGraceMs, o.scheduler).pipe(map(() => undefined))),
+            { defaultValue: undefined },
+          );
+        }
+        statusSub?.unsubscribe();
+        await handle?.close();
+      })();
+    };
+  });
+
+  return { messages$, status$: status.asObservable() };
+}

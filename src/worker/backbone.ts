@@ -1,0 +1,160 @@
+/**
+ * The real backbone, loaded only when a config asks for it: JetStream source and stores,
+ * Redis snapshots, `publish` and `audiences import`.
+ */
+import { appendFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { Subject, takeUntil } from 'rxjs';
+import type { AppConfig, FailedRequestsConfig, SourceConfig, StoreConfig } from '../config/load.js';
+import { UsageError } from '../errors.js';
+import type { Logger } from '../observability/logger.js';
+import { openJetStreamStores } from '../sinks/failed-jetstream-store.js';
+import { RedisSnapshotStore } from '../stores/redis-snapshot-store.js';
+import type { SnapshotStore } from '../stores/types.js';
+import { csvToEvents } from '../streams/audience-import.js';
+import type { Source } from '../streams/file.js';
+import { jetstreamSource } from '../streams/jetstream.js';
+import { connectNats } from '../streams/nats.js';
+import { publishJsonl, type PublishJsonlResult } from '../streams/publish.js';
+import type { FailureStores } from './runtime.js';
+
+type JetStreamSourceConfig = Extract<SourceConfig, { kind: 'jetstream' }>;
+
+export async function openJetStreamFailureStores(f: Extract<FailedRequestsConfig, { kind: 'jetstream' }>): Promise<FailureStores> {
+  return openJetStreamStores({ servers: f.servers, stream: f.stream, rejectedStream: f.rejectedStream });
+}
+
+export async function openRedisSnapshotStore(
+  s: Extract<StoreConfig, { kind: 'redis' }>,
+  logger?: Logger,
+): Promise<SnapshotStore> {
+  let warned = 0;
+  return new RedisSnapshotStore({
+    url: s.url,
+    keyPrefix: s.keyPrefix,
+    onConnectionError: (err) => {
+      if (Date.now() - warned < 5_000) return;
+      warned = Date.now();
+      logger?.warn({ err }, 'redis connection error; reconnecting');
+    },
+  });
+}
+
+/**
+ * The JetStream source as a `Source`: `stop()` stops fetching, and the stream completes once
+ * the pipeline has drained (acks of messages already emitted still go out). With `once`, the
+ * source stops by itself when the durable consumer has nothing left: no message pending
+ * delivery and none awaiting an ack.
+ */
+export async function openJetStreamSource(
+  s: JetStreamSourceConfig,
+  options: { once: boolean; maxInFlight: number; drainTimeoutMs: number; logger: Logger },
+): Promise<Source> {
+  const js = jetstreamSource({
+    servers: s.servers,
+    stream: s.stream,
+    subject: s.subject,
+    durable: s.durable,
+    maxAckPending: options.maxInFlight,
+    closeGraceMs: options.drainTimeoutMs,
+  });
+  const stop$ = new Subject<void>();
+  let stopped = false;
+  const stop = (): void => {
+    if (stopped) return;
+    stopped = true;
+    stop$.next();
+    stop$.complete();
+  };
+  const statusSub = js.status$.subscribe((st) => {
+    if (st.fatal) options.logger.error({ kind: st.kind }, `jetstream: ${st.message}`);
+    else options.logger.warn({ kind: st.kind }, `jetstream: ${st.message}`);
+  });
+  if (options.once) void watchForEnd(s, () => stopped, stop, options.logger);
+  return {
+    messages$: js.messages$.pipe(takeUntil(stop$)),
+    stop: () => {
+      stop();
+      statusSub.unsubscribe();
+    },
+  };
+}
+
+/** Polls the durable consumer until it has nothing pending or unacked, then calls `stop`. */
+async function watchForEnd(s: JetStreamSourceConfig, isStopped: () => boolean, stop: () => void, logger: Logger): Promise<void> {
+  const nats = await connectNats({ servers: s.servers, name: 'http-destination:once' });
+  try {
+    const jsm = await jetstreamManager(nats.nc);
+    let quiet = 0;
+    while (!isStopped()) {
+      await new Promise((r) => setTimeout(r, 200));
+      try {
+        const info = await jsm.consumers.info(s.stream, s.durable);
+        // Two quiet polls in a row: the consumer has delivered everything and all is acked.
+        if (info.num_pending === 0 && info.num_ack_pending === 0) quiet++;
+        else quiet = 0;
+        if (quiet >= 2) stop();
+      } catch {
+        quiet = 0; // the consumer is being created, or the server restarts: keep polling
+      }
+    }
+  } catch (err) {
+    logger.warn({ err }, 'jetstream: cannot watch the consumer for the end of the backlog');
+  } finally {
+    await nats.close().catch(() => {});
+  }
+}
+
+function requireJetStream(config: AppConfig, command: string): JetStreamSourceConfig {
+  if (config.source.kind !== 'jetstream') {
+    throw new UsageError(`${command} needs source.kind: jetstream in the config (it is ${config.source.kind})`);
+  }
+  return config.source;
+}
+
+/** `publish`: JSON Lines → the configured subject, with publish acks. */
+export async function publishEvents(config: AppConfig, file: string): Promise<PublishJsonlResult> {
+  const s = requireJetStream(config, 'publish');
+  return publishJsonl({ servers: s.servers, stream: s.stream, subject: s.subject, file });
+}
+
+/**
+ * `audiences import`: a CSV custom upload becomes membership events for the audience, sent
+ * through the source like any other update (published to JetStream, or appended to the
+ * JSON Lines source file).
+ */
+export async function importAudience(
+  config: AppConfig,
+  audienceId: string,
+  csvFile: string,
+): Promise<{ imported: number; bad: Array<{ line: number; reason: string }> }> {
+  const audience = config.audiences.find((a) => a.id === audienceId);
+  if (!audience) throw new UsageError(`--audience: unknown audience "${audienceId}" (declare it under audiences)`);
+  if (audience.origin !== 'upload') {
+    throw new UsageError(`--audience: audience "${audienceId}" has origin ${audience.origin}; custom uploads go to audiences with origin: upload`);
+  }
+  let text: string;
+  try {
+    text = await readFile(csvFile, 'utf8');
+  } catch (err) {
+    throw new UsageError(`cannot read ${csvFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  const { events, bad } = csvToEvents(text, { audienceId });
+  const lines = events.map((e) => JSON.stringify(e)).join('\n') + (events.length > 0 ? '\n' : '');
+  if (events.length === 0) return { imported: 0, bad };
+  if (config.source.kind === 'file') {
+    await appendFile(config.source.path, lines);
+    return { imported: events.length, bad };
+  }
+  const dir = await mkdtemp(join(tmpdir(), 'hd-import-'));
+  try {
+    const file = join(dir, 'events.jsonl');
+    await writeFile(file, lines);
+    const r = await publishEvents(config, file);
+    return { imported: r.published, bad };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

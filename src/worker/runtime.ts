@@ -1,0 +1,52 @@
+/**
+ * Builds the stores and sinks a config names, behind their interfaces. The embedded
+ * default (file source, memory store, JSON Lines failed requests) needs no server; the real
+ * backbone (JetStream, Redis) is loaded only when the config asks for it.
+ */
+import type { AppConfig } from '../config/load.js';
+import type { Logger } from '../observability/logger.js';
+import { FileFailedRequestStore, FileRejectedEventStore } from '../sinks/failed-file-store.js';
+import { createSinks, type HttpSinks } from '../sinks/http/sink.js';
+import type { FailedRequestStore, RejectedEventStore } from '../sinks/types.js';
+import { MemorySnapshotStore } from '../stores/memory-snapshot-store.js';
+import { tokenBucket } from '../stores/memory-rate-limiter.js';
+import type { SnapshotStore } from '../stores/types.js';
+
+export interface FailureStores {
+  failed: FailedRequestStore;
+  rejected: RejectedEventStore;
+  close(): Promise<void>;
+}
+
+/** The failed-request and rejected-event stores of a config. */
+export async function openFailureStores(config: AppConfig): Promise<FailureStores> {
+  const f = config.failedRequests;
+  if (f.kind === 'file') {
+    const failed = new FileFailedRequestStore({ path: f.path });
+    const rejected = new FileRejectedEventStore({ path: f.rejectedPath });
+    return { failed, rejected, close: async () => void (await Promise.all([failed.close(), rejected.close()])) };
+  }
+  const { openJetStreamFailureStores } = await import('./backbone.js');
+  return openJetStreamFailureStores(f);
+}
+
+/** The snapshot store of a config. */
+export async function openSnapshotStore(config: AppConfig, logger?: Logger): Promise<SnapshotStore> {
+  const s = config.store;
+  if (s.kind === 'memory') return new MemorySnapshotStore();
+  const { openRedisSnapshotStore } = await import('./backbone.js');
+  return openRedisSnapshotStore(s, logger);
+}
+
+/** One HTTP sink per dataflow, each with its own rate limiter. */
+export function openSinks(
+  config: AppConfig,
+  deps: { failed: FailedRequestStore; logger: Logger; storeFailures?: boolean },
+): HttpSinks {
+  return createSinks(config, {
+    failedStore: deps.failed,
+    limiterFor: (flow) => tokenBucket({ rate: flow.rateLimit }),
+    loggerFor: (id) => deps.logger.child({ dataflowId: id }),
+    storeFailures: deps.storeFailures,
+  });
+}

@@ -1,0 +1,140 @@
+/**
+ * One worker: opens what the config names, runs the export pipeline over the source, and
+ * stops gracefully (no new messages, in-flight exports drained, everything closed).
+ */
+import type { AppConfig } from '../config/load.js';
+import type { Logger } from '../observability/logger.js';
+import { Metrics } from '../observability/metrics.js';
+import { fileSource, type Source } from '../streams/file.js';
+import { exportPipeline } from './pipeline.js';
+import { openFailureStores, openSinks, openSnapshotStore } from './runtime.js';
+
+export interface RunSummary {
+  eventsRead: number;
+  rejected: number;
+  delivered: number;
+  failed: number;
+  /** Per dataflow: delivered and failed (stored) exports. */
+  dataflows: Record<string, { delivered: number; failed: number }>;
+  /** Messages left unfinished when the drain timed out (they will be redelivered). */
+  abandoned: number;
+  durationMs: number;
+}
+
+export interface WorkerHandle {
+  /** Resolves when the worker has stopped and closed everything. */
+  readonly done: Promise<RunSummary>;
+  /** Graceful stop: no new messages; in-flight exports finish (up to the drain timeout). */
+  stop(): void;
+  readonly metrics: Metrics;
+}
+
+export interface WorkerOptions {
+  config: AppConfig;
+  logger: Logger;
+  /** Process the source to its current end, then stop. */
+  once?: boolean;
+  metrics?: Metrics;
+}
+
+async function openSource(config: AppConfig, once: boolean, logger: Logger): Promise<Source> {
+  const s = config.source;
+  if (s.kind === 'file') return fileSource({ path: s.path, follow: !once, maxInFlight: config.worker.maxInFlight });
+  const { openJetStreamSource } = await import('./backbone.js');
+  return openJetStreamSource(s, {
+    once,
+    maxInFlight: config.worker.maxInFlight,
+    drainTimeoutMs: config.worker.drainTimeoutMs,
+    logger,
+  });
+}
+
+/**
+ * Starts a worker.
+ *
+ * @example
+ * const w = await startWorker({ config, logger, once: true });
+ * const summary = await w.done;
+ */
+export async function startWorker(options: WorkerOptions): Promise<WorkerHandle> {
+  const { config, logger } = options;
+  const once = options.once ?? false;
+  const metrics = options.metrics ?? new Metrics();
+  const started = Date.now();
+
+  const store = await openSnapshotStore(config, logger);
+  const failures = await openFailureStores(config);
+  const sinks = openSinks(config, { failed: failures.failed, logger });
+  const source = await openSource(config, once, logger);
+
+  let abandoned = 0;
+  let drainTimer: NodeJS.Timeout | undefined;
+  let resolveStopped!: () => void;
+  let rejectStopped!: (err: unknown) => void;
+  const stopped = new Promise<void>((res, rej) => {
+    resolveStopped = res;
+    rejectStopped = rej;
+  });
+
+  const subscription = source.messages$
+    .pipe(
+      exportPipeline({
+        dataflows: config.dataflows,
+        audiences: config.audiences,
+        store,
+        rejected: failures.rejected,
+        sinkFor: (id) => {
+          const sink = sinks.get(id);
+          if (!sink) throw new Error(`no sink for dataflow ${id}`);
+          return sink;
+        },
+        metrics,
+        logger,
+        concurrency: config.worker.maxInFlight,
+        maxEventBytes: config.worker.maxEventBytes,
+      }),
+    )
+    .subscribe({
+      error: (err: unknown) => rejectStopped(err),
+      complete: () => resolveStopped(),
+    });
+
+  const stop = (): void => {
+    if (drainTimer) return;
+    logger.info({ inFlight: metrics.inFlight }, 'stopping: draining in-flight exports');
+    source.stop();
+    drainTimer = setTimeout(() => {
+      abandoned = metrics.inFlight;
+      logger.warn({ abandoned }, 'drain timeout: unfinished messages will be redelivered');
+      subscription.unsubscribe();
+      resolveStopped();
+    }, config.worker.drainTimeoutMs);
+  };
+
+  const done = (async (): Promise<RunSummary> => {
+    try {
+      await stopped;
+    } finally {
+      if (drainTimer) clearTimeout(drainTimer);
+      subscription.unsubscribe();
+      await Promise.allSettled([sinks.close(), store.close(), failures.close()]);
+    }
+    const totals = metrics.totals();
+    const dataflows: RunSummary['dataflows'] = {};
+    for (const flow of config.dataflows) {
+      const c = metrics.flow(flow.id);
+      dataflows[flow.id] = { delivered: c.delivered, failed: c.failed };
+    }
+    return {
+      eventsRead: metrics.eventsRead,
+      rejected: metrics.eventsRejected,
+      delivered: totals.delivered,
+      failed: totals.failed,
+      dataflows,
+      abandoned,
+      durationMs: Date.now() - started,
+    };
+  })();
+
+  return { done, stop, metrics };
+}

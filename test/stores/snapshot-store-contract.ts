@@ -1,0 +1,294 @@
+/**
+ * The behaviour every `SnapshotStore` owes (memory and Redis), as a reusable vitest suite.
+ *
+ * @example
+ * describeSnapshotStoreContract('MemorySnapshotStore', async () => {
+ *   const store = new MemorySnapshotStore();
+ *   return { store, cleanup: () => store.close() };
+ * });
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { ProfileSnapshot, ProfileUpdate } from '../../src/domain/types.js';
+import { MAX_PENDING_PER_PROFILE } from '../../src/stores/memory-snapshot-store.js';
+import type { SnapshotStore } from '../../src/stores/types.js';
+
+export interface SnapshotStoreFixture {
+  store: SnapshotStore;
+  cleanup(): Promise<void>;
+}
+
+async function collect(iterable: AsyncIterable<string[]>): Promise<string[][]> {
+  const batches: string[][] = [];
+  for await (const batch of iterable) batches.push(batch);
+  return batches;
+}
+
+async function membersOf(store: SnapshotStore, audienceId: string): Promise<string[]> {
+  return (await collect(store.members(audienceId))).flat().sort();
+}
+
+export interface SnapshotStoreContractOptions {
+  /** The store's bound on unconfirmed applications per profile. @default MAX_PENDING_PER_PROFILE (64) */
+  maxPendingPerProfile?: number;
+}
+
+export function describeSnapshotStoreContract(
+  name: string,
+  make: () => Promise<SnapshotStoreFixture>,
+  options: SnapshotStoreContractOptions = {},
+): void {
+  const maxPending = options.maxPendingPerProfile ?? MAX_PENDING_PER_PROFILE;
+  describe(`SnapshotStore contract: ${name}`, () => {
+    let fixture: SnapshotStoreFixture;
+    let store: SnapshotStore;
+    let seq = 0;
+    /** A fresh message context (unique key) per call. */
+    const ctx = (): { key: string; seq: number } => {
+      seq += 1;
+      return { key: `test:contract:${seq}`, seq };
+    };
+
+    beforeEach(async () => {
+      fixture = await make();
+      store = fixture.store;
+    });
+    afterEach(async () => {
+      await fixture.cleanup();
+    });
+
+    it('first apply: before is null, after is the update on an empty profile', async () => {
+      const update: ProfileUpdate = {
+        profileId: 'p-first',
+        attributes: { person: { name: { firstName: 'John' } } },
+        identityMap: { ecid: [{ id: 'e-1' }] },
+        segmentMembership: { ups: { 'aud-1': { status: 'realized', lastQualificationTime: '2026-11-26T10:00:00Z' } } },
+      };
+      const result = await store.apply(update, ctx());
+      expect(result.replayed).toBe(false);
+      expect(result.before).toBeNull();
+      expect(result.update).toEqual(update);
+      expect(result.after).toEqual({
+        profileId: 'p-first',
+        attributes: { person: { name: { firstName: 'John' } } },
+        identityMap: { ecid: [{ id: 'e-1' }] },
+        memberships: { 'aud-1': { status: 'realized', lastQualificationTime: '2026-11-26T10:00:00Z' } },
+      });
+    });
+
+    it('get: null for an unknown profile, then the latest snapshot', async () => {
+      expect(await store.get('p-nobody')).toBeNull();
+      await store.apply({ profileId: 'p-get', attributes: { a: 1 } }, ctx());
+      const second = await store.apply({ profileId: 'p-get', attributes: { b: 2 } }, ctx());
+      expect(await store.get('p-get')).toEqual(second.after);
+      expect(await store.get('p-nobody')).toBeNull();
+    });
+
+    it('merges: deep merge, null removes, arrays replace, identities union and removal, memberships', async () => {
+      const first = await store.apply(
+        {
+          profileId: 'p-merge',
+          attributes: { person: { name: { firstName: 'John', lastName: 'Doe' }, gender: 'm' }, tags: ['a', 'b'] },
+          identityMap: { ecid: [{ id: 'e-1' }], email: [{ id: 'm-1' }] },
+          segmentMembership: { ups: { 'aud-1': { status: 'realized' } } },
+        },
+        ctx(),
+      );
+      const second = await store.apply(
+        {
+          profileId: 'p-merge',
+          attributes: { person: { name: { firstName: 'Jane' }, gender: null }, tags: ['c'] },
+          identityMap: { ecid: [{ id: 'e-1' }, { id: 'e-2' }] },
+          removedIdentities: { email: ['m-1'] },
+          segmentMembership: { ups: { 'aud-1': { status: 'exited' }, 'aud-2': { status: 'existing' } } },
+        },
+        ctx(),
+      );
+      expect(second.replayed).toBe(false);
+      expect(second.before).toEqual(first.after);
+      expect(second.after).toEqual({
+        profileId: 'p-merge',
+        attributes: { person: { name: { firstName: 'Jane', lastName: 'Doe' } }, tags: ['c'] },
+        identityMap: { ecid: [{ id: 'e-1' }, { id: 'e-2' }] },
+        memberships: { 'aud-1': { status: 'exited' }, 'aud-2': { status: 'existing' } },
+      });
+      expect(await store.get('p-merge')).toEqual(second.after);
+    });
+
+    it('profiles are independent', async () => {
+      await store.apply({ profileId: 'p-x', attributes: { v: 'x' } }, ctx());
+      const y = await store.apply({ profileId: 'p-y', attributes: { w: 'y' } }, ctx());
+      expect(y.before).toBeNull();
+      expect((await store.get('p-x'))?.attributes).toEqual({ v: 'x' });
+      expect((await store.get('p-y'))?.attributes).toEqual({ w: 'y' });
+    });
+
+    it('replay: an unconfirmed key returns its first result and does not merge again', async () => {
+      await store.apply({ profileId: 'p-replay', attributes: { n: 0 } }, ctx());
+      // A membership-only update: merged twice it would look like "no change".
+      const update: ProfileUpdate = {
+        profileId: 'p-replay',
+        segmentMembership: { ups: { 'aud-r': { status: 'realized' } } },
+      };
+      const c = ctx();
+      const first = await store.apply(update, c);
+      const again = await store.apply(update, c);
+      expect(first.replayed).toBe(false);
+      expect(again.replayed).toBe(true);
+      expect(again.before).toEqual(first.before);
+      expect(again.after).toEqual(first.after);
+      expect(again.before?.memberships['aud-r']).toBeUndefined();
+      expect(await store.get('p-replay')).toEqual(first.after);
+    });
+
+    it('replay after later updates: first result again, and the later updates are not undone', async () => {
+      const c1 = ctx();
+      const u1: ProfileUpdate = { profileId: 'p-later', attributes: { x: 1, list: ['one'] } };
+      const first = await store.apply(u1, c1);
+      const second = await store.apply({ profileId: 'p-later', attributes: { x: 2 } }, ctx());
+      const third = await store.apply(
+        { profileId: 'p-later', segmentMembership: { ups: { 'aud-l': { status: 'realized' } } } },
+        ctx(),
+      );
+      const replay = await store.apply(u1, c1);
+      expect(replay.replayed).toBe(true);
+      expect(replay.before).toBeNull();
+      expect(replay.after).toEqual(first.after);
+      expect(replay.after.attributes).toEqual({ x: 1, list: ['one'] });
+      // Merging u1 again would have set x back to 1.
+      expect(await store.get('p-later')).toEqual(third.after);
+      expect(third.after.attributes).toEqual({ x: 2, list: ['one'] });
+      expect(second.before).toEqual(first.after);
+    });
+
+    it('confirm forgets: the same key is then merged again', async () => {
+      const c = ctx();
+      const update: ProfileUpdate = { profileId: 'p-confirm', identityMap: { ecid: [{ id: 'e-1' }] } };
+      const first = await store.apply(update, c);
+      await store.confirm('p-confirm', c.key);
+      const again = await store.apply(update, c);
+      expect(again.replayed).toBe(false);
+      expect(again.before).toEqual(first.after);
+      expect(again.after).toEqual(first.after);
+    });
+
+    it('confirm of an unknown key or profile is a no-op; confirming one key keeps the others', async () => {
+      await store.confirm('p-unknown', 'test:nothing');
+      const c1 = ctx();
+      const c2 = ctx();
+      const u1: ProfileUpdate = { profileId: 'p-keys', attributes: { k: 1 } };
+      const u2: ProfileUpdate = { profileId: 'p-keys', attributes: { k: 2 } };
+      const r1 = await store.apply(u1, c1);
+      const r2 = await store.apply(u2, c2);
+      await store.confirm('p-keys', 'test:nothing');
+      await store.confirm('p-keys', c1.key);
+      const again2 = await store.apply(u2, c2);
+      expect(again2.replayed).toBe(true);
+      expect(again2.before).toEqual(r2.before);
+      expect(again2.after).toEqual(r2.after);
+      const again1 = await store.apply(u1, c1);
+      expect(again1.replayed).toBe(false);
+      expect(again1.before).toEqual(r2.after);
+      expect(again1.after.attributes).toEqual({ k: 1 });
+      expect(r1.after.attributes).toEqual({ k: 1 });
+    });
+
+    it('keeps at most maxPendingPerProfile unconfirmed applications: the oldest is forgotten', async () => {
+      const contexts = Array.from({ length: maxPending + 1 }, () => ctx());
+      const updates = contexts.map((_, i): ProfileUpdate => ({ profileId: 'p-bound', attributes: { [`a${i}`]: i } }));
+      for (const [i, c] of contexts.entries()) await store.apply(updates[i], c);
+      await store.confirm('p-bound', contexts[5].key);
+      // The newest maxPending are still replayable (minus the confirmed one)…
+      const last = await store.apply(updates[maxPending], contexts[maxPending]);
+      expect(last.replayed).toBe(true);
+      const second = await store.apply(updates[1], contexts[1]);
+      expect(second.replayed).toBe(true);
+      expect(second.after.attributes).toEqual({ a0: 0, a1: 1 });
+      // …the oldest was dropped when the bound was passed: applied again, it merges again.
+      const oldest = await store.apply(updates[0], contexts[0]);
+      expect(oldest.replayed).toBe(false);
+      expect(oldest.before).toEqual(last.after);
+      // The confirmed one merges again too.
+      expect((await store.apply(updates[5], contexts[5])).replayed).toBe(false);
+    });
+
+    it('membership index follows enter and exit', async () => {
+      const enter = (profileId: string, audienceId: string, status: 'realized' | 'existing' | 'exited') =>
+        store.apply({ profileId, segmentMembership: { ups: { [audienceId]: { status } } } }, ctx());
+      expect(await membersOf(store, 'aud-m')).toEqual([]);
+      await enter('p-1', 'aud-m', 'realized');
+      await enter('p-2', 'aud-m', 'existing');
+      await enter('p-3', 'aud-m', 'exited');
+      await enter('p-3', 'aud-other', 'realized');
+      // p-3 exited without ever being in: not a member.
+      expect(await membersOf(store, 'aud-m')).toEqual(['p-1', 'p-2']);
+      await enter('p-1', 'aud-m', 'existing'); // realized → existing: still in
+      expect(await membersOf(store, 'aud-m')).toEqual(['p-1', 'p-2']);
+      await enter('p-2', 'aud-m', 'exited');
+      expect(await membersOf(store, 'aud-m')).toEqual(['p-1']);
+      await enter('p-2', 'aud-m', 'realized'); // back in
+      await enter('p-1', 'aud-m', 'exited');
+      expect(await membersOf(store, 'aud-m')).toEqual(['p-2']);
+      expect(await membersOf(store, 'aud-other')).toEqual(['p-3']);
+      // An attribute-only update changes no membership.
+      await store.apply({ profileId: 'p-2', attributes: { a: 1 } }, ctx());
+      expect(await membersOf(store, 'aud-m')).toEqual(['p-2']);
+    });
+
+    it('a replayed apply does not move the membership index', async () => {
+      const c = ctx();
+      const join: ProfileUpdate = { profileId: 'p-idx', segmentMembership: { ups: { 'aud-i': { status: 'realized' } } } };
+      await store.apply(join, c);
+      await store.apply({ profileId: 'p-idx', segmentMembership: { ups: { 'aud-i': { status: 'exited' } } } }, ctx());
+      const replay = await store.apply(join, c);
+      expect(replay.replayed).toBe(true);
+      expect(await membersOf(store, 'aud-i')).toEqual([]);
+    });
+
+    it('members: batches of exactly batchSize, the last one partial, every member once', async () => {
+      const ids = Array.from({ length: 23 }, (_, i) => `p-b${String(i).padStart(2, '0')}`);
+      await Promise.all(
+        ids.map((profileId) =>
+          store.apply({ profileId, segmentMembership: { ups: { 'aud-b': { status: 'realized' } } } }, ctx()),
+        ),
+      );
+      const batches = await collect(store.members('aud-b', 5));
+      expect(batches.map((b) => b.length)).toEqual([5, 5, 5, 5, 3]);
+      const all = batches.flat();
+      expect(all.length).toBe(ids.length);
+      expect([...all].sort()).toEqual(ids);
+      // An exact multiple has no empty trailing batch.
+      expect((await collect(store.members('aud-b', 23))).map((b) => b.length)).toEqual([23]);
+      expect(await collect(store.members('aud-none', 5))).toEqual([]);
+    });
+
+    it('members: the default batch size is 500', async () => {
+      await Promise.all(
+        Array.from({ length: 501 }, (_, i) =>
+          store.apply({ profileId: `p-d${i}`, segmentMembership: { ups: { 'aud-d': { status: 'existing' } } } }, ctx()),
+        ),
+      );
+      expect((await collect(store.members('aud-d'))).map((b) => b.length)).toEqual([500, 1]);
+    });
+
+    it('the same message key on another profile is another message', async () => {
+      const c = ctx();
+      await store.apply({ profileId: 'p-k1', attributes: { n: 1 } }, c);
+      const other = await store.apply({ profileId: 'p-k2', attributes: { n: 1 } }, c);
+      expect(other.replayed).toBe(false);
+      expect(other.before).toBeNull();
+    });
+
+    it('concurrent applies on one profile from one caller all land, in call order', async () => {
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          store.apply({ profileId: 'p-conc', attributes: { [`k${i}`]: i, last: i } }, ctx()),
+        ),
+      );
+      const final = (await store.get('p-conc')) as ProfileSnapshot;
+      for (let i = 0; i < 20; i++) expect(final.attributes[`k${i}`]).toBe(i);
+      expect(final.attributes.last).toBe(19);
+      expect(results[0].before).toBeNull();
+      for (let i = 1; i < 20; i++) expect(results[i].before).toEqual(results[i - 1].after);
+    });
+  });
+}
