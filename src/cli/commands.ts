@@ -30,6 +30,7 @@ function formatSummary(s: RunSummary): string {
   const lines = [
     `events read        ${s.eventsRead}`,
     `events rejected    ${s.rejected}`,
+    ...(s.backfilled > 0 ? [`backfill profiles   ${s.backfilled}`] : []),
     `exports delivered  ${s.delivered}`,
     `exports failed     ${s.failed}${s.failed > 0 ? '  (stored: see `http-destination failed list`)' : ''}`,
   ];

@@ -81,7 +81,7 @@ export interface DataflowRules {
 }
 
 /** Why a dataflow exports this update (SPEC §3). */
-export type ExportReason = 'membership' | 'identity' | 'attribute';
+export type ExportReason = 'membership' | 'identity' | 'attribute' | 'backfill';
 
 /** The per-dataflow decision for one applied update. */
 export interface ExportDecision {

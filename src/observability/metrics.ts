@@ -47,6 +47,8 @@ export class Metrics {
   eventsRead = 0;
   eventsRejected = 0;
   storeErrors = 0;
+  /** Backfill items processed (profiles considered for a newly mapped audience). */
+  backfillItems = 0;
   inFlight = 0;
   readonly startedAt = Date.now();
   private readonly flows = new Map<string, DataflowCounters>();
@@ -89,6 +91,9 @@ export class Metrics {
     lines.push('# HELP http_destination_store_errors_total Updates whose snapshot step failed (redelivered).');
     lines.push('# TYPE http_destination_store_errors_total counter');
     lines.push(`http_destination_store_errors_total ${this.storeErrors}`);
+    lines.push('# HELP http_destination_backfill_items_total Profiles considered by backfills of newly mapped audiences.');
+    lines.push('# TYPE http_destination_backfill_items_total counter');
+    lines.push(`http_destination_backfill_items_total ${this.backfillItems}`);
     lines.push('# HELP http_destination_in_flight_messages Source messages being processed.');
     lines.push('# TYPE http_destination_in_flight_messages gauge');
     lines.push(`http_destination_in_flight_messages ${this.inFlight}`);

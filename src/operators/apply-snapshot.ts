@@ -1,4 +1,5 @@
 import { concatMap, from, map, type OperatorFunction } from 'rxjs';
+import { emptySnapshot } from '../domain/merge.js';
 import type { ApplyResult, SnapshotStore } from '../stores/types.js';
 import type { Envelope } from './envelope.js';
 
@@ -14,7 +15,7 @@ export interface ApplySnapshotOptions {
 
 /**
  * Merges each update into its profile's snapshot, one at a time in arrival order, and emits
- * the envelope with the before/after states. A store failure errors the stream: run it
+ * the envelope with the before/after states. A backfill item only reads the snapshot. A store failure errors the stream: run it
  * inside a per-profile actor (`serializeBy`) that naks the message and goes on.
  *
  * @example
@@ -22,9 +23,20 @@ export interface ApplySnapshotOptions {
  */
 export function applySnapshot(options: ApplySnapshotOptions): OperatorFunction<Envelope, AppliedEnvelope> {
   const { store } = options;
-  return concatMap((env) =>
-    from(store.apply(env.update, { key: env.msg.key, seq: env.msg.seq })).pipe(
-      map((applied): AppliedEnvelope => ({ msg: env.msg, update: env.update, applied })),
-    ),
-  );
+  return concatMap((env) => {
+    if (env.backfill) {
+      // Nothing to merge: read the snapshot as it is.
+      return from(store.get(env.update.profileId)).pipe(
+        map((snapshot): AppliedEnvelope => ({
+          ...env,
+          applied: snapshot
+            ? { update: env.update, before: snapshot, after: snapshot, replayed: false }
+            : { update: env.update, before: null, after: emptySnapshot(env.update.profileId), replayed: false },
+        })),
+      );
+    }
+    return from(store.apply(env.update, { key: env.msg.key, seq: env.msg.seq })).pipe(
+      map((applied): AppliedEnvelope => ({ ...env, applied })),
+    );
+  });
 }

@@ -1,5 +1,5 @@
 import { map, type OperatorFunction } from 'rxjs';
-import { decideExports } from '../domain/diff.js';
+import { decideExports, isIn } from '../domain/diff.js';
 import type { DataflowRules, ExportDecision } from '../domain/types.js';
 import type { AppliedEnvelope } from './apply-snapshot.js';
 
@@ -16,12 +16,22 @@ export interface DetectExportsOptions {
 /**
  * Decides per dataflow whether an applied update is exported: a mapped audience entered or
  * exited, or — while the profile is in a mapped audience — its identity map changed or a
- * mapped attribute was written.
+ * mapped attribute was written. A backfill item exports to its one dataflow when the profile
+ * is in the audience being backfilled.
  *
  * @example
  * applied$.pipe(detectExports({ dataflows: config.dataflows }))
  */
 export function detectExports(options: DetectExportsOptions): OperatorFunction<AppliedEnvelope, DecidedEnvelope> {
   const { dataflows } = options;
-  return map((env) => ({ ...env, decisions: decideExports(env.applied, dataflows) }));
+  return map((env) => {
+    const b = env.backfill;
+    if (!b) return { ...env, decisions: decideExports(env.applied, dataflows) };
+    // Backfill: the profile is exported to its dataflow if it is (still) in the audience.
+    const inAudience = isIn(env.applied.after.memberships[b.audienceId]);
+    return {
+      ...env,
+      decisions: inAudience ? [{ dataflowId: b.dataflowId, reasons: ['backfill'], entered: [], exited: [] }] : [],
+    };
+  });
 }

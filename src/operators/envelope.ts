@@ -10,4 +10,15 @@ export interface Envelope {
   msg: SourceMessage;
   /** The validated update decoded from `msg.data`. */
   update: ProfileUpdate;
+  /**
+   * Set on backfill items only: no update to apply (the update holds just the profileId);
+   * the profile is exported to the target dataflow from its current snapshot.
+   */
+  backfill?: BackfillTarget;
+}
+
+/** A backfill item (SPEC §8): export the profile to this dataflow if it is in this audience. */
+export interface BackfillTarget {
+  dataflowId: string;
+  audienceId: string;
 }

@@ -5,7 +5,7 @@
 import { applyUpdate } from '../domain/merge.js';
 import { isIn } from '../domain/diff.js';
 import type { ProfileSnapshot, ProfileUpdate } from '../domain/types.js';
-import type { ApplyContext, ApplyResult, SnapshotStore } from './types.js';
+import type { ApplyContext, ApplyResult, BackfillState, SnapshotStore } from './types.js';
 
 /** Unconfirmed applications kept per profile for redelivery; the oldest is dropped beyond this. */
 export const MAX_PENDING_PER_PROFILE = 64;
@@ -26,6 +26,7 @@ interface Entry {
 export class MemorySnapshotStore implements SnapshotStore {
   private readonly profiles = new Map<string, Entry>();
   private readonly audiences = new Map<string, Set<string>>();
+  private readonly backfills = new Map<string, BackfillState>();
 
   async apply(update: ProfileUpdate, ctx: ApplyContext): Promise<ApplyResult> {
     const entry = this.profiles.get(update.profileId);
@@ -68,9 +69,26 @@ export class MemorySnapshotStore implements SnapshotStore {
     if (batch.length > 0) yield batch;
   }
 
+  async scanMembers(audienceId: string, options: { cursor: string; count: number }): Promise<{ ids: string[]; cursor: string }> {
+    const all = [...(this.audiences.get(audienceId) ?? [])];
+    const from = Number(options.cursor) || 0;
+    const to = from + Math.max(1, options.count);
+    return { ids: all.slice(from, to), cursor: to >= all.length ? '0' : String(to) };
+  }
+
+  async getBackfill(id: string): Promise<BackfillState | null> {
+    const s = this.backfills.get(id);
+    return s ? { ...s } : null;
+  }
+
+  async setBackfill(id: string, state: BackfillState): Promise<void> {
+    this.backfills.set(id, { ...state });
+  }
+
   async close(): Promise<void> {
     this.profiles.clear();
     this.audiences.clear();
+    this.backfills.clear();
   }
 
   private index(before: ProfileSnapshot | null, after: ProfileSnapshot): void {

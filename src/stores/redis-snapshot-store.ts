@@ -9,7 +9,7 @@ import { applyUpdate } from '../domain/merge.js';
 import type { ProfileSnapshot, ProfileUpdate } from '../domain/types.js';
 import { StoreError } from '../errors.js';
 import { MAX_PENDING_PER_PROFILE } from './memory-snapshot-store.js';
-import type { ApplyContext, ApplyResult, SnapshotStore } from './types.js';
+import type { ApplyContext, ApplyResult, BackfillState, SnapshotStore } from './types.js';
 
 /** Every default of the Redis snapshot store, in one place. */
 export const REDIS_SNAPSHOT_STORE_DEFAULTS = {
@@ -236,6 +236,23 @@ export class RedisSnapshotStore implements SnapshotStore {
       }
     } while (cursor !== '0');
     if (batch.length > 0) yield batch;
+  }
+
+  async scanMembers(audienceId: string, options: { cursor: string; count: number }): Promise<{ ids: string[]; cursor: string }> {
+    const [cursor, ids] = await this.call('members', () =>
+      this.redis.sscan(this.audienceKey(audienceId), options.cursor, 'COUNT', Math.max(1, Math.floor(options.count))),
+    );
+    return { ids, cursor };
+  }
+
+  /** Backfill states live in one hash, `<prefix>backfills`, field = backfill id. */
+  async getBackfill(id: string): Promise<BackfillState | null> {
+    const raw = await this.call('backfill', () => this.redis.hget(`${this.keyPrefix}backfills`, id));
+    return raw === null ? null : (JSON.parse(raw) as BackfillState);
+  }
+
+  async setBackfill(id: string, state: BackfillState): Promise<void> {
+    await this.call('backfill', () => this.redis.hset(`${this.keyPrefix}backfills`, id, JSON.stringify(state)));
   }
 
   async close(): Promise<void> {

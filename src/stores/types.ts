@@ -20,6 +20,15 @@ export interface ApplyResult extends AppliedUpdate {
   replayed: boolean;
 }
 
+/** Progress of one backfill: a (dataflow, audience mapping) pair. */
+export interface BackfillState {
+  done: boolean;
+  /** Where to resume the member scan (`scanMembers` cursor). */
+  cursor: string;
+  /** Profiles sent so far (for operators). */
+  sent: number;
+}
+
 export interface SnapshotStore {
   /**
    * Merges `update` into the profile's snapshot atomically and returns the state before and
@@ -31,7 +40,16 @@ export interface SnapshotStore {
   confirm(profileId: string, key: string): Promise<void>;
   /** The current snapshot, or null. */
   get(profileId: string): Promise<ProfileSnapshot | null>;
-  /** Profile ids currently *in* the audience, in batches (for backfill). */
+  /** Profile ids currently *in* the audience, in batches. */
   members(audienceId: string, batchSize?: number): AsyncIterable<string[]>;
+  /**
+   * One page of the audience's members from `cursor` (`'0'` to start). The returned cursor
+   * resumes after this page, also in another process; `'0'` means the scan is complete.
+   * A member present for the whole scan is returned at least once.
+   */
+  scanMembers(audienceId: string, options: { cursor: string; count: number }): Promise<{ ids: string[]; cursor: string }>;
+  /** Backfill bookkeeping (SPEC §8), by backfill id; null when it never started. */
+  getBackfill(id: string): Promise<BackfillState | null>;
+  setBackfill(id: string, state: BackfillState): Promise<void>;
   close(): Promise<void>;
 }

@@ -32,7 +32,7 @@ import {
   type SchedulerLike,
   type Subscription,
 } from 'rxjs';
-import { connectNats, NatsError, type NatsHandle } from './nats.js';
+import { connectNats, NatsError, withDefaults, type NatsHandle } from './nats.js';
 import type { SourceMessage, SourceStatus } from './types.js';
 
 /** Defaults of {@link jetstreamSource}, named in one place. */
@@ -316,7 +316,7 @@ function describe(n: ConsumerNotification): string {
  * `scheduler` (@default asyncScheduler).
  */
 export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSource {
-  const o = { ...JETSTREAM_SOURCE_DEFAULTS, scheduler: asyncScheduler, ...options };
+  const o = withDefaults({ ...JETSTREAM_SOURCE_DEFAULTS, scheduler: asyncScheduler as SchedulerLike }, options);
   const status = new Subject<SourceStatus>();
 
   const messages$ = new Observable<SourceMessage>((subscriber) => {

@@ -72,6 +72,20 @@ export interface NatsHandle {
   close(): Promise<void>;
 }
 
+/**
+ * `defaults` overridden by the options that are set: an option given as `undefined`
+ * (an optional config field passed through) keeps its default.
+ */
+export function withDefaults<D extends object, O extends object>(defaults: D, options: O): WithDefaults<D, O> {
+  const set = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+  return { ...defaults, ...set } as WithDefaults<D, O>;
+}
+
+/** The options `O` with every key of `D` present (never `undefined`). */
+export type WithDefaults<D, O> = Omit<O, keyof D> & {
+  [K in keyof D]: K extends keyof O ? Exclude<O[K], undefined> | D[K] : D[K];
+};
+
 /** Splits a servers option into a list. */
 export function serverList(servers: string | string[]): string[] {
   const list = Array.isArray(servers) ? servers : servers.split(',');
@@ -124,7 +138,7 @@ function toSourceStatus(s: Status): SourceStatus | undefined {
  * @throws NatsError `ERR_NATS_CONNECT` when the first connection fails.
  */
 export async function connectNats(options: ConnectNatsOptions): Promise<NatsHandle> {
-  const o = { ...NATS_DEFAULTS, ...options };
+  const o = withDefaults(NATS_DEFAULTS, options);
   const servers = serverList(o.servers);
   let nc: NatsConnection;
   try {

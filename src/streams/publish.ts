@@ -6,7 +6,7 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { createInbox, headers, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
 import { interval } from 'rxjs';
 import { ensureStream } from './jetstream.js';
-import { connectNats, NatsError } from './nats.js';
+import { connectNats, NatsError, withDefaults } from './nats.js';
 
 /** Defaults of {@link publishJsonl}, named in one place. */
 export const PUBLISH_DEFAULTS = {
@@ -64,7 +64,7 @@ export interface PublishJsonlResult {
  * acknowledged; what was acknowledged before stays published).
  */
 export async function publishJsonl(options: PublishJsonlOptions): Promise<PublishJsonlResult> {
-  const o = { ...PUBLISH_DEFAULTS, ...options };
+  const o = withDefaults(PUBLISH_DEFAULTS, options);
   const window = Math.max(1, Math.floor(o.window));
   const started = performance.now();
   const nats = await connectNats({ servers: o.servers, name: 'http-destination:publish' });

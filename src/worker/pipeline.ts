@@ -2,7 +2,7 @@
  * The export pipeline: source messages in, settled (delivered or stored) envelopes out.
  * Built only from the operators; it does not know which stores or sinks it is given.
  */
-import { EMPTY, catchError, of, tap, type OperatorFunction } from 'rxjs';
+import { EMPTY, catchError, merge, of, tap, type Observable, type OperatorFunction } from 'rxjs';
 import type { Audience, DataflowRules } from '../domain/types.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -13,6 +13,7 @@ import { decodeEvents } from '../operators/decode-events.js';
 import { deliverExports, type SettledEnvelope } from '../operators/deliver-exports.js';
 import { detectExports } from '../operators/detect-exports.js';
 import { divertRejected } from '../operators/divert-rejected.js';
+import type { Envelope } from '../operators/envelope.js';
 import { serializeBy } from '../operators/serialize-by.js';
 import type { ExportSink, RejectedEventStore } from '../sinks/types.js';
 import type { SnapshotStore } from '../stores/types.js';
@@ -31,11 +32,13 @@ export interface PipelineOptions {
   maxEventBytes: number;
   /** Delay before a message whose store step failed is delivered again. @default 1000 */
   retryStoreAfterMs?: number;
+  /** Backfill items (SPEC §8), processed by the same per-profile actors as live updates. */
+  backfill$?: Observable<Envelope>;
 }
 
 /**
- * decode → divert rejected → one actor per profile (apply → detect → build → deliver →
- * acknowledge). A failure of the store step naks the message (it comes back later) and the
+ * decode → divert rejected → (with backfill items) one actor per profile (apply → detect →
+ * build → deliver → acknowledge). A failure of the store step naks the message (it comes back later) and the
  * stream goes on; nothing else is held up by it.
  *
  * @example
@@ -51,8 +54,14 @@ export function exportPipeline(options: PipelineOptions): OperatorFunction<Sourc
   const build = buildExports({ dataflows: options.dataflows, audiences: options.audiences });
   const deliver = deliverExports({ sinkFor: options.sinkFor });
   const ack = acknowledge({ store });
-  return (source$) =>
-    source$.pipe(
+  const backfill$ = (options.backfill$ ?? EMPTY).pipe(
+    tap(() => {
+      metrics.backfillItems++;
+      metrics.inFlight++;
+    }),
+  );
+  return (source$) => {
+    const live$ = source$.pipe(
       tap(() => {
         metrics.eventsRead++;
         metrics.inFlight++;
@@ -72,6 +81,8 @@ export function exportPipeline(options: PipelineOptions): OperatorFunction<Sourc
           logger.warn({ err, sourceKey: r.sourceKey }, 'could not store a rejected event; it will be redelivered');
         },
       }),
+    );
+    return merge(live$, backfill$).pipe(
       serializeBy({
         key: (env) => env.update.profileId,
         concurrency: options.concurrency,
@@ -104,4 +115,5 @@ export function exportPipeline(options: PipelineOptions): OperatorFunction<Sourc
           ),
       }),
     );
+  };
 }

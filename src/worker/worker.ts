@@ -6,12 +6,16 @@ import type { AppConfig } from '../config/load.js';
 import type { Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { fileSource, type Source } from '../streams/file.js';
+import { retry, timer } from 'rxjs';
+import { backfillSource } from '../streams/backfill.js';
 import { exportPipeline } from './pipeline.js';
 import { openFailureStores, openSinks, openSnapshotStore } from './runtime.js';
 
 export interface RunSummary {
   eventsRead: number;
   rejected: number;
+  /** Profiles considered by backfills of newly mapped audiences. */
+  backfilled: number;
   delivered: number;
   failed: number;
   /** Per dataflow: delivered and failed (stored) exports. */
@@ -92,6 +96,21 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
         logger,
         concurrency: config.worker.maxInFlight,
         maxEventBytes: config.worker.maxEventBytes,
+        backfill$: backfillSource({
+          store,
+          dataflows: config.dataflows,
+          onProgress: (e) => {
+            if (e.phase !== 'start' || e.sent > 0) logger.info(e, `backfill ${e.phase}`);
+          },
+        }).pipe(
+          // A store outage during a backfill: start again from the last checkpoint.
+          retry({
+            delay: (err: unknown) => {
+              logger.warn({ err }, 'backfill interrupted; resuming from its last checkpoint');
+              return timer(1_000);
+            },
+          }),
+        ),
       }),
     )
     .subscribe({
@@ -128,6 +147,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     return {
       eventsRead: metrics.eventsRead,
       rejected: metrics.eventsRejected,
+      backfilled: metrics.backfillItems,
       delivered: totals.delivered,
       failed: totals.failed,
       dataflows,

@@ -1,0 +1,114 @@
+/**
+ * Backfill (SPEC §8): when an audience becomes mapped to a dataflow, every profile already
+ * *in* it is exported to that dataflow once, without waiting for its next update.
+ */
+import { Observable } from 'rxjs';
+import type { DataflowRules } from '../domain/types.js';
+import type { Envelope } from '../operators/envelope.js';
+import type { SnapshotStore } from '../stores/types.js';
+import type { SourceMessage } from './types.js';
+
+export const BACKFILL_DEFAULTS = {
+  /** Members read (and sent before the next page is read) per page. */
+  pageSize: 500,
+  /** Delay before an item whose processing failed is tried again. */
+  retryDelayMs: 1_000,
+} as const;
+
+export interface BackfillOptions {
+  store: SnapshotStore;
+  dataflows: readonly DataflowRules[];
+  /** @default 500 */
+  pageSize?: number;
+  /** Called when a backfill starts or finishes (for logs). */
+  onProgress?: (e: { id: string; dataflowId: string; audienceId: string; phase: 'start' | 'resume' | 'done'; sent: number }) => void;
+}
+
+/**
+ * The id of one backfill: a dataflow, an audience, and the mapping's creation time (an
+ * audience unmapped and mapped again later is a new mapping, backfilled again).
+ */
+export function backfillId(dataflowId: string, audienceId: string, mappingCreatedAt?: number): string {
+  return `${dataflowId}|${audienceId}|${mappingCreatedAt ?? 0}`;
+}
+
+/**
+ * Emits one backfill envelope per member of each newly mapped audience, page by page. A page
+ * is checkpointed in the store (the member scan's cursor) once every item of it is acked,
+ * so a backfill cut short by a crash resumes from its last page; a finished one is marked
+ * done and never repeats. Items go through the same per-profile actors as live updates, so
+ * order and rate limits hold. Completes when every backfill is done.
+ *
+ * @example
+ * merge(live$, backfillSource({ store, dataflows: config.dataflows })).pipe(…)
+ */
+export function backfillSource(options: BackfillOptions): Observable<Envelope> {
+  const { store, dataflows } = options;
+  const pageSize = options.pageSize ?? BACKFILL_DEFAULTS.pageSize;
+  return new Observable<Envelope>((subscriber) => {
+    const timers = new Set<NodeJS.Timeout>();
+    let seq = 0;
+
+    /** Emits a page of items and resolves when all of them are acked. */
+    const sendPage = (dataflowId: string, audienceId: string, ids: string[]): Promise<void> =>
+      new Promise<void>((resolve) => {
+        let left = ids.length;
+        if (left === 0) return resolve();
+        for (const profileId of ids) {
+          let settled = false;
+          const msg: SourceMessage = {
+            data: '',
+            key: `backfill:${dataflowId}:${audienceId}:${profileId}`,
+            seq: ++seq,
+            receivedAt: Date.now(),
+            ack: () => {
+              if (settled) return;
+              settled = true;
+              if (--left === 0) resolve();
+            },
+            working: () => {},
+            nak: (delayMs = BACKFILL_DEFAULTS.retryDelayMs) => {
+              if (settled) return;
+              const t = setTimeout(() => {
+                timers.delete(t);
+                if (!subscriber.closed) subscriber.next(envelope);
+              }, delayMs);
+              timers.add(t);
+            },
+          };
+          const envelope: Envelope = { msg, update: { profileId }, backfill: { dataflowId, audienceId } };
+          if (subscriber.closed) return;
+          subscriber.next(envelope);
+        }
+      });
+
+    const run = async (): Promise<void> => {
+      for (const flow of dataflows) {
+        for (const mapping of flow.audiences) {
+          const id = backfillId(flow.id, mapping.id, mapping.mappingCreatedAt);
+          const state = await store.getBackfill(id);
+          if (state?.done) continue;
+          let cursor = state?.cursor ?? '0';
+          let sent = state?.sent ?? 0;
+          options.onProgress?.({ id, dataflowId: flow.id, audienceId: mapping.id, phase: state ? 'resume' : 'start', sent });
+          if (!state) await store.setBackfill(id, { done: false, cursor, sent });
+          do {
+            const page = await store.scanMembers(mapping.id, { cursor, count: pageSize });
+            await sendPage(flow.id, mapping.id, page.ids);
+            if (subscriber.closed) return;
+            cursor = page.cursor;
+            sent += page.ids.length;
+            await store.setBackfill(id, { done: cursor === '0', cursor, sent });
+          } while (cursor !== '0');
+          options.onProgress?.({ id, dataflowId: flow.id, audienceId: mapping.id, phase: 'done', sent });
+        }
+      }
+      subscriber.complete();
+    };
+    run().catch((err: unknown) => subscriber.error(err));
+    return () => {
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+    };
+  });
+}
