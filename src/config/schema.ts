@@ -53,6 +53,10 @@ const jetstreamSource = z.strictObject({
   stream: nonEmpty.default('PROFILES'),
   subject: nonEmpty.default('profiles.updates'),
   durable: nonEmpty.default('http-destination'),
+  /** Unacknowledged for this long → redelivered (the consumer's ack_wait; kept alive while exports retry). */
+  ackWaitMs: z.number().int().min(100).default(30_000),
+  /** Messages asked for per pull request. */
+  batchSize: z.number().int().positive().max(10_000).default(256),
 });
 
 export const sourceSchema = z.discriminatedUnion('kind', [fileSource, jetstreamSource]);

@@ -6,7 +6,7 @@ import { appendFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
-import { Subject, takeUntil } from 'rxjs';
+import { Observable, Subject, takeUntil, type MonoTypeOperatorFunction } from 'rxjs';
 import type { AppConfig, FailedRequestsConfig, SourceConfig, StoreConfig } from '../config/load.js';
 import { UsageError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
@@ -17,6 +17,7 @@ import { csvToEvents } from '../streams/audience-import.js';
 import type { Source } from '../streams/file.js';
 import { jetstreamSource } from '../streams/jetstream.js';
 import { connectNats } from '../streams/nats.js';
+import type { SourceMessage } from '../streams/types.js';
 import { publishJsonl, type PublishJsonlResult } from '../streams/publish.js';
 import type { FailureStores } from './runtime.js';
 
@@ -57,6 +58,8 @@ export async function openJetStreamSource(
     stream: s.stream,
     subject: s.subject,
     durable: s.durable,
+    ackWaitMs: s.ackWaitMs,
+    batchSize: s.batchSize,
     maxAckPending: options.maxInFlight,
     closeGraceMs: options.drainTimeoutMs,
   });
@@ -74,12 +77,66 @@ export async function openJetStreamSource(
   });
   if (options.once) void watchForEnd(s, () => stopped, stop, options.logger);
   return {
-    messages$: js.messages$.pipe(takeUntil(stop$)),
+    messages$: js.messages$.pipe(keepAlive(Math.max(50, Math.floor(s.ackWaitMs / 3))), takeUntil(stop$)),
     stop: () => {
       stop();
       statusSub.unsubscribe();
     },
   };
+}
+
+/**
+ * Keeps every emitted, unsettled message alive (`working()`) every `intervalMs`, so a message
+ * queued behind its profile's earlier updates (which may be backing off) is not redelivered
+ * while it waits its turn.
+ */
+function keepAlive(intervalMs: number): MonoTypeOperatorFunction<SourceMessage> {
+  return (source$) =>
+    new Observable<SourceMessage>((subscriber) => {
+      const open = new Set<SourceMessage>();
+      const timer = setInterval(() => {
+        for (const m of open) m.working();
+      }, intervalMs);
+      const sub = source$.subscribe({
+        next: (m) => {
+          const wrapped: SourceMessage = {
+            data: m.data,
+            key: m.key,
+            seq: m.seq,
+            receivedAt: m.receivedAt,
+            ack: () => {
+              open.delete(wrapped);
+              m.ack();
+            },
+            nak: (delayMs) => {
+              open.delete(wrapped);
+              m.nak(delayMs);
+            },
+            working: () => m.working(),
+          };
+          open.add(wrapped);
+          subscriber.next(wrapped);
+        },
+        error: (e: unknown) => subscriber.error(e),
+        complete: () => subscriber.complete(),
+      });
+      return () => {
+        sub.unsubscribe();
+        // Acks of messages still in the pipeline go on after the stream ends (graceful stop);
+        // keep them alive until they settle or the process stops.
+        if (open.size === 0) clearInterval(timer);
+        else {
+          const done = setInterval(() => {
+            if (open.size === 0) {
+              clearInterval(timer);
+              clearInterval(done);
+            }
+          }, intervalMs);
+          done.unref();
+        }
+        timer.unref();
+      };
+    });
 }
 
 /** Polls the durable consumer until it has nothing pending or unacked, then calls `stop`. */

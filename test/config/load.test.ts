@@ -279,6 +279,8 @@ describe('defaults', () => {
       stream: 'PROFILES',
       subject: 'profiles.updates',
       durable: 'http-destination',
+      ackWaitMs: 30_000,
+      batchSize: 256,
     });
     expect(cfg.failedRequests).toEqual({
       kind: 'jetstream',
