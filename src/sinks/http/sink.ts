@@ -25,6 +25,7 @@ import type { RateLimiter } from '../../stores/rate-limiter.js';
 import type { DeliveryOutcome, ExportJob, ExportSink, FailedRequest, FailedRequestStore } from '../types.js';
 import { createAuthProvider, type AuthDeps } from './auth/index.js';
 import type { AuthProvider } from './auth/types.js';
+import { createRedactor, type Redactor } from '../../observability/redact.js';
 import { buildRequest } from './request.js';
 import { createTransport, type HttpTransport, type TransportResponse } from './transport.js';
 
@@ -73,6 +74,12 @@ export interface HttpSinkOptions {
   logger?: SinkLogger;
   /** @default 10_000 */
   warnIntervalMs?: number;
+  /**
+   * Every secret value of the config (`AppConfig.secrets`: tokens, client secrets, values from
+   * `${ENV}` such as a signed query parameter): masked, with their URL-encoded and base64
+   * forms, in every reason before it is stored or emitted. @default none
+   */
+  secrets?: readonly string[];
   /** Called before each retry wait (metrics). @default none */
   onRetry?: (info: RetryInfo & { job: ExportJob }) => void;
 }
@@ -155,6 +162,7 @@ export class HttpSink implements ExportSink {
   private storedSinceWarn = 0;
   /** Values of sensitive custom headers, scrubbed from reasons. */
   private readonly staticSecrets: string[];
+  private readonly redactor: Redactor;
   private closed?: Promise<void>;
 
   constructor(options: HttpSinkOptions) {
@@ -173,6 +181,7 @@ export class HttpSink implements ExportSink {
     this.logger = options.logger;
     this.onRetry = options.onRetry;
     this.warnIntervalMs = options.warnIntervalMs ?? d.warnIntervalMs;
+    this.redactor = createRedactor(options.secrets ?? []);
     this.staticSecrets = Object.entries(options.destination.headers)
       .filter(([k, v]) => SENSITIVE_HEADER.test(k) && v.length >= d.minSecretLength)
       .map(([, v]) => v);
@@ -232,7 +241,8 @@ export class HttpSink implements ExportSink {
     const code = err instanceof HttpDestinationError ? err.code : 'ERR_INTERNAL';
     const statusCode = err instanceof DeliveryError ? err.statusCode : undefined;
     const rawReason = err instanceof Error ? err.message : String(err);
-    const reason = scrub(rawReason, secrets);
+    // An endpoint may echo the request (URL, headers) in its error body: mask what we know.
+    const reason = this.redactor.text(scrub(rawReason, secrets));
     const outcome: DeliveryOutcome = { status: 'failed', job, attempts, statusCode, code, error: reason };
     if (!this.storeFailures) return of(outcome);
     const record: FailedRequest = {
@@ -380,7 +390,10 @@ export interface CreateSinksOptions {
  * await sinks.close();
  * ```
  */
-export function createSinks(config: Pick<AppConfig, 'destinations' | 'dataflows'>, options: CreateSinksOptions): HttpSinks {
+export function createSinks(
+  config: Pick<AppConfig, 'destinations' | 'dataflows'> & Partial<Pick<AppConfig, 'secrets'>>,
+  options: CreateSinksOptions,
+): HttpSinks {
   const limiterFor =
     options.limiterFor ?? ((flow: DataflowConfig) => tokenBucket({ rate: flow.rateLimit, scheduler: options.scheduler }));
   const transportFor = options.transportFor ?? ((destination: DestinationConfig) => createTransport({ destination }));
@@ -419,6 +432,7 @@ export function createSinks(config: Pick<AppConfig, 'destinations' | 'dataflows'
         random: options.random,
         now: options.now,
         storeFailures: options.storeFailures,
+        secrets: config.secrets,
         logger: options.loggerFor?.(flow.id),
         warnIntervalMs: options.warnIntervalMs,
         onRetry: options.onRetry,
