@@ -219,15 +219,16 @@ describe('tokenBucket in virtual time', () => {
     expect(times).toEqual([1000, 1000, 1000, 1010, 1020, 1030]);
   });
 
-  it('defaults burst to max(1, floor(rate × 2%))', () => {
+  it('defaults burst to max(1, floor(rate × 4%))', () => {
     expect(TOKEN_BUCKET_DEFAULTS.burst(10)).toBe(1);
-    expect(TOKEN_BUCKET_DEFAULTS.burst(100)).toBe(2);
-    expect(TOKEN_BUCKET_DEFAULTS.burst(10_000)).toBe(200);
+    expect(TOKEN_BUCKET_DEFAULTS.burst(50)).toBe(2);
+    expect(TOKEN_BUCKET_DEFAULTS.burst(100)).toBe(4);
+    expect(TOKEN_BUCKET_DEFAULTS.burst(10_000)).toBe(400);
     const ts = scheduler();
-    const times = grantTimes(ts, tokenBucket({ rate: 10_000, scheduler: ts }), 300);
-    expect(times.filter((t) => t === 0)).toHaveLength(200);
-    // then one every 0.1 ms: the 300th (index 299) at (299 − 199) × 0.1 ms
-    expect(times[299]).toBeCloseTo(10, 6);
+    const times = grantTimes(ts, tokenBucket({ rate: 10_000, scheduler: ts }), 500);
+    expect(times.filter((t) => t === 0)).toHaveLength(400);
+    // then one every 0.1 ms: the 500th (index 499) at (499 − 399) × 0.1 ms
+    expect(times[499]).toBeCloseTo(10, 6);
   });
 
   for (const rate of [1, 2.5, 7, 10, 99.5, 333, 1000, 10_000]) {
@@ -305,7 +306,7 @@ describe('tokenBucket in virtual time', () => {
     };
     const times = grantTimes(ts, tokenBucket({ rate: 50, scheduler: counting }), 1000);
     expect(times).toHaveLength(1000);
-    expect(times[999]).toBeCloseTo(999 * 20, 6);
+    expect(times[999]).toBeCloseTo(998 * 20, 6); // burst 2 at once, then one every 20 ms
     expect(maxPending).toBe(1);
     expect(pending).toBe(0);
   });
@@ -362,14 +363,14 @@ describe('tokenBucket in virtual time', () => {
 
 describe('tokenBucket in real time', () => {
   it('paces 300 values at 1000/s on the real asyncScheduler, never faster', async () => {
-    const limiter = tokenBucket({ rate: 1000 }); // burst 20
+    const limiter = tokenBucket({ rate: 1000 }); // burst 40
     const started = Date.now();
     const times = await lastValueFrom(
       from(Array.from({ length: 300 }, (_, i) => i)).pipe(rateLimit({ limiter }), map(() => Date.now() - started), toArray()),
     );
     expect(times).toHaveLength(300);
-    // 20 at once, then 280 more at one per ms: never sooner than 279 ms.
-    expect(times[299]).toBeGreaterThanOrEqual(279);
+    // 40 at once, then 260 more at one per ms: never sooner than 259 ms.
+    expect(times[299]).toBeGreaterThanOrEqual(259);
     expect(times[299]).toBeLessThan(5000);
     expect(maxPerSecond(times)).toBeLessThanOrEqual(1050);
   });

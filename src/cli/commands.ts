@@ -167,6 +167,9 @@ export const commands = {
       worker: config.worker,
     };
     out(`config ${o.config} is valid\n`);
+    for (const d of config.destinations) {
+      if (d.tls && !d.tls.rejectUnauthorized) out(`WARNING: destinations ${d.id}: tls.rejectUnauthorized is false: the server certificate is not verified\n`);
+    }
     out(toYaml(redact.value(JSON.parse(JSON.stringify(view)) as unknown)));
   },
 

@@ -1,4 +1,4 @@
-import { catchError, concatMap, from, map, of, type MonoTypeOperatorFunction } from 'rxjs';
+import { catchError, concatMap, defer, map, of, type MonoTypeOperatorFunction } from 'rxjs';
 import type { SnapshotStore } from '../stores/types.js';
 import type { SettledEnvelope } from './deliver-exports.js';
 
@@ -19,7 +19,7 @@ export interface AcknowledgeOptions {
 export function acknowledge<T extends SettledEnvelope>(options: AcknowledgeOptions): MonoTypeOperatorFunction<T> {
   const { store } = options;
   return concatMap((env) =>
-    from(store.confirm(env.update.profileId, env.msg.key)).pipe(
+    defer(() => store.confirm(env.update.profileId, env.msg.key)).pipe(
       // The exports are settled whatever happens to the bookkeeping: a confirm that fails
       // (store down) leaves a replay record the store bounds; the message is acked anyway.
       catchError(() => of(undefined)),

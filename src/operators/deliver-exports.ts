@@ -7,12 +7,15 @@ import {
   map,
   merge,
   of,
-  share,
+  connect,
+  materialize,
   takeUntil,
+  throwIfEmpty,
   tap,
   type OperatorFunction,
   type SchedulerLike,
 } from 'rxjs';
+import { HttpDestinationError } from '../errors.js';
 import type { DeliveryOutcome, ExportSink } from '../sinks/types.js';
 import type { PlannedEnvelope } from './build-exports.js';
 
@@ -38,6 +41,8 @@ export interface DeliverExportsOptions {
  * Sends an envelope's jobs (its dataflows in parallel) and emits it once every job has an
  * outcome. Envelopes are handled one at a time in order, so inside a per-profile actor a
  * later export of a profile never overtakes an earlier one, even while that one backs off.
+ * A sink that completes without an outcome errors the stream (`ERR_NO_OUTCOME`), so the
+ * message is redelivered instead of waiting forever.
  *
  * @example
  * planned$.pipe(deliverExports({ sinkFor: (id) => sinks.get(id)! }))
@@ -46,12 +51,21 @@ export function deliverExports(options: DeliverExportsOptions): OperatorFunction
   const { sinkFor, workingIntervalMs = 10_000, scheduler = asyncScheduler } = options;
   return concatMap((env) => {
     if (env.jobs.length === 0) return of({ ...env, outcomes: [] });
-    const sent$ = forkJoin(env.jobs.map((job) => sinkFor(job.dataflowId).send(job))).pipe(share());
-    const keepAlive$ = interval(workingIntervalMs, scheduler).pipe(
-      tap(() => env.msg.working()),
-      takeUntil(sent$),
-      ignoreElements(),
+    // connect(): both branches subscribe before the sends start, so a sink that answers
+    // synchronously is still subscribed (and its request sent) exactly once.
+    return forkJoin(env.jobs.map((job) => sinkFor(job.dataflowId).send(job))).pipe(
+      throwIfEmpty(() => new HttpDestinationError('ERR_NO_OUTCOME', 'a sink completed without an outcome for an export')),
+      connect((sent$) =>
+        merge(
+          sent$,
+          interval(workingIntervalMs, scheduler).pipe(
+            tap(() => env.msg.working()),
+            takeUntil(sent$.pipe(materialize())),
+            ignoreElements(),
+          ),
+        ),
+      ),
+      map((outcomes): SettledEnvelope => ({ ...env, outcomes })),
     );
-    return merge(sent$, keepAlive$).pipe(map((outcomes): SettledEnvelope => ({ ...env, outcomes })));
   });
 }

@@ -70,10 +70,24 @@ export class MemorySnapshotStore implements SnapshotStore {
   }
 
   async scanMembers(audienceId: string, options: { cursor: string; count: number }): Promise<{ ids: string[]; cursor: string }> {
-    const all = [...(this.audiences.get(audienceId) ?? [])];
-    const from = Number(options.cursor) || 0;
-    const to = from + Math.max(1, options.count);
-    return { ids: all.slice(from, to), cursor: to >= all.length ? '0' : String(to) };
+    // The cursor is the last id returned (ids in sorted order), so members leaving or joining
+    // between pages never make the scan skip one that stays.
+    const all = [...(this.audiences.get(audienceId) ?? [])].sort();
+    const after = options.cursor === '0' ? undefined : options.cursor.slice(1);
+    let from = 0;
+    if (after !== undefined) {
+      let lo = 0;
+      let hi = all.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (all[mid] <= after) lo = mid + 1;
+        else hi = mid;
+      }
+      from = lo;
+    }
+    const ids = all.slice(from, from + Math.max(1, options.count));
+    const done = from + ids.length >= all.length;
+    return { ids, cursor: done ? '0' : `>${ids[ids.length - 1]}` };
   }
 
   async getBackfill(id: string): Promise<BackfillState | null> {

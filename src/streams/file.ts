@@ -2,6 +2,7 @@
  * The embedded default source: a JSON Lines file, one event per line.
  */
 import { open } from 'node:fs/promises';
+import { StringDecoder } from 'node:string_decoder';
 import { Observable } from 'rxjs';
 import { DEFAULTS } from '../config/schema.js';
 import type { SourceMessage } from './types.js';
@@ -87,6 +88,8 @@ export function fileSource(options: FileSourceOptions): Source {
       const fh = await open(path, 'r');
       try {
         const buf = Buffer.alloc(chunkBytes);
+        // Keeps a multi-byte character split across two reads whole.
+        const decoder = new StringDecoder('utf8');
         let offset = 0;
         let lineNo = 0;
         let rest = '';
@@ -98,15 +101,17 @@ export function fileSource(options: FileSourceOptions): Source {
             continue;
           }
           offset += bytesRead;
-          const text = rest + buf.toString('utf8', 0, bytesRead);
+          const text = rest + decoder.write(buf.subarray(0, bytesRead));
           const lines = text.split('\n');
           rest = lines.pop() ?? '';
           for (const raw of lines) {
+            if (stopped) break;
             lineNo++;
             const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
             if (line.trim() === '') continue;
-            while (inFlight >= maxInFlight && !subscriber.closed) await waitForSignal();
+            while (inFlight >= maxInFlight && !subscriber.closed && !stopped) await waitForSignal();
             if (subscriber.closed) return;
+            if (stopped) break;
             inFlight++;
             subscriber.next(makeMessage(line, lineNo));
           }

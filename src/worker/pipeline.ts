@@ -2,7 +2,7 @@
  * The export pipeline: source messages in, settled (delivered or stored) envelopes out.
  * Built only from the operators; it does not know which stores or sinks it is given.
  */
-import { EMPTY, catchError, merge, of, tap, type Observable, type OperatorFunction } from 'rxjs';
+import { EMPTY, catchError, merge, of, retry, tap, timer, type Observable, type OperatorFunction } from 'rxjs';
 import type { Audience, DataflowRules } from '../domain/types.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -30,16 +30,19 @@ export interface PipelineOptions {
   /** Profiles processed at once. */
   concurrency: number;
   maxEventBytes: number;
-  /** Delay before a message whose store step failed is delivered again. @default 1000 */
+  /** Delay before a message whose exports could not be settled is delivered again. @default 1000 */
   retryStoreAfterMs?: number;
+  /** Longest wait between two tries of a failing snapshot-store step. @default 30000 */
+  storeRetryMaxMs?: number;
   /** Backfill items (SPEC §8), processed by the same per-profile actors as live updates. */
   backfill$?: Observable<Envelope>;
 }
 
 /**
  * decode → divert rejected → (with backfill items) one actor per profile (apply → detect →
- * build → deliver → acknowledge). A failure of the store step naks the message (it comes back later) and the
- * stream goes on; nothing else is held up by it.
+ * build → deliver → acknowledge). A failing snapshot-store step is retried in place with
+ * backoff (that profile waits, the others go on); an export that cannot be settled naks its
+ * message, which comes back later. Nothing else is held up.
  *
  * @example
  * source.messages$.pipe(exportPipeline(options)).subscribe()
@@ -47,9 +50,30 @@ export interface PipelineOptions {
 export function exportPipeline(options: PipelineOptions): OperatorFunction<SourceMessage, SettledEnvelope> {
   const { store, metrics, logger } = options;
   const retryAfter = options.retryStoreAfterMs ?? 1_000;
+  const storeRetryMaxMs = options.storeRetryMaxMs ?? 30_000;
   let storeWarned = 0;
   // Operators are built once and reused by every actor.
-  const apply = applySnapshot({ store });
+  // A store failure (Redis down, a conflict storm) is retried in place with backoff, so a
+  // profile's later updates wait behind it and per-profile order holds through the outage.
+  const warnStore = (err: unknown, what: string): void => {
+    metrics.storeErrors++;
+    // One warning per burst of store failures, not one per message.
+    if (Date.now() - storeWarned > 5_000) {
+      storeWarned = Date.now();
+      logger.warn({ err, code: (err as { code?: string }).code }, what);
+    }
+  };
+  const applyStep = applySnapshot({ store });
+  const apply = (env$: Observable<Envelope>) =>
+    env$.pipe(
+      applyStep,
+      retry({
+        delay: (err: unknown, n: number) => {
+          warnStore(err, 'snapshot store step failed; retrying');
+          return timer(Math.min(storeRetryMaxMs, 100 * 2 ** Math.min(n, 16)));
+        },
+      }),
+    );
   const detect = detectExports({ dataflows: options.dataflows });
   const build = buildExports({ dataflows: options.dataflows, audiences: options.audiences });
   const deliver = deliverExports({ sinkFor: options.sinkFor });
@@ -102,12 +126,9 @@ export function exportPipeline(options: PipelineOptions): OperatorFunction<Sourc
               }
             }),
             catchError((err: unknown) => {
-              metrics.storeErrors++;
-              // One warning per burst of store failures, not one per message.
-              if (Date.now() - storeWarned > 5_000) {
-                storeWarned = Date.now();
-                logger.warn({ err, code: (err as { code?: string }).code }, 'snapshot store step failed; messages will be redelivered');
-              }
+              // Delivery could not settle (the failed-request store refused the record): the
+              // message comes back later; the store's replay record finds its exports again.
+              warnStore(err, 'an export could not be settled; the message will be redelivered');
               metrics.inFlight--;
               env.msg.nak(retryAfter);
               return EMPTY;

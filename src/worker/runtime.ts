@@ -47,6 +47,7 @@ export function openSinks(
     failedStore: deps.failed,
     limiterFor: (flow) => tokenBucket({ rate: flow.rateLimit }),
     loggerFor: (id) => deps.logger.child({ dataflowId: id }),
+    authLoggerFor: (id) => deps.logger.child({ destinationId: id }),
     storeFailures: deps.storeFailures,
   });
 }

@@ -66,6 +66,11 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
   const metrics = options.metrics ?? new Metrics();
   const started = Date.now();
 
+  for (const d of config.destinations) {
+    if (d.tls && !d.tls.rejectUnauthorized) {
+      logger.warn({ destinationId: d.id }, 'tls.rejectUnauthorized is false: the endpoint\'s certificate is NOT verified');
+    }
+  }
   const store = await openSnapshotStore(config, logger);
   const failures = await openFailureStores(config);
   const sinks = openSinks(config, { failed: failures.failed, logger });

@@ -133,6 +133,22 @@ describe('config errors and usage', () => {
       expect(all).not.toContain(Buffer.from(s).toString('base64'));
     }
   });
+
+  it('warns when a destination turns off verification of the server certificate', async () => {
+    const dir = tempDir();
+    writeEvents(dir, []);
+    const on = writeConfig(dir, { ...baseConfig(), destinations: [{ id: 'dest-1', endpoint: `${rx.url}/ok`, tls: {} }] }, 'on.yaml');
+    const off = writeConfig(dir, { ...baseConfig(), destinations: [{ id: 'dest-1', endpoint: `${rx.url}/ok`, tls: { rejectUnauthorized: false } }] }, 'off.yaml');
+    const quiet = await runCli(['validate', '--config', on]);
+    expect(quiet.code, quiet.stderr).toBe(0);
+    expect(quiet.stdout).not.toMatch(/WARNING/);
+    const loud = await runCli(['validate', '--config', off]);
+    expect(loud.code, loud.stderr).toBe(0);
+    expect(loud.stdout).toMatch(/WARNING: destinations dest-1: tls.rejectUnauthorized is false/);
+    const run = await runCli(['run', '--config', off, '--once']);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(/rejectUnauthorized is false/);
+  });
 });
 
 describe('run (no --once)', () => {

@@ -328,7 +328,7 @@ function scrub(text: string, secrets: Set<string>): string {
  * endpoint has the same origin; another origin goes through undici's global dispatcher, so a
  * private CA or client certificate meant for the export endpoint does not apply to it.
  */
-export function authDepsFor(dest: DestinationConfig, transport: HttpTransport): AuthDeps {
+export function authDepsFor(dest: DestinationConfig, transport: HttpTransport, logger?: AuthDeps['logger']): AuthDeps {
   const a = dest.auth;
   let dispatcher: AuthDeps['dispatcher'];
   if (a.type === 'oauth2-client-credentials' || a.type === 'oauth2-password') {
@@ -338,7 +338,7 @@ export function authDepsFor(dest: DestinationConfig, transport: HttpTransport): 
       // validated URLs: cannot happen; fall back to the global dispatcher
     }
   }
-  return { dispatcher, timeoutMs: dest.timeoutMs };
+  return { dispatcher, timeoutMs: dest.timeoutMs, logger };
 }
 
 /** The HttpSinks of a config, by dataflow id. */
@@ -365,6 +365,8 @@ export interface CreateSinksOptions {
   authFor?: (destination: DestinationConfig, transport: HttpTransport) => AuthProvider;
   /** A logger, or a function giving one per dataflow (a child logger). @default none */
   loggerFor?: (dataflowId: string) => SinkLogger | undefined;
+  /** The logger of a destination's auth provider (token renewal warnings). @default none */
+  authLoggerFor?: (destinationId: string) => SinkLogger | undefined;
   warnIntervalMs?: number;
   storeFailures?: boolean;
   scheduler?: SchedulerLike;
@@ -400,7 +402,7 @@ export function createSinks(
   const authFor =
     options.authFor ??
     ((destination: DestinationConfig, transport: HttpTransport) =>
-      createAuthProvider(destination.auth, authDepsFor(destination, transport)));
+      createAuthProvider(destination.auth, authDepsFor(destination, transport, options.authLoggerFor?.(destination.id))));
   const shared = new Map<string, { transport: HttpTransport; auth: AuthProvider }>();
   const sinks = new Map<string, HttpSink>();
   const byId = new Map(config.destinations.map((d) => [d.id, d]));

@@ -18,6 +18,8 @@ export interface AuthDeps {
   dispatcher?: Dispatcher;
   /** Longest a token request may take, in ms. */
   timeoutMs: number;
+  /** Where token renewal problems are warned about (a child logger per destination). @default none */
+  logger?: { warn(obj: object, msg: string): void };
 }
 
 /**
