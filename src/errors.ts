@@ -88,6 +88,16 @@ export class StoreError extends HttpDestinationError {
   }
 }
 
+/**
+ * A snapshot write refused because this worker no longer holds the lease of the profile's
+ * partition (it was paused or cut off, and another worker took over). Never retried here.
+ */
+export class FencedError extends HttpDestinationError {
+  constructor(message: string) {
+    super('ERR_FENCED', message);
+  }
+}
+
 /** Bad command-line usage (exit code 2). */
 export class UsageError extends HttpDestinationError {
   constructor(message: string) {

@@ -35,7 +35,8 @@ export function applySnapshot(options: ApplySnapshotOptions): OperatorFunction<E
         })),
       );
     }
-    return from(store.apply(env.update, { key: env.msg.key, seq: env.msg.seq })).pipe(
+    const { key, seq, watermark, fence } = env.msg;
+    return from(store.apply(env.update, { key, seq, watermark, fence })).pipe(
       map((applied): AppliedEnvelope => ({ ...env, applied })),
     );
   });

@@ -35,6 +35,8 @@ export function buildExports(options: BuildExportsOptions): OperatorFunction<Dec
     const event = eventIdentity(update, env.msg.key);
     const time = eventTime(update);
     const exited = exitedAudiences(env.applied);
+    // A replay overtaken by newer updates exports the newest state (never an older one).
+    const state = env.applied.latest ? { ...env.applied, after: env.applied.latest } : env.applied;
     const jobs = env.decisions.map((d): ExportJob => {
       const flow = rules.get(d.dataflowId);
       if (!flow) throw new Error(`no payload rules for dataflow ${d.dataflowId}`);
@@ -43,7 +45,7 @@ export function buildExports(options: BuildExportsOptions): OperatorFunction<Dec
         destinationId: flow.destinationId,
         profileId: update.profileId,
         idempotencyKey: idempotencyKey({ dataflowId: d.dataflowId, profileId: update.profileId, event }),
-        payload: buildPayload(env.applied, flow.rules, exited),
+        payload: buildPayload(state, flow.rules, exited),
         eventTime: time,
       };
     });

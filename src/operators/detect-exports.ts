@@ -26,6 +26,8 @@ export function detectExports(options: DetectExportsOptions): OperatorFunction<A
   const { dataflows } = options;
   return map((env) => {
     const b = env.backfill;
+    // A stale redelivery was applied and settled before: it owes nothing.
+    if (env.applied.stale) return { ...env, decisions: [] };
     if (!b) return { ...env, decisions: decideExports(env.applied, dataflows) };
     // Backfill: the profile is exported to its dataflow if it is (still) in the audience.
     const inAudience = isIn(env.applied.after.memberships[b.audienceId]);

@@ -4,6 +4,7 @@
  */
 import { applyUpdate } from '../domain/merge.js';
 import { isIn } from '../domain/diff.js';
+import { FencedError } from '../errors.js';
 import type { ProfileSnapshot, ProfileUpdate } from '../domain/types.js';
 import type { ApplyContext, ApplyResult, BackfillState, SnapshotStore } from './types.js';
 
@@ -12,6 +13,8 @@ export const MAX_PENDING_PER_PROFILE = 64;
 
 interface Entry {
   snapshot: ProfileSnapshot;
+  /** Highest `ApplyContext.watermark` applied. */
+  watermark?: number;
   /** message key → the result of its first application, until confirmed. */
   pending?: Map<string, { before: ProfileSnapshot | null; after: ProfileSnapshot }>;
 }
@@ -31,11 +34,20 @@ export class MemorySnapshotStore implements SnapshotStore {
   async apply(update: ProfileUpdate, ctx: ApplyContext): Promise<ApplyResult> {
     const entry = this.profiles.get(update.profileId);
     const first = entry?.pending?.get(ctx.key);
-    if (first) return { update, before: first.before, after: first.after, replayed: true };
+    const w = entry?.watermark;
+    const overtaken = ctx.watermark !== undefined && w !== undefined && ctx.watermark < w;
+    if (first) {
+      return { update, before: first.before, after: first.after, replayed: true, latest: overtaken ? entry?.snapshot : undefined };
+    }
+    if (entry && ctx.watermark !== undefined && w !== undefined && ctx.watermark <= w) {
+      return { update, before: entry.snapshot, after: entry.snapshot, replayed: true, stale: true };
+    }
+    if (ctx.fence) throw new FencedError('the memory store has no leases: pool mode needs store.kind: redis');
     const before = entry ? entry.snapshot : null;
     const after = applyUpdate(before, update);
     const next: Entry = entry ?? { snapshot: after };
     next.snapshot = after;
+    if (ctx.watermark !== undefined) next.watermark = ctx.watermark;
     const pending = (next.pending ??= new Map());
     pending.set(ctx.key, { before, after });
     if (pending.size > MAX_PENDING_PER_PROFILE) pending.delete(pending.keys().next().value as string);

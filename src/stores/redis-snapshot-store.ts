@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { isIn } from '../domain/diff.js';
 import { applyUpdate } from '../domain/merge.js';
 import type { ProfileSnapshot, ProfileUpdate } from '../domain/types.js';
-import { StoreError } from '../errors.js';
+import { FencedError, StoreError } from '../errors.js';
 import { MAX_PENDING_PER_PROFILE } from './memory-snapshot-store.js';
 import type { ApplyContext, ApplyResult, BackfillState, SnapshotStore } from './types.js';
 
@@ -64,13 +64,14 @@ export class SnapshotConflictError extends StoreError {
 /** Hash fields of a profile record. */
 const FIELD_SNAPSHOT = 's';
 const FIELD_VERSION = 'v';
+const FIELD_WATERMARK = 'w';
 const REPLAY_PREFIX = 'r:';
 
 /**
  * Reads what `apply` needs in one round trip: snapshot, version and the replay record of this
  * message key. KEYS[1] profile hash; ARGV[1] replay field.
  */
-const READ_LUA = `return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}', '${FIELD_VERSION}', ARGV[1])`;
+const READ_LUA = `return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}', '${FIELD_VERSION}', '${FIELD_WATERMARK}', ARGV[1])`;
 
 /**
  * Compare-and-set on the version: writes the new snapshot, version and replay record, moves
@@ -79,7 +80,8 @@ const READ_LUA = `return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}', '${FI
  * KEYS[1] profile hash, KEYS[2..] audience sets (the first ARGV[7] of them gain the profile,
  * the others lose it). ARGV: expected version ('0' when absent), new version, snapshot JSON,
  * replay field, replay record (it starts with {"v":<version>), profile id, number of
- * audiences entered, most replay records kept.
+ * audiences entered, most replay records kept, watermark ('' for none), fence key and fence
+ * value ('' for none: then the write happens only while GET fence key = fence value, else -1).
  *
  * Dropping a replay record means that message, if it is redelivered after
  * `maxPendingPerProfile` later applications of the same profile all went unconfirmed, is
@@ -88,14 +90,17 @@ const READ_LUA = `return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}', '${FI
  * without end. The trimming runs here, next to the data, because it reads every record.
  */
 const CAS_LUA = `
+if ARGV[10] ~= '' and redis.call('GET', ARGV[10]) ~= ARGV[11] then return -1 end
 local v = redis.call('HGET', KEYS[1], '${FIELD_VERSION}')
 if (v or '0') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], '${FIELD_SNAPSHOT}', ARGV[3], '${FIELD_VERSION}', ARGV[2], ARGV[4], ARGV[5])
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], '${FIELD_WATERMARK}', ARGV[9]) end
 local entered = tonumber(ARGV[7])
 for i = 2, #KEYS do
   if i - 1 <= entered then redis.call('SADD', KEYS[i], ARGV[6]) else redis.call('SREM', KEYS[i], ARGV[6]) end
 end
-local extra = redis.call('HLEN', KEYS[1]) - 2 - tonumber(ARGV[8])
+local base = 2 + redis.call('HEXISTS', KEYS[1], '${FIELD_WATERMARK}')
+local extra = redis.call('HLEN', KEYS[1]) - base - tonumber(ARGV[8])
 if extra > 0 then
   local all = redis.call('HGETALL', KEYS[1])
   local replays = {}
@@ -110,7 +115,7 @@ end
 return 1
 `;
 
-type ReadReply = [snapshot: string | null, version: string | null, replay: string | null];
+type ReadReply = [snapshot: string | null, version: string | null, watermark: string | null, replay: string | null];
 
 /** The scripts registered with `defineCommand` (sent as EVALSHA, EVAL on NOSCRIPT). */
 interface ScriptCommands {
@@ -273,12 +278,19 @@ export class RedisSnapshotStore implements SnapshotStore {
     const key = this.profileKey(profileId);
     const replayField = REPLAY_PREFIX + ctx.key;
     for (let attempt = 1; attempt <= this.maxConflictRetries + 1; attempt++) {
-      const [raw, version, replay] = await this.call('apply', () => this.scripts.hdSnapshotRead(key, replayField));
+      const [raw, version, wm, replay] = await this.call('apply', () => this.scripts.hdSnapshotRead(key, replayField));
+      const w = wm === null ? undefined : Number(wm);
+      const current = raw === null ? null : this.parse<ProfileSnapshot>(raw, profileId);
       if (replay !== null) {
         const record = this.parse<ReplayRecord>(replay, profileId);
-        return { update, before: record.b, after: applyUpdate(record.b, update), replayed: true };
+        const overtaken = ctx.watermark !== undefined && w !== undefined && ctx.watermark < w;
+        const latest = overtaken && current ? current : undefined;
+        return { update, before: record.b, after: applyUpdate(record.b, update), replayed: true, latest };
       }
-      const before = raw === null ? null : this.parse<ProfileSnapshot>(raw, profileId);
+      if (current && ctx.watermark !== undefined && w !== undefined && ctx.watermark <= w) {
+        return { update, before: current, after: current, replayed: true, stale: true };
+      }
+      const before = current;
       const after = applyUpdate(before, update);
       const nextVersion = (version === null ? 0 : Number(version)) + 1;
       const { entered, exited } = membershipChanges(before, after);
@@ -296,8 +308,14 @@ export class RedisSnapshotStore implements SnapshotStore {
           profileId,
           String(entered.length),
           String(this.maxPending),
+          ctx.watermark === undefined ? '' : String(ctx.watermark),
+          ctx.fence?.key ?? '',
+          ctx.fence?.value ?? '',
         ),
       );
+      if (written === -1) {
+        throw new FencedError(`snapshot write for profile ${profileId} refused: this worker no longer holds the partition's lease`);
+      }
       if (written === 1) return { update, before, after, replayed: false };
     }
     throw new SnapshotConflictError(profileId, this.maxConflictRetries + 1);

@@ -9,6 +9,17 @@ export interface ApplyContext {
   key: string;
   /** The source message's position (SourceMessage.seq). */
   seq: number;
+  /**
+   * A position that increases with every update of a profile across the whole source (the
+   * JetStream stream sequence), when the source has one. A message at or below the
+   * profile's watermark was applied already: it is never merged again (see `ApplyResult.stale`).
+   */
+  watermark?: number;
+  /**
+   * Fencing (pool mode): the write succeeds only while the Redis key `key` still holds
+   * `value` (this worker's lease of the profile's partition); otherwise `FencedError`.
+   */
+  fence?: { key: string; value: string };
 }
 
 export interface ApplyResult extends AppliedUpdate {
@@ -18,6 +29,18 @@ export interface ApplyResult extends AppliedUpdate {
    * owed are found again instead of looking like "no change".
    */
   replayed: boolean;
+  /**
+   * `true` when the message is older than the profile's watermark and has no replay record:
+   * it was applied and settled before (a redelivery whose ack was lost). Nothing is merged;
+   * `before` and `after` are both the current snapshot, and nothing is to be exported.
+   */
+  stale?: boolean;
+  /**
+   * Set on a replay when newer updates of the profile were applied since: the current
+   * snapshot. Exports owed by the replayed message are built from it, so the endpoint never
+   * gets a state older than one it may already have.
+   */
+  latest?: ProfileSnapshot;
 }
 
 /** Progress of one backfill: a (dataflow, audience mapping) pair. */

@@ -15,6 +15,10 @@ export interface SourceMessage {
   readonly seq: number;
   /** When the worker received it (ms since epoch). */
   readonly receivedAt: number;
+  /** The source-wide, per-profile increasing position (JetStream stream sequence), when there is one. */
+  readonly watermark?: number;
+  /** Pool mode: the lease this message's writes are fenced with (see ApplyContext.fence). */
+  readonly fence?: { key: string; value: string };
   /** Acknowledge: every export this message caused was delivered or stored as failed. */
   ack(): void;
   /** Processing is still going on (retries backing off): keep the message from redelivery. */

@@ -103,6 +103,8 @@ function keepAlive(intervalMs: number): MonoTypeOperatorFunction<SourceMessage> 
             data: m.data,
             key: m.key,
             seq: m.seq,
+            // The stream sequence orders every update of a profile across redeliveries.
+            watermark: m.seq,
             receivedAt: m.receivedAt,
             ack: () => {
               open.delete(wrapped);

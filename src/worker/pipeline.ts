@@ -69,6 +69,8 @@ export function exportPipeline(options: PipelineOptions): OperatorFunction<Sourc
       applyStep,
       retry({
         delay: (err: unknown, n: number) => {
+          // Fenced: this worker lost the partition; the new owner gets the message again.
+          if ((err as { code?: string }).code === 'ERR_FENCED') throw err;
           warnStore(err, 'snapshot store step failed; retrying');
           return timer(Math.min(storeRetryMaxMs, 100 * 2 ** Math.min(n, 16)));
         },

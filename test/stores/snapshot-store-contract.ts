@@ -290,5 +290,46 @@ export function describeSnapshotStoreContract(
       expect(results[0].before).toBeNull();
       for (let i = 1; i < 20; i++) expect(results[i].before).toEqual(results[i - 1].after);
     });
+
+    describe('watermark (a source-wide, per-profile increasing position)', () => {
+      const name = (firstName: string): ProfileUpdate => ({ profileId: 'p-w', attributes: { person: { name: { firstName } } } });
+      const joins: ProfileUpdate = { profileId: 'p-w', segmentMembership: { ups: { 'aud-w': { status: 'realized' } } } };
+
+      it('a settled message redelivered below the watermark is stale: nothing merged again, nothing owed', async () => {
+        await store.apply(name('Old'), { key: 'm:5', seq: 5, watermark: 5 });
+        await store.confirm('p-w', 'm:5');
+        await store.apply(name('New'), { key: 'm:6', seq: 6, watermark: 6 });
+        await store.confirm('p-w', 'm:6');
+        const again = await store.apply(name('Old'), { key: 'm:5', seq: 5, watermark: 5 });
+        expect(again.stale).toBe(true);
+        expect(again.after).toEqual(again.before);
+        expect((await store.get('p-w'))?.attributes).toEqual({ person: { name: { firstName: 'New' } } });
+      });
+
+      it('a pending message replayed after newer updates gives its own before/after and the latest state', async () => {
+        await store.apply(joins, { key: 'm:5', seq: 5, watermark: 5 });
+        await store.apply(name('New'), { key: 'm:6', seq: 6, watermark: 6 });
+        await store.confirm('p-w', 'm:6');
+        const replay = await store.apply(joins, { key: 'm:5', seq: 5, watermark: 5 });
+        expect(replay.replayed).toBe(true);
+        expect(replay.before).toBeNull();
+        expect(replay.after.memberships['aud-w']?.status).toBe('realized');
+        expect(replay.after.attributes).toEqual({});
+        expect(replay.latest?.attributes).toEqual({ person: { name: { firstName: 'New' } } });
+      });
+
+      it('a pending message replayed with nothing newer carries no latest', async () => {
+        await store.apply(joins, { key: 'm:7', seq: 7, watermark: 7 });
+        const replay = await store.apply(joins, { key: 'm:7', seq: 7, watermark: 7 });
+        expect(replay.replayed).toBe(true);
+        expect(replay.latest).toBeUndefined();
+      });
+
+      it('without a watermark (a file source) every new message merges', async () => {
+        await store.apply(name('A'), { key: 'f:1', seq: 1 });
+        await store.apply(name('B'), { key: 'f:1b', seq: 1 });
+        expect((await store.get('p-w'))?.attributes).toEqual({ person: { name: { firstName: 'B' } } });
+      });
+    });
   });
 }

@@ -125,6 +125,112 @@ export function backboneConfig(o: ConfigOptions): Record<string, unknown> {
 /** The small retry delays every backbone destination uses. */
 export const FAST_RETRY = { minDelayMs: 50, maxDelayMs: 200 } as const;
 
+/** One audience `aud-1` (merge policy mp-1) for the single-flow setups. */
+export const AUD_1: Audience = { id: 'aud-1', name: 'Audience one', mergePolicyId: 'mp-1', createdAt: 1, updatedAt: 2, origin: 'segmentation' };
+
+export interface FlowSetup {
+  /** Path of the config file. */
+  cfg: string;
+  config: Record<string, unknown>;
+  /** The dataflow's rules, for the oracle. */
+  rules: DataflowRules;
+  audiences: Audience[];
+  /** Receiver path of this setup's destination (`/<name>`). */
+  path: string;
+  stream: string;
+  durable: string;
+  /** Redis key prefix (`<name>:`). */
+  prefix: string;
+  /** Starts `run --config cfg` (no --once). */
+  start(): CliProcess;
+  /**
+   * `run --once` on the still empty stream and store: the dataflow's backfill finishes with
+   * nothing to send, so no backfill export mixes with what a test checks afterwards.
+   */
+  prime(): Promise<void>;
+}
+
+/**
+ * A config with one destination (`rx.url/<name>`) and one dataflow `flow-1` mapping `aud-1`
+ * with `person.name.firstName`, on its own stream, durable and Redis prefix.
+ */
+export function singleFlow(o: {
+  bb: Backbone;
+  rx: RecordingReceiver;
+  name: string;
+  ackWaitMs?: number;
+  worker?: object;
+  rateLimit?: number;
+}): FlowSetup {
+  const audiences = [AUD_1];
+  const dest = { id: 'dest-1', endpoint: `${o.rx.url}/${o.name}`, retry: FAST_RETRY, includeSegmentNames: true };
+  const flow = {
+    id: 'flow-1',
+    destination: 'dest-1',
+    audiences: [{ id: 'aud-1', mappingCreatedAt: 10, mappingUpdatedAt: 11 }],
+    attributes: ['person.name.firstName'],
+    ...(o.rateLimit !== undefined ? { rateLimit: o.rateLimit } : {}),
+  };
+  const config = backboneConfig({
+    bb: o.bb,
+    name: o.name,
+    audiences,
+    destinations: [dest],
+    dataflows: [flow],
+    ackWaitMs: o.ackWaitMs,
+    worker: { drainTimeoutMs: 3_000, ...(o.worker ?? {}) },
+  });
+  const source = config.source as { stream: string; durable: string };
+  const cfg = o.bb.writeFile(`${o.name}.json`, config);
+  return {
+    cfg,
+    config,
+    rules: rulesOf(flow, dest),
+    audiences,
+    path: `/${o.name}`,
+    stream: source.stream,
+    durable: source.durable,
+    prefix: `${o.name}:`,
+    start: () => spawnCli(['run', '--config', cfg]),
+    async prime() {
+      const r = await runOnce(cfg);
+      if (r.eventsRead !== 0 || r.delivered !== 0) throw new Error(`prime: expected an empty run, got ${JSON.stringify(r)}`);
+    },
+  };
+}
+
+/**
+ * Waits until `done()` holds, or until the durable consumer has nothing pending or unacked
+ * and no request reached the receiver for `quietMs`, or `timeoutMs` passed. Never throws:
+ * the caller asserts what it expects afterwards.
+ */
+export async function settle(o: {
+  bb: Backbone;
+  rx: RecordingReceiver;
+  stream: string;
+  durable: string;
+  done: () => boolean;
+  quietMs?: number;
+  timeoutMs: number;
+}): Promise<void> {
+  const quietMs = o.quietMs ?? 3_000;
+  const deadline = Date.now() + o.timeoutMs;
+  let quietSince = Date.now();
+  let lastCount = o.rx.requests.length;
+  while (Date.now() < deadline && !o.done()) {
+    if (o.rx.requests.length !== lastCount) {
+      lastCount = o.rx.requests.length;
+      quietSince = Date.now();
+    }
+    if (Date.now() - quietSince > quietMs) {
+      const st = await consumerState(o.bb.nats.url, o.stream, o.durable).catch(() => null);
+      if (st && st.pending === 0 && st.ackPending === 0) return;
+      quietSince = Date.now();
+    }
+    await sleep(50);
+  }
+}
+
 // ------------------------------------------------------------------------------------------
 // The CLI
 
@@ -156,6 +262,21 @@ const children = new Set<ChildProcess>();
 process.once('exit', () => {
   for (const c of children) c.kill('SIGKILL');
 });
+
+/** SIGKILLs every CLI process still running (for afterAll) and waits for them. */
+export async function killAllCli(): Promise<void> {
+  const running = [...children];
+  await Promise.all(
+    running.map(
+      (c) =>
+        new Promise<void>((r) => {
+          if (c.exitCode !== null || c.signalCode !== null) return r();
+          c.once('close', () => r());
+          c.kill('SIGKILL');
+        }),
+    ),
+  );
+}
 
 /** Starts `node dist/cli/main.js …args` and returns at once. */
 export function spawnCli(args: string[]): CliProcess {
@@ -230,6 +351,7 @@ export async function publish(bb: Backbone, cfg: string, name: string, lines: Ar
 // A recording HTTP receiver
 
 export interface Recorded {
+  /** 0-based arrival order. */
   index: number;
   method: string;
   path: string;
@@ -237,7 +359,9 @@ export interface Recorded {
   key: string;
   raw: string;
   body: unknown;
+  /** Arrival time (ms since epoch). */
   at: number;
+  /** Status answered; 0 while not answered (or never: connection gone). */
   status: number;
 }
 
@@ -245,12 +369,15 @@ export interface RecordingReceiver {
   /** `http://127.0.0.1:<port>` */
   url: string;
   port: number;
-  /** Every request answered (any status), in arrival order. */
+  /** Every request, in arrival order (answered or not). */
   readonly requests: Recorded[];
-  /** Requests answered 2xx. */
+  /** Requests answered 2xx (a request not answered yet has status 0). */
   delivered(path?: string): Recorded[];
-  /** Status to answer a request with. @default 200 for everything */
-  respond: (r: { path: string; key: string; body: unknown }) => number;
+  /**
+   * Status to answer a request with (a promise holds the answer back until it resolves; the
+   * request is recorded at arrival, its `status` set when answered). @default 200
+   */
+  respond: (r: { path: string; key: string; body: unknown }) => number | Promise<number>;
   /** Closes the listening socket and every open connection: new requests get ECONNREFUSED. */
   down(): Promise<void>;
   /** Listens again on the same port. */
@@ -308,14 +435,20 @@ export async function startRecordingReceiver(): Promise<RecordingReceiver> {
         }
         const path = (req.url ?? '/').split('?')[0];
         const key = String(req.headers['idempotency-key'] ?? '');
-        let status = 200;
+        const rec: Recorded = { index: requests.length, method: req.method ?? '', path, headers: req.headers, key, raw, body, at: Date.now(), status: 0 };
+        requests.push(rec);
+        const answer = (status: number): void => {
+          if (res.destroyed || res.writableEnded) return;
+          rec.status = status;
+          res.writeHead(status, { 'content-type': 'application/json' }).end('{}');
+        };
         try {
-          status = rx.respond({ path, key, body });
+          const status = rx.respond({ path, key, body });
+          if (typeof status === 'number') answer(status);
+          else status.then(answer, () => answer(500));
         } catch {
-          status = 500;
+          answer(500);
         }
-        requests.push({ index: requests.length, method: req.method ?? '', path, headers: req.headers, key, raw, body, at: Date.now(), status });
-        res.writeHead(status, { 'content-type': 'application/json' }).end('{}');
       });
     });
     s.on('connection', (sock: Socket) => {

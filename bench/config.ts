@@ -1,0 +1,82 @@
+/**
+ * The worker config of a bench run (written as JSON, loaded by `http-destination run`), and
+ * the same dataflows as domain rules for the ceilings that rebuild export bodies.
+ */
+import type { Audience, DataflowRules } from '../src/domain/types.js';
+import { AUDIENCES, flowAttributes } from './events.js';
+
+export const BENCH_TOKEN = 'bench-token-0123456789';
+
+export interface WorkerConfigOptions {
+  natsUrl: string;
+  redisUrl: string;
+  stream: string;
+  subject: string;
+  durable: string;
+  keyPrefix: string;
+  receiverPort: number;
+  /** Number of dataflows, all to the one destination, all mapped to aud-1 and aud-2. */
+  flows: number;
+  rateLimit: number;
+  connections: number;
+  maxInFlight: number;
+  batchSize: number;
+  /** Suffix of the failed-request / rejected-event stream names. */
+  tag: string;
+}
+
+export function workerConfig(o: WorkerConfigOptions): object {
+  return {
+    source: { kind: 'jetstream', servers: o.natsUrl, stream: o.stream, subject: o.subject, durable: o.durable, batchSize: o.batchSize },
+    store: { kind: 'redis', url: o.redisUrl, keyPrefix: o.keyPrefix },
+    failedRequests: { kind: 'jetstream', stream: `HD_BENCH_FAILED_${o.tag}`, rejectedStream: `HD_BENCH_REJECTED_${o.tag}` },
+    audiences: AUDIENCES.map((a) => ({ ...a, origin: 'segmentation' })),
+    destinations: [
+      {
+        id: 'receiver',
+        name: 'bench receiver',
+        endpoint: `http://127.0.0.1:${o.receiverPort}/export`,
+        headers: { 'x-tenant': 'bench' },
+        auth: { type: 'bearer', token: BENCH_TOKEN },
+        includeSegmentNames: true,
+        includeSegmentTimestamps: true,
+        retry: { minDelayMs: 100, maxDelayMs: 1000 },
+        timeoutMs: 10_000,
+        connections: o.connections,
+      },
+    ],
+    dataflows: dataflowIds(o.flows).map((id, i) => ({
+      id,
+      destination: 'receiver',
+      audiences: [
+        { id: 'aud-1', mappingCreatedAt: 1649856570000, mappingUpdatedAt: 1649856570000 },
+        { id: 'aud-2', mappingCreatedAt: 1649856570000, mappingUpdatedAt: 1649856570000 },
+      ],
+      attributes: flowAttributes(i + 1),
+      rateLimit: o.rateLimit,
+    })),
+    worker: { maxInFlight: o.maxInFlight, drainTimeoutMs: 30_000 },
+    log: { level: 'warn' },
+  };
+}
+
+export function dataflowIds(n: number): string[] {
+  return Array.from({ length: n }, (_, i) => `flow-${i + 1}`);
+}
+
+/** The bench dataflows as domain rules (what buildPayload needs). */
+export function dataflowRules(n: number): DataflowRules[] {
+  return dataflowIds(n).map((id, i) => ({
+    id,
+    destinationId: 'receiver',
+    audiences: [
+      { id: 'aud-1', mappingCreatedAt: 1649856570000, mappingUpdatedAt: 1649856570000 },
+      { id: 'aud-2', mappingCreatedAt: 1649856570000, mappingUpdatedAt: 1649856570000 },
+    ],
+    attributes: flowAttributes(i + 1),
+    includeSegmentNames: true,
+    includeSegmentTimestamps: true,
+  }));
+}
+
+export const benchAudiences: Audience[] = AUDIENCES.map((a) => ({ ...a, origin: 'segmentation' }));

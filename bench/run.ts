@@ -1,0 +1,851 @@
+/**
+ * The benchmark: `npm run bench [-- options]`. Starts nats-server, redis-server and a local
+ * receiver; measures the raw ceilings (undici POST loop, JetStream consume+ack, Redis store
+ * round trips); runs the worker (`node dist/cli/main.js run`, a child process) in each mode;
+ * prints a table, the ratios to the ceilings and PASS/FAIL per target of issue 5.
+ * See bench/README.md.
+ */
+import { spawn, fork, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect } from '@nats-io/transport-node';
+import { ensureStream } from '../src/streams/jetstream.js';
+import type { CeilingResult, CeilingTask } from './ceilings.js';
+import { workerConfig } from './config.js';
+import { EventGenerator } from './events.js';
+import { load, ProcSampler, round2 } from './proc.js';
+import { formatProfile, summariseProfile, type ProfileSummary } from './profile.js';
+import { publishBacklog, publishPaced } from './publisher.js';
+import { startNats, startRedis, type BenchServer } from './servers.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(HERE, '..');
+const MAIN_JS = join(ROOT, 'dist', 'cli', 'main.js');
+const PRELOAD = join(HERE, 'usage-preload.mjs');
+
+const MODES = ['ceilings', 'drain1', 'drain2', 'steady', 'memory'] as const;
+type Mode = (typeof MODES)[number];
+const DEFAULT_MODES: Mode[] = ['ceilings', 'drain1', 'drain2', 'steady'];
+
+const HELP = `npm run bench [-- options]
+
+  --mode LIST         comma-separated: ${MODES.join(', ')}, or all
+                      (default: ${DEFAULT_MODES.join(',')}; memory is long and optional)
+  --count N           updates in a drain backlog (default 100000; memory mode: 1000000)
+  --profiles N        distinct profiles (default count / 4)
+  --rate N            steady mode: offered updates/s (default 8000)
+  --duration S        steady mode: seconds of offered load (default 20)
+  --warmup S          steady mode: first seconds left out of the latency figures (default 2)
+  --rate-limit N      rateLimit of every dataflow (default 10000)
+  --connections N     the destination's keep-alive connections; also the undici ceiling's concurrency (default 64)
+  --max-in-flight N   worker.maxInFlight (default 2048)
+  --batch-size N      source.batchSize (default 256)
+  --ceiling-seconds S measured seconds of the undici ceiling (default 5)
+  --node-args "…"     extra node options for the worker process (e.g. "--max-semi-space-size=64")
+  --cpu-prof          run the worker under --cpu-prof in drain/steady modes and print the top functions
+  --prof-dir DIR      where .cpuprofile files go (default a temp folder, printed)
+  --keep              keep the work folder (worker configs, stdout/stderr, usage files)
+  --json              print one JSON document on stdout (progress goes to stderr)
+  --help`;
+
+interface Options {
+  modes: Mode[];
+  count?: number;
+  profiles?: number;
+  rate: number;
+  duration: number;
+  warmup: number;
+  rateLimit: number;
+  connections: number;
+  maxInFlight: number;
+  batchSize: number;
+  ceilingSeconds: number;
+  cpuProf: boolean;
+  profDir?: string;
+  nodeArgs: string[];
+  keep: boolean;
+  json: boolean;
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      mode: { type: 'string' },
+      count: { type: 'string' },
+      profiles: { type: 'string' },
+      rate: { type: 'string' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      'rate-limit': { type: 'string' },
+      connections: { type: 'string' },
+      'max-in-flight': { type: 'string' },
+      'batch-size': { type: 'string' },
+      'ceiling-seconds': { type: 'string' },
+      'cpu-prof': { type: 'boolean' },
+      'prof-dir': { type: 'string' },
+      'node-args': { type: 'string' },
+      json: { type: 'boolean' },
+      keep: { type: 'boolean' },
+      help: { type: 'boolean' },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    process.exit(0);
+  }
+  const num = (v: string | undefined, d: number, name: string): number => {
+    if (v === undefined) return d;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) {
+      console.error(`--${name}: a positive number, got ${v}`);
+      process.exit(2);
+    }
+    return n;
+  };
+  let modes: Mode[] = DEFAULT_MODES;
+  if (values.mode) {
+    const list = values.mode.split(',').map((s) => s.trim()).filter(Boolean);
+    modes = list.includes('all') ? [...MODES] : (list as Mode[]);
+    const bad = modes.filter((m) => !MODES.includes(m));
+    if (bad.length) {
+      console.error(`--mode: unknown ${bad.join(', ')} (known: ${MODES.join(', ')}, all)`);
+      process.exit(2);
+    }
+  }
+  return {
+    modes,
+    count: values.count === undefined ? undefined : Math.floor(num(values.count, 0, 'count')),
+    profiles: values.profiles === undefined ? undefined : Math.floor(num(values.profiles, 0, 'profiles')),
+    rate: num(values.rate, 8_000, 'rate'),
+    duration: num(values.duration, 20, 'duration'),
+    warmup: values.warmup === '0' ? 0 : num(values.warmup, 2, 'warmup'),
+    rateLimit: num(values['rate-limit'], 10_000, 'rate-limit'),
+    connections: Math.floor(num(values.connections, 64, 'connections')),
+    maxInFlight: Math.floor(num(values['max-in-flight'], 2_048, 'max-in-flight')),
+    batchSize: Math.floor(num(values['batch-size'], 256, 'batch-size')),
+    ceilingSeconds: num(values['ceiling-seconds'], 5, 'ceiling-seconds'),
+    cpuProf: values['cpu-prof'] ?? false,
+    profDir: values['prof-dir'],
+    nodeArgs: (values['node-args'] ?? '').split(/\s+/).filter(Boolean),
+    json: values.json ?? false,
+    keep: values.keep ?? false,
+  };
+}
+
+const opts = parseOptions();
+const log = (s: string): void => {
+  process.stderr.write(`[bench] ${s}\n`);
+};
+
+// ---------------------------------------------------------------------------------------
+// The receiver child
+
+interface LatencyStats {
+  n: number;
+  p50: number | null;
+  p95: number | null;
+  p99: number | null;
+  max: number | null;
+  missing: number;
+}
+interface FlowStats {
+  count: number;
+  first: number | null;
+  last: number | null;
+  perSecond: number[];
+  maxSliding1s: number;
+  sustained: number | null;
+  overall: number | null;
+  latency: LatencyStats;
+}
+interface ReceiverStats {
+  all: FlowStats;
+  f1: FlowStats;
+  f2: FlowStats;
+}
+
+class ReceiverClient {
+  private next = 0;
+  private readonly waiting = new Map<number, (m: Record<string, unknown>) => void>();
+  private constructor(
+    readonly child: ChildProcess,
+    readonly port: number,
+  ) {
+    child.on('message', (m: Record<string, unknown>) => {
+      const w = this.waiting.get(m.id as number);
+      if (w) {
+        this.waiting.delete(m.id as number);
+        w(m);
+      }
+    });
+  }
+
+  static async start(): Promise<ReceiverClient> {
+    const child = fork(join(HERE, 'receiver.ts'), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const port = await new Promise<number>((res, rej) => {
+      child.once('message', (m: { port: number }) => res(m.port));
+      child.once('exit', (code) => rej(new Error(`receiver exited with ${code}`)));
+    });
+    return new ReceiverClient(child, port);
+  }
+
+  private ask<T>(msg: object): Promise<T> {
+    const id = this.next++;
+    return new Promise<T>((res) => {
+      this.waiting.set(id, res as (m: Record<string, unknown>) => void);
+      this.child.send({ id, ...msg });
+    });
+  }
+
+  reset(): Promise<unknown> {
+    return this.ask({ cmd: 'reset' });
+  }
+  count(): Promise<{ count: number; last: number | null }> {
+    return this.ask({ cmd: 'count' });
+  }
+  stats(sinceSentAt?: number, untilSentAt?: number): Promise<ReceiverStats> {
+    return this.ask({ cmd: 'stats', sinceSentAt, untilSentAt });
+  }
+  stop(): void {
+    this.child.disconnect();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Ceilings
+
+function runCeiling(task: CeilingTask, sampler: ProcSampler): Promise<CeilingResult> {
+  return new Promise((res, rej) => {
+    const child = fork(join(HERE, 'ceilings.ts'), [JSON.stringify(task)], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    if (child.pid) sampler.add(`ceiling-${task.kind}`, child.pid);
+    let done = false;
+    child.on('message', (m: { result?: CeilingResult; error?: string }) => {
+      done = true;
+      if (m.result) res(m.result);
+      else rej(new Error(`ceiling ${task.kind}: ${m.error}`));
+    });
+    child.on('exit', (code) => {
+      if (!done) rej(new Error(`ceiling ${task.kind} exited with ${code}`));
+    });
+  });
+}
+
+interface Ceilings {
+  undici?: CeilingResult;
+  jetstream?: CeilingResult;
+  redis?: CeilingResult;
+  store?: CeilingResult;
+}
+
+// ---------------------------------------------------------------------------------------
+// The worker child
+
+interface WorkerUsage {
+  userMs: number;
+  systemMs: number;
+  maxRssMb: number;
+  uptimeMs: number;
+}
+
+interface WorkerRun {
+  exitCode: number | null;
+  stdout: string;
+  stderrTail: string;
+  usage?: WorkerUsage;
+  profile?: string;
+}
+
+interface StartedWorker {
+  child: ChildProcess;
+  done: Promise<WorkerRun>;
+}
+
+function startWorkerProcess(configFile: string, once: boolean, tag: string, workDir: string, profDir: string | undefined): StartedWorker {
+  const usageFile = join(workDir, `usage-${tag}.json`);
+  const nodeArgs = [...opts.nodeArgs, '--import', PRELOAD];
+  let profSub: string | undefined;
+  if (profDir) {
+    profSub = join(profDir, tag);
+    mkdirSync(profSub, { recursive: true });
+    nodeArgs.push('--cpu-prof', '--cpu-prof-dir', profSub);
+  }
+  const args = [...nodeArgs, MAIN_JS, 'run', '--config', configFile, ...(once ? ['--once', '--json'] : [])];
+  const child = spawn(process.execPath, args, {
+    cwd: ROOT,
+    env: { ...process.env, BENCH_USAGE_FILE: usageFile },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  const outFile = createWriteStream(join(workDir, `worker-${tag}.out`));
+  const errFile = createWriteStream(join(workDir, `worker-${tag}.err`));
+  child.stdout?.on('data', (b: Buffer) => {
+    outFile.write(b);
+    stdout = (stdout + b.toString()).slice(-100_000);
+  });
+  child.stderr?.on('data', (b: Buffer) => {
+    errFile.write(b);
+    stderr = (stderr + b.toString()).slice(-20_000);
+  });
+  const kill = () => child.kill('SIGKILL');
+  process.once('exit', kill);
+  const done = new Promise<WorkerRun>((res) => {
+    child.on('exit', (code) => {
+      process.removeListener('exit', kill);
+      outFile.end();
+      errFile.end();
+      let usage: WorkerUsage | undefined;
+      try {
+        usage = JSON.parse(readFileSync(usageFile, 'utf8')) as WorkerUsage;
+      } catch {
+        /* killed before exit handlers ran */
+      }
+      let profile: string | undefined;
+      if (profSub) {
+        const f = readdirSync(profSub).filter((n) => n.endsWith('.cpuprofile'));
+        if (f.length) profile = join(profSub, f.sort().at(-1)!);
+      }
+      res({ exitCode: code, stdout, stderrTail: stderr.slice(-4_000), usage, profile });
+    });
+  });
+  return { child, done };
+}
+
+// ---------------------------------------------------------------------------------------
+// Modes
+
+interface Env {
+  nats: BenchServer;
+  redis: BenchServer;
+  receiver: ReceiverClient;
+  sampler: ProcSampler;
+  workDir: string;
+  profDir?: string;
+}
+
+interface ModeResult {
+  mode: string;
+  flows: number;
+  updates: number;
+  expectedExports: number;
+  exports: number;
+  /** Worker summary (run --once --json), when it printed one. */
+  summary?: { eventsRead: number; delivered: number; failed: number; rejected: number; durationMs: number };
+  publish: { ms: number; perSecond: number; avgBytes?: number; maxLagMs?: number };
+  /** Mean exports/s over the full seconds of the measured window (all dataflows). */
+  sustained: number | null;
+  overall: number | null;
+  perFlow: Record<string, { count: number; sustained: number | null; maxSliding1s: number; perSecond: number[] }>;
+  /** Updates consumed per second (exports / flows, since every update exports to each flow... almost). */
+  updatesPerSecond: number | null;
+  latency: LatencyStats;
+  windowMs: number;
+  cpu: { workerMsPerExport: number | null; workerPct: number | null; natsPct: number | null; redisPct: number | null; receiverPct: number | null; workerTotalMs: number | null };
+  peakRssMb: number | null;
+  rssTimeline?: Array<[number, number]>;
+  load: { before: number[]; after: number[] };
+  profile?: ProfileSummary;
+  exitCode: number | null;
+  errors?: string;
+}
+
+function windowCpu(env: Env, name: string, a: number, b: number): number | null {
+  const v = env.sampler.cpuBetween(name, a, b);
+  return v === undefined ? null : v;
+}
+
+function pct(ms: number | null, windowMs: number): number | null {
+  return ms === null || windowMs <= 0 ? null : round2((ms / windowMs) * 100);
+}
+
+function summariseRun(
+  env: Env,
+  base: { mode: string; flows: number; updates: number; expectedExports: number; publish: ModeResult['publish']; loadBefore: number[] },
+  stats: ReceiverStats,
+  run: WorkerRun,
+  window: { from: number; to: number },
+  latency: LatencyStats,
+): ModeResult {
+  const windowMs = Math.max(1, window.to - window.from);
+  const workerCpu = windowCpu(env, 'worker', window.from, window.to);
+  let summary: ModeResult['summary'];
+  try {
+    const line = run.stdout.trim().split('\n').at(-1);
+    if (line) summary = JSON.parse(line) as ModeResult['summary'];
+  } catch {
+    /* not --once, or no summary */
+  }
+  const perFlow: ModeResult['perFlow'] = {};
+  for (const [k, s] of [['flow-1', stats.f1], ['flow-2', stats.f2]] as const) {
+    if (s.count > 0) perFlow[k] = { count: s.count, sustained: s.sustained, maxSliding1s: s.maxSliding1s, perSecond: s.perSecond };
+  }
+  const exportsInWindow = stats.all.count;
+  const profile = run.profile ? summariseProfile(run.profile, 25) : undefined;
+  return {
+    mode: base.mode,
+    flows: base.flows,
+    updates: base.updates,
+    expectedExports: base.expectedExports,
+    exports: stats.all.count,
+    summary,
+    publish: base.publish,
+    sustained: stats.all.sustained,
+    overall: stats.all.overall,
+    perFlow,
+    updatesPerSecond: stats.all.sustained === null ? null : stats.all.sustained / base.flows,
+    latency,
+    windowMs,
+    cpu: {
+      workerMsPerExport: workerCpu === null || exportsInWindow === 0 ? null : workerCpu / exportsInWindow,
+      workerPct: pct(workerCpu, windowMs),
+      natsPct: pct(windowCpu(env, 'nats', window.from, window.to), windowMs),
+      redisPct: pct(windowCpu(env, 'redis', window.from, window.to), windowMs),
+      receiverPct: pct(windowCpu(env, 'receiver', window.from, window.to), windowMs),
+      workerTotalMs: run.usage ? run.usage.userMs + run.usage.systemMs : null,
+    },
+    peakRssMb: run.usage ? round2(run.usage.maxRssMb) : (env.sampler.maxRss('worker') ?? null),
+    load: { before: base.loadBefore, after: load() },
+    profile,
+    exitCode: run.exitCode,
+    errors: run.exitCode === 0 ? undefined : run.stderrTail,
+  };
+}
+
+async function drain(env: Env, mode: string, flows: number, count: number): Promise<ModeResult> {
+  const tag = `${mode}_${Date.now().toString(36)}`.toUpperCase();
+  const stream = `BENCH_${tag}`;
+  const subject = `bench.${tag.toLowerCase()}`;
+  const profiles = opts.profiles ?? Math.max(1, Math.floor(count / 4));
+  const gen = new EventGenerator({ profiles, prefix: tag.toLowerCase() });
+  log(`${mode}: publishing a backlog of ${count} updates over ${profiles} profiles…`);
+  const pub = await publishBacklog({
+    servers: env.nats.url,
+    stream,
+    subject,
+    gen,
+    count,
+    onProgress: (n) => log(`${mode}: … ${n} published`),
+  });
+  log(`${mode}: published ${pub.published} in ${(pub.ms / 1000).toFixed(1)} s (${Math.round((pub.published / pub.ms) * 1000)}/s, avg ${Math.round(pub.bytes / count)} B)`);
+  const expected = gen.exporting * flows;
+  const configFile = join(env.workDir, `${tag}.json`);
+  writeFileSync(
+    configFile,
+    JSON.stringify(
+      workerConfig({
+        natsUrl: env.nats.url,
+        redisUrl: env.redis.url,
+        stream,
+        subject,
+        durable: `bench-${tag.toLowerCase()}`,
+        keyPrefix: `hd:${tag.toLowerCase()}:`,
+        receiverPort: env.receiver.port,
+        flows,
+        rateLimit: opts.rateLimit,
+        connections: opts.connections,
+        maxInFlight: opts.maxInFlight,
+        batchSize: opts.batchSize,
+        tag,
+      }),
+    ),
+  );
+  await env.receiver.reset();
+  const loadBefore = load();
+  log(`${mode}: draining with ${flows} dataflow(s) at rateLimit ${opts.rateLimit}; expecting ${expected} exports…`);
+  const w = startWorkerProcess(configFile, true, tag, env.workDir, env.profDir);
+  if (w.child.pid) env.sampler.add('worker', w.child.pid);
+  // A drain that stalls is killed: no progress at the receiver for 60 s.
+  let lastCount = -1;
+  let lastChange = Date.now();
+  const watchdog = setInterval(() => {
+    void env.receiver.count().then(({ count: c }) => {
+      if (c !== lastCount) {
+        lastCount = c;
+        lastChange = Date.now();
+        if (mode === 'memory') log(`${mode}: … ${c} exports, worker RSS ${env.sampler.samples.at(-1)?.rss.worker?.toFixed(0)} MB`);
+      } else if (Date.now() - lastChange > 60_000) {
+        log(`${mode}: no progress for 60 s; killing the worker`);
+        w.child.kill('SIGKILL');
+      }
+    });
+  }, mode === 'memory' ? 10_000 : 2_000);
+  const run = await w.done;
+  clearInterval(watchdog);
+  const stats = await env.receiver.stats();
+  const from = stats.all.first ?? Date.now();
+  const to = stats.all.last ?? Date.now();
+  const result = summariseRun(
+    env,
+    { mode, flows, updates: count, expectedExports: expected, publish: { ms: pub.ms, perSecond: (pub.published / pub.ms) * 1000, avgBytes: pub.bytes / count }, loadBefore },
+    stats,
+    run,
+    { from, to },
+    // Latency in a drain is the age of the backlog: reported, but not a target.
+    stats.all.latency,
+  );
+  if (mode === 'memory') result.rssTimeline = env.sampler.rssTimeline('worker', from, to, Math.max(1_000, (to - from) / 20));
+  return result;
+}
+
+async function steady(env: Env): Promise<ModeResult> {
+  const mode = 'steady';
+  const flows = 1;
+  const tag = `STEADY_${Date.now().toString(36)}`.toUpperCase();
+  const stream = `BENCH_${tag}`;
+  const subject = `bench.${tag.toLowerCase()}`;
+  const durable = `bench-${tag.toLowerCase()}`;
+  const total = Math.round(opts.rate * opts.duration);
+  const profiles = opts.profiles ?? Math.max(1, Math.floor(total / 4));
+  const gen = new EventGenerator({ profiles, prefix: tag.toLowerCase() });
+  const nc = await connect({ servers: env.nats.url, name: 'bench:steady-admin' });
+  const jsm = await jetstreamManager(nc);
+  await ensureStream({ jsm, stream, subject });
+  const configFile = join(env.workDir, `${tag}.json`);
+  writeFileSync(
+    configFile,
+    JSON.stringify(
+      workerConfig({
+        natsUrl: env.nats.url,
+        redisUrl: env.redis.url,
+        stream,
+        subject,
+        durable,
+        keyPrefix: `hd:${tag.toLowerCase()}:`,
+        receiverPort: env.receiver.port,
+        flows,
+        rateLimit: opts.rateLimit,
+        connections: opts.connections,
+        maxInFlight: opts.maxInFlight,
+        batchSize: opts.batchSize,
+        tag,
+      }),
+    ),
+  );
+  await env.receiver.reset();
+  const loadBefore = load();
+  const w = startWorkerProcess(configFile, false, tag, env.workDir, env.profDir);
+  if (w.child.pid) env.sampler.add('worker', w.child.pid);
+  // Ready when its durable consumer exists (it creates it once connected), plus a moment.
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      await jsm.consumers.info(stream, durable);
+      break;
+    } catch {
+      if (Date.now() > deadline || w.child.exitCode !== null) throw new Error(`steady: the worker did not start:\n${(await w.done).stderrTail}`);
+      await sleep(100);
+    }
+  }
+  await sleep(500);
+  await nc.close();
+  log(`${mode}: offering ${opts.rate} updates/s for ${opts.duration} s (first ${opts.warmup} s are warm-up)…`);
+  const pub = await publishPaced({ servers: env.nats.url, subject, gen, rate: opts.rate, durationS: opts.duration });
+  log(`${mode}: offered ${pub.published} at ${Math.round(pub.rate)}/s (publisher lagged at most ${pub.maxLagMs.toFixed(0)} ms)`);
+  const expected = gen.exporting * flows;
+  // Wait for the last exports (or 30 s without progress), then stop the worker (SIGTERM: drain).
+  let last = -1;
+  let lastChange = Date.now();
+  for (;;) {
+    const { count } = await env.receiver.count();
+    if (count >= expected) break;
+    if (count !== last) {
+      last = count;
+      lastChange = Date.now();
+    } else if (Date.now() - lastChange > 30_000) {
+      log(`${mode}: stuck at ${count} of ${expected} exports`);
+      break;
+    }
+    await sleep(100);
+  }
+  w.child.kill('SIGTERM');
+  const run = await w.done;
+  const since = pub.startedAt + opts.warmup * 1000;
+  const stats = await env.receiver.stats(since, pub.endedAt);
+  const result = summariseRun(
+    env,
+    { mode, flows, updates: pub.published, expectedExports: expected, publish: { ms: pub.ms, perSecond: pub.rate, maxLagMs: pub.maxLagMs }, loadBefore },
+    stats,
+    run,
+    { from: since, to: pub.endedAt },
+    stats.all.latency,
+  );
+  // In steady mode the rate is what was offered: report the delivered rate over the offered window.
+  const inWindow = stats.all.perSecond;
+  result.sustained = stats.all.sustained;
+  result.overall = stats.all.overall;
+  result.updatesPerSecond = pub.rate;
+  void inWindow;
+  // The worker was stopped with SIGTERM: exit 0 expected.
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------
+// Output
+
+const fmt = (n: number | null | undefined, digits = 0): string =>
+  n === null || n === undefined || Number.isNaN(n) ? 'n/a' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+interface Target {
+  name: string;
+  pass: boolean | null;
+  detail: string;
+}
+
+function targets(results: ModeResult[], ceilings: Ceilings): Target[] {
+  const out: Target[] = [];
+  const d1 = results.find((r) => r.mode === 'drain1');
+  if (d1) {
+    const f = d1.perFlow['flow-1'];
+    const sustained = f?.sustained ?? null;
+    const max = f?.maxSliding1s ?? 0;
+    out.push({
+      name: 'drain, 1 dataflow at 10,000/s: ≥ 9,500 exports/s sustained',
+      pass: sustained !== null && sustained >= 9_500,
+      detail: `${fmt(sustained)} exports/s`,
+    });
+    out.push({
+      name: 'drain, 1 dataflow: never above 10,500 in any 1-s window',
+      pass: f !== undefined && max <= 10_500,
+      detail: `max ${fmt(max)} in a sliding 1-s window`,
+    });
+  }
+  const d2 = results.find((r) => r.mode === 'drain2');
+  if (d2) {
+    const c = ceilings.undici?.perSecond;
+    out.push({
+      name: 'drain, 2 dataflows: combined ≥ 0.6 × raw undici ceiling',
+      pass: c === undefined || d2.sustained === null ? null : d2.sustained >= 0.6 * c,
+      detail: c === undefined ? 'no undici ceiling in this run (add --mode ceilings)' : `${fmt(d2.sustained)} / ${fmt(c)} = ${fmt(d2.sustained! / c, 2)}`,
+    });
+  }
+  const st = results.find((r) => r.mode === 'steady');
+  if (st) {
+    out.push({
+      name: `steady ${fmt(opts.rate)} updates/s: p99 end-to-end < 250 ms`,
+      pass: st.latency.p99 !== null && st.latency.p99 < 250 && st.exports >= st.expectedExports,
+      detail: `p99 ${fmt(st.latency.p99)} ms (p50 ${fmt(st.latency.p50)}, p95 ${fmt(st.latency.p95)}); ${fmt(st.exports)}/${fmt(st.expectedExports)} delivered`,
+    });
+  }
+  const mem = results.find((r) => r.mode === 'memory');
+  if (mem) {
+    out.push({
+      name: `backlog of ${fmt(mem.updates)}: peak RSS < 400 MB`,
+      pass: mem.peakRssMb !== null && mem.peakRssMb < 400 && mem.exports >= mem.expectedExports,
+      detail: `peak RSS ${fmt(mem.peakRssMb)} MB; ${fmt(mem.exports)}/${fmt(mem.expectedExports)} delivered`,
+    });
+  }
+  return out;
+}
+
+function table(ceilings: Ceilings, results: ModeResult[], tgs: Target[], meta: Record<string, unknown>): string {
+  const L: string[] = [];
+  L.push(`http-destination bench — ${meta.cpus} × ${meta.cpuModel}, node ${process.version}`);
+  L.push(`load average at start ${(meta.loadStart as number[]).join(' ')}, at end ${(meta.loadEnd as number[]).join(' ')}  (1/5/15 min; the machine is shared)`);
+  L.push('');
+  L.push('Raw ceilings (same run, same receiver, child processes)');
+  const c = ceilings;
+  const cl = (name: string, r: CeilingResult | undefined, unit: string) =>
+    r
+      ? `  ${name.padEnd(44)} ${fmt(r.perSecond).padStart(8)} ${unit.padEnd(9)} ${fmt((r.cpuMs / r.ops) * 1000, 0).padStart(5)} µs CPU/op   (${r.note ?? ''})`
+      : `  ${name.padEnd(44)}      n/a`;
+  L.push(cl('undici POST loop → receiver', c.undici, 'req/s'));
+  L.push(cl('JetStream consume + ack', c.jetstream, 'msg/s'));
+  L.push(cl('Redis: read + CAS scripts + HDEL (bare)', c.redis, 'upd/s'));
+  L.push(cl('RedisSnapshotStore apply + confirm', c.store, 'upd/s'));
+  L.push('');
+  L.push('Pipeline (worker = node dist/cli/main.js run, child process)');
+  const head = [
+    'mode'.padEnd(8),
+    'flows',
+    'updates'.padStart(9),
+    'exports'.padStart(9),
+    'exp/s sust'.padStart(11),
+    'upd/s'.padStart(8),
+    'max 1s'.padStart(8),
+    'p50 ms'.padStart(8),
+    'p95 ms'.padStart(8),
+    'p99 ms'.padStart(8),
+    'µs CPU/exp'.padStart(11),
+    'worker%'.padStart(8),
+    'nats%'.padStart(6),
+    'redis%'.padStart(7),
+    'recv%'.padStart(6),
+    'peak RSS'.padStart(9),
+    'load'.padStart(6),
+  ];
+  L.push('  ' + head.join(' '));
+  for (const r of results) {
+    const maxSliding = Math.max(0, ...Object.values(r.perFlow).map((f) => f.maxSliding1s));
+    const backlog = r.mode !== 'steady';
+    L.push(
+      '  ' +
+        [
+          r.mode.padEnd(8),
+          String(r.flows).padStart(5),
+          fmt(r.updates).padStart(9),
+          fmt(r.exports).padStart(9),
+          fmt(r.sustained).padStart(11),
+          fmt(r.updatesPerSecond).padStart(8),
+          fmt(maxSliding).padStart(8),
+          (backlog ? '(age)' : fmt(r.latency.p50)).padStart(8),
+          (backlog ? '(age)' : fmt(r.latency.p95)).padStart(8),
+          (backlog ? '(age)' : fmt(r.latency.p99)).padStart(8),
+          fmt(r.cpu.workerMsPerExport === null ? null : r.cpu.workerMsPerExport * 1000).padStart(11),
+          fmt(r.cpu.workerPct).padStart(8),
+          fmt(r.cpu.natsPct).padStart(6),
+          fmt(r.cpu.redisPct).padStart(7),
+          fmt(r.cpu.receiverPct).padStart(6),
+          `${fmt(r.peakRssMb)} MB`.padStart(9),
+          fmt(r.load.after[0], 2).padStart(6),
+        ].join(' '),
+    );
+  }
+  L.push('  (exp/s sust = mean of the full seconds at the receiver; max 1s = most exports of one dataflow in any sliding 1-s window;');
+  L.push('   latency = receiver arrival − publish time, steady mode after warm-up; in a drain it is the backlog age, not shown;');
+  L.push('   CPU % of one core over the measured window; peak RSS = the worker\'s maxRSS)');
+  for (const r of results) {
+    if (r.exports < r.expectedExports || r.exitCode !== 0) {
+      L.push(`  ! ${r.mode}: ${fmt(r.exports)} of ${fmt(r.expectedExports)} expected exports arrived; worker exit ${r.exitCode}`);
+      if (r.errors) L.push(r.errors.split('\n').slice(-8).map((l) => `    ${l}`).join('\n'));
+    }
+    if (r.summary && r.summary.failed > 0) L.push(`  ! ${r.mode}: ${r.summary.failed} exports failed`);
+    if (r.publish.maxLagMs !== undefined && r.publish.maxLagMs > 100) {
+      L.push(`  ! ${r.mode}: the publisher fell up to ${fmt(r.publish.maxLagMs)} ms behind its schedule (offered ${fmt(r.publish.perSecond)}/s)`);
+    }
+  }
+  if (results.length && (c.undici || c.jetstream || c.redis)) {
+    L.push('');
+    L.push('Ratios to the ceilings');
+    for (const r of results) {
+      if (r.mode === 'steady') continue;
+      const parts: string[] = [];
+      if (c.undici && r.sustained !== null) parts.push(`exports/s ÷ undici ${fmt(r.sustained / c.undici.perSecond, 2)}`);
+      if (c.jetstream && r.updatesPerSecond !== null) parts.push(`updates/s ÷ JetStream ${fmt(r.updatesPerSecond / c.jetstream.perSecond, 2)}`);
+      if (c.redis && r.updatesPerSecond !== null) parts.push(`updates/s ÷ Redis ${fmt(r.updatesPerSecond / c.redis.perSecond, 2)}`);
+      if (c.store && r.updatesPerSecond !== null) parts.push(`÷ store ${fmt(r.updatesPerSecond / c.store.perSecond, 2)}`);
+      if (c.undici && r.cpu.workerMsPerExport !== null) {
+        parts.push(`CPU/export ÷ undici CPU/req ${fmt((r.cpu.workerMsPerExport * 1000) / ((c.undici.cpuMs / c.undici.ops) * 1000), 1)}×`);
+      }
+      L.push(`  ${r.mode.padEnd(8)} ${parts.join('   ')}`);
+    }
+  }
+  for (const r of results) {
+    if (r.mode === 'drain1' || r.mode === 'memory') {
+      const f = r.perFlow['flow-1'];
+      if (f) L.push(`\n  ${r.mode} flow-1 exports per second: ${f.perSecond.join(' ')}`);
+    }
+    if (r.rssTimeline?.length) {
+      L.push(`  ${r.mode} worker RSS over time (s: MB): ${r.rssTimeline.map(([t, mb]) => `${(t / 1000).toFixed(0)}:${mb.toFixed(0)}`).join(' ')}`);
+    }
+  }
+  L.push('');
+  L.push('Targets (issue 5)');
+  for (const t of tgs) L.push(`  ${t.pass === null ? 'n/a ' : t.pass ? 'PASS' : 'FAIL'}  ${t.name.padEnd(62)} ${t.detail}`);
+  for (const r of results) {
+    if (r.profile) {
+      L.push('');
+      L.push(`${r.mode}: ${formatProfile(r.profile, 12)}`);
+    }
+  }
+  return L.join('\n');
+}
+
+// ---------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  if (!existsSync(MAIN_JS)) {
+    console.error(`${MAIN_JS} is missing: run \`npm run build\` first`);
+    process.exit(2);
+  }
+  const loadStart = load();
+  const workDir = mkdtempSync(join(tmpdir(), 'hd-bench-'));
+  const profDir = opts.cpuProf ? (opts.profDir ? resolve(opts.profDir) : join(workDir, 'profiles')) : undefined;
+  log(`modes ${opts.modes.join(', ')}; load average ${loadStart.join(' ')}; work folder ${workDir}`);
+  const nats = await startNats();
+  const redis = await startRedis();
+  const receiver = await ReceiverClient.start();
+  const sampler = new ProcSampler({ nats: nats.pid, redis: redis.pid, receiver: receiver.child.pid ?? 0 }).start();
+  const env: Env = { nats, redis, receiver, sampler, workDir, profDir };
+  const ceilings: Ceilings = {};
+  const results: ModeResult[] = [];
+  const drainCount = opts.count ?? 100_000;
+  try {
+    for (const mode of opts.modes) {
+      if (mode === 'ceilings') {
+        log('ceiling: undici POST loop…');
+        await receiver.reset();
+        ceilings.undici = await runCeiling(
+          { kind: 'undici', url: `http://127.0.0.1:${receiver.port}/export`, connections: opts.connections, seconds: opts.ceilingSeconds, flows: 2, bodies: 20_000 },
+          sampler,
+        );
+        await receiver.reset();
+        const n = drainCount;
+        log(`ceiling: JetStream consume + ack of ${n} messages…`);
+        const gen = new EventGenerator({ profiles: Math.max(1, Math.floor(n / 4)), prefix: 'ceil-js' });
+        await publishBacklog({ servers: nats.url, stream: 'BENCH_CEIL', subject: 'bench.ceil', gen, count: n });
+        ceilings.jetstream = await runCeiling(
+          { kind: 'jetstream', servers: nats.url, stream: 'BENCH_CEIL', subject: 'bench.ceil', durable: 'ceil', count: n, batchSize: opts.batchSize, maxAckPending: opts.maxInFlight },
+          sampler,
+        );
+        log('ceiling: Redis round trips…');
+        ceilings.redis = await runCeiling(
+          { kind: 'redis', url: redis.url, keyPrefix: 'ceil:', count: n, profiles: Math.floor(n / 4), concurrency: opts.maxInFlight },
+          sampler,
+        );
+        log('ceiling: RedisSnapshotStore apply + confirm…');
+        ceilings.store = await runCeiling(
+          { kind: 'store', url: redis.url, keyPrefix: 'ceil-store:', count: n, profiles: Math.floor(n / 4), concurrency: opts.maxInFlight },
+          sampler,
+        );
+        for (const r of Object.values(ceilings)) log(`ceiling ${r.kind}: ${Math.round(r.perSecond)}/s`);
+      } else if (mode === 'drain1') {
+        results.push(await drain(env, 'drain1', 1, drainCount));
+      } else if (mode === 'drain2') {
+        results.push(await drain(env, 'drain2', 2, drainCount));
+      } else if (mode === 'steady') {
+        results.push(await steady(env));
+      } else if (mode === 'memory') {
+        results.push(await drain(env, 'memory', 1, opts.count ?? 1_000_000));
+      }
+      const r = results.at(-1);
+      if (r && mode !== 'ceilings') {
+        log(`${mode}: ${r.exports}/${r.expectedExports} exports, sustained ${Math.round(r.sustained ?? 0)}/s, p99 ${r.latency.p99} ms, peak RSS ${r.peakRssMb} MB`);
+      }
+    }
+  } finally {
+    sampler.stop();
+    receiver.stop();
+    await Promise.allSettled([nats.stop(), redis.stop()]);
+  }
+  const meta = {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model.trim() ?? 'unknown',
+    node: process.version,
+    loadStart,
+    loadEnd: load(),
+    options: opts,
+    profiles: profDir,
+  };
+  const tgs = targets(results, ceilings);
+  if (opts.json) {
+    process.stdout.write(`${JSON.stringify({ meta, ceilings, results, targets: tgs }, null, 2)}\n`);
+  } else {
+    process.stdout.write(`${table(ceilings, results, tgs, meta)}\n`);
+    if (profDir) process.stdout.write(`\n.cpuprofile files in ${profDir} (open in Chrome DevTools or: npx tsx bench/profile.ts FILE)\n`);
+  }
+  if (opts.keep || (profDir && !opts.profDir)) log(`work folder kept: ${workDir}`);
+  else rmSync(workDir, { recursive: true, force: true });
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
