@@ -57,6 +57,14 @@ const jetstreamSource = z.strictObject({
   ackWaitMs: z.number().int().min(100).default(30_000),
   /** Messages asked for per pull request. */
   batchSize: z.number().int().positive().max(10_000).default(256),
+  /**
+   * Updates go to `<subject>.<partition>`, partition = fnv1a32(profileId) mod partitions
+   * (src/domain/partition.ts). With `store.kind: redis` the workers of a pool share the
+   * partitions; changing this on a live pool is refused.
+   */
+  partitions: z.number().int().min(1).max(1024).default(16),
+  /** Pool mode: how long a partition lease lives without renewal (a crashed worker's partitions move after it). */
+  leaseMs: z.number().int().min(500).max(120_000).default(5_000),
 });
 
 export const sourceSchema = z.discriminatedUnion('kind', [fileSource, jetstreamSource]);

@@ -24,6 +24,8 @@ export interface PublishJsonlOptions {
   subject: string;
   /** Path of the JSON Lines file. */
   file: string;
+  /** The subject of one event (e.g. its partition's). @default every event to `subject` */
+  subjectFor?: (event: unknown) => string;
   /** Publishes in flight awaiting acks. @default 1024 */
   window?: number;
   /** @default 10000 */
@@ -97,7 +99,7 @@ export async function publishJsonl(options: PublishJsonlOptions): Promise<Publis
         event !== null && typeof event === 'object' && 'eventId' in event && typeof event.eventId === 'string'
           ? event.eventId
           : '';
-      publisher.publish({ subject: o.subject, data, msgId: eventId, line: lineNo });
+      publisher.publish({ subject: o.subjectFor ? o.subjectFor(event) : o.subject, data, msgId: eventId, line: lineNo });
     };
 
     // Chunks, not lines: every line of a chunk is published without yielding, so the

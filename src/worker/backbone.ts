@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Observable, Subject, takeUntil, type MonoTypeOperatorFunction } from 'rxjs';
 import type { AppConfig, FailedRequestsConfig, SourceConfig, StoreConfig } from '../config/load.js';
+import { partitionSubject } from '../domain/partition.js';
 import { UsageError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import { openJetStreamStores } from '../sinks/failed-jetstream-store.js';
@@ -56,7 +57,8 @@ export async function openJetStreamSource(
   const js = jetstreamSource({
     servers: s.servers,
     stream: s.stream,
-    subject: s.subject,
+    // One worker: every partition through one consumer.
+    subject: `${s.subject}.>`,
     durable: s.durable,
     ackWaitMs: s.ackWaitMs,
     batchSize: s.batchSize,
@@ -166,6 +168,12 @@ async function watchForEnd(s: JetStreamSourceConfig, isStopped: () => boolean, s
   }
 }
 
+/** The profileId of a parsed event, or '' (the worker rejects such an event; any partition will do). */
+function profileIdOf(event: unknown): string {
+  if (event !== null && typeof event === 'object' && 'profileId' in event && typeof event.profileId === 'string') return event.profileId;
+  return '';
+}
+
 function requireJetStream(config: AppConfig, command: string): JetStreamSourceConfig {
   if (config.source.kind !== 'jetstream') {
     throw new UsageError(`${command} needs source.kind: jetstream in the config (it is ${config.source.kind})`);
@@ -176,7 +184,13 @@ function requireJetStream(config: AppConfig, command: string): JetStreamSourceCo
 /** `publish`: JSON Lines → the configured subject, with publish acks. */
 export async function publishEvents(config: AppConfig, file: string): Promise<PublishJsonlResult> {
   const s = requireJetStream(config, 'publish');
-  return publishJsonl({ servers: s.servers, stream: s.stream, subject: s.subject, file });
+  return publishJsonl({
+    servers: s.servers,
+    stream: s.stream,
+    subject: s.subject,
+    file,
+    subjectFor: (event) => partitionSubject(s.subject, profileIdOf(event), s.partitions),
+  });
 }
 
 /**

@@ -456,6 +456,8 @@ interface Lease {
  * A worker that lost its lease — even one that does not know it yet — can then write no more:
  * the key expired, or holds another worker's value, or a later epoch.
  *
+ * Throws `ConfigError` at once for options out of range (no partitions, `tickMs >= leaseMs / 2`…).
+ *
  * @example
  * const pool = createPoolCoordinator({ redis, pool: 'orders', workerId: `${hostname()}-${pid}`, partitions: 16 });
  * pool.ownership$.subscribe((e) => {
@@ -493,6 +495,8 @@ export function createPoolCoordinator(options: PoolCoordinatorOptions): PoolCoor
   let timer: Subscription | undefined;
   let inFlight: Promise<void> | undefined;
   let mismatchReported = false;
+  /** The assignment of the last live set seen (recomputed only when the live set changes). */
+  let lastLive: { key: string; desired: Array<string | undefined> } = { key: '', desired: [] };
 
   redis.on('error', onError);
 
@@ -576,7 +580,9 @@ export function createPoolCoordinator(options: PoolCoordinatorOptions): PoolCoor
       return;
     }
     mismatchReported = false;
-    const desired = assignPartitions(live, partitions);
+    const liveKey = [...live].sort().join('\n');
+    if (liveKey !== lastLive.key) lastLive = { key: liveKey, desired: assignPartitions(live, partitions) };
+    const { desired } = lastLive;
     const wanted: number[] = [];
     for (let p = 0; p < partitions; p++) {
       const lease = leases.get(p);
@@ -638,7 +644,7 @@ export function createPoolCoordinator(options: PoolCoordinatorOptions): PoolCoor
     ownership$: events.asObservable(),
 
     async start(): Promise<void> {
-      if (state !== 'new') throw new StoreError(`pool coordinator: start() called twice (worker ${workerId})`);
+      if (state !== 'new') throw new StoreError(`pool coordinator: start() called more than once, or after close() (worker ${workerId})`);
       state = 'starting';
       try {
         const recorded = Number(await scripts.hdPoolRecordPartitions(keys.partitions, partitions));
@@ -703,6 +709,7 @@ export function createPoolCoordinator(options: PoolCoordinatorOptions): PoolCoor
       const lost = held.map((lease) => drop(lease, 'closed'));
       const results = await Promise.allSettled([
         ...held.map((lease) => scripts.hdPoolRelease(keys.lease(lease.partition), lease.value)),
+        ...(wasJoined ? [scripts.hdPoolLeave(keys.workers, keys.heartbeats, workerId)] : []),
       ]);
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) report('close', failed.reason);

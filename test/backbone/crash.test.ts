@@ -16,6 +16,7 @@ import {
   consumerState,
   coverage,
   exportingWorkload,
+  killAllCli,
   oracle,
   prng,
   publish,
@@ -36,7 +37,6 @@ const ACK_WAIT_MS = 2_000;
 describe('no loss under crash: SIGKILL while working, restart at once', () => {
   let bb: Backbone;
   let rx: RecordingReceiver;
-  const workers: CliProcess[] = [];
 
   beforeAll(async () => {
     bb = await startBackbone();
@@ -44,24 +44,13 @@ describe('no loss under crash: SIGKILL while working, restart at once', () => {
   });
 
   afterAll(async () => {
-    for (const w of workers) w.kill('SIGKILL');
-    await Promise.all(workers.map((w) => w.exited));
+    await killAllCli();
     await rx?.close();
     await bb?.stop();
   });
 
   /** A single-flow config on its own stream, durable, Redis prefix and receiver path. */
-  function setup(name: string) {
-    const s = singleFlow({ bb, rx, name, ackWaitMs: ACK_WAIT_MS });
-    return {
-      ...s,
-      start: (): CliProcess => {
-        const w = s.start();
-        workers.push(w);
-        return w;
-      },
-    };
-  }
+  const setup = (name: string) => singleFlow({ bb, rx, name, ackWaitMs: ACK_WAIT_MS });
 
   /**
    * Publishes `events`, runs a worker, SIGKILLs it when 15–25 % and 55–65 % of the expected

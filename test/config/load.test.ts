@@ -281,6 +281,8 @@ describe('defaults', () => {
       durable: 'http-destination',
       ackWaitMs: 30_000,
       batchSize: 256,
+      partitions: 16,
+      leaseMs: 5_000,
     });
     expect(cfg.failedRequests).toEqual({
       kind: 'jetstream',

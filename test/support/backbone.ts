@@ -576,7 +576,7 @@ export function oracle(
 /** DataflowRules as the config loader makes them (for the oracle). */
 export function rulesOf(
   flow: { id: string; destination: string; audiences: Array<{ id: string; mappingCreatedAt?: number; mappingUpdatedAt?: number }>; attributes: string[] },
-  destination: { includeSegmentNames?: boolean; includeSegmentTimestamps?: boolean },
+  destination: { id: string; includeSegmentNames?: boolean; includeSegmentTimestamps?: boolean },
 ): DataflowRules {
   return {
     id: flow.id,
