@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { Observable, Subject, takeUntil, type MonoTypeOperatorFunction } from 'rxjs';
-import type { AppConfig, FailedRequestsConfig, SourceConfig, StoreConfig } from '../config/load.js';
+import type { AppConfig, DataflowConfig, FailedRequestsConfig, SourceConfig, StoreConfig } from '../config/load.js';
 import { partitionSubject } from '../domain/partition.js';
 import { UsageError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
@@ -18,6 +18,10 @@ import { csvToEvents } from '../streams/audience-import.js';
 import type { Source } from '../streams/file.js';
 import { jetstreamSource } from '../streams/jetstream.js';
 import { connectNats } from '../streams/nats.js';
+import { Redis } from 'ioredis';
+import { redisTokenBucket } from '../stores/redis-rate-limiter.js';
+import type { RateLimiter } from '../stores/rate-limiter.js';
+import { openPoolSource, partitionDurable } from './pool-source.js';
 import type { SourceMessage } from '../streams/types.js';
 import { publishJsonl, type PublishJsonlResult } from '../streams/publish.js';
 import type { FailureStores } from './runtime.js';
@@ -77,7 +81,7 @@ export async function openJetStreamSource(
     if (st.fatal) options.logger.error({ kind: st.kind }, `jetstream: ${st.message}`);
     else options.logger.warn({ kind: st.kind }, `jetstream: ${st.message}`);
   });
-  if (options.once) void watchForEnd(s, () => stopped, stop, options.logger);
+  if (options.once) void watchForEnd(s, [s.durable], () => stopped, stop, options.logger);
   return {
     messages$: js.messages$.pipe(keepAlive(Math.max(50, Math.floor(s.ackWaitMs / 3))), takeUntil(stop$)),
     stop: () => {
@@ -143,8 +147,17 @@ function keepAlive(intervalMs: number): MonoTypeOperatorFunction<SourceMessage> 
     });
 }
 
-/** Polls the durable consumer until it has nothing pending or unacked, then calls `stop`. */
-async function watchForEnd(s: JetStreamSourceConfig, isStopped: () => boolean, stop: () => void, logger: Logger): Promise<void> {
+/**
+ * Polls the durable consumers (one, or one per partition in pool mode) until none has anything
+ * pending or unacked, then calls `stop`.
+ */
+async function watchForEnd(
+  s: JetStreamSourceConfig,
+  durables: string[],
+  isStopped: () => boolean,
+  stop: () => void,
+  logger: Logger,
+): Promise<void> {
   const nats = await connectNats({ servers: s.servers, name: 'http-destination:once' });
   try {
     const jsm = await jetstreamManager(nats.nc);
@@ -152,10 +165,13 @@ async function watchForEnd(s: JetStreamSourceConfig, isStopped: () => boolean, s
     while (!isStopped()) {
       await new Promise((r) => setTimeout(r, 200));
       try {
-        const info = await jsm.consumers.info(s.stream, s.durable);
-        // Two quiet polls in a row: the consumer has delivered everything and all is acked.
-        if (info.num_pending === 0 && info.num_ack_pending === 0) quiet++;
-        else quiet = 0;
+        let idle = true;
+        for (const durable of durables) {
+          const info = await jsm.consumers.info(s.stream, durable);
+          if (info.num_pending !== 0 || info.num_ack_pending !== 0) idle = false;
+        }
+        // Two quiet polls in a row: everything was delivered and all is acked.
+        quiet = idle ? quiet + 1 : 0;
         if (quiet >= 2) stop();
       } catch {
         quiet = 0; // the consumer is being created, or the server restarts: keep polling
@@ -172,6 +188,67 @@ async function watchForEnd(s: JetStreamSourceConfig, isStopped: () => boolean, s
 function profileIdOf(event: unknown): string {
   if (event !== null && typeof event === 'object' && 'profileId' in event && typeof event.profileId === 'string') return event.profileId;
   return '';
+}
+
+/**
+ * Pool mode (JetStream + Redis): this worker consumes the partitions it holds the lease of.
+ * With `once`, it stops when every partition's consumer is drained.
+ */
+export async function openJetStreamPoolSource(
+  s: JetStreamSourceConfig,
+  store: Extract<StoreConfig, { kind: 'redis' }>,
+  options: { once: boolean; maxInFlight: number; drainTimeoutMs: number; logger: Logger },
+): Promise<Source> {
+  const pool = openPoolSource({
+    source: s,
+    redisUrl: store.url,
+    keyPrefix: store.keyPrefix,
+    maxAckPendingPerPartition: Math.max(16, Math.ceil(options.maxInFlight / s.partitions)),
+    drainTimeoutMs: options.drainTimeoutMs,
+    logger: options.logger,
+  });
+  let stopped = false;
+  const stop = (): void => {
+    if (stopped) return;
+    stopped = true;
+    pool.stop();
+  };
+  if (options.once) {
+    const durables = Array.from({ length: s.partitions }, (_, p) => partitionDurable(s.durable, p));
+    void watchForEnd(s, durables, () => stopped, stop, options.logger);
+  }
+  return { messages$: pool.messages$, stop };
+}
+
+/** The pool-wide rate limiters (one Redis token bucket per dataflow) and their client. */
+export function openRedisLimiters(store: Extract<StoreConfig, { kind: 'redis' }>, logger: Logger): {
+  limiterFor: (flow: DataflowConfig) => RateLimiter;
+  close(): Promise<void>;
+} {
+  const redis = new Redis(store.url, { maxRetriesPerRequest: 1, enableAutoPipelining: true });
+  let warned = 0;
+  redis.on('error', () => {});
+  const limiters: Array<{ close(): void }> = [];
+  return {
+    limiterFor: (flow) => {
+      const l = redisTokenBucket({
+        redis,
+        key: `${store.keyPrefix}rl:${flow.id}`,
+        rate: flow.rateLimit,
+        onError: (err) => {
+          if (Date.now() - warned < 5_000) return;
+          warned = Date.now();
+          logger.warn({ err, dataflowId: flow.id }, 'rate limiter: redis unavailable; holding requests');
+        },
+      });
+      limiters.push(l);
+      return l;
+    },
+    async close() {
+      for (const l of limiters) l.close();
+      redis.disconnect();
+    },
+  };
 }
 
 function requireJetStream(config: AppConfig, command: string): JetStreamSourceConfig {

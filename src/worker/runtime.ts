@@ -3,7 +3,8 @@
  * default (file source, memory store, JSON Lines failed requests) needs no server; the real
  * backbone (JetStream, Redis) is loaded only when the config asks for it.
  */
-import type { AppConfig } from '../config/load.js';
+import type { AppConfig, DataflowConfig } from '../config/load.js';
+import type { RateLimiter } from '../stores/rate-limiter.js';
 import type { Logger } from '../observability/logger.js';
 import { FileFailedRequestStore, FileRejectedEventStore } from '../sinks/failed-file-store.js';
 import { createSinks, type HttpSinks } from '../sinks/http/sink.js';
@@ -38,14 +39,15 @@ export async function openSnapshotStore(config: AppConfig, logger?: Logger): Pro
   return openRedisSnapshotStore(s, logger);
 }
 
-/** One HTTP sink per dataflow, each with its own rate limiter. */
+/** One HTTP sink per dataflow, each with its own rate limiter (per worker, unless `limiterFor` gives pool-wide ones). */
 export function openSinks(
   config: AppConfig,
-  deps: { failed: FailedRequestStore; logger: Logger; storeFailures?: boolean },
+  deps: { failed: FailedRequestStore; logger: Logger; storeFailures?: boolean; limiterFor?: (flow: DataflowConfig) => RateLimiter },
 ): HttpSinks {
   return createSinks(config, {
     failedStore: deps.failed,
-    limiterFor: (flow) => tokenBucket({ rate: flow.rateLimit }),
+    // One worker: an in-process token bucket. A pool (Redis store): the pool-wide Redis bucket.
+    limiterFor: deps.limiterFor ?? ((flow) => tokenBucket({ rate: flow.rateLimit })),
     loggerFor: (id) => deps.logger.child({ dataflowId: id }),
     authLoggerFor: (id) => deps.logger.child({ destinationId: id }),
     storeFailures: deps.storeFailures,

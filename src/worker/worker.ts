@@ -44,7 +44,15 @@ export interface WorkerOptions {
 async function openSource(config: AppConfig, once: boolean, logger: Logger): Promise<Source> {
   const s = config.source;
   if (s.kind === 'file') return fileSource({ path: s.path, follow: !once, maxInFlight: config.worker.maxInFlight });
-  const { openJetStreamSource } = await import('./backbone.js');
+  const { openJetStreamSource, openJetStreamPoolSource } = await import('./backbone.js');
+  if (config.store.kind === 'redis') {
+    return openJetStreamPoolSource(s, config.store, {
+      once,
+      maxInFlight: config.worker.maxInFlight,
+      drainTimeoutMs: config.worker.drainTimeoutMs,
+      logger,
+    });
+  }
   return openJetStreamSource(s, {
     once,
     maxInFlight: config.worker.maxInFlight,
@@ -73,7 +81,8 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
   }
   const store = await openSnapshotStore(config, logger);
   const failures = await openFailureStores(config);
-  const sinks = openSinks(config, { failed: failures.failed, logger });
+  const limiters = config.store.kind === 'redis' ? (await import('./backbone.js')).openRedisLimiters(config.store, logger) : undefined;
+  const sinks = openSinks(config, { failed: failures.failed, logger, limiterFor: limiters?.limiterFor });
   const source = await openSource(config, once, logger);
 
   let abandoned = 0;
@@ -141,7 +150,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     } finally {
       if (drainTimer) clearTimeout(drainTimer);
       subscription.unsubscribe();
-      await Promise.allSettled([sinks.close(), store.close(), failures.close()]);
+      await Promise.allSettled([sinks.close(), store.close(), failures.close(), limiters?.close()]);
     }
     const totals = metrics.totals();
     const dataflows: RunSummary['dataflows'] = {};
