@@ -181,6 +181,34 @@ export const commands = {
     for (const s of r.skipped) out(`  line ${s.line}: ${s.reason}`);
   },
 
+  async poolStatus(o: { config: string; json?: boolean }): Promise<void> {
+    const config = load(o.config);
+    const { poolStatus } = await import('../worker/backbone.js');
+    const r = await poolStatus(config);
+    if (o.json) {
+      out(JSON.stringify(r));
+      return;
+    }
+    const live = r.workers.filter((w) => w.live);
+    out(`pool ${r.pool}: ${live.length} live worker${live.length === 1 ? '' : 's'}, ${r.recordedPartitions ?? '?'} partitions`);
+    for (const w of r.workers) {
+      out(`  ${w.live ? 'live' : 'gone'}  ${w.id}  last seen ${w.lastSeenMs ?? '?'} ms ago  partitions [${w.partitions.join(',')}]`);
+    }
+    out('  partition  owner  epoch  lease-ms  pending  unacked');
+    for (const p of r.partitions) {
+      const lag = r.lag.find((l) => l.partition === p.partition);
+      const moving = p.desiredOwner && p.desiredOwner !== p.owner ? `  → ${p.desiredOwner}` : '';
+      out(`  ${String(p.partition).padStart(9)}  ${p.owner ?? '-'}  ${p.epoch ?? '-'}  ${p.ttlMs ?? '-'}  ${lag?.pending ?? '-'}  ${lag?.ackPending ?? '-'}${moving}`);
+    }
+  },
+
+  async poolResetPartitions(o: { config: string }): Promise<void> {
+    const config = load(o.config);
+    const { resetPoolPartitions } = await import('../worker/backbone.js');
+    const r = await resetPoolPartitions(config);
+    out(`partition count forgotten (was ${r.previous ?? 'not recorded'}); start the workers with the new source.partitions`);
+  },
+
   async audiencesImport(o: { config: string; audience: string; csv: string }): Promise<void> {
     const config = load(o.config);
     const { importAudience } = await import('../worker/backbone.js');

@@ -85,6 +85,23 @@ export function buildProgram(): Command {
       await commands.publish({ ...o, events });
     });
 
+  const pool = program.command('pool').description('the worker pool (JetStream + Redis)');
+  pool
+    .command('status')
+    .description('workers, partition owners and the lag of each partition')
+    .addOption(config())
+    .option('--json', 'one JSON object')
+    .action(async (o: { config: string; json?: boolean }) => {
+      await commands.poolStatus(o);
+    });
+  pool
+    .command('reset-partitions')
+    .description("forget the pool's partition count (every worker stopped) before changing source.partitions")
+    .addOption(config())
+    .action(async (o: { config: string }) => {
+      await commands.poolResetPartitions(o);
+    });
+
   program
     .command('audiences')
     .description('audience operations')
@@ -139,6 +156,12 @@ function indent(s: string): string {
     .map((l) => `  ${l}`)
     .join('\n');
 }
+
+// `http-destination failed list | head`: a closed pipe ends the output, not the process with a trace.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
 
 main(process.argv).then(
   (code) => {

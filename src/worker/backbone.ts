@@ -22,6 +22,7 @@ import { Redis } from 'ioredis';
 import { redisTokenBucket } from '../stores/redis-rate-limiter.js';
 import type { RateLimiter } from '../stores/rate-limiter.js';
 import { openPoolSource, partitionDurable } from './pool-source.js';
+import { poolKeys, readPoolStatus, type PoolStatus } from './pool.js';
 import type { SourceMessage } from '../streams/types.js';
 import { publishJsonl, type PublishJsonlResult } from '../streams/publish.js';
 import type { FailureStores } from './runtime.js';
@@ -249,6 +250,62 @@ export function openRedisLimiters(store: Extract<StoreConfig, { kind: 'redis' }>
       redis.disconnect();
     },
   };
+}
+
+export interface PoolReport extends PoolStatus {
+  /** Per partition: messages not yet delivered to its consumer, and delivered but unacked. */
+  lag: Array<{ partition: number; pending?: number; ackPending?: number }>;
+}
+
+/** `pool status`: workers, partition owners (Redis) and the lag of each partition's consumer (JetStream). */
+export async function poolStatus(config: AppConfig): Promise<PoolReport> {
+  const s = requireJetStream(config, 'pool status');
+  if (config.store.kind !== 'redis') throw new UsageError('pool status needs store.kind: redis (a pool coordinates through Redis)');
+  const redis = new Redis(config.store.url, { maxRetriesPerRequest: 1, lazyConnect: true });
+  redis.on('error', () => {});
+  const nats = await connectNats({ servers: s.servers, name: 'http-destination:pool-status' });
+  try {
+    await redis.connect();
+    const status = await readPoolStatus({ redis, keyPrefix: config.store.keyPrefix, pool: s.durable, partitions: s.partitions });
+    const jsm = await jetstreamManager(nats.nc);
+    const lag: PoolReport['lag'] = [];
+    for (let p = 0; p < (status.recordedPartitions ?? s.partitions); p++) {
+      try {
+        const info = await jsm.consumers.info(s.stream, partitionDurable(s.durable, p));
+        lag.push({ partition: p, pending: info.num_pending, ackPending: info.num_ack_pending });
+      } catch {
+        lag.push({ partition: p });
+      }
+    }
+    return { ...status, lag };
+  } finally {
+    redis.disconnect();
+    await nats.close().catch(() => {});
+  }
+}
+
+/**
+ * `pool reset-partitions`: forgets the pool's recorded partition count (only when no worker is
+ * live), so the workers can start with another one. Epoch counters are kept (fencing).
+ */
+export async function resetPoolPartitions(config: AppConfig): Promise<{ previous?: number }> {
+  const s = requireJetStream(config, 'pool reset-partitions');
+  if (config.store.kind !== 'redis') throw new UsageError('pool reset-partitions needs store.kind: redis');
+  const redis = new Redis(config.store.url, { maxRetriesPerRequest: 1, lazyConnect: true });
+  redis.on('error', () => {});
+  try {
+    await redis.connect();
+    const status = await readPoolStatus({ redis, keyPrefix: config.store.keyPrefix, pool: s.durable });
+    const live = status.workers.filter((w) => w.live);
+    if (live.length > 0) {
+      throw new UsageError(`pool ${s.durable} still has ${live.length} live worker(s) (${live.map((w) => w.id).join(', ')}): stop every worker first`);
+    }
+    const keys = poolKeys({ keyPrefix: config.store.keyPrefix, pool: s.durable });
+    await redis.del(keys.partitions);
+    return { previous: status.recordedPartitions };
+  } finally {
+    redis.disconnect();
+  }
 }
 
 function requireJetStream(config: AppConfig, command: string): JetStreamSourceConfig {
