@@ -51,6 +51,9 @@ function shortUrl(url: string): string {
   if (nm >= 0) return url.slice(nm + '/node_modules/'.length);
   const dist = url.indexOf('/dist/');
   if (dist >= 0) return `src/${url.slice(dist + '/dist/'.length)}`;
+  // Run from sources (tsx): …/src/x.ts, …/bench/x.ts
+  const src = Math.max(url.lastIndexOf('/src/'), url.lastIndexOf('/bench/'));
+  if (src >= 0) return url.slice(src + 1);
   if (url.startsWith('node:')) return url;
   return url.replace(/^file:\/\//, '');
 }
@@ -66,6 +69,7 @@ function areaOf(frame: CallFrame): string {
   const u = shortUrl(frame.url);
   if (u.startsWith('node:')) return `node:${u.slice(5).split('/').slice(0, 2).join('/')}`;
   if (u.startsWith('src/')) return u.split('/').slice(0, 3).join('/');
+  if (u.startsWith('bench/')) return 'bench';
   const parts = u.split('/');
   const pkg = parts[0].startsWith('@') ? `${parts[0]}/${parts[1]}` : parts[0];
   return pkg;

@@ -47,6 +47,7 @@ export function buildExports(options: BuildExportsOptions): OperatorFunction<Dec
         idempotencyKey: idempotencyKey({ dataflowId: d.dataflowId, profileId: update.profileId, event }),
         payload: buildPayload(state, flow.rules, exited),
         eventTime: time,
+        guard: env.msg.fence?.isCurrent,
       };
     });
     return { ...env, jobs };

@@ -15,6 +15,12 @@ export interface ExportJob {
   payload: ExportPayload;
   /** Upstream event time (ms since epoch), for end-to-end latency. */
   eventTime?: number;
+  /**
+   * Pool mode: checked before every attempt; `false` means this worker lost the partition
+   * (paused past its lease), so the export must not go out: the sink errors with
+   * `FencedError` and the message is left to the new owner.
+   */
+  guard?: () => boolean;
 }
 
 export type DeliveryOutcome =

@@ -65,6 +65,13 @@ export interface JetStreamSourceOptions {
   subject: string;
   /** Durable consumer name, e.g. `http-destination`. */
   durable: string;
+  /**
+   * The stream's base subject, when `subject` is narrower (one partition `profiles.updates.3`,
+   * or all of them `profiles.updates.>`): the stream is created with it. @default subject
+   */
+  streamSubject?: string;
+  /** See `EnsureConsumerOptions.resumeInOrder`. @default false */
+  resumeInOrder?: boolean;
   /** @default 256 */
   batchSize?: number;
   /** @default 2048 */
@@ -194,6 +201,15 @@ export interface EnsureConsumerOptions {
   maxAckPending?: number;
   /** @default 30000 */
   ackWaitMs?: number;
+  /**
+   * When the consumer exists with messages delivered but unacknowledged (its previous owner
+   * crashed or lost its lease), recreate it to deliver again from just above its ack floor,
+   * in stream order. (nats-server otherwise redelivers those after `ack_wait`, out of order
+   * with newer messages, which would let a profile's newer update overtake an older one.)
+   * Messages acked above the floor come again too; the snapshot store's watermark skips them.
+   * @default false
+   */
+  resumeInOrder?: boolean;
 }
 
 /**
@@ -233,6 +249,23 @@ export async function ensureConsumer(options: EnsureConsumerOptions): Promise<Co
     }
   }
   const c = info.config;
+  if (options.resumeInOrder && (info.num_ack_pending > 0 || info.num_redelivered > 0)) {
+    const start = info.ack_floor.stream_seq + 1;
+    try {
+      await jsm.consumers.delete(stream, durable);
+      return await jsm.consumers.add(stream, {
+        durable_name: durable,
+        ack_policy: AckPolicy.Explicit,
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: start,
+        filter_subject: subject,
+        max_ack_pending: maxAckPending,
+        ack_wait: ackWait,
+      });
+    } catch (err) {
+      throw jsError(`recreating consumer ${stream}/${durable} from sequence ${start}`, err);
+    }
+  }
   const filters = c.filter_subjects?.length ? c.filter_subjects : c.filter_subject ? [c.filter_subject] : [];
   if (filters.length !== 1 || filters[0] !== subject || c.deliver_subject || c.ack_policy !== AckPolicy.Explicit) {
     throw new NatsError(
@@ -402,11 +435,13 @@ export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSourc
       const js = jetstream(nats.nc);
       let attempt = 0;
       let restarting = false;
+      /** A message was emitted: later (re)starts must not recreate the consumer. */
+      let started = false;
       while (!stopped) {
         try {
           const jsm = await jetstreamManager(nats.nc);
           if (o.create && !stopped) {
-            await ensureStream({ jsm, stream: o.stream, subject: o.subject });
+            await ensureStream({ jsm, stream: o.stream, subject: o.streamSubject ?? o.subject });
             await ensureConsumer({
               jsm,
               stream: o.stream,
@@ -414,6 +449,8 @@ export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSourc
               durable: o.durable,
               maxAckPending: o.maxAckPending,
               ackWaitMs: o.ackWaitMs,
+              // Only before this subscription's first message: later restarts keep what is in flight.
+              resumeInOrder: o.resumeInOrder === true && !started,
             });
           }
           if (stopped) return;
@@ -429,7 +466,10 @@ export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSourc
                 } catch {
                   /* connection closed: redelivered after ack_wait */
                 }
-              } else subscriber.next(toSource(m));
+              } else {
+                started = true;
+                subscriber.next(toSource(m));
+              }
             },
           });
           current = msgs;

@@ -17,8 +17,11 @@ export interface SourceMessage {
   readonly receivedAt: number;
   /** The source-wide, per-profile increasing position (JetStream stream sequence), when there is one. */
   readonly watermark?: number;
-  /** Pool mode: the lease this message's writes are fenced with (see ApplyContext.fence). */
-  readonly fence?: { key: string; value: string };
+  /**
+   * Pool mode: the lease this message's writes are fenced with (see ApplyContext.fence), and
+   * a local check that the lease is still held, which guards its HTTP exports the same way.
+   */
+  readonly fence?: { key: string; value: string; isCurrent(): boolean };
   /** Acknowledge: every export this message caused was delivered or stored as failed. */
   ack(): void;
   /** Processing is still going on (retries backing off): keep the message from redelivery. */

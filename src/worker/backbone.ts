@@ -64,6 +64,8 @@ export async function openJetStreamSource(
     stream: s.stream,
     // One worker: every partition through one consumer.
     subject: `${s.subject}.>`,
+    streamSubject: s.subject,
+    resumeInOrder: true,
     durable: s.durable,
     ackWaitMs: s.ackWaitMs,
     batchSize: s.batchSize,

@@ -98,7 +98,7 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
       logger.info({ partition: p }, 'pool: partition released');
       maybeComplete();
     };
-    const wrap = (p: number, part: Partition, m: SourceMessage, fence: { key: string; value: string }): SourceMessage => {
+    const wrap = (p: number, part: Partition, m: SourceMessage, fence: NonNullable<SourceMessage['fence']>): SourceMessage => {
       const done = (): void => {
         part.open.delete(wrapped);
         settle(p, part);
@@ -126,11 +126,14 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
       if (stopping || parts.has(p)) return;
       const part: Partition = { epoch, stop$: new Subject<void>(), open: new Set(), fetching: true, draining: false };
       parts.set(p, part);
-      const fence = coordinator.fenceArgs(p, epoch);
+      const fence = { ...coordinator.fenceArgs(p, epoch), isCurrent: () => coordinator.holds(p, epoch) };
       const js = jetstreamSource({
         servers: s.servers,
         stream: s.stream,
         subject: `${s.subject}.${p}`,
+        streamSubject: s.subject,
+        // The previous owner may have crashed with messages unacked: take them again in order.
+        resumeInOrder: true,
         durable: partitionDurable(s.durable, p),
         ackWaitMs: s.ackWaitMs,
         batchSize: Math.max(1, Math.min(s.batchSize, options.maxAckPendingPerPartition)),

@@ -148,6 +148,13 @@ export interface PoolCoordinator {
   /** Partitions held now, ascending. */
   held(): Array<{ partition: number; epoch: number; revoking: boolean }>;
   /**
+   * Whether this worker may still act for the partition under this epoch, by its own clock:
+   * the lease is held and its last renewal is recent enough that it cannot have expired yet.
+   * Synchronous and exact even right after the process was paused (before any tick ran), so
+   * side effects (an HTTP export) can be fenced as the store fences writes.
+   */
+  holds(partition: number, epoch: number): boolean;
+  /**
    * Stops ticking, releases every held lease (emitting 'lost' for each), leaves the membership
    * (so the others rebalance at once) and completes `ownership$`. Errors go to `onError`.
    */
@@ -687,6 +694,11 @@ export function createPoolCoordinator(options: PoolCoordinatorOptions): PoolCoor
     currentEpoch: (partition) => leases.get(partition)?.epoch,
 
     fenceArgs: (partition, epoch) => ({ key: keys.lease(partition), value: leaseValue(workerId, epoch) }),
+
+    holds: (partition, epoch) => {
+      const lease = leases.get(partition);
+      return lease !== undefined && lease.epoch === epoch && performance.now() <= lease.validUntil;
+    },
 
     held: () =>
       [...leases.values()]

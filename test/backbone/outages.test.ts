@@ -79,7 +79,7 @@ describe('outages during a run', () => {
   }
 
   it('receiver refusing connections for 3 s: retried, then stored as failed, then replayed — nothing lost', async () => {
-    const { s, worker, expected, got } = await startRun('rxdown', 150, 300);
+    const { s, worker, expected, got } = await startRun('rxdown', 120, 300);
     await rx.down();
     const downAt = Date.now();
     await sleep(3_000);
@@ -117,7 +117,7 @@ describe('outages during a run', () => {
   }, 120_000);
 
   it('Redis restarted during a run (down 2 s): the worker recovers without a restart and every export arrives', async () => {
-    const { s, worker, expected, got } = await startRun('redisdown', 150, 300);
+    const { s, worker, expected, got } = await startRun('redisdown', 120, 300);
     await bb.redis.restart({ downMs: 2_000 });
     await settle({ bb, rx, stream: s.stream, durable: s.durable, done: () => coverage(got(), expected).missing.length === 0, timeoutMs: 60_000 });
     expectAllDelivered(s, expected, 'after a Redis restart');
@@ -132,7 +132,7 @@ describe('outages during a run', () => {
   }, 120_000);
 
   it('nats-server killed and restarted with its data folder during a run: the worker recovers without a restart and every export arrives', async () => {
-    const { s, worker, expected, got } = await startRun('natsdown', 150, 300);
+    const { s, worker, expected, got } = await startRun('natsdown', 120, 300);
     bb.nats.kill();
     await sleep(1_000);
     await bb.nats.restart();

@@ -259,6 +259,24 @@ describe('HttpSink against a real HTTP server', () => {
     expect(store.records.get(j.idempotencyKey)).toMatchObject({ attempts: 1, lastStatus: 400 });
   });
 
+  it('sends nothing once its guard says the partition was lost, and errors with FencedError (not stored)', async () => {
+    const s = await startServer((_h, res) => res.writeHead(500).end('again'));
+    const { sink, store } = makeSink(destination(s.url));
+    let current = true;
+    const j = job({ guard: () => current });
+    // The first attempt goes out (500); the lease is lost during the backoff: no retry is sent.
+    const p = firstValueFrom(sink.send(j)).then(
+      () => 'settled',
+      (e: unknown) => e,
+    );
+    await new Promise((r) => setTimeout(r, 5));
+    current = false;
+    const err = await p;
+    expect(err).toMatchObject({ code: 'ERR_FENCED' });
+    expect(s.hits).toHaveLength(1);
+    expect(store.records.size).toBe(0);
+  });
+
   it('waits as long as a 429 Retry-After asks before retrying', async () => {
     const s = await startServer((_h, res, n) =>
       n === 1 ? res.writeHead(429, { 'retry-after': '1' }).end() : res.writeHead(200).end(),

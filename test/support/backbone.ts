@@ -5,12 +5,18 @@
  * and an oracle that computes, from the pure domain functions, the exports a single clean
  * run makes.
  *
+ * Every setup is isolated by its `name`: stream `<NAME>_UPDATES`, subject `<name>.updates`,
+ * durable `<name>-worker`, Redis prefix `<name>:`, receiver path `/<name>`.
+ *
  * @example
  * const bb = await startBackbone();
  * const rx = await startRecordingReceiver();
- * const cfg = bb.writeConfig('cfg.json', backboneConfig({ bb, name: 'rt', endpoint: rx.url }));
- * await publish(cfg, events);
- * const r = await runCli(['run', '--config', cfg, '--once', '--json']);
+ * const s = singleFlow({ bb, rx, name: 'demo' });
+ * const expected = oracle(events, { audiences: s.audiences, dataflows: [s.rules] });
+ * await s.prime();
+ * await publish(bb, s.cfg, 'demo.jsonl', events);
+ * const summary = await runOnce(s.cfg);
+ * expect(coverage(rx.delivered(s.path), expected).missing).toEqual([]);
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -90,10 +96,12 @@ export interface ConfigOptions {
   audiences: Audience[];
   destinations: object[];
   dataflows: object[];
-  /** Redis db number in the URL. @default 0 */
-  redisDb?: number;
   /** @default 2000 */
   ackWaitMs?: number;
+  /** More `source` settings (e.g. `leaseMs`). */
+  source?: object;
+  /** @default `{ kind: 'redis', … }` on the backbone's Redis */
+  store?: object;
   worker?: object;
   /** @default 'warn' */
   logLevel?: string;
@@ -110,8 +118,9 @@ export function backboneConfig(o: ConfigOptions): Record<string, unknown> {
       subject: `${o.name}.updates`,
       durable: `${o.name}-worker`,
       ackWaitMs: o.ackWaitMs ?? 2_000,
+      ...(o.source ?? {}),
     },
-    store: { kind: 'redis', url: `${o.bb.redis.url}/${o.redisDb ?? 0}`, keyPrefix: `${o.name}:` },
+    store: o.store ?? { kind: 'redis', url: o.bb.redis.url, keyPrefix: `${o.name}:` },
     // servers left out on purpose: they default to the source's.
     failedRequests: { kind: 'jetstream', stream: `${up}_FAILED`, rejectedStream: `${up}_REJECTED` },
     audiences: o.audiences,
@@ -144,8 +153,9 @@ export interface FlowSetup {
   /** Starts `run --config cfg` (no --once). */
   start(): CliProcess;
   /**
-   * `run --once` on the still empty stream and store: the dataflow's backfill finishes with
-   * nothing to send, so no backfill export mixes with what a test checks afterwards.
+   * Creates the stream (`publish` of nothing), then `run --once` on the still empty stream and
+   * store: the dataflow's backfill finishes with nothing to send, so no backfill export mixes
+   * with what a test checks afterwards.
    */
   prime(): Promise<void>;
 }
@@ -159,6 +169,7 @@ export function singleFlow(o: {
   rx: RecordingReceiver;
   name: string;
   ackWaitMs?: number;
+  source?: object;
   worker?: object;
   rateLimit?: number;
 }): FlowSetup {
@@ -178,6 +189,7 @@ export function singleFlow(o: {
     destinations: [dest],
     dataflows: [flow],
     ackWaitMs: o.ackWaitMs,
+    source: o.source,
     worker: { drainTimeoutMs: 3_000, ...(o.worker ?? {}) },
   });
   const source = config.source as { stream: string; durable: string };
@@ -193,6 +205,8 @@ export function singleFlow(o: {
     prefix: `${o.name}:`,
     start: () => spawnCli(['run', '--config', cfg]),
     async prime() {
+      // `publish` of nothing creates the stream (see the round-trip test for `run` creating it).
+      await publish(o.bb, cfg, `${o.name}-empty.jsonl`, []);
       const r = await runOnce(cfg);
       if (r.eventsRead !== 0 || r.delivered !== 0) throw new Error(`prime: expected an empty run, got ${JSON.stringify(r)}`);
     },
@@ -505,17 +519,29 @@ export async function readMembers(url: string, prefix: string, audienceId: strin
   }
 }
 
-/** The durable consumer's `num_pending` and `num_ack_pending` (null when it does not exist). */
+/**
+ * `num_pending` and `num_ack_pending` summed over the stream's consumers whose name is
+ * `durable` or starts with `durable-` (a single worker's consumer, or a pool's per-partition
+ * consumers `<durable>-p<n>`); null when there is none.
+ */
 export async function consumerState(
   natsUrl: string,
   stream: string,
   durable: string,
-): Promise<{ pending: number; ackPending: number; redelivered: number } | null> {
+): Promise<{ pending: number; ackPending: number; redelivered: number; consumers: number } | null> {
   const nc = await connect({ servers: natsUrl, reconnect: false, timeout: 2_000 });
   try {
     const jsm = await jetstreamManager(nc);
-    const info = await jsm.consumers.info(stream, durable).catch(() => null);
-    return info && { pending: info.num_pending, ackPending: info.num_ack_pending, redelivered: info.num_redelivered };
+    const out = { pending: 0, ackPending: 0, redelivered: 0, consumers: 0 };
+    for await (const info of jsm.consumers.list(stream)) {
+      const name = info.name;
+      if (name !== durable && !name.startsWith(`${durable}-`)) continue;
+      out.consumers++;
+      out.pending += info.num_pending;
+      out.ackPending += info.num_ack_pending;
+      out.redelivered += info.num_redelivered;
+    }
+    return out.consumers > 0 ? out : null;
   } finally {
     await nc.close();
   }

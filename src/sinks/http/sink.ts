@@ -18,7 +18,7 @@ import {
   type SchedulerLike,
 } from 'rxjs';
 import { SENSITIVE_HEADER, type AppConfig, type DataflowConfig, type DestinationConfig } from '../../config/load.js';
-import { DeliveryError, HttpDestinationError, StoreError } from '../../errors.js';
+import { DeliveryError, FencedError, HttpDestinationError, StoreError } from '../../errors.js';
 import { retryWithBackoff, type RetryInfo } from '../../operators/retry-with-backoff.js';
 import { tokenBucket } from '../../stores/memory-rate-limiter.js';
 import type { RateLimiter } from '../../stores/rate-limiter.js';
@@ -208,7 +208,8 @@ export class HttpSink implements ExportSink {
           onRetry: this.onRetry ? (info) => this.onRetry?.({ ...info, job }) : undefined,
         }),
         map((res): DeliveryOutcome => ({ status: 'delivered', job, attempts, statusCode: res.statusCode })),
-        catchError((err: unknown) => this.fail(job, attempts, err, secrets)),
+        // Fenced: not a delivery failure, and not to be stored: the new owner exports it.
+        catchError((err: unknown) => (err instanceof FencedError ? throwError(() => err) : this.fail(job, attempts, err, secrets))),
       );
     });
   }
@@ -221,6 +222,10 @@ export class HttpSink implements ExportSink {
         take(1),
         concatMap(() =>
           fromAbortable(async (signal) => {
+            // Pool mode: after a pause past the lease, nothing may go out for this partition.
+            if (job.guard && !job.guard()) {
+              throw new FencedError(`export ${job.idempotencyKey} not sent: this worker no longer holds the profile's partition`);
+            }
             const authHeaders = lowerKeys(await this.auth.authorize());
             used = authHeaders;
             for (const v of Object.values(authHeaders)) rememberSecret(secrets, v);
