@@ -8,8 +8,8 @@
  * - `jetstream`: a bare consume-and-ack loop on a durable pull consumer with the worker's
  *   batch size and max_ack_pending.
  * - `redis`: the snapshot store's Redis round trips without the TypeScript around them: per
- *   update the read script, the compare-and-set script, and the confirm HDEL (the same Lua,
- *   auto-pipelined, with the worker's concurrency).
+ *   update the read script, the compare-and-set script (with watermark and lease fence, as in
+ *   pool mode), and the confirm HDEL (the same Lua, auto-pipelined, the worker's concurrency).
  * - `store`: `RedisSnapshotStore.apply` + `confirm` per update (JSON parse, merge, scripts):
  *   the store layer alone.
  */
@@ -159,18 +159,22 @@ async function jetstreamCeiling(t: Extract<CeilingTask, { kind: 'jetstream' }>):
   return { kind: 'jetstream', perSecond: (n / ms) * 1000, ops: n, ms, cpuMs, note: `batch ${t.batchSize}, max_ack_pending ${t.maxAckPending}` };
 }
 
-// The two scripts of src/stores/redis-snapshot-store.ts (READ_LUA, CAS_LUA), copied because
-// the store does not export them; keep them in step with the store.
-const READ_LUA = `return redis.call('HMGET', KEYS[1], 's', 'v', ARGV[1])`;
+// The two scripts of src/stores/redis-snapshot-store.ts (READ_LUA, CAS_LUA, with the watermark
+// and the partition-lease fence of pool mode), copied because the store does not export them;
+// keep them in step with the store.
+const READ_LUA = `return redis.call('HMGET', KEYS[1], 's', 'v', 'w', ARGV[1])`;
 const CAS_LUA = `
+if ARGV[10] ~= '' and redis.call('GET', ARGV[10]) ~= ARGV[11] then return -1 end
 local v = redis.call('HGET', KEYS[1], 'v')
 if (v or '0') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 's', ARGV[3], 'v', ARGV[2], ARGV[4], ARGV[5])
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'w', ARGV[9]) end
 local entered = tonumber(ARGV[7])
 for i = 2, #KEYS do
   if i - 1 <= entered then redis.call('SADD', KEYS[i], ARGV[6]) else redis.call('SREM', KEYS[i], ARGV[6]) end
 end
-local extra = redis.call('HLEN', KEYS[1]) - 2 - tonumber(ARGV[8])
+local base = 2 + redis.call('HEXISTS', KEYS[1], 'w')
+local extra = redis.call('HLEN', KEYS[1]) - base - tonumber(ARGV[8])
 if extra > 0 then
   local all = redis.call('HGETALL', KEYS[1])
   local replays = {}
@@ -186,7 +190,7 @@ return 1
 `;
 
 interface Scripts {
-  benchRead(key: string, field: string): Promise<[string | null, string | null, string | null]>;
+  benchRead(key: string, field: string): Promise<[string | null, string | null, string | null, string | null]>;
   benchCas(numKeys: number, ...args: string[]): Promise<number>;
 }
 
@@ -211,7 +215,9 @@ async function redisCeiling(t: Extract<CeilingTask, { kind: 'redis' }>): Promise
   const snapshot = JSON.stringify(snap);
   const profiles = Math.max(t.concurrency, Math.ceil(t.profiles / t.concurrency) * t.concurrency);
   const audKey = `${t.keyPrefix}a:aud-1`;
-  await redis.ping();
+  // Pool mode: every write is fenced by its partition's lease.
+  const leaseKey = `${t.keyPrefix}pool:bench:lease:0`;
+  await redis.set(leaseKey, 'bench-worker:1');
   const c0 = cpuNow();
   const t0 = performance.now();
   await lanes(t.count, t.concurrency, async (i) => {
@@ -232,6 +238,9 @@ async function redisCeiling(t: Extract<CeilingTask, { kind: 'redis' }>): Promise
       id,
       String(keys.length - 1),
       '64',
+      String(i + 1),
+      leaseKey,
+      'bench-worker:1',
     );
     if (ok !== 1) throw new Error('unexpected CAS conflict');
     await redis.hdel(key, field);
@@ -248,12 +257,21 @@ async function storeCeiling(t: Extract<CeilingTask, { kind: 'store' }>): Promise
   for (let i = 0; i < t.count; i++) raw.push(stamp(gen.next().event, Date.now()));
   const store = new RedisSnapshotStore({ url: t.url, keyPrefix: t.keyPrefix });
   await store.get('warm-up');
+  // As in pool mode: a watermark per message (increasing per profile in call order, which is
+  // the store's apply order) and the partition lease as the fence of every write.
+  const fence = { key: `${t.keyPrefix}pool:bench:lease:0`, value: 'bench-worker:1' };
+  const admin = new Redis(t.url);
+  await admin.set(fence.key, fence.value);
+  await admin.quit();
+  const marks = new Map<string, number>();
   const c0 = cpuNow();
   const t0 = performance.now();
   await lanes(t.count, t.concurrency, async (i) => {
     const update = JSON.parse(raw[i]) as ProfileUpdate;
     const key = `js:BENCH:${i + 1}`;
-    await store.apply(update, { key, seq: i + 1 });
+    const watermark = (marks.get(update.profileId) ?? 0) + 1;
+    marks.set(update.profileId, watermark);
+    await store.apply(update, { key, seq: i + 1, watermark, fence });
     await store.confirm(update.profileId, key);
   });
   const ms = performance.now() - t0;

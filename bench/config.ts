@@ -21,13 +21,15 @@ export interface WorkerConfigOptions {
   connections: number;
   maxInFlight: number;
   batchSize: number;
+  /** source.partitions (pool mode: jetstream + redis). */
+  partitions: number;
   /** Suffix of the failed-request / rejected-event stream names. */
   tag: string;
 }
 
 export function workerConfig(o: WorkerConfigOptions): object {
   return {
-    source: { kind: 'jetstream', servers: o.natsUrl, stream: o.stream, subject: o.subject, durable: o.durable, batchSize: o.batchSize },
+    source: { kind: 'jetstream', servers: o.natsUrl, stream: o.stream, subject: o.subject, durable: o.durable, batchSize: o.batchSize, partitions: o.partitions },
     store: { kind: 'redis', url: o.redisUrl, keyPrefix: o.keyPrefix },
     failedRequests: { kind: 'jetstream', stream: `HD_BENCH_FAILED_${o.tag}`, rejectedStream: `HD_BENCH_REJECTED_${o.tag}` },
     audiences: AUDIENCES.map((a) => ({ ...a, origin: 'segmentation' })),

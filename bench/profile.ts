@@ -42,6 +42,8 @@ export interface ProfileSummary {
   busyMs: number;
   top: ProfileEntry[];
   areas: Array<{ area: string; selfMs: number; pct: number }>;
+  /** The project's own functions (src/) by inclusive time: what each step costs with what it calls. */
+  srcInclusive: ProfileEntry[];
 }
 
 /** Where a frame lives, short: `undici/lib/dispatcher/client-h1.js`, `src/domain/merge.js`, `node:internal/...`. */
@@ -104,6 +106,24 @@ export function summariseProfile(file: string, topN = 30): ProfileSummary {
     areas.set(a, (areas.get(a) ?? 0) + ms);
   }
   const busy = total - idle;
+  // Inclusive time of src/ functions: walk each sampled node's stack once.
+  const parent = new Map<number, number>();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const incl = new Map<string, ProfileEntry>();
+  for (const [id, us] of self) {
+    const seen = new Set<string>();
+    for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+      const f = byId.get(cur)?.callFrame;
+      if (!f || !shortUrl(f.url).startsWith('src/')) continue;
+      const where = `${shortUrl(f.url)}:${f.lineNumber + 1}`;
+      const key = `${f.functionName}\u0000${where}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const e = incl.get(key) ?? { name: f.functionName || '(anonymous)', where, selfMs: 0, pct: 0 };
+      e.selfMs += us / 1000;
+      incl.set(key, e);
+    }
+  }
   const top = [...fn.values()]
     .filter((e) => e.name !== '(idle)')
     .sort((a, b) => b.selfMs - a.selfMs)
@@ -118,6 +138,10 @@ export function summariseProfile(file: string, topN = 30): ProfileSummary {
       .filter(([a]) => a !== '(idle)')
       .sort((a, b) => b[1] - a[1])
       .map(([area, ms]) => ({ area, selfMs: round1(ms), pct: round1((ms / busy) * 100) })),
+    srcInclusive: [...incl.values()]
+      .sort((a, b) => b.selfMs - a.selfMs)
+      .slice(0, topN)
+      .map((e) => ({ ...e, selfMs: round1(e.selfMs), pct: round1((e.selfMs / busy) * 100) })),
   };
 }
 
@@ -125,7 +149,7 @@ function round1(n: number): number {
   return Math.round(n * 10) / 10;
 }
 
-export function formatProfile(s: ProfileSummary, topAreas = 15): string {
+export function formatProfile(s: ProfileSummary, topAreas = 15, srcTop = 15): string {
   const lines: string[] = [];
   lines.push(`profile ${s.file}`);
   lines.push(`  sampled ${(s.totalMs / 1000).toFixed(1)} s, busy (not idle) ${(s.busyMs / 1000).toFixed(1)} s`);
@@ -133,6 +157,10 @@ export function formatProfile(s: ProfileSummary, topAreas = 15): string {
   for (const a of s.areas.slice(0, topAreas)) lines.push(`    ${a.pct.toFixed(1).padStart(5)}%  ${a.selfMs.toFixed(0).padStart(7)} ms  ${a.area}`);
   lines.push('  top functions by self time (% of busy):');
   for (const e of s.top) lines.push(`    ${e.pct.toFixed(1).padStart(5)}%  ${e.selfMs.toFixed(0).padStart(7)} ms  ${e.name}  ${e.where}`);
+  if (srcTop > 0) {
+    lines.push('  src/ functions by inclusive time (with what they call; % of busy):');
+    for (const e of s.srcInclusive.slice(0, srcTop)) lines.push(`    ${e.pct.toFixed(1).padStart(5)}%  ${e.selfMs.toFixed(0).padStart(7)} ms  ${e.name}  ${e.where}`);
+  }
   return lines.join('\n');
 }
 

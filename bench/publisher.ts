@@ -6,11 +6,20 @@
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, createInbox, type NatsConnection } from '@nats-io/transport-node';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { partitionSubject } from '../src/domain/partition.js';
 import { ensureStream } from '../src/streams/jetstream.js';
 import { stamp, type EventGenerator } from './events.js';
 
+/**
+ * Where an update goes: `<subject>.<partition>` as producers do for the worker pool
+ * (`partitions` > 0), or `subject` itself (0: the ceilings' plain stream).
+ */
+function subjectOf(subject: string, partitions: number, profileId: string): string {
+  return partitions > 0 ? partitionSubject(subject, profileId, partitions) : subject;
+}
+
 export interface Publisher {
-  publish(data: string): void;
+  publish(subject: string, data: string): void;
   inFlight(): number;
   /** Waits until at most `n` publishes await their ack. */
   below(n: number): Promise<void>;
@@ -18,7 +27,7 @@ export interface Publisher {
   finish(): Promise<number>;
 }
 
-export function pipelinedPublisher(nc: NatsConnection, subject: string): Publisher {
+export function pipelinedPublisher(nc: NatsConnection): Publisher {
   const prefix = createInbox();
   let next = 0;
   let acked = 0;
@@ -41,7 +50,7 @@ export function pipelinedPublisher(nc: NatsConnection, subject: string): Publish
     if (failure) throw failure;
   };
   return {
-    publish(data) {
+    publish(subject, data) {
       pending++;
       nc.publish(subject, data, { reply: `${prefix}.${next++}` });
     },
@@ -66,6 +75,8 @@ export async function publishBacklog(options: {
   servers: string;
   stream: string;
   subject: string;
+  /** Partitions of the pool (updates go to `<subject>.<partition>`); 0 = to `subject`. */
+  partitions: number;
   gen: EventGenerator;
   count: number;
   window?: number;
@@ -75,15 +86,16 @@ export async function publishBacklog(options: {
   try {
     const jsm = await jetstreamManager(nc);
     await ensureStream({ jsm, stream: options.stream, subject: options.subject });
-    const pub = pipelinedPublisher(nc, options.subject);
+    const pub = pipelinedPublisher(nc);
     const window = options.window ?? 4_096;
     const t0 = performance.now();
     let bytes = 0;
     for (let i = 0; i < options.count; i++) {
       if (pub.inFlight() >= window) await pub.below(window / 2);
-      const data = stamp(options.gen.next().event, Date.now());
+      const { event } = options.gen.next();
+      const data = stamp(event, Date.now());
       bytes += data.length;
-      pub.publish(data);
+      pub.publish(subjectOf(options.subject, options.partitions, event.profileId), data);
       if (options.onProgress && i % 100_000 === 99_999) options.onProgress(i + 1);
     }
     const published = await pub.finish();
@@ -109,13 +121,14 @@ export interface PacedResult {
 export async function publishPaced(options: {
   servers: string;
   subject: string;
+  partitions: number;
   gen: EventGenerator;
   rate: number;
   durationS: number;
 }): Promise<PacedResult> {
   const nc = await connect({ servers: options.servers, name: 'bench:steady' });
   try {
-    const pub = pipelinedPublisher(nc, options.subject);
+    const pub = pipelinedPublisher(nc);
     const total = Math.round(options.rate * options.durationS);
     const startedAt = Date.now();
     const t0 = performance.now();
@@ -126,7 +139,8 @@ export async function publishPaced(options: {
       const due = Math.min(total, Math.floor((elapsed / 1000) * options.rate));
       if (due - sent > 1) maxLagMs = Math.max(maxLagMs, ((due - sent) / options.rate) * 1000);
       while (sent < due) {
-        pub.publish(stamp(options.gen.next().event, Date.now()));
+        const { event } = options.gen.next();
+        pub.publish(subjectOf(options.subject, options.partitions, event.profileId), stamp(event, Date.now()));
         sent++;
       }
       // ~1 ms ticks: small bursts (8 at 8,000/s), like a real producer's batching.

@@ -5,7 +5,8 @@
  * latency = arrival − sentAt) and the dataflow marker (`"f1"` / `"f2"`).
  *
  * IPC: the parent sends `{ cmd: 'reset' }`, `{ cmd: 'count' }`, `{ cmd: 'stats', sinceSentAt?,
- * untilSentAt? }`; each is answered with `{ id, ... }` echoing the request's `id`.
+ * untilSentAt? }`, `{ cmd: 'between', from, to }` (arrivals in a wall-time window); each is
+ * answered with `{ id, ... }` echoing the request's `id`.
  */
 import { createServer } from 'node:http';
 
@@ -137,7 +138,14 @@ function stats(which: number | null, sinceSentAt: number, untilSentAt: number): 
   };
 }
 
-type Cmd = { id: number; cmd: 'reset' | 'count' | 'stats'; sinceSentAt?: number; untilSentAt?: number };
+type Cmd = {
+  id: number;
+  cmd: 'reset' | 'count' | 'stats' | 'between';
+  sinceSentAt?: number;
+  untilSentAt?: number;
+  from?: number;
+  to?: number;
+};
 
 process.on('message', (m: Cmd) => {
   const reply = (body: object) => process.send?.({ id: m.id, ...body });
@@ -149,6 +157,11 @@ process.on('message', (m: Cmd) => {
     reply({ ok: true });
   } else if (m.cmd === 'count') {
     reply({ count: requests, last: arrival.length ? arrival.data[arrival.length - 1] : null });
+  } else if (m.cmd === 'between') {
+    // Requests that arrived in [from, to].
+    let n = 0;
+    for (let i = 0; i < arrival.length; i++) if (arrival.data[i] >= (m.from ?? -Infinity) && arrival.data[i] <= (m.to ?? Infinity)) n++;
+    reply({ count: n });
   } else if (m.cmd === 'stats') {
     const since = m.sinceSentAt ?? -Infinity;
     const until = m.untilSentAt ?? Infinity;

@@ -15,6 +15,7 @@ import { parseArgs } from 'node:util';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { ensureStream } from '../src/streams/jetstream.js';
+import { partitionDurable } from '../src/worker/pool-source.js';
 import type { CeilingResult, CeilingTask } from './ceilings.js';
 import { workerConfig } from './config.js';
 import { EventGenerator } from './events.js';
@@ -45,6 +46,7 @@ const HELP = `npm run bench [-- options]
   --connections N     the destination's keep-alive connections; also the undici ceiling's concurrency (default 64)
   --max-in-flight N   worker.maxInFlight (default 2048)
   --batch-size N      source.batchSize (default 256)
+  --partitions N      source.partitions: updates go to <subject>.<partition> (default 16, as the config)
   --max-seconds S     a drain is stopped (SIGTERM) after this long; steady waits at most this long
                       for the last exports after the offered load (default 90)
   --ceiling-seconds S measured seconds of the undici ceiling (default 5)
@@ -66,6 +68,7 @@ interface Options {
   connections: number;
   maxInFlight: number;
   batchSize: number;
+  partitions: number;
   ceilingSeconds: number;
   maxSeconds: number;
   cpuProf: boolean;
@@ -88,6 +91,7 @@ function parseOptions(): Options {
       connections: { type: 'string' },
       'max-in-flight': { type: 'string' },
       'batch-size': { type: 'string' },
+      partitions: { type: 'string' },
       'ceiling-seconds': { type: 'string' },
       'max-seconds': { type: 'string' },
       'cpu-prof': { type: 'boolean' },
@@ -132,6 +136,7 @@ function parseOptions(): Options {
     connections: Math.floor(num(values.connections, 64, 'connections')),
     maxInFlight: Math.floor(num(values['max-in-flight'], 2_048, 'max-in-flight')),
     batchSize: Math.floor(num(values['batch-size'], 256, 'batch-size')),
+    partitions: Math.floor(num(values.partitions, 16, 'partitions')),
     ceilingSeconds: num(values['ceiling-seconds'], 5, 'ceiling-seconds'),
     maxSeconds: num(values['max-seconds'], 90, 'max-seconds'),
     cpuProf: values['cpu-prof'] ?? false,
@@ -212,6 +217,9 @@ class ReceiverClient {
   }
   count(): Promise<{ count: number; last: number | null }> {
     return this.ask({ cmd: 'count' });
+  }
+  between(from: number, to: number): Promise<{ count: number }> {
+    return this.ask({ cmd: 'between', from, to });
   }
   stats(sinceSentAt?: number, untilSentAt?: number): Promise<ReceiverStats> {
     return this.ask({ cmd: 'stats', sinceSentAt, untilSentAt });
@@ -379,7 +387,7 @@ function summariseRun(
   base: { mode: string; flows: number; updates: number; expectedExports: number; publish: ModeResult['publish']; loadBefore: number[] },
   stats: ReceiverStats,
   run: WorkerRun,
-  window: { from: number; to: number },
+  window: { from: number; to: number; exports: number },
   latency: LatencyStats,
 ): ModeResult {
   const windowMs = Math.max(1, window.to - window.from);
@@ -395,7 +403,7 @@ function summariseRun(
   for (const [k, s] of [['flow-1', stats.f1], ['flow-2', stats.f2]] as const) {
     if (s.count > 0) perFlow[k] = { count: s.count, sustained: s.sustained, maxSliding1s: s.maxSliding1s, perSecond: s.perSecond };
   }
-  const exportsInWindow = stats.all.count;
+  const exportsInWindow = window.exports;
   const profile = run.profile ? summariseProfile(run.profile, 25) : undefined;
   return {
     mode: base.mode,
@@ -439,6 +447,7 @@ async function drain(env: Env, mode: string, flows: number, count: number): Prom
     servers: env.nats.url,
     stream,
     subject,
+    partitions: opts.partitions,
     gen,
     count,
     onProgress: (n) => log(`${mode}: … ${n} published`),
@@ -462,6 +471,7 @@ async function drain(env: Env, mode: string, flows: number, count: number): Prom
         connections: opts.connections,
         maxInFlight: opts.maxInFlight,
         batchSize: opts.batchSize,
+        partitions: opts.partitions,
         tag,
       }),
     ),
@@ -501,7 +511,7 @@ async function drain(env: Env, mode: string, flows: number, count: number): Prom
     { mode, flows, updates: count, expectedExports: expected, publish: { ms: pub.ms, perSecond: (pub.published / pub.ms) * 1000, avgBytes: pub.bytes / count }, loadBefore },
     stats,
     run,
-    { from, to },
+    { from, to, exports: stats.all.count },
     // Latency in a drain is the age of the backlog: reported, but not a target.
     stats.all.latency,
   );
@@ -540,6 +550,7 @@ async function steady(env: Env): Promise<ModeResult> {
         connections: opts.connections,
         maxInFlight: opts.maxInFlight,
         batchSize: opts.batchSize,
+        partitions: opts.partitions,
         tag,
       }),
     ),
@@ -548,21 +559,25 @@ async function steady(env: Env): Promise<ModeResult> {
   const loadBefore = load();
   const w = startWorkerProcess(configFile, false, tag, env.workDir, env.profDir);
   if (w.child.pid) env.sampler.add('worker', w.child.pid);
-  // Ready when its durable consumer exists (it creates it once connected), plus a moment.
+  // Ready when the consumers of every partition exist (the worker creates them once it holds
+  // the partitions' leases), plus a moment.
   const deadline = Date.now() + 30_000;
   for (;;) {
     try {
-      await jsm.consumers.info(stream, durable);
+      for (let p = 0; p < opts.partitions; p++) await jsm.consumers.info(stream, partitionDurable(durable, p));
       break;
     } catch {
-      if (Date.now() > deadline || w.child.exitCode !== null) throw new Error(`steady: the worker did not start:\n${(await w.done).stderrTail}`);
+      if (Date.now() > deadline || w.child.exitCode !== null) {
+        w.child.kill('SIGKILL');
+        throw new Error(`steady: the worker did not start:\n${(await w.done).stderrTail}`);
+      }
       await sleep(100);
     }
   }
   await sleep(500);
   await nc.close();
   log(`${mode}: offering ${opts.rate} updates/s for ${opts.duration} s (first ${opts.warmup} s are warm-up)…`);
-  const pub = await publishPaced({ servers: env.nats.url, subject, gen, rate: opts.rate, durationS: opts.duration });
+  const pub = await publishPaced({ servers: env.nats.url, subject, partitions: opts.partitions, gen, rate: opts.rate, durationS: opts.duration });
   log(`${mode}: offered ${pub.published} at ${Math.round(pub.rate)}/s (publisher lagged at most ${pub.maxLagMs.toFixed(0)} ms)`);
   const expected = gen.exporting * flows;
   // Wait for the last exports (or 30 s without progress), then stop the worker (SIGTERM: drain).
@@ -593,7 +608,8 @@ async function steady(env: Env): Promise<ModeResult> {
     { mode, flows, updates: pub.published, expectedExports: expected, publish: { ms: pub.ms, perSecond: pub.rate, maxLagMs: pub.maxLagMs }, loadBefore },
     stats,
     run,
-    { from: since, to: pub.endedAt },
+    // CPU per export over the offered window: what the worker spent there ÷ what it delivered there.
+    { from: since, to: pub.endedAt, exports: (await env.receiver.between(since, pub.endedAt)).count },
     stats.all.latency,
   );
   // Steady: upd/s is the offered rate; exp/s the delivered rate (full seconds at the receiver).
@@ -609,6 +625,14 @@ async function steady(env: Env): Promise<ModeResult> {
 
 const fmt = (n: number | null | undefined, digits = 0): string =>
   n === null || n === undefined || Number.isNaN(n) ? 'n/a' : n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+/** Every second when there are few; else min / median / max and the first and last 20. */
+function perSecondText(xs: number[]): string {
+  if (xs.length <= 60) return xs.join(' ');
+  const inner = xs.slice(1, -1).sort((a, b) => a - b);
+  const q = (p: number) => inner[Math.min(inner.length - 1, Math.floor(p * inner.length))];
+  return `${xs.length} s; full seconds min ${q(0)}, median ${q(0.5)}, max ${q(1)}; first ${xs.slice(0, 20).join(' ')} … last ${xs.slice(-20).join(' ')}`;
+}
 
 /** CPU µs a worker must spend per update in the I/O clients alone: one POST, one message, the store round trips. */
 function clientFloorUs(c: Ceilings): number | null {
@@ -770,7 +794,7 @@ function table(ceilings: Ceilings, results: ModeResult[], tgs: Target[], meta: R
   for (const r of results) {
     if (r.mode === 'drain1' || r.mode === 'memory') {
       const f = r.perFlow['flow-1'];
-      if (f) L.push(`\n  ${r.mode} flow-1 exports per second: ${f.perSecond.join(' ')}`);
+      if (f) L.push(`\n  ${r.mode} flow-1 exports per second: ${perSecondText(f.perSecond)}`);
     }
     if (r.rssTimeline?.length) {
       L.push(`  ${r.mode} worker RSS over time (s: MB): ${r.rssTimeline.map(([t, mb]) => `${(t / 1000).toFixed(0)}:${mb.toFixed(0)}`).join(' ')}`);
@@ -820,7 +844,7 @@ async function main(): Promise<void> {
         const n = drainCount;
         log(`ceiling: JetStream consume + ack of ${n} messages…`);
         const gen = new EventGenerator({ profiles: Math.max(1, Math.floor(n / 4)), prefix: 'ceil-js' });
-        await publishBacklog({ servers: nats.url, stream: 'BENCH_CEIL', subject: 'bench.ceil', gen, count: n });
+        await publishBacklog({ servers: nats.url, stream: 'BENCH_CEIL', subject: 'bench.ceil', partitions: 0, gen, count: n });
         ceilings.jetstream = await runCeiling(
           { kind: 'jetstream', servers: nats.url, stream: 'BENCH_CEIL', subject: 'bench.ceil', durable: 'ceil', count: n, batchSize: opts.batchSize, maxAckPending: opts.maxInFlight },
           sampler,

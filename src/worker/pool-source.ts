@@ -13,7 +13,7 @@ import type { Logger } from '../observability/logger.js';
 import type { Source } from '../streams/file.js';
 import { jetstreamSource } from '../streams/jetstream.js';
 import type { SourceMessage } from '../streams/types.js';
-import { createPoolCoordinator, type PoolCoordinator } from './pool.js';
+import { createPoolCoordinator, PoolConfigError, type PoolCoordinator } from './pool.js';
 
 type JetStreamSourceConfig = Extract<SourceConfig, { kind: 'jetstream' }>;
 
@@ -188,7 +188,24 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
       for (const p of [...parts.keys()]) drain(p);
       maybeComplete();
     };
-    coordinator.start().catch((err: unknown) => subscriber.error(err));
+    // Redis not answering yet is not a reason to exit: keep trying to join. A partition count
+    // that differs from the pool's is (it needs an operator).
+    const join = async (): Promise<void> => {
+      for (let delay = 250; !subscriber.closed; delay = Math.min(delay * 2, 5_000)) {
+        try {
+          await coordinator.start();
+          return;
+        } catch (err) {
+          if (err instanceof PoolConfigError) throw err;
+          if (Date.now() - lastRedisWarn > 5_000) {
+            lastRedisWarn = Date.now();
+            logger.warn({ err }, 'pool: cannot join yet (redis); retrying');
+          }
+          await new Promise((r) => setTimeout(r, delay));
+        }
+      }
+    };
+    join().catch((err: unknown) => subscriber.error(err));
 
     return () => {
       clearInterval(keepAlive);

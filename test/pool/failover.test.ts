@@ -38,8 +38,12 @@ import {
   type PoolWorker,
 } from '../support/pool.js';
 
-/** How long the takeover may take: the lease (renewed up to a tick before the kill), a tick, and slack for a loaded CI machine. */
-const TAKEOVER_BOUND_MS = POOL.leaseMs + 2 * POOL.tickMs + 700;
+/**
+ * How long the takeover may take: the lease (renewed up to a tick before the kill), the next
+ * tick of the new owner, and slack for a loaded CI machine, where timers fire late (measured:
+ * 1.4–1.8 s usually, 3.1 s once with a load average of 12 on two cores).
+ */
+const TAKEOVER_BOUND_MS = POOL.leaseMs + POOL.tickMs + 1_700;
 
 describe('pool failover: SIGKILL one of three workers under load', () => {
   let bb: Backbone;
@@ -70,7 +74,7 @@ describe('pool failover: SIGKILL one of three workers under load', () => {
       const workers: PoolWorker[] = [s.start(), s.start(), s.start()];
       await probe.waitFor(
         (x) => fullyOwnedBy(x, workers) === '' && workers.every((w) => ownedBy(x, w).length > 0),
-        15_000,
+        45_000,
         'the three workers sharing the partitions',
         { workers },
       );
@@ -126,5 +130,5 @@ describe('pool failover: SIGKILL one of three workers under load', () => {
       await leases.stop();
       probe.close();
     }
-  }, 120_000);
+  }, 180_000);
 });

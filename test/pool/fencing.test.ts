@@ -2,9 +2,9 @@
  * Fencing (issue 6): one of three workers is frozen with SIGSTOP while it works, past its
  * lease: the two others take its partitions over. Then SIGCONT, in two cases:
  *
- * - at once, updates still flowing: its queued updates try to write snapshots with leases
- *   the others now hold and are refused (ERR_FENCED in its log); it logs every lease lost;
- *   the watermarks in Redis end at each profile's last update;
+ * - at once, updates still flowing: its queued work meets leases the others now hold and is
+ *   refused (ERR_FENCED in its log: a snapshot write refused by Redis, or an export not sent);
+ *   it logs every lease lost; the watermarks in Redis end at each profile's last update;
  * - after the new owners got its unacknowledged messages (after the ack wait) and finished
  *   everything: Redis does not change at all after it resumed (snapshot, version and
  *   watermark of every profile), and it logs every lease lost.
@@ -39,6 +39,8 @@ import {
   PoolProbe,
   poolFlow,
   poolIdle,
+  poolLogs,
+  redeliveries,
   seedOf,
   seqWorkload,
   settlePool,
@@ -82,7 +84,7 @@ describe('pool fencing: a worker frozen past its lease, then resumed', () => {
     const workers: PoolWorker[] = [s.start(), s.start(), s.start()];
     await probe.waitFor(
       (x) => fullyOwnedBy(x, workers) === '' && workers.every((w) => ownedBy(x, w).length > 0),
-      15_000,
+      45_000,
       'the three workers sharing the partitions',
       { workers },
     );
@@ -127,7 +129,7 @@ describe('pool fencing: a worker frozen past its lease, then resumed', () => {
     const logs = f.logs();
     const lost = logs.filter((l) => l.msg.startsWith('pool: partition lease lost') && l.time >= resumedAt - 50);
     const fenced = logs.filter((l) => l.code === 'ERR_FENCED' || (l.err as { code?: string } | undefined)?.code === 'ERR_FENCED');
-    return { lost, fenced, text: `${f.name} logged ${lost.length} lost leases (${lost.map((l) => l.partition).join(',')}), ${fenced.length} fenced-write warnings` };
+    return { lost, fenced, text: `${f.name} logged ${lost.length} lost leases (${lost.map((l) => l.partition).join(',')}), ${fenced.length} ERR_FENCED warnings` };
   }
 
   const cleanups: Array<() => void> = [];
@@ -135,7 +137,7 @@ describe('pool fencing: a worker frozen past its lease, then resumed', () => {
     for (const c of cleanups.splice(0)) c();
   });
 
-  it('resumed right after the takeover, with updates still flowing: its queued writes are refused (ERR_FENCED), order holds', async () => {
+  it('resumed right after the takeover, with updates still flowing: its queued work is refused (ERR_FENCED), order holds', async () => {
     const r = await frozenWorker('fa', 41);
     const { s, f, held, probe, leases, pub, got, t0, seed, log } = r;
     try {
@@ -150,11 +152,11 @@ describe('pool fencing: a worker frozen past its lease, then resumed', () => {
       await leases.stop();
       const c = coverage(got(), expected);
       const seen = afterResume(f, resumedAt);
-      log.push(seen.text, `${events.length - c.missing.length}/${events.length} updates published and covered`);
+      log.push(seen.text, `${events.length - c.missing.length}/${events.length} updates published and covered`, `redeliveries ${await redeliveries(bb, s)}`);
       console.log(`[fencing: short freeze] seed ${seed}; ${log.join('; ')}`);
 
       expect(held.filter((p) => !seen.lost.some((l) => l.partition === p)), `partitions whose loss ${f.name} did not log:\n${f.stderr.slice(-3_000)}`).toEqual([]);
-      expect(seen.fenced.length, `${f.name}'s refused writes (ERR_FENCED) in its log:\n${f.stderr.slice(-3_000)}`).toBeGreaterThan(0);
+      expect(seen.fenced.length, `${f.name}'s fencing refusals (ERR_FENCED) in its log:\n${f.stderr.slice(-3_000)}`).toBeGreaterThan(0);
       // The snapshots are the owners' applications: each profile's watermark is the stream
       // sequence of its last update, and no update was applied twice.
       const final = await probe.profiles(ids);
@@ -164,14 +166,14 @@ describe('pool fencing: a worker frozen past its lease, then resumed', () => {
       const v = orderViolations(rx.requests, s.path);
       expect.soft(v, `seed ${seed}: exports that went back in time${explainViolations(rx.requests, v, t0)}`).toEqual([]);
       expect.soft(leases.watch.problems, 'one owner per (partition, epoch)').toEqual([]);
-      expect.soft(c.missing, `seed ${seed}: exports of a clean run that never arrived${explainMissing(c.missing, expected, events, rx.requests, t0, pub.seqOf)}`).toEqual([]);
+      expect.soft(c.missing, `seed ${seed}: exports of a clean run that never arrived${explainMissing(c.missing, expected, events, rx.requests, t0, pub.seqOf)}\n${log.join('; ')}${poolLogs(r.workers, 40)}`).toEqual([]);
       expect.soft(await divergedSnapshots(bb, s, expected), `seed ${seed}: snapshots that differ from the clean run`).toEqual([]);
       for (const w of r.workers) expect(await stopGracefully(w), w.stderr.slice(-2_000)).toBe(0);
     } finally {
       await leases.stop();
       probe.close();
     }
-  }, 120_000);
+  }, 180_000);
 
   it('resumed after the new owners finished everything: Redis does not change, no stale export after a newer one', async () => {
     const r = await frozenWorker('fb', 43);
@@ -202,7 +204,7 @@ describe('pool fencing: a worker frozen past its lease, then resumed', () => {
       const resumedAt = Date.now();
       log.push(`resumed after ${resumedAt - r.stoppedAt} ms frozen`);
       // It finds its leases lost and its queued work stale, and joins again (a rebalance).
-      await probe.waitFor((x) => fullyOwnedBy(x, r.workers) === '' && ownedBy(x, f).length > 0, 15_000, `${f.name} back in the pool`, { workers: r.workers });
+      await probe.waitFor((x) => fullyOwnedBy(x, r.workers) === '' && ownedBy(x, f).length > 0, 30_000, `${f.name} back in the pool`, { workers: r.workers });
       await sleep(2_000);
       const after = await probe.profiles(ids);
       await leases.stop();
@@ -230,5 +232,5 @@ describe('pool fencing: a worker frozen past its lease, then resumed', () => {
       await leases.stop();
       probe.close();
     }
-  }, 120_000);
+  }, 180_000);
 });

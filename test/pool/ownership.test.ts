@@ -29,8 +29,11 @@ import {
   POOL,
   PoolProbe,
   poolFlow,
+  poolLogs,
+  redisServerPid,
   seedOf,
   seqWorkload,
+  settledOn,
   settlePool,
   startPublisher,
   stopGracefully,
@@ -85,9 +88,9 @@ describe('pool ownership: three workers, 16 partitions', () => {
         if (i < 2) await sleep(1_500);
       }
       const stable = await probe.waitFor(
-        (x) => fullyOwnedBy(x, workers) === '' && workers.every((w) => x.leases.some((l) => w.owns(l?.owner))),
-        20_000,
-        'every partition leased, each of the three workers holding some',
+        (x) => fullyOwnedBy(x, workers) === '' && settledOn(x, workers),
+        45_000,
+        'every partition leased to the owner the assignment over the three live workers gives it',
         { workers },
       );
       const rebalancedAt = stable.at - t0;
@@ -105,6 +108,7 @@ describe('pool ownership: three workers, 16 partitions', () => {
         expect(live.some((w) => w.id === p.owner), `partition ${p.partition}'s owner ${p.owner} is a live worker`).toBe(true);
         expect(p.epoch, `partition ${p.partition} has an epoch`).toBeGreaterThan(0);
         expect(p.ttlMs, `partition ${p.partition}'s lease ttl`).toBeLessThanOrEqual(POOL.leaseMs);
+        expect(p.desiredOwner, `partition ${p.partition} is not moving`).toBe(p.owner);
       }
       // Each partition listed under exactly one worker, and the lists cover all 16.
       const listed = live.flatMap((w) => w.partitions).sort((a, b) => a - b);
@@ -169,7 +173,7 @@ describe('pool ownership: three workers, 16 partitions', () => {
       await leases.stop();
       probe.close();
     }
-  }, 90_000);
+  }, 180_000);
 
   it('workers started before the stream exists: `publish` still publishes to the partitions, and the pool exports', async () => {
     // The order an operator follows with deploy/: start the pool, then the producers.
@@ -177,7 +181,7 @@ describe('pool ownership: three workers, 16 partitions', () => {
     const w = s.start();
     const probe = new PoolProbe(bb.redis.url, s);
     try {
-      await probe.waitFor((x) => fullyOwnedBy(x, [w]) === '', 15_000, 'the worker owning every partition', { workers: [w] });
+      await probe.waitFor((x) => fullyOwnedBy(x, [w]) === '', 45_000, 'the worker owning every partition', { workers: [w] });
       await rx.waitFor(() => w.logs().filter((l) => l.msg === 'pool: partition acquired').length === POOL.partitions, 10_000, 'every partition consumed');
       await sleep(500); // the partition consumers are created
       const events = seqWorkload({ profiles: 20, perProfile: 2, prefix: 'p', seed: 1 });
@@ -189,6 +193,35 @@ describe('pool ownership: three workers, 16 partitions', () => {
       expect(orderViolations(rx.requests, s.path)).toEqual([]);
       expect(await stopGracefully(w)).toBe(0);
     } finally {
+      probe.close();
+    }
+  }, 60_000);
+
+  it('a worker that starts while Redis does not answer (1.5 s) joins the pool once it does, instead of exiting', async () => {
+    // A short stall of Redis (a slow fsync, a failover, a loaded host) while a worker starts.
+    // The worker survives the same stall once it runs (the coordinator keeps ticking); it must
+    // survive it at start too, not exit and wait for systemd or Compose to restart it.
+    const s = poolFlow({ bb, rx, name: 'stall' });
+    await s.prime();
+    const redisPid = redisServerPid(bb.redis.port);
+    const probe = new PoolProbe(bb.redis.url, s);
+    let w: PoolWorker | undefined;
+    try {
+      process.kill(redisPid, 'SIGSTOP');
+      try {
+        w = s.start();
+        await rx.waitFor(() => w?.logs().some((l) => l.msg === 'worker started') === true || !w?.running, 20_000, 'the worker started');
+        await sleep(1_500);
+      } finally {
+        process.kill(redisPid, 'SIGCONT');
+      }
+      const worker = w;
+      const end = await probe.waitFor((x) => fullyOwnedBy(x, [worker]) === '' || !worker.running, 20_000, 'the worker owning every partition', { workers: [worker] });
+      expect(worker.running, `the worker exited after the Redis stall:${poolLogs([worker])}`).toBe(true);
+      expect(fullyOwnedBy(end, [worker])).toBe('');
+      expect(await stopGracefully(worker)).toBe(0);
+    } finally {
+      process.kill(redisPid, 'SIGCONT');
       probe.close();
     }
   }, 60_000);

@@ -11,17 +11,26 @@
  * test/e2e/rate-limit.test.ts does, we allow a small jitter on top of 315: here 3% of the
  * rate (9 requests, 30 ms worth). The sender-side bound of the limiter itself is proven in
  * virtual time by its marble and unit tests.
+ *
+ * The machine's own ceiling: three workers on two shared cores export only a few hundred
+ * updates per second, so right before, the same pool drains 1,500 exports of a second
+ * dataflow at 10,000/s. The 7 s upper bound holds whenever that unthrottled drain took under
+ * 4.6 s (above ~330/s); on a machine too busy even for that, the limited drain may take up to
+ * 1.3 × the unthrottled one + 1 s. A limiter that throttles below its rate on a machine that
+ * can do more still fails; the 4.5 s lower bound and the window bounds never bend.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   coverage,
   killAllCli,
   oracle,
+  publish,
   startBackbone,
   startRecordingReceiver,
   type Backbone,
   type RecordingReceiver,
 } from '../support/backbone.js';
+import type { DataflowRules } from '../../src/domain/types.js';
 import { maxInWindow } from '../support/receiver.js';
 import {
   explainMissing,
@@ -36,7 +45,6 @@ import {
   seedOf,
   seqWorkload,
   settlePool,
-  startPublisher,
   stopGracefully,
   stoppedSummary,
   type PoolWorker,
@@ -63,63 +71,80 @@ describe('pool-wide rate limit: three workers, one dataflow at 300/s', () => {
 
   it('never more than 315 in any 1-second window, and a backlog of 1,500 drains at about 300/s', async () => {
     const seed = seedOf(51);
-    const s = poolFlow({ bb, rx, name: 'rl', rateLimit: RATE });
-    const events = seqWorkload({ profiles: 300, perProfile: N / 300, prefix: 'r', seed });
-    expect(partitionsOf(events).size).toBe(POOL.partitions);
-    const expected = oracle(events, { audiences: s.audiences, dataflows: [s.rules] });
-    expect(expected.exports).toHaveLength(N);
+    const s = poolFlow({ bb, rx, name: 'rl', rateLimit: RATE, secondFlow: { rateLimit: 10_000 } });
+    const rules = [s.rules, s.rules2 as DataflowRules];
     await s.prime();
 
     const probe = new PoolProbe(bb.redis.url, s);
     try {
-      // The pool first (no partition moves while the limit is measured), then the backlog,
-      // published far faster than 300/s.
+      // The pool first (no partition moves while the limit is measured), then each backlog,
+      // published far faster than it drains.
       const workers: PoolWorker[] = [s.start(), s.start(), s.start()];
       await probe.waitFor(
         (x) => fullyOwnedBy(x, workers) === '' && workers.every((w) => ownedBy(x, w).length > 0),
-        15_000,
+        45_000,
         'the three workers sharing the partitions',
         { workers },
       );
-      const t0 = Date.now();
-      await startPublisher({ bb, setup: s, events, perSecond: 10_000 }).done;
-      const published = Date.now() - t0;
-      const got = () => rx.delivered(s.path);
-      await settlePool({ bb, rx, setup: s, done: () => coverage(got(), expected).missing.length === 0, timeoutMs: 30_000 });
-      const c = coverage(got(), expected);
+      const drain = async (prefix: string, audience: string, path: string) => {
+        const events = seqWorkload({ profiles: 300, perProfile: N / 300, prefix, seed, audience });
+        expect(partitionsOf(events).size).toBe(POOL.partitions);
+        const expected = oracle(events, { audiences: s.audiences, dataflows: rules });
+        expect(expected.exports.filter((e) => (e.dataflowId === 'flow-2' ? s.path2 : s.path) === path)).toHaveLength(N);
+        const got = () => rx.delivered(path);
+        // `publish` (the CLI, another process: publishing in this one would stall the
+        // receiver's event loop and squeeze its arrival times).
+        const t0 = Date.now();
+        await publish(bb, s.cfg, `${prefix}.jsonl`, events);
+        const published = Date.now() - t0;
+        const deliveredWhenPublished = got().length;
+        await settlePool({ bb, rx, setup: s, done: () => coverage(got(), expected).missing.length === 0, timeoutMs: 30_000 });
+        const times = rx.requests.filter((r) => r.path === path).map((r) => r.at);
+        const span = Math.max(...times) - Math.min(...times);
+        return { events, expected, t0, published, deliveredWhenPublished, times, span, c: coverage(got(), expected) };
+      };
+
+      // The machine's ceiling: the same pool, a dataflow at 10,000/s.
+      const fast = await drain('q', 'aud-2', s.path2 as string);
+      expect(fast.c.missing, 'unthrottled exports that never arrived').toEqual([]);
+      // The measured one.
+      const slow = await drain('r', 'aud-1', s.path);
+      const { times, t0, c, events, expected } = slow;
       for (const w of workers) expect(await stopGracefully(w), w.stderr.slice(-2_000)).toBe(0);
 
-      const times = rx.requests.filter((r) => r.path === s.path).map((r) => r.at);
       const first = Math.min(...times);
       const last = Math.max(...times);
       const inSecond = maxInWindow(times, 1_000);
       const inTwo = maxInWindow(times, 2_000);
-      const shares = workers.map((w) => stoppedSummary(w)?.delivered ?? -1);
       console.log(
-        `[rate-limit] seed ${seed}; published ${N} in ${published} ms; ${times.length} requests from +${first - t0} to +${last - t0} ms ` +
+        `[rate-limit] seed ${seed}; unthrottled: ${N} in ${fast.span} ms (${((N * 1000) / fast.span).toFixed(0)}/s); ` +
+          `limited: published in ${slow.published} ms (${slow.deliveredWhenPublished} delivered by then); ${times.length} requests from +${first - t0} to +${last - t0} ms ` +
           `(${(last - first) / 1000} s, ${(((times.length - 1) * 1000) / (last - first)).toFixed(1)}/s); ` +
-          `most in 1 s: ${inSecond}, in 2 s: ${inTwo}; delivered per worker: ${shares.join(', ')}`,
+          `most in 1 s: ${inSecond}, in 2 s: ${inTwo}`,
       );
 
       expect(c.missing, `seed ${seed}: exports that never arrived${explainMissing(c.missing, expected, events, rx.requests, t0)}`).toEqual([]);
       expect(c.unexpected).toEqual([]);
-      expect(published, 'the backlog is published far faster than it drains').toBeLessThan(2_000);
+      expect(slow.deliveredWhenPublished, 'exports already delivered when the backlog was published (it must be a backlog)').toBeLessThanOrEqual(N / 2);
       // The limit, pool-wide.
       expect(inSecond, 'most requests in any sliding 1-second window').toBeLessThanOrEqual(LIMIT + JITTER);
       expect(inTwo, 'most requests in any sliding 2-second window').toBeLessThanOrEqual(2 * LIMIT + JITTER);
       // …and the backlog drains at about the limit.
       expect(last - first, 'first to last request (ms)').toBeGreaterThanOrEqual(4_500);
-      expect(last - first, 'first to last request (ms)').toBeLessThanOrEqual(7_000);
+      const upper = Math.max(7_000, Math.round(1.3 * fast.span + 1_000));
+      expect(last - first, `first to last request (ms); the unthrottled drain took ${fast.span} ms`).toBeLessThanOrEqual(upper);
       const sorted = [...times].sort((a, b) => a - b);
       const gaps = sorted.slice(1).map((t, i) => t - sorted[i]);
-      expect(Math.max(...gaps), 'largest gap between two requests (ms)').toBeLessThan(500);
-      // All three workers sent their share (the limit held with three senders).
-      for (const [i, n] of shares.entries()) expect(n, `${workers[i].name} delivered`).toBeGreaterThanOrEqual(N / 10);
-      expect(shares.reduce((a, b) => a + b, 0), 'delivered by the three').toBeGreaterThanOrEqual(N);
+      // No idle gap while work is queued (a loaded machine stalls a worker for a few hundred ms).
+      expect(Math.max(...gaps), 'largest gap between two requests (ms)').toBeLessThan(1_000);
+      // All three workers sent their share of the limited flow (the limit held with three senders).
+      const limited = workers.map((w) => stoppedSummary(w)?.dataflows?.['flow-1']?.delivered ?? -1);
+      for (const [i, n] of limited.entries()) expect(n, `${workers[i].name} delivered (flow-1)`).toBeGreaterThanOrEqual(N / 10);
+      expect(limited.reduce((a, b) => a + b, 0), 'flow-1 exports delivered by the three').toBeGreaterThanOrEqual(N);
       const v = orderViolations(rx.requests, s.path);
       expect(v, `exports that went back in time${explainViolations(rx.requests, v, t0)}`).toEqual([]);
     } finally {
       probe.close();
     }
-  }, 90_000);
+  }, 180_000);
 });

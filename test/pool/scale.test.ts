@@ -70,11 +70,11 @@ describe('pool scaling: 1 → 3 → 1 workers while updates flow', () => {
     const log: string[] = [];
     try {
       const w1 = track(s.start());
-      await probe.waitFor((x) => fullyOwnedBy(x, [w1]) === '', 15_000, 'w1 owning every partition', { workers: [w1] });
-      const pub = startPublisher({ bb, setup: s, events: workload, perSecond: 150 });
+      await probe.waitFor((x) => fullyOwnedBy(x, [w1]) === '', 45_000, 'w1 owning every partition', { workers: [w1] });
+      const pub = startPublisher({ bb, setup: s, events: workload, perSecond: 120 });
       const got = () => rx.delivered(s.path);
       const distinct = () => new Set(got().map((r) => r.key)).size;
-      await rx.waitFor(() => distinct() >= 300, 60_000, 'the first exports');
+      await rx.waitFor(() => distinct() >= 240, 60_000, 'the first exports');
       log.push(`scale up at +${Date.now() - t0} ms after ${pub.published()} published, ${distinct()} exports`);
 
       // Scale up: two more while updates flow.
@@ -83,7 +83,8 @@ describe('pool scaling: 1 → 3 → 1 workers while updates flow', () => {
       const all = [w1, w2, w3];
       const up = await probe.waitFor(
         (x) => fullyOwnedBy(x, all) === '' && all.every((w) => ownedBy(x, w).length > 0),
-        20_000,
+        // The first worker drains each partition it gives up (its in-flight work) first.
+        45_000,
         'the three workers sharing the partitions',
         { workers: all },
       );
@@ -93,7 +94,7 @@ describe('pool scaling: 1 → 3 → 1 workers while updates flow', () => {
       // Scale down: w1 (the first) and w2 stop gracefully, at the same time.
       const stopAt = Date.now();
       const codes = await Promise.all([stopGracefully(w1), stopGracefully(w2)]);
-      const down = await probe.waitFor((x) => fullyOwnedBy(x, [w3]) === '', 15_000, 'w3 owning every partition', { workers: all });
+      const down = await probe.waitFor((x) => fullyOwnedBy(x, [w3]) === '', 30_000, 'w3 owning every partition', { workers: all });
       log.push(`w1, w2 stopped (exit ${codes.join(', ')}) ${Math.max(ended.get('w1') ?? 0, ended.get('w2') ?? 0) - stopAt} ms after SIGTERM; w3 owns all ${down.at - stopAt} ms after SIGTERM, after ${distinct()} exports`);
       expect(codes, `exit codes of the stopped workers:\n${w1.stderr.slice(-1_500)}\n${w2.stderr.slice(-1_500)}`).toEqual([0, 0]);
 
@@ -126,5 +127,5 @@ describe('pool scaling: 1 → 3 → 1 workers while updates flow', () => {
       await leases.stop();
       probe.close();
     }
-  }, 120_000);
+  }, 180_000);
 });

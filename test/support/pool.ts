@@ -19,12 +19,13 @@
  */
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
+import { readdirSync, readFileSync } from 'node:fs';
 import { isDeepStrictEqual } from 'node:util';
 import { Redis } from 'ioredis';
 import { partitionOf, partitionSubject } from '../../src/domain/partition.js';
 import type { Audience, DataflowRules, ProfileUpdate } from '../../src/domain/types.js';
 import { ensureStream } from '../../src/streams/jetstream.js';
-import { parseLeaseValue, poolKeys } from '../../src/worker/pool.js';
+import { assignPartitions, parseLeaseValue, poolKeys } from '../../src/worker/pool.js';
 import {
   AUD_1,
   backboneConfig,
@@ -110,7 +111,13 @@ export function poolLogs(workers: readonly PoolWorker[], last = 12): string {
         .filter((l) => l.level >= 40 || l.msg.startsWith('pool:') || l.msg === 'worker started')
         .slice(-last)
         .map((l) => `  ${new Date(l.time).toISOString().slice(17, 23)} ${l.msg}${l.partition !== undefined ? ` p${String(l.partition)}` : ''}${l.code ? ` ${String(l.code)}` : ''}`);
-      return `\n${w.name} (pid ${w.pid}${w.running ? '' : ', exited'}):\n${lines.join('\n')}`;
+      const other = w.stderr
+        .split('\n')
+        .filter((l) => l.trim() !== '' && !l.startsWith('{'))
+        .slice(-4)
+        .map((l) => `  ${l.slice(0, 300)}`);
+      const exit = w.running ? '' : `, exited ${w.child.exitCode ?? w.child.signalCode}`;
+      return `\n${w.name} (pid ${w.pid}${exit}):\n${[...lines, ...other].join('\n')}`;
     })
     .join('');
 }
@@ -127,9 +134,13 @@ export interface PoolSetup {
   cfg: string;
   config: Record<string, unknown>;
   rules: DataflowRules;
+  /** With `secondFlow`: the rules of `flow-2`. */
+  rules2?: DataflowRules;
   audiences: Audience[];
   /** Receiver path of the destination. */
   path: string;
+  /** With `secondFlow`: receiver path of `flow-2`'s destination. */
+  path2?: string;
   stream: string;
   subject: string;
   durable: string;
@@ -158,8 +169,14 @@ export function poolFlow(o: {
   worker?: object;
   /** Destination extras (e.g. `connections`). */
   destination?: object;
+  /**
+   * A second dataflow `flow-2` with its own rate limit, mapping `aud-2` (same attributes) to
+   * `rx.url/<name>-2`: updates entering `aud-2` export to it only.
+   */
+  secondFlow?: { rateLimit: number };
 }): PoolSetup {
-  const audiences = [AUD_1];
+  const aud2: Audience = { ...AUD_1, id: 'aud-2', name: 'Audience two' };
+  const audiences = o.secondFlow ? [AUD_1, aud2] : [AUD_1];
   const dest = { id: 'dest-1', endpoint: `${o.rx.url}/${o.name}`, retry: POOL.retry, ...(o.destination ?? {}) };
   const flow = {
     id: 'flow-1',
@@ -168,12 +185,14 @@ export function poolFlow(o: {
     attributes: ['bench.pid', 'bench.seq'],
     ...(o.rateLimit !== undefined ? { rateLimit: o.rateLimit } : {}),
   };
+  const dest2 = { ...dest, id: 'dest-2', endpoint: `${o.rx.url}/${o.name}-2` };
+  const flow2 = { ...flow, id: 'flow-2', destination: 'dest-2', audiences: [{ id: 'aud-2', mappingCreatedAt: 10, mappingUpdatedAt: 11 }], rateLimit: o.secondFlow?.rateLimit };
   const config = backboneConfig({
     bb: o.bb,
     name: o.name,
     audiences,
-    destinations: [dest],
-    dataflows: [flow],
+    destinations: o.secondFlow ? [dest, dest2] : [dest],
+    dataflows: o.secondFlow ? [flow, flow2] : [flow],
     ackWaitMs: o.ackWaitMs ?? POOL.ackWaitMs,
     worker: { drainTimeoutMs: 5_000, ...(o.worker ?? {}) },
     logLevel: 'info',
@@ -189,6 +208,7 @@ export function poolFlow(o: {
     cfg,
     config,
     rules: rulesOf(flow, dest),
+    ...(o.secondFlow ? { rules2: rulesOf(flow2, dest2), path2: `/${o.name}-2` } : {}),
     audiences,
     path: `/${o.name}`,
     stream: source.stream as string,
@@ -241,7 +261,14 @@ export async function streamSubjects(bb: Backbone, stream: string): Promise<stri
  * `aud-1`.
  * So every update exports once, and the `bench.seq` of a profile's exports must never go down.
  */
-export function seqWorkload(o: { profiles: number; perProfile: number; prefix: string; seed: number }): ProfileUpdate[] {
+export function seqWorkload(o: {
+  profiles: number;
+  perProfile: number;
+  prefix: string;
+  seed: number;
+  /** The audience the first update enters. @default 'aud-1' */
+  audience?: string;
+}): ProfileUpdate[] {
   const lists: ProfileUpdate[][] = [];
   for (let p = 0; p < o.profiles; p++) {
     const profileId = `${o.prefix}-${p}`;
@@ -252,7 +279,7 @@ export function seqWorkload(o: { profiles: number; perProfile: number; prefix: s
       // snapshot missing one shows an update that was never merged.
       if (j === 0) {
         u.attributes = { bench: { pid: profileId, seq: 1 }, trail: { e0: 1 } };
-        u.segmentMembership = { ups: { 'aud-1': { status: 'realized', lastQualificationTime: '2026-01-01T00:00:00Z' } } };
+        u.segmentMembership = { ups: { [o.audience ?? 'aud-1']: { status: 'realized', lastQualificationTime: '2026-01-01T00:00:00Z' } } };
       } else {
         u.attributes = { bench: { seq: j + 1 }, trail: { [`e${j}`]: 1 } };
       }
@@ -532,6 +559,16 @@ export function fullyOwnedBy(sample: LeaseSample, workers: readonly PoolWorker[]
 }
 
 /**
+ * The pool has settled: the live members are exactly `workers` and every partition's lease is
+ * held by the owner the assignment over them gives it (no move in progress).
+ */
+export function settledOn(sample: LeaseSample, workers: readonly PoolWorker[]): boolean {
+  if (sample.live.length !== workers.length || !workers.every((w) => sample.live.some((id) => w.owns(id)))) return false;
+  const desired = assignPartitions(sample.live, POOL.partitions);
+  return sample.leases.every((l, p) => l !== undefined && l.owner === desired[p]);
+}
+
+/**
  * Watches lease samples for the invariants of single ownership: per partition, an epoch is
  * only ever held by one owner and epochs never go back.
  */
@@ -679,6 +716,36 @@ export async function poolIdle(bb: Backbone, setup: PoolSetup): Promise<boolean>
   return true;
 }
 
+/** `p<n>=<num_redelivered>` of each partition's consumer with redeliveries (for failure logs). */
+export async function redeliveries(bb: Backbone, setup: PoolSetup): Promise<string> {
+  const out: string[] = [];
+  for (let p = 0; p < POOL.partitions; p++) {
+    const st = await consumerState(bb.nats.url, setup.stream, `${setup.durable}-p${p}`).catch(() => null);
+    if (st && st.redelivered > 0) out.push(`p${p}=${st.redelivered}`);
+  }
+  return out.join(' ') || 'none';
+}
+
+/**
+ * The pid of the redis-server listening on `port`, from /proc (its command line, or the
+ * process title redis-server sets, `redis-server 127.0.0.1:<port>`), to stall it with
+ * SIGSTOP / SIGCONT.
+ */
+export function redisServerPid(port: number): number {
+  const names = new RegExp(`redis-server.*(--port ${port}|:${port})(\\s|$)`);
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let cmdline: string;
+    try {
+      cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ').trim();
+    } catch {
+      continue;
+    }
+    if (names.test(cmdline)) return Number(entry);
+  }
+  throw new Error(`no redis-server process listening on port ${port}`);
+}
+
 /** SIGTERMs a worker and waits for its exit; returns the exit code (or the signal). */
 export async function stopGracefully(w: PoolWorker, timeoutMs = 20_000): Promise<number | string> {
   w.kill('SIGTERM');
@@ -692,7 +759,9 @@ export async function stopGracefully(w: PoolWorker, timeoutMs = 20_000): Promise
 }
 
 /** The summary a worker logs when it stops (`worker stopped`, info). */
-export function stoppedSummary(w: PoolWorker): { delivered: number; eventsRead: number } | undefined {
+export function stoppedSummary(
+  w: PoolWorker,
+): { delivered: number; eventsRead: number; dataflows?: Record<string, { delivered: number; failed: number }> } | undefined {
   const line = w.logs().find((l) => l.msg === 'worker stopped');
-  return line?.summary as { delivered: number; eventsRead: number } | undefined;
+  return line?.summary as { delivered: number; eventsRead: number; dataflows?: Record<string, { delivered: number; failed: number }> } | undefined;
 }
