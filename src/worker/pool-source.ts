@@ -60,6 +60,9 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
     maxRetriesPerRequest: 1,
     lazyConnect: false,
   });
+  // Connection errors reach the log through the coordinator's onError; without a listener
+  // ioredis would also print them raw.
+  redis.on('error', () => {});
   let lastRedisWarn = 0;
   const coordinator = createPoolCoordinator({
     redis,
