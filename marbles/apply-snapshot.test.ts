@@ -4,7 +4,7 @@ import { TestScheduler } from 'rxjs/testing';
 import { applyUpdate, emptySnapshot } from '../src/domain/merge.js';
 import type { ProfileSnapshot, ProfileUpdate } from '../src/domain/types.js';
 import { applySnapshot, type AppliedEnvelope } from '../src/operators/apply-snapshot.js';
-import type { Envelope } from '../src/operators/envelope.js';
+import type { Envelope } from '../src/streams/envelope.js';
 import { MemorySnapshotStore } from '../src/stores/memory-snapshot-store.js';
 import type { ApplyContext, ApplyResult, SnapshotStore } from '../src/stores/types.js';
 import { fakeMessage } from '../test/support/messages.js';

@@ -3,7 +3,7 @@ import { from, lastValueFrom, map, toArray, type Observable } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { decodeEvents } from '../src/operators/decode-events.js';
 import { DIVERT_REJECTED_DEFAULTS, divertRejected, type DivertRejectedOptions } from '../src/operators/divert-rejected.js';
-import type { Envelope } from '../src/operators/envelope.js';
+import type { Envelope } from '../src/streams/envelope.js';
 import type { RejectedEvent, RejectedEventStore } from '../src/sinks/types.js';
 import type { SourceMessage } from '../src/streams/types.js';
 import { fakeMessage, type FakeMessage } from '../test/support/messages.js';

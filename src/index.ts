@@ -14,7 +14,7 @@ export * from './errors.js';
 export type { SourceMessage, SourceStatus } from './streams/types.js';
 export { fileSource, type Source, type FileSourceOptions } from './streams/file.js';
 
-export type { Envelope } from './operators/envelope.js';
+export type { Envelope } from './streams/envelope.js';
 export { decodeEvents, type Decoded } from './operators/decode-events.js';
 export { divertRejected } from './operators/divert-rejected.js';
 export { serializeBy } from './operators/serialize-by.js';

@@ -1,7 +1,7 @@
 import { concatMap, from, map, type OperatorFunction } from 'rxjs';
 import { emptySnapshot } from '../domain/merge.js';
 import type { ApplyResult, SnapshotStore } from '../stores/types.js';
-import type { Envelope } from './envelope.js';
+import type { Envelope } from '../streams/envelope.js';
 
 /** An envelope whose update has been merged into the profile's snapshot. */
 export interface AppliedEnvelope extends Envelope {

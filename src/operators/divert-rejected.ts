@@ -15,7 +15,7 @@ import {
 } from 'rxjs';
 import type { RejectedEvent, RejectedEventStore } from '../sinks/types.js';
 import type { Decoded } from './decode-events.js';
-import type { Envelope } from './envelope.js';
+import type { Envelope } from '../streams/envelope.js';
 
 export interface DivertRejectedOptions {
   /** Where rejected events are written (beside the failed requests). */

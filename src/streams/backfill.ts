@@ -4,7 +4,7 @@
  */
 import { Observable } from 'rxjs';
 import type { DataflowRules } from '../domain/types.js';
-import type { Envelope } from '../operators/envelope.js';
+import type { Envelope } from './envelope.js';
 import type { SnapshotStore } from '../stores/types.js';
 import type { SourceMessage } from './types.js';
 

@@ -13,7 +13,7 @@ import { decodeEvents } from '../operators/decode-events.js';
 import { deliverExports, type SettledEnvelope } from '../operators/deliver-exports.js';
 import { detectExports } from '../operators/detect-exports.js';
 import { divertRejected } from '../operators/divert-rejected.js';
-import type { Envelope } from '../operators/envelope.js';
+import type { Envelope } from '../streams/envelope.js';
 import { serializeBy } from '../operators/serialize-by.js';
 import type { ExportSink, RejectedEventStore } from '../sinks/types.js';
 import type { SnapshotStore } from '../stores/types.js';

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Subscription } from 'rxjs';
 import type { DataflowRules, MembershipStatus } from '../../src/domain/types.js';
-import type { Envelope } from '../../src/operators/envelope.js';
+import type { Envelope } from '../../src/streams/envelope.js';
 import { MemorySnapshotStore } from '../../src/stores/memory-snapshot-store.js';
 import { BACKFILL_DEFAULTS, backfillId, backfillSource, type BackfillOptions } from '../../src/streams/backfill.js';
 

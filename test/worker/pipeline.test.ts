@@ -5,7 +5,7 @@ import type { Audience, DataflowRules, MembershipStatus, ProfileUpdate } from '.
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
 import type { SettledEnvelope } from '../../src/operators/deliver-exports.js';
-import type { Envelope } from '../../src/operators/envelope.js';
+import type { Envelope } from '../../src/streams/envelope.js';
 import type { DeliveryOutcome, ExportJob, ExportSink, RejectedEvent, RejectedEventStore } from '../../src/sinks/types.js';
 import { MemorySnapshotStore } from '../../src/stores/memory-snapshot-store.js';
 import type { ApplyContext, ApplyResult } from '../../src/stores/types.js';

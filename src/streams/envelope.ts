@@ -3,7 +3,7 @@
  * stable key) beside the validated update it carried.
  */
 import type { ProfileUpdate } from '../domain/types.js';
-import type { SourceMessage } from '../streams/types.js';
+import type { SourceMessage } from './types.js';
 
 export interface Envelope {
   /** The source message: acknowledged once every export it caused has settled. */
