@@ -13,6 +13,7 @@
  * - `store`: `RedisSnapshotStore.apply` + `confirm` per update (JSON parse, merge, scripts):
  *   the store layer alone.
  */
+import { CAS_LUA, READ_LUA } from '../src/stores/redis-snapshot-store.js';
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
@@ -159,35 +160,7 @@ async function jetstreamCeiling(t: Extract<CeilingTask, { kind: 'jetstream' }>):
   return { kind: 'jetstream', perSecond: (n / ms) * 1000, ops: n, ms, cpuMs, note: `batch ${t.batchSize}, max_ack_pending ${t.maxAckPending}` };
 }
 
-// The two scripts of src/stores/redis-snapshot-store.ts (READ_LUA, CAS_LUA, with the watermark
-// and the partition-lease fence of pool mode), copied because the store does not export them;
-// keep them in step with the store.
-const READ_LUA = `return redis.call('HMGET', KEYS[1], 's', 'v', 'w', ARGV[1])`;
-const CAS_LUA = `
-if ARGV[10] ~= '' and redis.call('GET', ARGV[10]) ~= ARGV[11] then return -1 end
-local v = redis.call('HGET', KEYS[1], 'v')
-if (v or '0') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 's', ARGV[3], 'v', ARGV[2], ARGV[4], ARGV[5])
-if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'w', ARGV[9]) end
-local entered = tonumber(ARGV[7])
-for i = 2, #KEYS do
-  if i - 1 <= entered then redis.call('SADD', KEYS[i], ARGV[6]) else redis.call('SREM', KEYS[i], ARGV[6]) end
-end
-local base = 2 + redis.call('HEXISTS', KEYS[1], 'w')
-local extra = redis.call('HLEN', KEYS[1]) - base - tonumber(ARGV[8])
-if extra > 0 then
-  local all = redis.call('HGETALL', KEYS[1])
-  local replays = {}
-  for i = 1, #all, 2 do
-    if string.sub(all[i], 1, 2) == 'r:' then
-      replays[#replays + 1] = { all[i], tonumber(string.match(all[i + 1], '^{"v":(%d+)')) or 0 }
-    end
-  end
-  table.sort(replays, function(a, b) return a[2] < b[2] end)
-  for i = 1, extra do redis.call('HDEL', KEYS[1], replays[i][1]) end
-end
-return 1
-`;
+// The store's own two scripts (read, compare-and-set with the watermark and the lease fence).
 
 interface Scripts {
   benchRead(key: string, field: string): Promise<[string | null, string | null, string | null, string | null]>;

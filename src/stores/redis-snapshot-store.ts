@@ -71,7 +71,7 @@ const REPLAY_PREFIX = 'r:';
  * Reads what `apply` needs in one round trip: snapshot, version and the replay record of this
  * message key. KEYS[1] profile hash; ARGV[1] replay field.
  */
-const READ_LUA = `return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}', '${FIELD_VERSION}', '${FIELD_WATERMARK}', ARGV[1])`;
+export const READ_LUA = `return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}', '${FIELD_VERSION}', '${FIELD_WATERMARK}', ARGV[1])`;
 
 /**
  * Compare-and-set on the version: writes the new snapshot, version and replay record, moves
@@ -89,7 +89,7 @@ const READ_LUA = `return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}', '${FI
  * pipeline confirms long before that; the bound keeps a stuck profile's record from growing
  * without end. The trimming runs here, next to the data, because it reads every record.
  */
-const CAS_LUA = `
+export const CAS_LUA = `
 if ARGV[10] ~= '' and redis.call('GET', ARGV[10]) ~= ARGV[11] then return -1 end
 local v = redis.call('HGET', KEYS[1], '${FIELD_VERSION}')
 if (v or '0') ~= ARGV[1] then return 0 end
