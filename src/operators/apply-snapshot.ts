@@ -1,5 +1,6 @@
 import { concatMap, from, map, type OperatorFunction } from 'rxjs';
 import { emptySnapshot } from '../domain/merge.js';
+import type { ProfileSnapshot } from '../domain/types.js';
 import type { ApplyResult, SnapshotStore } from '../stores/types.js';
 import type { Envelope } from '../streams/envelope.js';
 
@@ -27,12 +28,7 @@ export function applySnapshot(options: ApplySnapshotOptions): OperatorFunction<E
     if (env.backfill) {
       // Nothing to merge: read the snapshot as it is.
       return from(store.get(env.update.profileId)).pipe(
-        map((snapshot): AppliedEnvelope => ({
-          ...env,
-          applied: snapshot
-            ? { update: env.update, before: snapshot, after: snapshot, replayed: false }
-            : { update: env.update, before: null, after: emptySnapshot(env.update.profileId), replayed: false },
-        })),
+        map((snapshot): AppliedEnvelope => ({ ...env, applied: backfillRead(env, snapshot) })),
       );
     }
     const { key, seq, watermark, fence } = env.msg;
@@ -40,4 +36,14 @@ export function applySnapshot(options: ApplySnapshotOptions): OperatorFunction<E
       map((applied): AppliedEnvelope => ({ ...env, applied })),
     );
   });
+}
+
+/**
+ * What a backfill item "applies": nothing; the snapshot as it is (an empty one when the
+ * profile is unknown). Shared with the fused per-message path of the worker's pipeline.
+ */
+export function backfillRead(env: Envelope, snapshot: ProfileSnapshot | null | undefined): ApplyResult {
+  return snapshot
+    ? { update: env.update, before: snapshot, after: snapshot, replayed: false }
+    : { update: env.update, before: null, after: emptySnapshot(env.update.profileId), replayed: false };
 }

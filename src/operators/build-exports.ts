@@ -25,19 +25,29 @@ export interface BuildExportsOptions {
  * decided$.pipe(buildExports({ dataflows: config.dataflows, audiences: config.audiences }))
  */
 export function buildExports(options: BuildExportsOptions): OperatorFunction<DecidedEnvelope, PlannedEnvelope> {
+  const plan = exportPlanner(options);
+  return map((env) => ({ ...env, jobs: plan(env) }));
+}
+
+/**
+ * The job-building step of {@link buildExports} as a plain function, with the payload rules
+ * prepared once (the fused per-message path of the worker's pipeline calls it directly).
+ * Throws when a decision names a dataflow it has no rules for.
+ */
+export function exportPlanner(options: BuildExportsOptions): (env: DecidedEnvelope) => ExportJob[] {
   const rules = new Map<string, { rules: PayloadRules; destinationId: string }>();
   for (const flow of options.dataflows) {
     rules.set(flow.id, { rules: preparePayloadRules(flow, options.audiences), destinationId: flow.destinationId });
   }
-  return map((env) => {
-    if (env.decisions.length === 0) return { ...env, jobs: [] };
+  return (env) => {
+    if (env.decisions.length === 0) return [];
     const { update } = env;
     const event = eventIdentity(update, env.msg.key);
     const time = eventTime(update);
     const exited = exitedAudiences(env.applied);
     // A replay overtaken by newer updates exports the newest state (never an older one).
     const state = env.applied.latest ? { ...env.applied, after: env.applied.latest } : env.applied;
-    const jobs = env.decisions.map((d): ExportJob => {
+    return env.decisions.map((d): ExportJob => {
       const flow = rules.get(d.dataflowId);
       if (!flow) throw new Error(`no payload rules for dataflow ${d.dataflowId}`);
       return {
@@ -50,6 +60,5 @@ export function buildExports(options: BuildExportsOptions): OperatorFunction<Dec
         guard: env.msg.fence?.isCurrent,
       };
     });
-    return { ...env, jobs };
-  });
+  };
 }

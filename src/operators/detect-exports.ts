@@ -24,16 +24,19 @@ export interface DetectExportsOptions {
  */
 export function detectExports(options: DetectExportsOptions): OperatorFunction<AppliedEnvelope, DecidedEnvelope> {
   const { dataflows } = options;
-  return map((env) => {
-    const b = env.backfill;
-    // A stale redelivery was applied and settled before: it owes nothing.
-    if (env.applied.stale) return { ...env, decisions: [] };
-    if (!b) return { ...env, decisions: decideExports(env.applied, dataflows) };
-    // Backfill: the profile is exported to its dataflow if it is (still) in the audience.
-    const inAudience = isIn(env.applied.after.memberships[b.audienceId]);
-    return {
-      ...env,
-      decisions: inAudience ? [{ dataflowId: b.dataflowId, reasons: ['backfill'], entered: [], exited: [] }] : [],
-    };
-  });
+  return map((env) => ({ ...env, decisions: decisionsFor(env, dataflows) }));
+}
+
+/**
+ * The decision step of {@link detectExports} for one applied envelope, as a plain function
+ * (the fused per-message path of the worker's pipeline calls it directly).
+ */
+export function decisionsFor(env: AppliedEnvelope, dataflows: readonly DataflowRules[]): ExportDecision[] {
+  const b = env.backfill;
+  // A stale redelivery was applied and settled before: it owes nothing.
+  if (env.applied.stale) return [];
+  if (!b) return decideExports(env.applied, dataflows);
+  // Backfill: the profile is exported to its dataflow if it is (still) in the audience.
+  const inAudience = isIn(env.applied.after.memberships[b.audienceId]);
+  return inAudience ? [{ dataflowId: b.dataflowId, reasons: ['backfill'], entered: [], exited: [] }] : [];
 }

@@ -1,22 +1,22 @@
 /**
  * The export pipeline: source messages in, settled (delivered or stored) envelopes out.
- * Built only from the operators; it does not know which stores or sinks it is given.
+ * Built from the operators' steps; it does not know which stores or sinks it is given.
  */
-import { EMPTY, catchError, merge, of, retry, tap, timer, type Observable, type OperatorFunction } from 'rxjs';
+import { EMPTY, Observable, asyncScheduler, merge, tap, timer, type OperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
 import type { Audience, DataflowRules } from '../domain/types.js';
+import { HttpDestinationError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { acknowledge } from '../operators/acknowledge.js';
-import { applySnapshot } from '../operators/apply-snapshot.js';
-import { buildExports } from '../operators/build-exports.js';
+import { backfillRead, type AppliedEnvelope } from '../operators/apply-snapshot.js';
+import { exportPlanner, type PlannedEnvelope } from '../operators/build-exports.js';
 import { decodeEvents } from '../operators/decode-events.js';
-import { deliverExports, type SettledEnvelope } from '../operators/deliver-exports.js';
-import { detectExports } from '../operators/detect-exports.js';
+import type { SettledEnvelope } from '../operators/deliver-exports.js';
+import { decisionsFor, type DecidedEnvelope } from '../operators/detect-exports.js';
 import { divertRejected } from '../operators/divert-rejected.js';
 import type { Envelope } from '../streams/envelope.js';
 import { serializeBy } from '../operators/serialize-by.js';
-import type { ExportSink, RejectedEventStore } from '../sinks/types.js';
-import type { SnapshotStore } from '../stores/types.js';
+import type { DeliveryOutcome, ExportSink, RejectedEventStore } from '../sinks/types.js';
+import type { ApplyResult, SnapshotStore } from '../stores/types.js';
 import type { SourceMessage } from '../streams/types.js';
 
 export interface PipelineOptions {
@@ -36,6 +36,8 @@ export interface PipelineOptions {
   storeRetryMaxMs?: number;
   /** Backfill items (SPEC §8), processed by the same per-profile actors as live updates. */
   backfill$?: Observable<Envelope>;
+  /** Clock of the store step's retry backoff. @default asyncScheduler */
+  scheduler?: SchedulerLike;
 }
 
 /**
@@ -48,13 +50,13 @@ export interface PipelineOptions {
  * source.messages$.pipe(exportPipeline(options)).subscribe()
  */
 export function exportPipeline(options: PipelineOptions): OperatorFunction<SourceMessage, SettledEnvelope> {
-  const { store, metrics, logger } = options;
+  const { store, metrics, logger, sinkFor } = options;
   const retryAfter = options.retryStoreAfterMs ?? 1_000;
   const storeRetryMaxMs = options.storeRetryMaxMs ?? 30_000;
+  const scheduler = options.scheduler ?? asyncScheduler;
+  const { dataflows } = options;
+  const plan = exportPlanner({ dataflows, audiences: options.audiences });
   let storeWarned = 0;
-  // Operators are built once and reused by every actor.
-  // A store failure (Redis down, a conflict storm) is retried in place with backoff, so a
-  // profile's later updates wait behind it and per-profile order holds through the outage.
   const warnStore = (err: unknown, what: string): void => {
     metrics.storeErrors++;
     // One warning per burst of store failures, not one per message.
@@ -63,23 +65,21 @@ export function exportPipeline(options: PipelineOptions): OperatorFunction<Sourc
       logger.warn({ err, code: (err as { code?: string }).code }, what);
     }
   };
-  const applyStep = applySnapshot({ store });
-  const apply = (env$: Observable<Envelope>) =>
-    env$.pipe(
-      applyStep,
-      retry({
-        delay: (err: unknown, n: number) => {
-          // Fenced: this worker lost the partition; the new owner gets the message again.
-          if ((err as { code?: string }).code === 'ERR_FENCED') throw err;
-          warnStore(err, 'snapshot store step failed; retrying');
-          return timer(Math.min(storeRetryMaxMs, 100 * 2 ** Math.min(n, 16)));
-        },
-      }),
-    );
-  const detect = detectExports({ dataflows: options.dataflows });
-  const build = buildExports({ dataflows: options.dataflows, audiences: options.audiences });
-  const deliver = deliverExports({ sinkFor: options.sinkFor });
-  const ack = acknowledge({ store });
+  const settled = (done: SettledEnvelope): void => {
+    metrics.inFlight--;
+    const now = Date.now();
+    for (const o of done.outcomes) {
+      const t = o.job.eventTime;
+      metrics.exportSettled(o.job.dataflowId, o.status, o.attempts, t === undefined ? undefined : (now - t) / 1000);
+    }
+  };
+  const unsettled = (env: Envelope, err: unknown): void => {
+    // Delivery could not settle (fenced, or the failed-request store refused the record): the
+    // message comes back later; the store's replay record finds its exports again.
+    warnStore(err, 'an export could not be settled; the message will be redelivered');
+    metrics.inFlight--;
+    env.msg.nak(retryAfter);
+  };
   const backfill$ = (options.backfill$ ?? EMPTY).pipe(
     tap(() => {
       metrics.backfillItems++;
@@ -113,30 +113,159 @@ export function exportPipeline(options: PipelineOptions): OperatorFunction<Sourc
         key: (env) => env.update.profileId,
         concurrency: options.concurrency,
         project: (env) =>
-          of(env).pipe(
-            apply,
-            detect,
-            build,
-            deliver,
-            ack,
-            tap((settled) => {
-              metrics.inFlight--;
-              const now = Date.now();
-              for (const o of settled.outcomes) {
-                const t = o.job.eventTime;
-                metrics.exportSettled(o.job.dataflowId, o.status, o.attempts, t === undefined ? undefined : (now - t) / 1000);
-              }
-            }),
-            catchError((err: unknown) => {
-              // Delivery could not settle (the failed-request store refused the record): the
-              // message comes back later; the store's replay record finds its exports again.
-              warnStore(err, 'an export could not be settled; the message will be redelivered');
-              metrics.inFlight--;
-              env.msg.nak(retryAfter);
-              return EMPTY;
-            }),
-          ),
+          new Observable<SettledEnvelope>((subscriber) => {
+            const run = new MessageRun(env, subscriber, {
+              store,
+              sinkFor,
+              scheduler,
+              storeRetryMaxMs,
+              plan,
+              dataflows,
+              warnStore,
+              settled,
+              unsettled,
+            });
+            run.apply(0);
+            return () => run.stop();
+          }),
       }),
     );
   };
+}
+
+interface MessageRunDeps {
+  store: SnapshotStore;
+  sinkFor: (dataflowId: string) => ExportSink;
+  scheduler: SchedulerLike;
+  storeRetryMaxMs: number;
+  plan: (env: DecidedEnvelope) => PlannedEnvelope['jobs'];
+  dataflows: readonly DataflowRules[];
+  warnStore: (err: unknown, what: string) => void;
+  settled: (done: SettledEnvelope) => void;
+  unsettled: (env: Envelope, err: unknown) => void;
+}
+
+/**
+ * One message's way through the actor, fused: apply (retried in place) → decide → build →
+ * send every job → confirm → ack. The same steps as the operators `applySnapshot`,
+ * `detectExports`, `buildExports`, `deliverExports` and `acknowledge` (whose own marble
+ * tests pin them), run with promises and direct subscriptions instead of a chain of ~40
+ * operator subscriptions per message: the chain was a fifth of the worker's CPU and most of
+ * its garbage (bench/README.md). The sinks' sends are still subscriptions, so stopping the
+ * run (shutdown, a lost partition) cancels requests in flight and backoff timers.
+ *
+ * No per-message keep-alive timer: the JetStream sources keep every open message alive
+ * (`working()`) themselves.
+ */
+class MessageRun {
+  private stopped = false;
+  private readonly subs: Subscription[] = [];
+
+  constructor(
+    private readonly env: Envelope,
+    private readonly out: { next(v: SettledEnvelope): void; complete(): void; readonly closed: boolean },
+    private readonly deps: MessageRunDeps,
+  ) {}
+
+  stop(): void {
+    this.stopped = true;
+    for (const s of this.subs) s.unsubscribe();
+    this.subs.length = 0;
+  }
+
+  /** The store step, retried in place with backoff: the profile waits, the others go on. */
+  apply(attempt: number): void {
+    const { store } = this.deps;
+    const { env } = this;
+    let result: Promise<ApplyResult>;
+    try {
+      result = env.backfill
+        ? store.get(env.update.profileId).then((snapshot) => backfillRead(env, snapshot))
+        : store.apply(env.update, { key: env.msg.key, seq: env.msg.seq, watermark: env.msg.watermark, fence: env.msg.fence });
+    } catch (err) {
+      result = Promise.reject(err);
+    }
+    result.then(
+      (applied) => {
+        if (!this.stopped) this.decide({ ...this.env, applied });
+      },
+      (err: unknown) => {
+        if (this.stopped) return;
+        // Fenced: this worker lost the partition; the new owner gets the message again.
+        if ((err as { code?: string }).code === 'ERR_FENCED') return this.fail(err);
+        this.deps.warnStore(err, 'snapshot store step failed; retrying');
+        const delay = Math.min(this.deps.storeRetryMaxMs, 100 * 2 ** Math.min(attempt + 1, 16));
+        this.subs.push(timer(delay, this.deps.scheduler).subscribe(() => this.apply(attempt + 1)));
+      },
+    );
+  }
+
+  private decide(applied: AppliedEnvelope): void {
+    let planned: PlannedEnvelope;
+    try {
+      const decided: DecidedEnvelope = { ...applied, decisions: decisionsFor(applied, this.deps.dataflows) };
+      planned = { ...decided, jobs: this.deps.plan(decided) };
+    } catch (err) {
+      return this.fail(err);
+    }
+    const { jobs } = planned;
+    if (jobs.length === 0) return this.acknowledge({ ...planned, outcomes: [] });
+    // Every job (one per dataflow) is sent at once; the message settles when each has an outcome.
+    const outcomes: DeliveryOutcome[] = new Array<DeliveryOutcome>(jobs.length);
+    let left = jobs.length;
+    for (let i = 0; i < jobs.length && !this.stopped; i++) {
+      const job = jobs[i];
+      let got = false;
+      let sink: ExportSink;
+      try {
+        sink = this.deps.sinkFor(job.dataflowId);
+      } catch (err) {
+        return this.fail(err);
+      }
+      this.subs.push(
+        sink.send(job).subscribe({
+          next: (o) => {
+            outcomes[i] = o;
+            got = true;
+          },
+          error: (err: unknown) => this.fail(err),
+          complete: () => {
+            if (this.stopped) return;
+            // A sink that completes without an outcome (e.g. shutting down) must not ack.
+            if (!got) return this.fail(new HttpDestinationError('ERR_NO_OUTCOME', 'a sink completed without an outcome for an export'));
+            if (--left === 0) this.acknowledge({ ...planned, outcomes });
+          },
+        }),
+      );
+    }
+  }
+
+  /** The store forgets the replay record, then the message is acked (see `acknowledge`). */
+  private acknowledge(done: SettledEnvelope): void {
+    const ack = (): void => {
+      if (this.stopped) return;
+      this.stopped = true;
+      this.env.msg.ack();
+      this.deps.settled(done);
+      this.out.next(done);
+      this.out.complete();
+    };
+    // A failing confirm does not hold the ack back: the exports are settled; the store bounds
+    // a leftover replay record.
+    let confirmed: Promise<void>;
+    try {
+      confirmed = this.deps.store.confirm(this.env.update.profileId, this.env.msg.key);
+    } catch {
+      return ack();
+    }
+    confirmed.then(ack, ack);
+  }
+
+  /** The message could not be settled: nak it (it comes back later) and end this run. */
+  private fail(err: unknown): void {
+    if (this.stopped) return;
+    this.stop();
+    this.deps.unsettled(this.env, err);
+    this.out.complete();
+  }
 }

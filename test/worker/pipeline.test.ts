@@ -12,6 +12,7 @@ import type { ApplyContext, ApplyResult } from '../../src/stores/types.js';
 import { backfillId, backfillSource } from '../../src/streams/backfill.js';
 import type { SourceMessage } from '../../src/streams/types.js';
 import { exportPipeline, type PipelineOptions } from '../../src/worker/pipeline.js';
+import { FencedError } from '../../src/errors.js';
 import { fakeMessage, type FakeMessage } from '../support/messages.js';
 
 const audiences: Audience[] = [
@@ -410,5 +411,109 @@ describe('exportPipeline', () => {
     expect(metrics.totals()).toEqual({ delivered: 3, failed: 2 });
     // Failed exports were stored by the sink: their messages are acked like the others.
     for (const m of msgs) expect(m.calls).toEqual(['ack']);
+  });
+
+  it('naks a fenced message at once, without retrying the store step or exporting', async () => {
+    const log: Log = [];
+    let applies = 0;
+    class FencedStore extends MemorySnapshotStore {
+      override apply(update: ProfileUpdate, ctx: ApplyContext): Promise<ApplyResult> {
+        applies++;
+        if (update.profileId === 'p-lost') return Promise.reject(new FencedError('lease lost'));
+        return super.apply(update, ctx);
+      }
+    }
+    const events = [ev('l1', 'p-lost', joins('aud-1')), ev('k1', 'p-kept', joins('aud-1'))];
+    const msgs = messages(log, events);
+    const { jobs, sinkFor, tagOf } = recordingSinks(log, events);
+    const opts = options(log, { sinkFor, store: new FencedStore(), storeRetryMaxMs: 10 });
+    const settled = await run(from(msgs), opts);
+
+    expect(applies).toBe(2);
+    expect(settled.map((s) => s.msg.key)).toEqual(['test:2']);
+    expect(tagsOf(jobs['flow-1'], tagOf)).toEqual(['k1']);
+    expect(msgs[0].calls).toEqual(['nak:1000']);
+    expect(msgs[1].calls).toEqual(['ack']);
+    expect(opts.metrics.inFlight).toBe(0);
+  });
+
+  it('naks a message whose sink completes without an outcome or errors, and goes on with the others', async () => {
+    const log: Log = [];
+    const events = [
+      ev('n1', 'p-1', { segmentMembership: { ups: { 'aud-1': { status: 'realized' }, 'aud-2': { status: 'realized' } } } }),
+      ev('n2', 'p-2', { segmentMembership: { ups: { 'aud-1': { status: 'realized' }, 'aud-2': { status: 'realized' } } } }),
+      ev('n3', 'p-1', { attributes: { person: { name: { firstName: 'x' } } } }),
+    ];
+    const msgs = messages(log, events);
+    const ok = recordingSinks(log, events);
+    let cancelled = 0;
+    const sinkFor = (dataflowId: string): ExportSink => {
+      if (dataflowId === 'flow-1') return ok.sinkFor(dataflowId);
+      return {
+        // flow-2: the first send ends empty (a sink shutting down), the next one errors.
+        send: () => new Observable<DeliveryOutcome>((sub) => {
+          if (log.includes('empty')) sub.error(new Error('sink broke'));
+          else {
+            log.push('empty');
+            sub.complete();
+          }
+          return () => cancelled++;
+        }),
+        close: () => Promise.resolve(),
+      };
+    };
+    const opts = options(log, { sinkFor });
+    const settled = await run(from(msgs), opts);
+
+    // n1 and n2 export to both flows: flow-2 gave no outcome (n1) or errored (n2), so they are
+    // nak'ed and their flow-1 sends are cancelled; n3 (flow-1 only) settles normally.
+    expect(msgs[0].calls).toEqual(['nak:1000']);
+    expect(msgs[1].calls).toEqual(['nak:1000']);
+    expect(msgs[2].calls).toEqual(['ack']);
+    expect(settled.map((s) => s.msg.key)).toEqual(['test:3']);
+    expect(log).toContain('send n1 flow-1');
+    expect(log).toContain('send n2 flow-1');
+    expect(log).not.toContain('settle n1 flow-1');
+    expect(log).not.toContain('settle n2 flow-1');
+    expect(log).toContain('settle n3 flow-1');
+    expect(cancelled).toBe(2);
+    expect(opts.metrics.inFlight).toBe(0);
+    expect(opts.metrics.storeErrors).toBe(2);
+  });
+
+  it('cancels sends in flight and backoff timers when unsubscribed, and acks nothing more', async () => {
+    const log: Log = [];
+    let sendsCancelled = 0;
+    let applies = 0;
+    class DownStore extends MemorySnapshotStore {
+      override apply(update: ProfileUpdate, ctx: ApplyContext): Promise<ApplyResult> {
+        applies++;
+        if (update.profileId === 'p-down') return Promise.reject(Object.assign(new Error('redis down'), { code: 'ERR_STORE' }));
+        return super.apply(update, ctx);
+      }
+    }
+    const events = [ev('s1', 'p-slow', joins('aud-1')), ev('d1', 'p-down', joins('aud-1'))];
+    const msgs = messages(log, events);
+    const sinkFor = (): ExportSink => ({
+      send: () =>
+        new Observable<DeliveryOutcome>(() => {
+          log.push('sending');
+          return () => sendsCancelled++;
+        }),
+      close: () => Promise.resolve(),
+    });
+    const opts = options(log, { sinkFor, store: new DownStore(), storeRetryMaxMs: 20 });
+    const sub = from(msgs).pipe(exportPipeline(opts)).subscribe();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(log).toContain('sending');
+    const appliesAtStop = applies;
+    expect(appliesAtStop).toBeGreaterThanOrEqual(2);
+    sub.unsubscribe();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+
+    expect(sendsCancelled).toBe(1);
+    // The failing profile's backoff stopped with the subscription.
+    expect(applies).toBe(appliesAtStop);
+    for (const m of msgs) expect(m.calls).toEqual([]);
   });
 });
