@@ -16,7 +16,7 @@ export const DEFAULTS = {
   /** Keep-alive connections per destination origin. */
   connections: 64,
   /** Source messages in flight at once in one worker. */
-  maxInFlight: 2_048,
+  maxInFlight: 512,
   /** How long a graceful stop waits for in-flight exports before giving up. */
   drainTimeoutMs: 30_000,
   /** Largest accepted input event, in bytes. */
