@@ -65,6 +65,11 @@ export class ProcSampler {
     this.pids[name] = pid;
   }
 
+  /** Stops sampling `name` (its samples stay): a pid of an exited process may be reused. */
+  remove(name: string): void {
+    delete this.pids[name];
+  }
+
   private sample(): void {
     const s: Sample = { t: Date.now(), cpu: {}, rss: {} };
     for (const [name, pid] of Object.entries(this.pids)) {

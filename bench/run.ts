@@ -2,7 +2,8 @@
  * The benchmark: `npm run bench [-- options]`. Starts nats-server, redis-server and a local
  * receiver; measures the raw ceilings (undici POST loop, JetStream consume+ack, Redis store
  * round trips); runs the worker (`node dist/cli/main.js run`, a child process) in each mode;
- * prints a table, the ratios to the ceilings and PASS/FAIL per target of issue 5.
+ * prints a table, the ratios to the ceilings and PASS/FAIL per target of issue 5. `--workers N`
+ * and the `pool2` mode run several workers of one pool side by side (issue 6).
  * See bench/README.md.
  */
 import { spawn, fork, type ChildProcess } from 'node:child_process';
@@ -14,7 +15,10 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
+import { Redis } from 'ioredis';
 import { ensureStream } from '../src/streams/jetstream.js';
+import { DEFAULTS } from '../src/config/schema.js';
+import { parseLeaseValue, poolKeys } from '../src/worker/pool.js';
 import { partitionDurable } from '../src/worker/pool-source.js';
 import type { CeilingResult, CeilingTask } from './ceilings.js';
 import { workerConfig } from './config.js';
@@ -29,14 +33,16 @@ const ROOT = resolve(HERE, '..');
 const MAIN_JS = join(ROOT, 'dist', 'cli', 'main.js');
 const PRELOAD = join(HERE, 'usage-preload.mjs');
 
-const MODES = ['ceilings', 'drain1', 'drain2', 'steady', 'memory'] as const;
+const MODES = ['ceilings', 'drain1', 'pool2', 'drain2', 'steady', 'memory'] as const;
 type Mode = (typeof MODES)[number];
-const DEFAULT_MODES: Mode[] = ['ceilings', 'drain1', 'drain2', 'steady'];
+// pool2 right after drain1: the two-worker ÷ one-worker ratio compares runs under the same load.
+const DEFAULT_MODES: Mode[] = ['ceilings', 'drain1', 'pool2', 'drain2', 'steady'];
 
 const HELP = `npm run bench [-- options]
 
   --mode LIST         comma-separated: ${MODES.join(', ')}, or all
-                      (default: ${DEFAULT_MODES.join(',')}; memory is long and optional)
+                      (default: ${DEFAULT_MODES.join(',')}; memory is long and optional;
+                      pool2 = drain1 with two worker processes of one pool, whatever --workers says)
   --count N           updates in a drain backlog (default 100000; memory mode: 1000000)
   --profiles N        distinct profiles (default count / 4)
   --rate N            steady mode: offered updates/s (default 8000)
@@ -44,9 +50,11 @@ const HELP = `npm run bench [-- options]
   --warmup S          steady mode: first seconds left out of the latency figures (default 2)
   --rate-limit N      rateLimit of every dataflow (default 10000)
   --connections N     the destination's keep-alive connections; also the undici ceiling's concurrency (default 64)
-  --max-in-flight N   worker.maxInFlight (default 2048)
+  --max-in-flight N   worker.maxInFlight (default 512, the config default)
   --batch-size N      source.batchSize (default 256)
   --partitions N      source.partitions: updates go to <subject>.<partition> (default 16, as the config)
+  --workers N         worker processes of the pool in drain1, drain2, steady and memory (default 1);
+                      all start at once, same config; a drain ends when every one of them exited
   --max-seconds S     a drain is stopped (SIGTERM) after this long; steady waits at most this long
                       for the last exports after the offered load (default 90)
   --ceiling-seconds S measured seconds of the undici ceiling (default 5)
@@ -69,6 +77,8 @@ interface Options {
   maxInFlight: number;
   batchSize: number;
   partitions: number;
+  /** Worker processes of the pool in drain1, drain2, steady and memory (pool2: always 2). */
+  workers: number;
   ceilingSeconds: number;
   maxSeconds: number;
   cpuProf: boolean;
@@ -92,6 +102,7 @@ function parseOptions(): Options {
       'max-in-flight': { type: 'string' },
       'batch-size': { type: 'string' },
       partitions: { type: 'string' },
+      workers: { type: 'string' },
       'ceiling-seconds': { type: 'string' },
       'max-seconds': { type: 'string' },
       'cpu-prof': { type: 'boolean' },
@@ -134,9 +145,10 @@ function parseOptions(): Options {
     warmup: values.warmup === '0' ? 0 : num(values.warmup, 2, 'warmup'),
     rateLimit: num(values['rate-limit'], 10_000, 'rate-limit'),
     connections: Math.floor(num(values.connections, 64, 'connections')),
-    maxInFlight: Math.floor(num(values['max-in-flight'], 2_048, 'max-in-flight')),
+    maxInFlight: Math.floor(num(values['max-in-flight'], DEFAULTS.maxInFlight, 'max-in-flight')),
     batchSize: Math.floor(num(values['batch-size'], 256, 'batch-size')),
     partitions: Math.floor(num(values.partitions, 16, 'partitions')),
+    workers: Math.max(1, Math.floor(num(values.workers, 1, 'workers'))),
     ceilingSeconds: num(values['ceiling-seconds'], 5, 'ceiling-seconds'),
     maxSeconds: num(values['max-seconds'], 90, 'max-seconds'),
     cpuProf: values['cpu-prof'] ?? false,
@@ -332,6 +344,40 @@ function startWorkerProcess(configFile: string, once: boolean, tag: string, work
   return { child, done };
 }
 
+/** The worker processes of one mode: one pool (same config, so same durable and Redis prefix). */
+interface StartedPool {
+  workers: StartedWorker[];
+  /** Their names in the sampler, unique per mode (a name reused across modes would mix two pids' CPU counters). */
+  names: string[];
+  /** Every worker's run, once all of them exited. */
+  done: Promise<WorkerRun[]>;
+  kill(signal: NodeJS.Signals): void;
+}
+
+function startPool(env: Env, configFile: string, once: boolean, tag: string, n: number): StartedPool {
+  const workers: StartedWorker[] = [];
+  const names: string[] = [];
+  // Spawned back to back, so they join the pool at about the same time; whichever takes more
+  // than its share first hands the rest over on a later coordinator tick (the pool's own rebalance).
+  for (let i = 0; i < n; i++) {
+    const wtag = n === 1 ? tag : `${tag}_W${i + 1}`;
+    const w = startWorkerProcess(configFile, once, wtag, env.workDir, env.profDir);
+    const name = `${tag}:worker-${i + 1}`;
+    if (w.child.pid) env.sampler.add(name, w.child.pid);
+    workers.push(w);
+    names.push(name);
+  }
+  const done = Promise.all(
+    workers.map((w, i) =>
+      w.done.then((run) => {
+        env.sampler.remove(names[i]);
+        return run;
+      }),
+    ),
+  );
+  return { workers, names, done, kill: (signal) => workers.forEach((w) => w.child.kill(signal)) };
+}
+
 // ---------------------------------------------------------------------------------------
 // Modes
 
@@ -344,13 +390,29 @@ interface Env {
   profDir?: string;
 }
 
+interface WorkerResult {
+  exitCode: number | null;
+  /** CPU ms over the measured window (sampled), and as % of one core. */
+  cpuMs: number | null;
+  cpuPct: number | null;
+  /** maxRSS at exit (or the highest sampled RSS when it was killed). */
+  peakRssMb: number | null;
+  /** From its `run --once --json` summary (drain modes). */
+  eventsRead?: number;
+  delivered?: number;
+}
+
 interface ModeResult {
   mode: string;
   flows: number;
+  /** Worker processes of the pool. */
+  workers: number;
+  /** Per worker process, in start order. */
+  perWorker: WorkerResult[];
   updates: number;
   expectedExports: number;
   exports: number;
-  /** Worker summary (run --once --json), when it printed one. */
+  /** Worker summary (run --once --json), summed over the workers that printed one (durationMs: the longest). */
   summary?: { eventsRead: number; delivered: number; failed: number; rejected: number; durationMs: number };
   publish: { ms: number; perSecond: number; avgBytes?: number; maxLagMs?: number };
   /** Mean exports/s over the full seconds of the measured window (all dataflows). */
@@ -361,11 +423,17 @@ interface ModeResult {
   updatesPerSecond: number | null;
   latency: LatencyStats;
   windowMs: number;
+  /**
+   * workerMsPerExport: the workers' CPU over the window, summed, ÷ exports in the window;
+   * workerPct: their sum (% of one core; per worker in `perWorker`); workerTotalMs: their whole lifetime, summed.
+   */
   cpu: { workerMsPerExport: number | null; workerPct: number | null; natsPct: number | null; redisPct: number | null; receiverPct: number | null; workerTotalMs: number | null };
+  /** The highest peak RSS of one worker. */
   peakRssMb: number | null;
   rssTimeline?: Array<[number, number]>;
   load: { before: number[]; after: number[] };
   profile?: ProfileSummary;
+  /** 0 when every worker exited with 0; else the first other exit code (null: killed by a signal). */
   exitCode: number | null;
   /** False when the worker was stopped before it delivered every expected export. */
   complete: boolean;
@@ -382,32 +450,68 @@ function pct(ms: number | null, windowMs: number): number | null {
   return ms === null || windowMs <= 0 ? null : round2((ms / windowMs) * 100);
 }
 
+type Summary = NonNullable<ModeResult['summary']>;
+
+/** The `run --once --json` summary a worker printed last, if any. */
+function parseSummary(run: WorkerRun): Summary | undefined {
+  try {
+    const line = run.stdout.trim().split('\n').at(-1);
+    if (line) return JSON.parse(line) as Summary;
+  } catch {
+    /* not --once, or no summary */
+  }
+  return undefined;
+}
+
 function summariseRun(
   env: Env,
   base: { mode: string; flows: number; updates: number; expectedExports: number; publish: ModeResult['publish']; loadBefore: number[] },
   stats: ReceiverStats,
-  run: WorkerRun,
+  pool: { runs: WorkerRun[]; names: string[] },
   window: { from: number; to: number; exports: number },
   latency: LatencyStats,
 ): ModeResult {
   const windowMs = Math.max(1, window.to - window.from);
-  const workerCpu = windowCpu(env, 'worker', window.from, window.to);
-  let summary: ModeResult['summary'];
-  try {
-    const line = run.stdout.trim().split('\n').at(-1);
-    if (line) summary = JSON.parse(line) as ModeResult['summary'];
-  } catch {
-    /* not --once, or no summary */
-  }
+  const summaries = pool.runs.map(parseSummary);
+  const perWorker: WorkerResult[] = pool.runs.map((run, i) => {
+    const cpuMs = windowCpu(env, pool.names[i], window.from, window.to);
+    return {
+      exitCode: run.exitCode,
+      cpuMs,
+      cpuPct: pct(cpuMs, windowMs),
+      peakRssMb: run.usage ? round2(run.usage.maxRssMb) : (env.sampler.maxRss(pool.names[i]) ?? null),
+      eventsRead: summaries[i]?.eventsRead,
+      delivered: summaries[i]?.delivered,
+    };
+  });
+  const sumOf = (xs: Array<number | null>): number | null => (xs.every((x) => x === null) ? null : xs.reduce<number>((a, x) => a + (x ?? 0), 0));
+  const workerCpu = sumOf(perWorker.map((w) => w.cpuMs));
+  const got = summaries.filter((x): x is Summary => x !== undefined);
+  const summary: Summary | undefined = got.length
+    ? {
+        eventsRead: got.reduce((a, x) => a + x.eventsRead, 0),
+        delivered: got.reduce((a, x) => a + x.delivered, 0),
+        failed: got.reduce((a, x) => a + x.failed, 0),
+        rejected: got.reduce((a, x) => a + x.rejected, 0),
+        durationMs: Math.max(...got.map((x) => x.durationMs)),
+      }
+    : undefined;
   const perFlow: ModeResult['perFlow'] = {};
   for (const [k, s] of [['flow-1', stats.f1], ['flow-2', stats.f2]] as const) {
     if (s.count > 0) perFlow[k] = { count: s.count, sustained: s.sustained, maxSliding1s: s.maxSliding1s, perSecond: s.perSecond };
   }
   const exportsInWindow = window.exports;
-  const profile = run.profile ? summariseProfile(run.profile, 25) : undefined;
+  // With --cpu-prof, the first worker's profile is summarised; the others are in the profile folder.
+  const profileFile = pool.runs.find((r) => r.profile)?.profile;
+  const profile = profileFile ? summariseProfile(profileFile, 25) : undefined;
+  const failedRun = pool.runs.find((r) => r.exitCode !== 0);
+  const peaks = perWorker.map((w) => w.peakRssMb).filter((x): x is number => x !== null);
+  const lifetimes = pool.runs.map((r) => (r.usage ? r.usage.userMs + r.usage.systemMs : null));
   return {
     mode: base.mode,
     flows: base.flows,
+    workers: pool.runs.length,
+    perWorker,
     updates: base.updates,
     expectedExports: base.expectedExports,
     exports: stats.all.count,
@@ -425,18 +529,23 @@ function summariseRun(
       natsPct: pct(windowCpu(env, 'nats', window.from, window.to), windowMs),
       redisPct: pct(windowCpu(env, 'redis', window.from, window.to), windowMs),
       receiverPct: pct(windowCpu(env, 'receiver', window.from, window.to), windowMs),
-      workerTotalMs: run.usage ? run.usage.userMs + run.usage.systemMs : null,
+      workerTotalMs: lifetimes.some((x) => x === null) ? null : sumOf(lifetimes),
     },
-    peakRssMb: run.usage ? round2(run.usage.maxRssMb) : (env.sampler.maxRss('worker') ?? null),
+    peakRssMb: peaks.length ? Math.max(...peaks) : null,
     load: { before: base.loadBefore, after: load() },
     profile,
-    exitCode: run.exitCode,
+    exitCode: failedRun ? failedRun.exitCode : 0,
     complete: stats.all.count >= base.expectedExports,
-    errors: run.exitCode === 0 ? undefined : run.stderrTail,
+    errors: failedRun
+      ? pool.runs
+          .map((r, i) => (r.exitCode === 0 ? '' : `${pool.runs.length > 1 ? `worker ${i + 1} (exit ${r.exitCode}):\n` : ''}${r.stderrTail}`))
+          .filter(Boolean)
+          .join('\n')
+      : undefined,
   };
 }
 
-async function drain(env: Env, mode: string, flows: number, count: number): Promise<ModeResult> {
+async function drain(env: Env, mode: string, flows: number, count: number, workers: number): Promise<ModeResult> {
   const tag = `${mode}_${Date.now().toString(36)}`.toUpperCase();
   const stream = `BENCH_${tag}`;
   const subject = `bench.${tag.toLowerCase()}`;
@@ -478,9 +587,11 @@ async function drain(env: Env, mode: string, flows: number, count: number): Prom
   );
   await env.receiver.reset();
   const loadBefore = load();
-  log(`${mode}: draining with ${flows} dataflow(s) at rateLimit ${opts.rateLimit}; expecting ${expected} exports…`);
-  const w = startWorkerProcess(configFile, true, tag, env.workDir, env.profDir);
-  if (w.child.pid) env.sampler.add('worker', w.child.pid);
+  log(`${mode}: draining with ${flows} dataflow(s) at rateLimit ${opts.rateLimit}, ${workers} worker(s); expecting ${expected} exports…`);
+  // `run --once` in pool mode: each worker stops once every partition's consumer has nothing
+  // pending and nothing unacked (watchForEnd in src/worker/backbone.ts), so the drain ends when
+  // the receiver got every export and all of them exited.
+  const w = startPool(env, configFile, true, tag, workers);
   // A drain that stalls is killed: no progress at the receiver for 60 s.
   let lastCount = -1;
   let lastChange = Date.now();
@@ -489,18 +600,21 @@ async function drain(env: Env, mode: string, flows: number, count: number): Prom
       if (c !== lastCount) {
         lastCount = c;
         lastChange = Date.now();
-        if (mode === 'memory') log(`${mode}: … ${c} exports, worker RSS ${env.sampler.samples.at(-1)?.rss.worker?.toFixed(0)} MB`);
+        if (mode === 'memory') {
+          const rss = w.names.map((n) => env.sampler.samples.at(-1)?.rss[n]?.toFixed(0) ?? '?').join(' + ');
+          log(`${mode}: … ${c} exports, worker RSS ${rss} MB`);
+        }
       } else if (Date.now() - lastChange > 60_000) {
-        log(`${mode}: no progress for 60 s; killing the worker`);
-        w.child.kill('SIGKILL');
+        log(`${mode}: no progress for 60 s; killing the worker(s)`);
+        w.kill('SIGKILL');
       }
     });
   }, mode === 'memory' ? 10_000 : 2_000);
   const cap = setTimeout(() => {
-    log(`${mode}: ${opts.maxSeconds} s cap reached; stopping the worker (SIGTERM) and measuring what was delivered`);
-    w.child.kill('SIGTERM');
+    log(`${mode}: ${opts.maxSeconds} s cap reached; stopping the worker(s) (SIGTERM) and measuring what was delivered`);
+    w.kill('SIGTERM');
   }, opts.maxSeconds * 1000);
-  const run = await w.done;
+  const runs = await w.done;
   clearTimeout(cap);
   clearInterval(watchdog);
   const stats = await env.receiver.stats();
@@ -510,23 +624,46 @@ async function drain(env: Env, mode: string, flows: number, count: number): Prom
     env,
     { mode, flows, updates: count, expectedExports: expected, publish: { ms: pub.ms, perSecond: (pub.published / pub.ms) * 1000, avgBytes: pub.bytes / count }, loadBefore },
     stats,
-    run,
+    { runs, names: w.names },
     { from, to, exports: stats.all.count },
     // Latency in a drain is the age of the backlog: reported, but not a target.
     stats.all.latency,
   );
-  if (mode === 'memory') result.rssTimeline = env.sampler.rssTimeline('worker', from, to, Math.max(1_000, (to - from) / 20));
+  // With several workers, the first one's RSS (they hold about the same share of the partitions).
+  if (mode === 'memory') result.rssTimeline = env.sampler.rssTimeline(w.names[0], from, to, Math.max(1_000, (to - from) / 20));
   if (!result.complete) result.note = `stopped at the ${opts.maxSeconds} s cap (raise --max-seconds to drain it all)`;
   return result;
 }
 
-async function steady(env: Env): Promise<ModeResult> {
+/**
+ * Waits until the pool's partition leases are spread over `workers` distinct owners (pool mode
+ * rebalances on the coordinator's tick), at most `timeoutMs`; true when they are.
+ */
+async function waitForSpread(env: Env, durable: string, keyPrefix: string, workers: number, timeoutMs: number): Promise<boolean> {
+  const redis = new Redis(env.redis.url, { maxRetriesPerRequest: 1 });
+  try {
+    const keys = poolKeys({ keyPrefix, pool: durable });
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const values = await redis.mget(Array.from({ length: opts.partitions }, (_, p) => keys.lease(p)));
+      const owners = new Set(values.map((v) => (v === null ? undefined : parseLeaseValue(v)?.owner)));
+      if (!owners.has(undefined) && owners.size >= workers) return true;
+      if (Date.now() > deadline) return false;
+      await sleep(100);
+    }
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function steady(env: Env, workers: number): Promise<ModeResult> {
   const mode = 'steady';
   const flows = 1;
   const tag = `STEADY_${Date.now().toString(36)}`.toUpperCase();
   const stream = `BENCH_${tag}`;
   const subject = `bench.${tag.toLowerCase()}`;
   const durable = `bench-${tag.toLowerCase()}`;
+  const keyPrefix = `hd:${tag.toLowerCase()}:`;
   const total = Math.round(opts.rate * opts.duration);
   const profiles = opts.profiles ?? Math.max(1, Math.floor(total / 4));
   const gen = new EventGenerator({ profiles, prefix: tag.toLowerCase() });
@@ -543,7 +680,7 @@ async function steady(env: Env): Promise<ModeResult> {
         stream,
         subject,
         durable,
-        keyPrefix: `hd:${tag.toLowerCase()}:`,
+        keyPrefix,
         receiverPort: env.receiver.port,
         flows,
         rateLimit: opts.rateLimit,
@@ -557,22 +694,25 @@ async function steady(env: Env): Promise<ModeResult> {
   );
   await env.receiver.reset();
   const loadBefore = load();
-  const w = startWorkerProcess(configFile, false, tag, env.workDir, env.profDir);
-  if (w.child.pid) env.sampler.add('worker', w.child.pid);
-  // Ready when the consumers of every partition exist (the worker creates them once it holds
-  // the partitions' leases), plus a moment.
+  const w = startPool(env, configFile, false, tag, workers);
+  // Ready when the consumers of every partition exist (a worker creates them once it holds
+  // the partitions' leases) and, with several workers, the leases are spread over all of them,
+  // plus a moment.
   const deadline = Date.now() + 30_000;
   for (;;) {
     try {
       for (let p = 0; p < opts.partitions; p++) await jsm.consumers.info(stream, partitionDurable(durable, p));
       break;
     } catch {
-      if (Date.now() > deadline || w.child.exitCode !== null) {
-        w.child.kill('SIGKILL');
-        throw new Error(`steady: the worker did not start:\n${(await w.done).stderrTail}`);
+      if (Date.now() > deadline || w.workers.some((x) => x.child.exitCode !== null)) {
+        w.kill('SIGKILL');
+        throw new Error(`steady: the worker did not start:\n${(await w.done).map((r) => r.stderrTail).join('\n')}`);
       }
       await sleep(100);
     }
+  }
+  if (workers > 1 && !(await waitForSpread(env, durable, keyPrefix, workers, 20_000))) {
+    log(`${mode}: the partitions are not spread over ${workers} workers after 20 s; measuring anyway`);
   }
   await sleep(500);
   await nc.close();
@@ -599,15 +739,15 @@ async function steady(env: Env): Promise<ModeResult> {
     }
     await sleep(100);
   }
-  w.child.kill('SIGTERM');
-  const run = await w.done;
+  w.kill('SIGTERM');
+  const runs = await w.done;
   const since = pub.startedAt + opts.warmup * 1000;
   const stats = await env.receiver.stats(since, pub.endedAt);
   const result = summariseRun(
     env,
     { mode, flows, updates: pub.published, expectedExports: expected, publish: { ms: pub.ms, perSecond: pub.rate, maxLagMs: pub.maxLagMs }, loadBefore },
     stats,
-    run,
+    { runs, names: w.names },
     // CPU per export over the offered window: what the worker spent there ÷ what it delivered there.
     { from: since, to: pub.endedAt, exports: (await env.receiver.between(since, pub.endedAt)).count },
     stats.all.latency,
@@ -681,6 +821,17 @@ function targets(results: ModeResult[], ceilings: Ceilings): Target[] {
       detail: `p99 ${fmt(st.latency.p99)} ms (p50 ${fmt(st.latency.p50)}, p95 ${fmt(st.latency.p95)}); ${fmt(st.exports)}/${fmt(st.expectedExports)} delivered`,
     });
   }
+  // Issue 6: the rate limit is the pool's, not each worker's (one Redis token bucket per dataflow).
+  for (const r of results.filter((x) => x.workers > 1)) {
+    const limit = opts.rateLimit * 1.05;
+    const flows = Object.entries(r.perFlow).sort((a, b) => b[1].maxSliding1s - a[1].maxSliding1s);
+    const top = flows[0];
+    out.push({
+      name: `${r.mode}, ${r.workers} workers: pool-wide never above ${fmt(limit)} in any 1-s window`,
+      pass: top !== undefined && top[1].maxSliding1s <= limit,
+      detail: top === undefined ? 'no exports' : `max ${fmt(top[1].maxSliding1s)} in a sliding 1-s window (${top[0]}; rateLimit ${fmt(opts.rateLimit)} × 1.05)`,
+    });
+  }
   const mem = results.find((r) => r.mode === 'memory');
   if (mem) {
     out.push({
@@ -690,6 +841,39 @@ function targets(results: ModeResult[], ceilings: Ceilings): Target[] {
     });
   }
   return out;
+}
+
+interface WorkerRatio {
+  mode: string;
+  workers: number;
+  /** The one-worker run it is compared with (same dataflows). */
+  base: string;
+  exportsPerSecond: number | null;
+  cpuPerExport: number | null;
+}
+
+/** Each multi-worker backlog run ÷ a one-worker backlog run with the same dataflows in this run (issue 6). */
+function workerRatios(results: ModeResult[]): WorkerRatio[] {
+  const out: WorkerRatio[] = [];
+  for (const r of results) {
+    if (r.workers === 1 || r.mode === 'steady') continue;
+    const b = results.find((x) => x.workers === 1 && x.flows === r.flows && x.mode !== 'steady');
+    if (!b) continue;
+    const div = (x: number | null, y: number | null) => (x === null || y === null || y === 0 ? null : round2(x / y));
+    out.push({
+      mode: r.mode,
+      workers: r.workers,
+      base: b.mode,
+      exportsPerSecond: div(r.sustained, b.sustained),
+      cpuPerExport: div(r.cpu.workerMsPerExport, b.cpu.workerMsPerExport),
+    });
+  }
+  return out;
+}
+
+/** Per-worker CPU % of one core, '+'-separated ("84+79"). */
+function workerPctText(r: ModeResult): string {
+  return r.perWorker.length > 1 ? r.perWorker.map((w) => fmt(w.cpuPct)).join('+') : fmt(r.cpu.workerPct);
 }
 
 function table(ceilings: Ceilings, results: ModeResult[], tgs: Target[], meta: Record<string, unknown>): string {
@@ -714,10 +898,12 @@ function table(ceilings: Ceilings, results: ModeResult[], tgs: Target[], meta: R
     );
   }
   L.push('');
-  L.push('Pipeline (worker = node dist/cli/main.js run, child process)');
+  L.push('Pipeline (worker = node dist/cli/main.js run, child process; wrk = worker processes of the pool)');
+  const pctWidth = Math.max(8, ...results.map((r) => workerPctText(r).length + 1));
   const head = [
     'mode'.padEnd(8),
     'flows',
+    'wrk',
     'updates'.padStart(9),
     'exports'.padStart(9),
     'exp/s sust'.padStart(11),
@@ -727,7 +913,7 @@ function table(ceilings: Ceilings, results: ModeResult[], tgs: Target[], meta: R
     'p95 ms'.padStart(8),
     'p99 ms'.padStart(8),
     'µs CPU/exp'.padStart(11),
-    'worker%'.padStart(8),
+    'worker%'.padStart(pctWidth),
     'nats%'.padStart(6),
     'redis%'.padStart(7),
     'recv%'.padStart(6),
@@ -743,6 +929,7 @@ function table(ceilings: Ceilings, results: ModeResult[], tgs: Target[], meta: R
         [
           r.mode.padEnd(8),
           String(r.flows).padStart(5),
+          String(r.workers).padStart(3),
           fmt(r.updates).padStart(9),
           fmt(r.exports).padStart(9),
           fmt(r.sustained).padStart(11),
@@ -752,7 +939,7 @@ function table(ceilings: Ceilings, results: ModeResult[], tgs: Target[], meta: R
           (backlog ? '(age)' : fmt(r.latency.p95)).padStart(8),
           (backlog ? '(age)' : fmt(r.latency.p99)).padStart(8),
           fmt(r.cpu.workerMsPerExport === null ? null : r.cpu.workerMsPerExport * 1000).padStart(11),
-          fmt(r.cpu.workerPct).padStart(8),
+          workerPctText(r).padStart(pctWidth),
           fmt(r.cpu.natsPct).padStart(6),
           fmt(r.cpu.redisPct).padStart(7),
           fmt(r.cpu.receiverPct).padStart(6),
@@ -763,7 +950,16 @@ function table(ceilings: Ceilings, results: ModeResult[], tgs: Target[], meta: R
   }
   L.push('  (exp/s sust = mean of the full seconds at the receiver; max 1s = most exports of one dataflow in any sliding 1-s window;');
   L.push('   latency = receiver arrival − publish time, steady mode after warm-up; in a drain it is the backlog age, not shown;');
-  L.push('   CPU % of one core over the measured window; peak RSS = the worker\'s maxRSS)');
+  L.push('   µs CPU/exp = all workers\' CPU over the window ÷ exports; CPU % of one core over the measured window, per worker (+);');
+  L.push('   peak RSS = the highest maxRSS of one worker)');
+  for (const r of results) {
+    if (r.workers === 1) continue;
+    const ws = r.perWorker.map(
+      (w, i) =>
+        `#${i + 1} ${w.eventsRead === undefined ? '' : `${fmt(w.eventsRead)} updates read, `}CPU ${fmt(w.cpuPct)}%, peak RSS ${fmt(w.peakRssMb)} MB, exit ${w.exitCode}`,
+    );
+    L.push(`  ${r.mode} workers: ${ws.join('; ')}`);
+  }
   for (const r of results) {
     if (r.note) L.push(`  ! ${r.mode}: ${r.note}`);
     if (r.exports < r.expectedExports || r.exitCode !== 0) {
@@ -775,11 +971,12 @@ function table(ceilings: Ceilings, results: ModeResult[], tgs: Target[], meta: R
       L.push(`  ! ${r.mode}: the publisher fell up to ${fmt(r.publish.maxLagMs)} ms behind its schedule (offered ${fmt(r.publish.perSecond)}/s)`);
     }
   }
-  if (results.length && (c.undici || c.jetstream || c.redis)) {
+  const wr = workerRatios(results);
+  if (results.length && (c.undici || c.jetstream || c.redis || wr.length)) {
     L.push('');
-    L.push('Ratios to the ceilings');
+    L.push(c.undici || c.jetstream || c.redis ? 'Ratios to the ceilings' : 'Ratios');
     for (const r of results) {
-      if (r.mode === 'steady') continue;
+      if (r.mode === 'steady' || !(c.undici || c.jetstream || c.redis)) continue;
       const parts: string[] = [];
       if (c.undici && r.sustained !== null) parts.push(`exports/s ÷ undici ${fmt(r.sustained / c.undici.perSecond, 2)}`);
       if (c.jetstream && r.updatesPerSecond !== null) parts.push(`updates/s ÷ JetStream ${fmt(r.updatesPerSecond / c.jetstream.perSecond, 2)}`);
@@ -790,9 +987,14 @@ function table(ceilings: Ceilings, results: ModeResult[], tgs: Target[], meta: R
       }
       L.push(`  ${r.mode.padEnd(8)} ${parts.join('   ')}`);
     }
+    for (const x of wr) {
+      L.push(
+        `  ${x.mode.padEnd(8)} exports/s ${x.workers} workers ÷ 1 worker (${x.base}) ${fmt(x.exportsPerSecond, 2)}   CPU/export ${x.workers} workers ÷ 1 worker ${fmt(x.cpuPerExport, 2)}×`,
+      );
+    }
   }
   for (const r of results) {
-    if (r.mode === 'drain1' || r.mode === 'memory') {
+    if (r.mode === 'drain1' || r.mode === 'pool2' || r.mode === 'memory') {
       const f = r.perFlow['flow-1'];
       if (f) L.push(`\n  ${r.mode} flow-1 exports per second: ${perSecondText(f.perSecond)}`);
     }
@@ -801,7 +1003,7 @@ function table(ceilings: Ceilings, results: ModeResult[], tgs: Target[], meta: R
     }
   }
   L.push('');
-  L.push('Targets (issue 5)');
+  L.push('Targets (issues 5 and 6)');
   for (const t of tgs) L.push(`  ${t.pass === null ? 'n/a ' : t.pass ? 'PASS' : 'FAIL'}  ${t.name.padEnd(62)} ${t.detail}`);
   for (const r of results) {
     if (r.profile) {
@@ -861,13 +1063,15 @@ async function main(): Promise<void> {
         );
         for (const r of Object.values(ceilings)) log(`ceiling ${r.kind}: ${Math.round(r.perSecond)}/s`);
       } else if (mode === 'drain1') {
-        results.push(await drain(env, 'drain1', 1, drainCount));
+        results.push(await drain(env, 'drain1', 1, drainCount, opts.workers));
+      } else if (mode === 'pool2') {
+        results.push(await drain(env, 'pool2', 1, drainCount, 2));
       } else if (mode === 'drain2') {
-        results.push(await drain(env, 'drain2', 2, drainCount));
+        results.push(await drain(env, 'drain2', 2, drainCount, opts.workers));
       } else if (mode === 'steady') {
-        results.push(await steady(env));
+        results.push(await steady(env, opts.workers));
       } else if (mode === 'memory') {
-        results.push(await drain(env, 'memory', 1, opts.count ?? 1_000_000));
+        results.push(await drain(env, 'memory', 1, opts.count ?? 1_000_000, opts.workers));
       }
       const r = results.at(-1);
       if (r && mode !== 'ceilings') {
@@ -890,7 +1094,8 @@ async function main(): Promise<void> {
   };
   const tgs = targets(results, ceilings);
   if (opts.json) {
-    process.stdout.write(`${JSON.stringify({ meta, ceilings, clientFloorUs: clientFloorUs(ceilings), results, targets: tgs }, null, 2)}\n`);
+    const ratios = { workers: workerRatios(results) };
+    process.stdout.write(`${JSON.stringify({ meta, ceilings, clientFloorUs: clientFloorUs(ceilings), results, ratios, targets: tgs }, null, 2)}\n`);
   } else {
     process.stdout.write(`${table(ceilings, results, tgs, meta)}\n`);
     if (profDir) process.stdout.write(`\n.cpuprofile files in ${profDir} (open in Chrome DevTools or: npx tsx bench/profile.ts FILE)\n`);
