@@ -1,9 +1,9 @@
 import { describe, it, expect, afterEach } from 'vitest';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { firstValueFrom, Observable, of } from 'rxjs';
+import { firstValueFrom, Observable, of, type Subscriber } from 'rxjs';
 import type { DataflowConfig, DestinationConfig } from '../../src/config/load.js';
-import { DeliveryError, StoreError } from '../../src/errors.js';
+import { DeliveryError, HttpDestinationError, StoreError } from '../../src/errors.js';
 import type { AuthProvider } from '../../src/sinks/http/auth/types.js';
 import { verifyWebhook } from '../../src/sinks/http/signing.js';
 import { createSinks, HttpSink, type HttpSinkOptions } from '../../src/sinks/http/sink.js';
@@ -118,6 +118,30 @@ function instantLimiter(): RateLimiter & { acquired: number } {
   };
   return l;
 }
+
+/** Grants only when the test says so (as the Redis limiter may), counting waiters. */
+function manualLimiter(): RateLimiter & { waiting: Array<Subscriber<void>>; acquired: number; gaveUp: number } {
+  const l = {
+    waiting: [] as Array<Subscriber<void>>,
+    acquired: 0,
+    gaveUp: 0,
+    acquire: () =>
+      new Observable<void>((s) => {
+        l.acquired += 1;
+        l.waiting.push(s);
+        return () => {
+          const i = l.waiting.indexOf(s);
+          if (i >= 0) {
+            l.waiting.splice(i, 1);
+            l.gaveUp += 1;
+          }
+        };
+      }),
+  };
+  return l;
+}
+
+const tick = (ms = 20): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 let seq = 0;
 function job(over: Partial<ExportJob> = {}): ExportJob {
@@ -465,6 +489,145 @@ describe('HttpSink against a real HTTP server', () => {
     expect(s.closed).toBe(1);
     expect(outcomes).toEqual([]);
     expect(store.records.size).toBe(0);
+  });
+
+  it('takes a permit granted later (as the Redis limiter may) and sends only then', async () => {
+    const s = await startServer((_h, res) => res.writeHead(200).end());
+    const limiter = manualLimiter();
+    const { sink } = makeSink(destination(s.url), { limiter });
+    const outcomes: DeliveryOutcome[] = [];
+    let completed = false;
+    sink.send(job()).subscribe({ next: (o) => outcomes.push(o), complete: () => (completed = true) });
+    await tick();
+    expect(s.hits).toHaveLength(0);
+    expect(limiter.waiting).toHaveLength(1);
+    const w = limiter.waiting.shift()!;
+    w.next();
+    w.complete();
+    while (!completed) await tick(5);
+    expect(outcomes).toMatchObject([{ status: 'delivered', attempts: 1, statusCode: 200 }]);
+    expect(s.hits).toHaveLength(1);
+  });
+
+  it('unsubscribing while waiting for a permit gives the place up and sends nothing', async () => {
+    const s = await startServer((_h, res) => res.writeHead(200).end());
+    const limiter = manualLimiter();
+    const { sink } = makeSink(destination(s.url), { limiter });
+    const outcomes: DeliveryOutcome[] = [];
+    const sub = sink.send(job()).subscribe((o) => outcomes.push(o));
+    expect(limiter.waiting).toHaveLength(1);
+    sub.unsubscribe();
+    expect(limiter.gaveUp).toBe(1);
+    expect(limiter.waiting).toHaveLength(0);
+    await tick(50);
+    expect(s.hits).toHaveLength(0);
+    expect(outcomes).toEqual([]);
+  });
+
+  it('unsubscribing while the auth headers are pending sends nothing', async () => {
+    const s = await startServer((_h, res) => res.writeHead(200).end());
+    let release!: (h: Record<string, string>) => void;
+    const auth: AuthProvider = {
+      authorize: () => new Promise((r) => (release = r)),
+      invalidate: () => false,
+      close: async () => undefined,
+    };
+    const { sink, store } = makeSink(destination(s.url), { auth });
+    const outcomes: DeliveryOutcome[] = [];
+    const sub = sink.send(job()).subscribe((o) => outcomes.push(o));
+    await tick(5);
+    sub.unsubscribe();
+    release({ authorization: 'Bearer fresh-token' });
+    await tick(50);
+    expect(s.hits).toHaveLength(0);
+    expect(outcomes).toEqual([]);
+    expect(store.records.size).toBe(0);
+  });
+
+  it('completes with no outcome when the limiter completes without a permit', async () => {
+    const s = await startServer((_h, res) => res.writeHead(200).end());
+    const limiter: RateLimiter = { acquire: () => new Observable<void>((sub) => sub.complete()) };
+    const { sink, store } = makeSink(destination(s.url), { limiter });
+    const outcomes: DeliveryOutcome[] = [];
+    let completed = false;
+    sink.send(job()).subscribe({ next: (o) => outcomes.push(o), complete: () => (completed = true) });
+    expect(completed).toBe(true);
+    expect(outcomes).toEqual([]);
+    await tick();
+    expect(s.hits).toHaveLength(0);
+    expect(store.records.size).toBe(0);
+  });
+
+  it('a limiter error fails the attempt like any permanent failure: stored after one attempt', async () => {
+    const s = await startServer((_h, res) => res.writeHead(200).end());
+    const limiter: RateLimiter = {
+      acquire: () => new Observable<void>((sub) => sub.error(new HttpDestinationError('ERR_RATE_LIMITER', 'the redis rate limiter is closed'))),
+    };
+    const { sink, store } = makeSink(destination(s.url), { limiter });
+    const j = job();
+    const out = await firstValueFrom(sink.send(j));
+    expect(out).toMatchObject({ status: 'failed', attempts: 1, code: 'ERR_RATE_LIMITER' });
+    expect(store.records.get(j.idempotencyKey)).toMatchObject({ attempts: 1, lastErrorCode: 'ERR_RATE_LIMITER' });
+    expect(s.hits).toHaveLength(0);
+  });
+
+  it('uses only the first permit of a limiter that emits more than once', async () => {
+    const s = await startServer((_h, res) => res.writeHead(200).end());
+    let acquired = 0;
+    const limiter: RateLimiter = {
+      acquire: () =>
+        new Observable<void>((sub) => {
+          acquired += 1;
+          sub.next();
+          sub.next();
+          sub.complete();
+        }),
+    };
+    const { sink } = makeSink(destination(s.url), { limiter });
+    const outcomes: DeliveryOutcome[] = [];
+    await new Promise<void>((resolve) => sink.send(job()).subscribe({ next: (o) => outcomes.push(o), complete: resolve }));
+    expect(outcomes).toMatchObject([{ status: 'delivered', attempts: 1 }]);
+    expect(acquired).toBe(1);
+    expect(s.hits).toHaveLength(1);
+  });
+
+  it('a guard already lost at the first attempt: nothing sent, FencedError, not stored', async () => {
+    const s = await startServer((_h, res) => res.writeHead(200).end());
+    const { sink, store, limiter } = makeSink(destination(s.url));
+    const err = await firstValueFrom(sink.send(job({ guard: () => false }))).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'ERR_FENCED' });
+    expect(limiter.acquired).toBe(1);
+    expect(s.hits).toHaveLength(0);
+    expect(store.records.size).toBe(0);
+  });
+
+  it('unsubscribing during the retry wait sends no further attempt', async () => {
+    const s = await startServer((_h, res) => res.writeHead(503).end());
+    const retries: number[] = [];
+    const { sink, store } = makeSink(destination(s.url, { retry: { minDelayMs: 100, maxDelayMs: 100, retryAfterMaxMs: 100 } }), {
+      onRetry: (info) => retries.push(info.attempt),
+    });
+    const outcomes: DeliveryOutcome[] = [];
+    const sub = sink.send(job()).subscribe((o) => outcomes.push(o));
+    while (retries.length === 0) await tick(5);
+    sub.unsubscribe();
+    await tick(200);
+    expect(s.hits).toHaveLength(1);
+    expect(retries).toEqual([1]);
+    expect(outcomes).toEqual([]);
+    expect(store.records.size).toBe(0);
+  });
+
+  it('tells onRetry of each retry, counting from the first attempt', async () => {
+    const s = await startServer((_h, res, n) => res.writeHead(n < 3 ? 500 : 200).end());
+    const retries: Array<{ attempt: number; key: string }> = [];
+    const { sink } = makeSink(destination(s.url), { onRetry: (info) => retries.push({ attempt: info.attempt, key: info.job.idempotencyKey }) });
+    const j = job();
+    expect(await firstValueFrom(sink.send(j))).toMatchObject({ status: 'delivered', attempts: 3 });
+    expect(retries).toEqual([
+      { attempt: 1, key: j.idempotencyKey },
+      { attempt: 2, key: j.idempotencyKey },
+    ]);
   });
 
   it('close() closes its transport and auth provider once', async () => {

@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { readFileSync } from 'node:fs';
 import type { DestinationConfig } from '../../src/config/load.js';
-import { buildRequest, USER_AGENT } from '../../src/sinks/http/request.js';
+import { buildRequest, requestBuilder, USER_AGENT } from '../../src/sinks/http/request.js';
 import { verifyWebhook } from '../../src/sinks/http/signing.js';
 import type { ExportJob } from '../../src/sinks/types.js';
 
@@ -98,5 +98,53 @@ describe('buildRequest', () => {
     const s2 = 'whsec_' + Buffer.from('second-secret-second-secret-sec!').toString('base64');
     const req = buildRequest(dest({ signing: { secrets: [s1, s2] } }), job, 1_000_000);
     expect(req.headers['webhook-signature']!.split(' ')).toHaveLength(2);
+  });
+});
+
+describe('requestBuilder', () => {
+  it('builds the request with the headers in buildRequest\'s order, signed or not', () => {
+    const secret = 'whsec_' + Buffer.from('0123456789abcdef0123456789abcdef').toString('base64');
+    const now = Date.UTC(2026, 10, 26, 10, 0, 0);
+    const plain = requestBuilder(dest({ headers: { 'X-Tenant': 'acme', 'User-Agent': 'acme-bot/1', 'Content-Type': 'text/plain' } }))(job, now);
+    expect(plain.url).toBe('https://collector.example.com/profiles?source=aep&v=2');
+    expect(plain.body).toBe(JSON.stringify(job.payload));
+    expect(Object.entries(plain.headers)).toEqual([
+      ['user-agent', 'acme-bot/1'],
+      ['x-tenant', 'acme'],
+      ['content-type', 'application/json'],
+      ['idempotency-key', job.idempotencyKey],
+    ]);
+    const signed = requestBuilder(dest({ signing: { secrets: [secret] } }))(job, now);
+    expect(Object.keys(signed.headers)).toEqual([
+      'user-agent',
+      'x-tenant',
+      'x-api-key',
+      'content-type',
+      'idempotency-key',
+      'webhook-id',
+      'webhook-timestamp',
+      'webhook-signature',
+    ]);
+    expect(signed.headers['webhook-timestamp']).toBe(String(Math.floor(now / 1000)));
+    expect(
+      verifyWebhook({
+        secrets: [secret],
+        id: signed.headers['webhook-id']!,
+        timestamp: signed.headers['webhook-timestamp']!,
+        body: signed.body,
+        signature: signed.headers['webhook-signature']!,
+        now,
+      }),
+    ).toBe(true);
+  });
+
+  it('gives every request its own headers object', () => {
+    const build = requestBuilder(dest());
+    const a = build(job);
+    a.headers.authorization = 'Bearer x';
+    const b = build({ ...job, idempotencyKey: 'k-2' });
+    expect(b.headers.authorization).toBeUndefined();
+    expect(b.headers['idempotency-key']).toBe('k-2');
+    expect(a.headers['idempotency-key']).toBe(job.idempotencyKey);
   });
 });

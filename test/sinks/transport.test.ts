@@ -10,7 +10,7 @@ import type { TLSSocket } from 'node:tls';
 import type { DestinationConfig, ResolvedTls } from '../../src/config/load.js';
 import { DeliveryError } from '../../src/errors.js';
 import type { HttpRequest } from '../../src/sinks/http/request.js';
-import { createTransport, parseRetryAfter, type HttpTransport } from '../../src/sinks/http/transport.js';
+import { Cancellation, createTransport, parseRetryAfter, type HttpTransport } from '../../src/sinks/http/transport.js';
 
 interface Received {
   method: string;
@@ -257,6 +257,91 @@ describe('transport over HTTP', () => {
     setTimeout(() => ac.abort(), 50);
     const err = await failure(p);
     expect(err.message).toBe('request cancelled');
+  });
+
+  it('cancels a request in flight through a Cancellation: socket closed, "request cancelled"', async () => {
+    let closedEarly = 0;
+    const s = await server((_req, res) => {
+      res.on('close', () => {
+        if (!res.writableFinished) closedEarly += 1;
+      });
+    });
+    const c = new Cancellation();
+    const p = transport(dest({ timeoutMs: 5_000 })).send(post(`${s.url}/`), { cancellation: c });
+    while (s.received.length === 0) await new Promise((r) => setTimeout(r, 5));
+    c.cancel();
+    const err = await failure(p);
+    expect(err.code).toBe('ERR_HTTP_CONNECTION');
+    expect(err.message).toBe('request cancelled');
+    for (let i = 0; i < 100 && closedEarly === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(closedEarly).toBe(1);
+    c.cancel(); // idempotent
+  });
+
+  it('sends nothing when the Cancellation (or the signal) was cancelled before send', async () => {
+    const s = await server((_req, res) => res.writeHead(200).end());
+    const t = transport(dest());
+    const c = new Cancellation();
+    c.cancel();
+    expect(c.cancelled).toBe(true);
+    expect((await failure(t.send(post(`${s.url}/`), { cancellation: c }))).message).toBe('request cancelled');
+    const ac = new AbortController();
+    ac.abort();
+    expect((await failure(t.send(post(`${s.url}/`), { signal: ac.signal }))).message).toBe('request cancelled');
+    await new Promise((r) => setTimeout(r, 50));
+    expect(s.received).toHaveLength(0);
+  });
+
+  it('cancelling after the answer changes nothing and keeps the socket', async () => {
+    const s = await server((_req, res) => res.writeHead(200).end('ok'));
+    const t = transport(dest({ connections: 1 }));
+    const c = new Cancellation();
+    expect((await t.send(post(`${s.url}/`), { cancellation: c })).statusCode).toBe(200);
+    c.cancel();
+    expect((await t.send(post(`${s.url}/`))).statusCode).toBe(200);
+    expect(s.connections).toBe(1);
+  });
+
+  it('cancels a request still queued for a socket without sending it', async () => {
+    const s = await server((req, res) => {
+      if (req.url === '/slow') setTimeout(() => res.writeHead(200).end(), 100);
+      else res.writeHead(200).end();
+    });
+    const t = transport(dest({ connections: 1 }));
+    const slow = t.send(post(`${s.url}/slow`));
+    const c = new Cancellation();
+    const queued = t.send(post(`${s.url}/queued`), { cancellation: c });
+    c.cancel();
+    expect((await failure(queued)).message).toBe('request cancelled');
+    expect((await slow).statusCode).toBe(200);
+    expect(s.received.map((r) => r.url)).toEqual(['/slow']);
+  });
+
+  it('ignores 1xx informational answers and resolves on the final one', async () => {
+    const s = await server((_req, res) => {
+      res.writeEarlyHints({ link: '</style.css>; rel=preload; as=style' });
+      res.writeHead(202, { 'x-final': '1' }).end();
+    });
+    const res = await transport(dest()).send(post(`${s.url}/`));
+    expect(res.statusCode).toBe(202);
+    expect(res.headers['x-final']).toBe('1');
+  });
+
+  it('gives up reading an error body past maxDrainBytes: answers with the excerpt, closes the socket', async () => {
+    let n = 0;
+    const s = await server((_req, res) => {
+      n += 1;
+      if (n === 1) res.writeHead(500).end(`huge ${'z'.repeat(2 * 1_048_576)}`);
+      else res.writeHead(200).end();
+    });
+    const t = transport(dest({ connections: 1 }));
+    const err = await failure(t.send(post(`${s.url}/`)));
+    expect(err.statusCode).toBe(500);
+    expect(err.message.startsWith('HTTP 500: huge zzz')).toBe(true);
+    expect(err.message.length).toBeLessThan(300);
+    // the next request needs a new socket: the first one was closed, not drained
+    expect((await t.send(post(`${s.url}/`))).statusCode).toBe(200);
+    expect(s.connections).toBe(2);
   });
 
   it('close() is idempotent', async () => {

@@ -15,7 +15,10 @@ import {
   of,
   take,
   throwError,
+  type Observer,
   type SchedulerLike,
+  type Subscriber,
+  type Unsubscribable,
 } from 'rxjs';
 import { SENSITIVE_HEADER, type AppConfig, type DataflowConfig, type DestinationConfig } from '../../config/load.js';
 import { DeliveryError, FencedError, HttpDestinationError, StoreError } from '../../errors.js';
@@ -26,8 +29,8 @@ import type { DeliveryOutcome, ExportJob, ExportSink, FailedRequest, FailedReque
 import { createAuthProvider, type AuthDeps } from './auth/index.js';
 import type { AuthProvider } from './auth/types.js';
 import { createRedactor, type Redactor } from '../../observability/redact.js';
-import { buildRequest } from './request.js';
-import { createTransport, type HttpTransport, type TransportResponse } from './transport.js';
+import { requestBuilder, type HttpRequest, type RequestBuilder } from './request.js';
+import { Cancellation, createTransport, type HttpTransport, type TransportResponse } from './transport.js';
 
 /** The least a sink needs of a logger (pino's `Logger` fits). */
 export interface SinkLogger {
@@ -84,25 +87,21 @@ export interface HttpSinkOptions {
   onRetry?: (info: RetryInfo & { job: ExportJob }) => void;
 }
 
-/** Runs a promise-returning function as a cold Observable; unsubscribing aborts it. */
-function fromAbortable<T>(fn: (signal: AbortSignal) => Promise<T>): Observable<T> {
+/**
+ * Runs a promise-returning function as a cold Observable; unsubscribing cancels it (the
+ * transport rejects a cancelled or cancelling request, and the result is then ignored).
+ */
+function fromCancellable<T>(fn: (cancellation: Cancellation) => Promise<T>): Observable<T> {
   return new Observable<T>((subscriber) => {
-    const ac = new AbortController();
-    let done = false;
-    fn(ac.signal).then(
+    const cancellation = new Cancellation();
+    fn(cancellation).then(
       (value) => {
-        done = true;
         subscriber.next(value);
         subscriber.complete();
       },
-      (err: unknown) => {
-        done = true;
-        subscriber.error(err);
-      },
+      (err: unknown) => subscriber.error(err),
     );
-    return () => {
-      if (!done) ac.abort();
-    };
+    return () => cancellation.cancel();
   });
 }
 
@@ -112,8 +111,12 @@ function isStatus(err: unknown, status: number): boolean {
 
 function lowerKeys(headers: Record<string, string>): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(headers)) out[k.toLowerCase()] = v;
+  for (const k in headers) out[k.toLowerCase()] = headers[k]!;
   return out;
+}
+
+function fenced(job: ExportJob): FencedError {
+  return new FencedError(`export ${job.idempotencyKey} not sent: this worker no longer holds the profile's partition`);
 }
 
 /**
@@ -163,6 +166,9 @@ export class HttpSink implements ExportSink {
   /** Values of sensitive custom headers, scrubbed from reasons. */
   private readonly staticSecrets: string[];
   private readonly redactor: Redactor;
+  private readonly build: RequestBuilder;
+  /** What a first attempt (`FirstAttempt`) uses of this sink. */
+  private readonly parts: FirstAttemptParts;
   private closed?: Promise<void>;
 
   constructor(options: HttpSinkOptions) {
@@ -185,33 +191,70 @@ export class HttpSink implements ExportSink {
     this.staticSecrets = Object.entries(options.destination.headers)
       .filter(([k, v]) => SENSITIVE_HEADER.test(k) && v.length >= d.minSecretLength)
       .map(([, v]) => v);
+    this.build = requestBuilder(options.destination);
+    this.parts = {
+      limiter: this.limiter,
+      auth: this.auth,
+      transport: this.transport,
+      build: (job) => this.build(job, this.now()),
+      retryFrom: (job, err, used) => this.retryFrom(job, err, used),
+    };
   }
 
   send(job: ExportJob): Observable<DeliveryOutcome> {
-    return defer(() => {
-      let attempts = 0;
-      const secrets = new Set(this.staticSecrets);
-      const { retry } = this.destination;
-      return defer(() => {
-        attempts += 1;
-        return this.attempt(job, true, secrets);
-      }).pipe(
-        retryWithBackoff<TransportResponse>({
-          retries: HTTP_SINK_DEFAULTS.retries,
-          minDelayMs: retry.minDelayMs,
-          maxDelayMs: retry.maxDelayMs,
-          retryAfterMaxMs: retry.retryAfterMaxMs,
-          isRetryable: (err) => err instanceof DeliveryError && err.retryable,
-          retryAfterMs: (err) => (err instanceof DeliveryError ? err.retryAfterMs : undefined),
-          random: this.random,
-          scheduler: this.scheduler,
-          onRetry: this.onRetry ? (info) => this.onRetry?.({ ...info, job }) : undefined,
-        }),
-        map((res): DeliveryOutcome => ({ status: 'delivered', job, attempts, statusCode: res.statusCode })),
-        // Fenced: not a delivery failure, and not to be stored: the new owner exports it.
-        catchError((err: unknown) => (err instanceof FencedError ? throwError(() => err) : this.fail(job, attempts, err, secrets))),
-      );
+    // The first attempt runs without operators (`FirstAttempt`); only a failure builds the
+    // retry chain, which goes on from there exactly as if it had made that attempt itself.
+    return new Observable<DeliveryOutcome>((subscriber) => {
+      const first = new FirstAttempt(this.parts, job, subscriber);
+      first.start();
+      return first;
     });
+  }
+
+  /**
+   * The rest of a delivery whose first attempt failed with `err` (`used`: the auth headers
+   * it was sent with, if it got that far): a renewable 401 resends at once, as part of attempt
+   * 1; then retries with backoff from attempt 2 on, and the outcome or the failed record.
+   */
+  private retryFrom(job: ExportJob, err: unknown, used: Record<string, string> | undefined): Observable<DeliveryOutcome> {
+    return defer(() => {
+      const secrets = new Set(this.staticSecrets);
+      if (used) for (const k in used) rememberSecret(secrets, used[k]!);
+      // What the first attempt's own catchError does (see `attempt`), decided once and now.
+      const first =
+        used !== undefined && isStatus(err, 401) && this.auth.invalidate(used)
+          ? this.attempt(job, false, secrets)
+          : throwError(() => err);
+      return this.deliver(job, secrets, first);
+    });
+  }
+
+  /**
+   * Attempts with backoff: attempt 1 is `first`, every later one `attempt(job, …)`; maps the
+   * result to the outcome, a final failure to `fail` (a fenced job errors instead).
+   */
+  private deliver(job: ExportJob, secrets: Set<string>, first: Observable<TransportResponse>): Observable<DeliveryOutcome> {
+    let attempts = 0;
+    const { retry } = this.destination;
+    return defer(() => {
+      attempts += 1;
+      return attempts === 1 ? first : this.attempt(job, true, secrets);
+    }).pipe(
+      retryWithBackoff<TransportResponse>({
+        retries: HTTP_SINK_DEFAULTS.retries,
+        minDelayMs: retry.minDelayMs,
+        maxDelayMs: retry.maxDelayMs,
+        retryAfterMaxMs: retry.retryAfterMaxMs,
+        isRetryable: (err) => err instanceof DeliveryError && err.retryable,
+        retryAfterMs: (err) => (err instanceof DeliveryError ? err.retryAfterMs : undefined),
+        random: this.random,
+        scheduler: this.scheduler,
+        onRetry: this.onRetry ? (info) => this.onRetry?.({ ...info, job }) : undefined,
+      }),
+      map((res): DeliveryOutcome => ({ status: 'delivered', job, attempts, statusCode: res.statusCode })),
+      // Fenced: not a delivery failure, and not to be stored: the new owner exports it.
+      catchError((err: unknown) => (err instanceof FencedError ? throwError(() => err) : this.fail(job, attempts, err, secrets))),
+    );
   }
 
   /** One attempt: permit → auth headers → request; a renewable 401 is resent once. */
@@ -221,16 +264,15 @@ export class HttpSink implements ExportSink {
       return this.limiter.acquire().pipe(
         take(1),
         concatMap(() =>
-          fromAbortable(async (signal) => {
+          fromCancellable(async (cancellation) => {
             // Pool mode: after a pause past the lease, nothing may go out for this partition.
-            if (job.guard && !job.guard()) {
-              throw new FencedError(`export ${job.idempotencyKey} not sent: this worker no longer holds the profile's partition`);
-            }
+            if (job.guard && !job.guard()) throw fenced(job);
             const authHeaders = lowerKeys(await this.auth.authorize());
             used = authHeaders;
-            for (const v of Object.values(authHeaders)) rememberSecret(secrets, v);
-            const req = buildRequest(this.destination, job, this.now());
-            return this.transport.send({ ...req, headers: { ...req.headers, ...authHeaders } }, { signal });
+            for (const k in authHeaders) rememberSecret(secrets, authHeaders[k]!);
+            const req = this.build(job, this.now());
+            for (const k in authHeaders) req.headers[k] = authHeaders[k]!;
+            return this.transport.send(req, { cancellation });
           }),
         ),
         catchError((err: unknown) =>
@@ -307,6 +349,106 @@ export class HttpSink implements ExportSink {
       if (bad) throw bad.reason;
     });
     return this.closed;
+  }
+}
+
+/** What `FirstAttempt` needs of its sink. */
+interface FirstAttemptParts {
+  readonly limiter: RateLimiter;
+  readonly auth: AuthProvider;
+  readonly transport: HttpTransport;
+  /** The request of a job, without auth headers. */
+  build(job: ExportJob): HttpRequest;
+  /** The rest of the delivery after a failed first attempt (`HttpSink.retryFrom`). */
+  retryFrom(job: ExportJob, err: unknown, used: Record<string, string> | undefined): Observable<DeliveryOutcome>;
+}
+
+/**
+ * The first attempt of one `send`, without operators: this object is the limiter's observer
+ * (taking the first permit, synchronous or later), runs fence check → `authorize()` →
+ * request, emits `delivered` and completes. Any failure (limiter error, fence, auth, HTTP)
+ * hands over to `retryFrom`, subscribed with the same subscriber, so retries, the 401 renewal
+ * and storing follow the usual rules with the attempt count going on from 1. It is also the
+ * teardown: unsubscribing gives up a waiting permit and cancels the request in flight (the
+ * retry chain, subscribed with the same subscriber, is torn down by RxJS).
+ */
+class FirstAttempt implements Observer<void>, Unsubscribable {
+  private permit: Unsubscribable | undefined;
+  private granted = false;
+  /** Unsubscribed, or handed over to the retry chain: this object does nothing more. */
+  private over = false;
+  private readonly cancellation = new Cancellation();
+  /** The auth headers the request went out with (lower-cased). */
+  private used: Record<string, string> | undefined;
+
+  constructor(
+    private readonly parts: FirstAttemptParts,
+    private readonly job: ExportJob,
+    private readonly out: Subscriber<DeliveryOutcome>,
+  ) {}
+
+  start(): void {
+    let sub: Unsubscribable;
+    try {
+      sub = this.parts.limiter.acquire().subscribe(this);
+    } catch (err) {
+      // As inside the retry chain's `defer`: a throwing limiter fails the attempt.
+      if (!this.over) this.handOver(err);
+      return;
+    }
+    // The in-memory bucket grants (and completes) inside subscribe(); a later grant finds `permit` set.
+    if (this.granted || this.over) sub.unsubscribe();
+    else this.permit = sub;
+  }
+
+  /** The limiter granted a permit (only the first one counts, as with `take(1)`). */
+  next(): void {
+    if (this.granted || this.over) return;
+    this.granted = true;
+    this.permit?.unsubscribe();
+    this.permit = undefined;
+    void this.run();
+  }
+
+  error(err: unknown): void {
+    if (!this.granted && !this.over) this.handOver(err);
+  }
+
+  /** The limiter completed: without a permit (shutting down), `send` completes with no outcome. */
+  complete(): void {
+    if (!this.granted && !this.over) this.out.complete();
+  }
+
+  private async run(): Promise<void> {
+    const { job, parts } = this;
+    try {
+      // Pool mode: after a pause past the lease, nothing may go out for this partition.
+      if (job.guard && !job.guard()) throw fenced(job);
+      const authHeaders = lowerKeys(await parts.auth.authorize());
+      this.used = authHeaders;
+      if (this.over) return;
+      const req = parts.build(job);
+      for (const k in authHeaders) req.headers[k] = authHeaders[k]!;
+      // Unsubscribing from here on cancels the request.
+      const res = await parts.transport.send(req, { cancellation: this.cancellation });
+      if (this.over) return;
+      this.out.next({ status: 'delivered', job, attempts: 1, statusCode: res.statusCode });
+      this.out.complete();
+    } catch (err) {
+      if (!this.over) this.handOver(err);
+    }
+  }
+
+  private handOver(err: unknown): void {
+    this.over = true;
+    this.parts.retryFrom(this.job, err, this.used).subscribe(this.out);
+  }
+
+  unsubscribe(): void {
+    this.over = true;
+    this.permit?.unsubscribe();
+    this.permit = undefined;
+    this.cancellation.cancel();
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * The transport: one undici `Agent` per destination (keep-alive, `connections` sockets per
  * origin, no pipelining, the destination's TLS / mTLS settings) and `send`, which makes one
- * request, always drains the response body so sockets are reused, and turns every failure
+ * request through undici's low-level `dispatch()` (a small handler per request, no response
+ * stream), always drains the response body so sockets are reused, and turns every failure
  * into a typed, secret-free `DeliveryError`.
  */
 import { Agent, type Dispatcher } from 'undici';
@@ -33,14 +34,57 @@ export interface TransportResponse {
   headers: Record<string, string | string[] | undefined>;
 }
 
+/**
+ * Cancels one `send` without an AbortController: a plain object, no EventTarget, no
+ * listener (the sink makes one per export). `cancel()` before `send` makes it reject at once
+ * with "request cancelled"; during it, it aborts the request; after it, it does nothing.
+ *
+ * @example
+ * ```ts
+ * const c = new Cancellation();
+ * const p = transport.send(req, { cancellation: c });
+ * c.cancel(); // p rejects with ERR_HTTP_CONNECTION "request cancelled"
+ * ```
+ */
+export class Cancellation {
+  private target: { cancel(): void } | undefined;
+  private done = false;
+
+  /** True once `cancel()` was called. */
+  get cancelled(): boolean {
+    return this.done;
+  }
+
+  cancel(): void {
+    if (this.done) return;
+    this.done = true;
+    this.target?.cancel();
+  }
+
+  /** The transport's hook: `target.cancel()` runs when (or if already) cancelled. */
+  attach(target: { cancel(): void }): void {
+    this.target = target;
+    if (this.done) target.cancel();
+  }
+}
+
+/** How a `send` can be cancelled. */
+export interface SendOptions {
+  /** Aborting it cancels the request. */
+  signal?: AbortSignal;
+  /** Cancelling it cancels the request: the same as `signal`, cheaper. */
+  cancellation?: Cancellation;
+}
+
 export interface HttpTransport {
   /**
    * Sends one request. Resolves on 2xx; rejects with a `DeliveryError` otherwise:
    * `ERR_HTTP_STATUS` (with `statusCode`; retryable for 408, 425, 429, 5xx; `retryAfterMs` on
    * 429/503), `ERR_HTTP_TIMEOUT` (retryable) or `ERR_HTTP_CONNECTION` (retryable). Aborting
-   * `signal` cancels the request.
+   * `signal` or cancelling `cancellation` cancels the request (`ERR_HTTP_CONNECTION`,
+   * "request cancelled").
    */
-  send(req: HttpRequest, options?: { signal?: AbortSignal }): Promise<TransportResponse>;
+  send(req: HttpRequest, options?: SendOptions): Promise<TransportResponse>;
   /** The undici dispatcher, to share the connection pool (e.g. with a same-origin token endpoint). */
   readonly dispatcher: Dispatcher;
   /** Closes the sockets once the requests in flight are done. Idempotent. */
@@ -103,59 +147,36 @@ export function createTransport(options: TransportOptions): HttpTransport {
     });
 
   let lastUrl = '';
-  let lastTarget: { origin: string; path: string } = { origin: '', path: '' };
-  const target = (url: string): { origin: string; path: string } => {
+  let lastTarget: { origin: string; path: string; https: boolean } = { origin: '', path: '', https: false };
+  const target = (url: string): { origin: string; path: string; https: boolean } => {
     if (url !== lastUrl) {
       const u = new URL(url);
-      lastTarget = { origin: u.origin, path: `${u.pathname}${u.search}` };
+      lastTarget = { origin: u.origin, path: `${u.pathname}${u.search}`, https: u.protocol === 'https:' };
       lastUrl = url;
     }
     return lastTarget;
   };
+  const settings: ExchangeSettings = { timeoutMs, now };
 
   let closing: Promise<void> | undefined;
 
-  async function send(req: HttpRequest, opts?: { signal?: AbortSignal }): Promise<TransportResponse> {
-    const outer = opts?.signal;
-    if (outer?.aborted) throw aborted();
-    const { origin, path } = target(req.url);
-    const ac = new AbortController();
-    let timedOut = false;
-    // The overall deadline (queueing + connect + headers + body). Not an operator: a plain timer is fine here.
-    const timer = setTimeout(() => {
-      timedOut = true;
-      ac.abort();
-    }, timeoutMs);
-    timer.unref();
-    const onOuterAbort = (): void => ac.abort();
-    outer?.addEventListener('abort', onOuterAbort, { once: true });
+  function send(req: HttpRequest, opts?: SendOptions): Promise<TransportResponse> {
+    const signal = opts?.signal;
+    const cancellation = opts?.cancellation;
+    if (signal?.aborted || cancellation?.cancelled) return Promise.reject(aborted());
+    let t: { origin: string; path: string; https: boolean };
     try {
-      const res = await dispatcher.request({
-        origin,
-        path,
-        method: req.method,
-        headers: req.headers,
-        body: req.body,
-        signal: ac.signal,
-      });
-      const ok = res.statusCode >= 200 && res.statusCode < 300;
-      const excerpt = await drain(res.body, ok ? 0 : TRANSPORT_DEFAULTS.errorExcerptBytes);
-      if (ok) return { statusCode: res.statusCode, headers: res.headers };
-      throw statusError(res.statusCode, res.headers, excerpt, now());
+      t = target(req.url);
     } catch (err) {
-      if (err instanceof DeliveryError) throw err;
-      if (timedOut) {
-        throw new DeliveryError('ERR_HTTP_TIMEOUT', `no complete answer within ${timeoutMs} ms`, {
-          retryable: true,
-          cause: err,
-        });
-      }
-      if (outer?.aborted) throw aborted(err);
-      throw classify(err, timeoutMs, origin.startsWith('https:'));
-    } finally {
-      clearTimeout(timer);
-      outer?.removeEventListener('abort', onOuterAbort);
+      return Promise.reject(err);
     }
+    return new Promise<TransportResponse>((resolve, reject) => {
+      const ex = new Exchange(settings, t.https, resolve, reject, signal);
+      cancellation?.attach(ex);
+      // undici's low-level API: no Readable body, no async iterator, no AbortController (the
+      // exchange aborts through the controller undici hands it); errors arrive in onResponseError.
+      dispatcher.dispatch({ origin: t.origin, path: t.path, method: req.method, headers: req.headers, body: req.body }, ex);
+    });
   }
 
   return {
@@ -168,31 +189,147 @@ export function createTransport(options: TransportOptions): HttpTransport {
   };
 }
 
-function aborted(cause?: unknown): DeliveryError {
-  return new DeliveryError('ERR_HTTP_CONNECTION', 'request cancelled', { retryable: true, cause });
+/** What every exchange of one transport shares. */
+interface ExchangeSettings {
+  timeoutMs: number;
+  now: () => number;
+}
+
+/** The reason given to undici when we abort a request ourselves (it comes back in onResponseError). */
+function abortReason(): Error {
+  return new DOMException('This operation was aborted', 'AbortError');
+}
+
+function onDeadline(ex: Exchange): void {
+  ex.expire();
 }
 
 /**
- * Reads a body to its end, keeping at most `keep` bytes. A body longer than
- * `maxDrainBytes` is destroyed instead (its socket is closed rather than reused).
+ * One request as an undici `DispatchHandler`, in undici 7's controller style
+ * (`onRequestStart` / `onResponseStart` / `onResponseData` / `onResponseEnd` /
+ * `onResponseError`; the older `onConnect` / `onHeaders` / `onData` / `onComplete` style is
+ * deprecated). Keeps the status, the headers and at most `errorExcerptBytes` of a non-2xx
+ * body; reads (and drops) the rest so the socket is reused, up to `maxDrainBytes`, past which
+ * the request is aborted (the socket is closed instead). Settles its promise once: on the
+ * end of the response, or on undici's error — our own aborts (deadline, cancellation)
+ * included, which undici reports there once the request has reached a socket, as with
+ * `request()` and a signal.
  */
-async function drain(body: AsyncIterable<Buffer> & { destroy(err?: Error): unknown }, keep: number): Promise<string> {
-  const kept: Buffer[] = [];
-  let keptBytes = 0;
-  let total = 0;
-  for await (const chunk of body) {
-    total += chunk.length;
-    if (keptBytes < keep) {
-      const part = chunk.subarray(0, keep - keptBytes);
-      kept.push(part);
-      keptBytes += part.length;
+class Exchange implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | undefined;
+  private statusCode = 0;
+  private headers: Record<string, string | string[] | undefined> = {};
+  /** Kept bytes of a non-2xx body; undefined for 2xx. */
+  private kept: Buffer[] | undefined;
+  private keptBytes = 0;
+  private total = 0;
+  private settled = false;
+  /** Why we aborted the request ourselves, if we did. */
+  private why: 'timeout' | 'cancel' | undefined;
+  /** The overall deadline (queueing + connect + headers + body); a plain timer, not an operator. */
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly settings: ExchangeSettings,
+    private readonly https: boolean,
+    private readonly resolve: (res: TransportResponse) => void,
+    private readonly reject: (err: unknown) => void,
+    private readonly signal: AbortSignal | undefined,
+  ) {
+    this.timer = setTimeout(onDeadline, settings.timeoutMs, this);
+    this.timer.unref();
+    signal?.addEventListener('abort', this, { once: true });
+  }
+
+  /** The caller gave up (`Cancellation`). */
+  cancel(): void {
+    this.abort('cancel');
+  }
+
+  /** The `signal` listener (an object listener: no closure per request). */
+  handleEvent(): void {
+    this.abort('cancel');
+  }
+
+  expire(): void {
+    this.abort('timeout');
+  }
+
+  private abort(why: 'timeout' | 'cancel'): void {
+    if (this.settled || this.why !== undefined) return;
+    this.why = why;
+    // Not on a socket yet: onRequestStart aborts it when it gets one.
+    this.controller?.abort(abortReason());
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    if (this.why !== undefined) controller.abort(abortReason());
+    else this.controller = controller;
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    // 1xx informational answers come first; the real one follows.
+    if (statusCode < 200) return;
+    this.statusCode = statusCode;
+    this.headers = headers;
+    if (statusCode >= 300) this.kept = [];
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.settled) return;
+    this.total += chunk.length;
+    const keep = TRANSPORT_DEFAULTS.errorExcerptBytes;
+    if (this.kept !== undefined && this.keptBytes < keep) {
+      const part = chunk.subarray(0, keep - this.keptBytes);
+      this.kept.push(part);
+      this.keptBytes += part.length;
     }
-    if (total > TRANSPORT_DEFAULTS.maxDrainBytes) {
-      body.destroy();
-      break;
+    if (this.total > TRANSPORT_DEFAULTS.maxDrainBytes) {
+      // Too long to read through: answer with what we have, close the socket.
+      this.finish();
+      controller.abort(abortReason());
     }
   }
-  return keptBytes === 0 ? '' : Buffer.concat(kept).toString('utf8');
+
+  onResponseEnd(): void {
+    this.finish();
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController | undefined, err: Error): void {
+    if (this.settled) return;
+    this.settle();
+    const { timeoutMs } = this.settings;
+    if (this.why === 'timeout') {
+      this.reject(new DeliveryError('ERR_HTTP_TIMEOUT', `no complete answer within ${timeoutMs} ms`, { retryable: true, cause: err }));
+    } else if (this.why === 'cancel') {
+      this.reject(aborted(err));
+    } else {
+      this.reject(classify(err, timeoutMs, this.https));
+    }
+  }
+
+  private finish(): void {
+    if (this.settled) return;
+    this.settle();
+    const { statusCode, headers } = this;
+    if (statusCode >= 200 && statusCode < 300) {
+      this.resolve({ statusCode, headers });
+      return;
+    }
+    const excerpt = this.keptBytes === 0 ? '' : Buffer.concat(this.kept ?? []).toString('utf8');
+    this.reject(statusError(statusCode, headers, excerpt, this.settings.now()));
+  }
+
+  private settle(): void {
+    this.settled = true;
+    this.controller = undefined;
+    clearTimeout(this.timer);
+    this.signal?.removeEventListener('abort', this);
+  }
+}
+
+function aborted(cause?: unknown): DeliveryError {
+  return new DeliveryError('ERR_HTTP_CONNECTION', 'request cancelled', { retryable: true, cause });
 }
 
 /** A short, single-line, printable excerpt of a response body. */
