@@ -24,6 +24,10 @@ export const REDIS_SNAPSHOT_STORE_DEFAULTS = {
   reconnectMaxDelayMs: 1_000,
   /** Profile ids per batch of `members`. */
   batchSize: 500,
+  /** Profiles whose last known snapshot and version the store keeps (0: none). */
+  cacheSize: 10_000,
+  /** Most replay records one confirm script deletes (confirms of one tick beyond go in more scripts). */
+  confirmBatch: 512,
 } as const;
 
 export interface RedisSnapshotStoreOptions {
@@ -43,6 +47,14 @@ export interface RedisSnapshotStoreOptions {
   maxPendingPerProfile?: number;
   /** Command timeout of a client the store creates. @default 5000 */
   commandTimeoutMs?: number;
+  /**
+   * Profiles whose snapshot (JSON and parsed) and version this store last read or wrote are
+   * kept, least recently applied dropped first: `apply` on one of them tries the
+   * compare-and-set directly, without reading first. The version compare-and-set still guards
+   * against other writers (a wrong guess costs what a read would have). About 3 KB per
+   * profile with 1.2 KB snapshots (~30 MB at the default). `0` turns the cache off. @default 10000
+   */
+  cacheSize?: number;
   /**
    * Called with connection errors of the client (ioredis reconnects by itself; the calls made
    * meanwhile reject with `StoreError`). Messages carry no credentials. @default ignore them
@@ -68,20 +80,26 @@ const FIELD_WATERMARK = 'w';
 const REPLAY_PREFIX = 'r:';
 
 /**
- * Reads what `apply` needs in one round trip: snapshot, version and the replay record of this
- * message key. KEYS[1] profile hash; ARGV[1] replay field.
+ * Reads what `apply` needs in one round trip: snapshot, version, watermark and the replay
+ * record of this message key. KEYS[1] profile hash; ARGV[1] replay field.
  */
 export const READ_LUA = `return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}', '${FIELD_VERSION}', '${FIELD_WATERMARK}', ARGV[1])`;
 
 /**
  * Compare-and-set on the version: writes the new snapshot, version and replay record, moves
- * the profile in/out of audience sets, and drops the oldest replay records beyond the bound —
- * or does nothing and returns 0 when the version is not the expected one.
+ * the profile in/out of audience sets, and drops the oldest replay records beyond the bound.
  * KEYS[1] profile hash, KEYS[2..] audience sets (the first ARGV[7] of them gain the profile,
  * the others lose it). ARGV: expected version ('0' when absent), new version, snapshot JSON,
  * replay field, replay record (it starts with {"v":<version>), profile id, number of
  * audiences entered, most replay records kept, watermark ('' for none), fence key and fence
- * value ('' for none: then the write happens only while GET fence key = fence value, else -1).
+ * value ('' for none).
+ *
+ * Returns 1 when written. Writes nothing and returns what `READ_LUA` returns (an array) when
+ * the version is not the expected one, when the replay field exists (a redelivery), or when
+ * the watermark is at or above ARGV[9] (a settled redelivery): the caller decides from that
+ * reply as from a read, so a guessed version costs no extra round trip when it is wrong.
+ * Returns -1 when the fence key does not hold the fence value (checked only before a write,
+ * like the write itself).
  *
  * Dropping a replay record means that message, if it is redelivered after
  * `maxPendingPerProfile` later applications of the same profile all went unconfirmed, is
@@ -90,9 +108,16 @@ export const READ_LUA = `return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}'
  * without end. The trimming runs here, next to the data, because it reads every record.
  */
 export const CAS_LUA = `
-if ARGV[10] ~= '' and redis.call('GET', ARGV[10]) ~= ARGV[11] then return -1 end
 local v = redis.call('HGET', KEYS[1], '${FIELD_VERSION}')
-if (v or '0') ~= ARGV[1] then return 0 end
+local stale = false
+if v and ARGV[9] ~= '' then
+  local w = redis.call('HGET', KEYS[1], '${FIELD_WATERMARK}')
+  stale = w and tonumber(ARGV[9]) <= tonumber(w)
+end
+if (v or '0') ~= ARGV[1] or stale or redis.call('HEXISTS', KEYS[1], ARGV[4]) == 1 then
+  return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}', '${FIELD_VERSION}', '${FIELD_WATERMARK}', ARGV[4])
+end
+if ARGV[10] ~= '' and redis.call('GET', ARGV[10]) ~= ARGV[11] then return -1 end
 redis.call('HSET', KEYS[1], '${FIELD_SNAPSHOT}', ARGV[3], '${FIELD_VERSION}', ARGV[2], ARGV[4], ARGV[5])
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], '${FIELD_WATERMARK}', ARGV[9]) end
 local entered = tonumber(ARGV[7])
@@ -115,12 +140,43 @@ end
 return 1
 `;
 
+/**
+ * Forgets confirmed replay records, many profiles in one round trip: deletes field ARGV[i] of
+ * hash KEYS[i] for every i (a key may repeat). Returns the number of pairs.
+ */
+export const CONFIRM_LUA = `for i = 1, #KEYS do redis.call('HDEL', KEYS[i], ARGV[i]) end
+return #KEYS`;
+
 type ReadReply = [snapshot: string | null, version: string | null, watermark: string | null, replay: string | null];
 
 /** The scripts registered with `defineCommand` (sent as EVALSHA, EVAL on NOSCRIPT). */
 interface ScriptCommands {
   hdSnapshotRead(key: string, replayField: string): Promise<ReadReply>;
-  hdSnapshotCas(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
+  hdSnapshotCas(numKeys: number, ...keysAndArgs: string[]): Promise<number | ReadReply>;
+  hdSnapshotConfirm(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
+}
+
+/**
+ * What `apply` merges into: a profile's snapshot as stored (`raw`, its JSON text, goes into
+ * the replay record as is), parsed, and its version (null: no record yet). Also a cache entry:
+ * the parsed snapshot is shared with callers, which is safe because `applyUpdate` and the
+ * pipeline never mutate a snapshot (the memory store shares its snapshots the same way).
+ */
+interface Known {
+  raw: string | null;
+  snapshot: ProfileSnapshot | null;
+  version: string | null;
+}
+
+/** Confirms collected during one tick, deleted by one script (per `confirmBatch` of them). */
+interface ConfirmBatch {
+  /** Profile ids with a confirm in the batch (an `apply` on one of them sends the batch first). */
+  profiles: Set<string>;
+  keys: string[];
+  fields: string[];
+  done: Promise<void>;
+  resolve: () => void;
+  reject: (err: unknown) => void;
 }
 
 /** A stored replay record: the version this application produced and the snapshot before it. */
@@ -146,11 +202,20 @@ const noop = (): void => {};
  * - `hd:a:<audienceId>` — a set of the profile ids currently *in* the audience (realized or
  *   existing), changed in the same script as the snapshot.
  *
- * `apply` reads the record in one round trip (a small read script), merges, then writes with a
- * compare-and-set script on `v`; on a conflict it reads again (at most `maxConflictRetries`
- * times, then `SnapshotConflictError`). Calls of one store on the same profile run in call
- * order; calls on different profiles share round trips through ioredis auto-pipelining.
- * Scripts go as EVALSHA (loaded once, reloaded by ioredis after a server restart).
+ * `apply` merges into the snapshot this store last read or wrote for the profile when it still
+ * has it (`cacheSize`), else reads the record first (a small read script); then it writes with
+ * a compare-and-set script on `v`. When the version is not the expected one (another writer,
+ * or a cached guess gone stale), or the message turns out to be a redelivery, that script
+ * answers with the record as the read would have, and `apply` decides again from it: at most
+ * `maxConflictRetries` lost compare-and-sets after the first one, then `SnapshotConflictError`.
+ * So a cached profile costs one round trip, an uncached one two. Calls of one store on the same
+ * profile run in call order; calls on different profiles share round trips through ioredis
+ * auto-pipelining. Scripts go as EVALSHA (loaded once, reloaded by ioredis after a server
+ * restart).
+ *
+ * `confirm` calls of one event-loop turn are deleted together by one script (one round trip
+ * for all profiles); each call resolves once that script has run, so "forget the replay
+ * record, then ack" holds as with one `HDEL` per call.
  *
  * While Redis is unreachable, calls reject with `StoreError` (code `ERR_STORE`) within about a
  * second or two (`maxRetriesPerRequest: 1`, `commandTimeoutMs`), and work again once the client
@@ -176,12 +241,25 @@ export class RedisSnapshotStore implements SnapshotStore {
   private readonly maxPending: number;
   /** profile id → the end of the chain of this store's calls on it (call order per profile). */
   private readonly tails = new Map<string, Promise<void>>();
+  /**
+   * profile id → its snapshot and version as this store last read or wrote them, in recency
+   * order (a Map iterates in insertion order: the first entry is the least recently used).
+   * Only a guess: the compare-and-set on the version decides.
+   */
+  private readonly known = new Map<string, Known>();
+  private readonly cacheSize: number;
+  private readonly forgetAll = (): void => this.known.clear();
+  /** Confirms of this tick not sent yet. */
+  private confirms: ConfirmBatch | null = null;
+  /** Confirm scripts sent and not answered yet (`close` waits for them). */
+  private readonly confirming = new Set<Promise<void>>();
 
   constructor(options: RedisSnapshotStoreOptions) {
     const d = REDIS_SNAPSHOT_STORE_DEFAULTS;
     this.keyPrefix = options.keyPrefix ?? d.keyPrefix;
     this.maxConflictRetries = options.maxConflictRetries ?? d.maxConflictRetries;
     this.maxPending = Math.max(1, options.maxPendingPerProfile ?? d.maxPendingPerProfile);
+    this.cacheSize = Math.max(0, Math.floor(options.cacheSize ?? d.cacheSize));
     if (options.redis) {
       this.redis = options.redis;
       this.ownsClient = false;
@@ -198,8 +276,12 @@ export class RedisSnapshotStore implements SnapshotStore {
     // Without a listener ioredis prints every connection error itself.
     this.onError = options.onConnectionError ?? noop;
     this.redis.on('error', this.onError);
+    // A lost connection may mean a restarted server that lost data: versions could then be
+    // reached again with other contents, so no guess made before is trusted after.
+    this.redis.on('close', this.forgetAll);
     this.redis.defineCommand('hdSnapshotRead', { numberOfKeys: 1, lua: READ_LUA });
     this.redis.defineCommand('hdSnapshotCas', { lua: CAS_LUA });
+    this.redis.defineCommand('hdSnapshotConfirm', { lua: CONFIRM_LUA });
     // defineCommand adds methods ioredis can only type through module augmentation.
     this.scripts = this.redis as unknown as ScriptCommands;
   }
@@ -208,8 +290,29 @@ export class RedisSnapshotStore implements SnapshotStore {
     return this.inOrder(update.profileId, () => this.applyNow(update, ctx));
   }
 
-  async confirm(profileId: string, key: string): Promise<void> {
-    await this.call('confirm', () => this.redis.hdel(this.profileKey(profileId), REPLAY_PREFIX + key));
+  /**
+   * Resolves once the replay record is deleted, together with every other confirm of the same
+   * event-loop turn (one script); rejects with `StoreError` when that script fails.
+   */
+  confirm(profileId: string, key: string): Promise<void> {
+    let batch = this.confirms;
+    if (!batch) {
+      let resolve!: () => void;
+      let reject!: (err: unknown) => void;
+      const done = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      const fresh: ConfirmBatch = { profiles: new Set(), keys: [], fields: [], done, resolve, reject };
+      batch = this.confirms = fresh;
+      setImmediate(() => this.flushConfirms(fresh));
+    }
+    batch.profiles.add(profileId);
+    batch.keys.push(this.profileKey(profileId));
+    batch.fields.push(REPLAY_PREFIX + key);
+    const done = batch.done;
+    if (batch.keys.length >= REDIS_SNAPSHOT_STORE_DEFAULTS.confirmBatch) this.flushConfirms(batch);
+    return done;
   }
 
   async get(profileId: string): Promise<ProfileSnapshot | null> {
@@ -262,8 +365,12 @@ export class RedisSnapshotStore implements SnapshotStore {
 
   async close(): Promise<void> {
     await Promise.all([...this.tails.values()]);
+    if (this.confirms) this.flushConfirms(this.confirms);
+    await Promise.all([...this.confirming]);
+    this.known.clear();
     if (!this.ownsClient) {
       this.redis.off('error', this.onError);
+      this.redis.off('close', this.forgetAll);
       return;
     }
     try {
@@ -277,48 +384,106 @@ export class RedisSnapshotStore implements SnapshotStore {
     const { profileId } = update;
     const key = this.profileKey(profileId);
     const replayField = REPLAY_PREFIX + ctx.key;
-    for (let attempt = 1; attempt <= this.maxConflictRetries + 1; attempt++) {
-      const [raw, version, wm, replay] = await this.call('apply', () => this.scripts.hdSnapshotRead(key, replayField));
-      const w = wm === null ? undefined : Number(wm);
-      const current = raw === null ? null : this.parse<ProfileSnapshot>(raw, profileId);
-      if (replay !== null) {
-        const record = this.parse<ReplayRecord>(replay, profileId);
-        const overtaken = ctx.watermark !== undefined && w !== undefined && ctx.watermark < w;
-        const latest = overtaken && current ? current : undefined;
-        return { update, before: record.b, after: applyUpdate(record.b, update), replayed: true, latest };
+    // A confirm of this profile called earlier must take effect first, as if it had been sent
+    // at once: commands leave in order on the one connection.
+    if (this.confirms?.profiles.has(profileId)) this.flushConfirms(this.confirms);
+    try {
+      // A cached guess is one free try: it does not count as a lost compare-and-set.
+      let state = this.known.get(profileId);
+      let guessed = state !== undefined;
+      if (!state) {
+        const decided = this.decide(update, ctx, await this.call('apply', () => this.scripts.hdSnapshotRead(key, replayField)));
+        if ('result' in decided) return decided.result;
+        state = decided;
       }
-      if (current && ctx.watermark !== undefined && w !== undefined && ctx.watermark <= w) {
-        return { update, before: current, after: current, replayed: true, stale: true };
+      for (let lost = 0; ; ) {
+        const { raw, snapshot: before, version } = state;
+        const after = applyUpdate(before, update);
+        const nextVersion = (version === null ? 0 : Number(version)) + 1;
+        const json = JSON.stringify(after);
+        const { entered, exited } = membershipChanges(before, after);
+        const keys = [key, ...entered.map((a) => this.audienceKey(a)), ...exited.map((a) => this.audienceKey(a))];
+        const reply = await this.call('apply', () =>
+          this.scripts.hdSnapshotCas(
+            keys.length,
+            ...keys,
+            version ?? '0',
+            String(nextVersion),
+            json,
+            replayField,
+            // The before snapshot goes in as the stored JSON text: no second stringify.
+            `{"v":${nextVersion},"b":${raw ?? 'null'}}`,
+            profileId,
+            String(entered.length),
+            String(this.maxPending),
+            ctx.watermark === undefined ? '' : String(ctx.watermark),
+            ctx.fence?.key ?? '',
+            ctx.fence?.value ?? '',
+          ),
+        );
+        if (reply === 1) {
+          this.remember(profileId, { raw: json, snapshot: after, version: String(nextVersion) });
+          return { update, before, after, replayed: false };
+        }
+        if (reply === -1) {
+          this.known.delete(profileId);
+          throw new FencedError(`snapshot write for profile ${profileId} refused: this worker no longer holds the partition's lease`);
+        }
+        if (typeof reply === 'number') throw new StoreError(`redis snapshot store: unexpected reply ${reply} to apply`);
+        const decided = this.decide(update, ctx, reply);
+        if ('result' in decided) return decided.result;
+        state = decided;
+        if (guessed) guessed = false;
+        else if (++lost > this.maxConflictRetries) throw new SnapshotConflictError(profileId, lost);
       }
-      const before = current;
-      const after = applyUpdate(before, update);
-      const nextVersion = (version === null ? 0 : Number(version)) + 1;
-      const { entered, exited } = membershipChanges(before, after);
-      const keys = [key, ...entered.map((a) => this.audienceKey(a)), ...exited.map((a) => this.audienceKey(a))];
-      const written = await this.call('apply', () =>
-        this.scripts.hdSnapshotCas(
-          keys.length,
-          ...keys,
-          version ?? '0',
-          String(nextVersion),
-          JSON.stringify(after),
-          replayField,
-          // The before snapshot goes in as the stored JSON text: no second stringify.
-          `{"v":${nextVersion},"b":${raw ?? 'null'}}`,
-          profileId,
-          String(entered.length),
-          String(this.maxPending),
-          ctx.watermark === undefined ? '' : String(ctx.watermark),
-          ctx.fence?.key ?? '',
-          ctx.fence?.value ?? '',
-        ),
-      );
-      if (written === -1) {
-        throw new FencedError(`snapshot write for profile ${profileId} refused: this worker no longer holds the partition's lease`);
-      }
-      if (written === 1) return { update, before, after, replayed: false };
+    } catch (err) {
+      // The write may have landed (a timeout) or another writer won: guess nothing.
+      this.known.delete(profileId);
+      throw err;
     }
-    throw new SnapshotConflictError(profileId, this.maxConflictRetries + 1);
+  }
+
+  /**
+   * From a record as `READ_LUA` returns it: the result of a replay or a settled redelivery, or
+   * the state to merge into. What was read becomes the cached guess either way.
+   */
+  private decide(update: ProfileUpdate, ctx: ApplyContext, reply: ReadReply): { result: ApplyResult } | Known {
+    const [raw, version, wm, replay] = reply;
+    const profileId = update.profileId;
+    const current = raw === null ? null : this.parse<ProfileSnapshot>(raw, profileId);
+    const state: Known = { raw, snapshot: current, version };
+    this.remember(profileId, state);
+    const w = wm === null ? undefined : Number(wm);
+    if (replay !== null) {
+      const record = this.parse<ReplayRecord>(replay, profileId);
+      const overtaken = ctx.watermark !== undefined && w !== undefined && ctx.watermark < w;
+      const latest = overtaken && current ? current : undefined;
+      return { result: { update, before: record.b, after: applyUpdate(record.b, update), replayed: true, latest } };
+    }
+    if (current && ctx.watermark !== undefined && w !== undefined && ctx.watermark <= w) {
+      return { result: { update, before: current, after: current, replayed: true, stale: true } };
+    }
+    return state;
+  }
+
+  /** Makes `state` the profile's cached guess, the most recently used; drops the least recent beyond the bound. */
+  private remember(profileId: string, state: Known): void {
+    if (this.cacheSize === 0) return;
+    this.known.delete(profileId);
+    this.known.set(profileId, state);
+    if (this.known.size > this.cacheSize) this.known.delete(this.known.keys().next().value as string);
+  }
+
+  /** Sends `batch` (once): one script deleting every replay record it holds. */
+  private flushConfirms(batch: ConfirmBatch): void {
+    if (this.confirms !== batch) return; // sent already (it was full, or `close`)
+    this.confirms = null;
+    const sent = this.call('confirm', () => this.scripts.hdSnapshotConfirm(batch.keys.length, ...batch.keys, ...batch.fields)).then(
+      () => batch.resolve(),
+      (err: unknown) => batch.reject(err),
+    );
+    this.confirming.add(sent);
+    void sent.then(() => this.confirming.delete(sent));
   }
 
   /** Runs `task` after every earlier call of this store on the same profile has settled. */

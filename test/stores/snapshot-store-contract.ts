@@ -192,6 +192,32 @@ export function describeSnapshotStoreContract(
       expect(r1.after.attributes).toEqual({ k: 1 });
     });
 
+    it('a confirm called before the next apply of the same key counts even when not awaited yet', async () => {
+      const c = ctx();
+      const update: ProfileUpdate = { profileId: 'p-eager', attributes: { n: 1 } };
+      const first = await store.apply(update, c);
+      const confirmed = store.confirm('p-eager', c.key);
+      const again = await store.apply(update, c);
+      await confirmed;
+      expect(again.replayed).toBe(false);
+      expect(again.before).toEqual(first.after);
+    });
+
+    it('confirms of many profiles and keys at once all forget their keys, and only theirs', async () => {
+      const ids = Array.from({ length: 30 }, (_, i) => `p-many${i}`);
+      const keys = new Map(ids.map((id) => [id, [ctx(), ctx(), ctx()]]));
+      await Promise.all(
+        ids.flatMap((profileId) => keys.get(profileId)!.map((c, n) => store.apply({ profileId, attributes: { [`k${n}`]: n } }, c))),
+      );
+      // The first two keys of every profile confirmed together; the third stays pending.
+      await Promise.all(ids.flatMap((profileId) => keys.get(profileId)!.slice(0, 2).map((c) => store.confirm(profileId, c.key))));
+      for (const profileId of ids) {
+        const [c0, , c2] = keys.get(profileId)!;
+        expect((await store.apply({ profileId, attributes: { k2: 2 } }, c2)).replayed).toBe(true);
+        expect((await store.apply({ profileId, attributes: { k0: 0 } }, c0)).replayed).toBe(false);
+      }
+    });
+
     it('keeps at most maxPendingPerProfile unconfirmed applications: the oldest is forgotten', async () => {
       const contexts = Array.from({ length: maxPending + 1 }, () => ctx());
       const updates = contexts.map((_, i): ProfileUpdate => ({ profileId: 'p-bound', attributes: { [`a${i}`]: i } }));
