@@ -889,7 +889,7 @@ function table(ceilings: Ceilings, results: ModeResult[], tgs: Target[], meta: R
       : `  ${name.padEnd(44)}      n/a`;
   L.push(cl('undici POST loop → receiver', c.undici, 'req/s'));
   L.push(cl('JetStream consume + ack', c.jetstream, 'msg/s'));
-  L.push(cl('Redis: read + CAS scripts + HDEL (bare)', c.redis, 'upd/s'));
+  L.push(cl('Redis: store scripts, cached CAS (bare)', c.redis, 'upd/s'));
   L.push(cl('RedisSnapshotStore apply + confirm', c.store, 'upd/s'));
   const floor = clientFloorUs(c);
   if (floor !== null) {
