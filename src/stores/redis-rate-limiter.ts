@@ -1,7 +1,8 @@
 /**
- * `redisTokenBucket`: the rate limiter of a pool of workers (SPEC §7) — one token bucket in
- * Redis, shared by every worker of the pool, handed out in small batches.
+ * `redisTokenBucket`: the rate limiter of a pool of workers (SPEC §7) — one schedule of send
+ * slots in Redis, shared by every worker of the pool, handed out in small batches.
  */
+import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import { asyncScheduler, Observable, type SchedulerLike, type Subscriber, type Subscription } from 'rxjs';
 import { HttpDestinationError, StoreError } from '../errors.js';
@@ -16,20 +17,22 @@ export interface RedisTokenBucketOptions {
   /** Permits per second for the whole pool; fractional allowed. At most 10,000. */
   rate: number;
   /**
-   * The pool's slack over `rate` in any 1-second window, in permits. Part of it goes to the
-   * Redis bucket's size, the rest covers tokens a worker holds for up to `tokenTtlMs` (see
-   * below). @default max(1, floor(rate * 0.04))
+   * The pool's slack: any 1-second window holds at most `ceil(rate) + burst − 1` permits (as
+   * for `tokenBucket`), whatever the number of workers, the round trip or the event-loop lag.
+   * It pays for `tokenTtlMs`; where it is short of that, the pool runs a little below `rate`
+   * (see the bound below). @default max(1, floor(rate * 0.05)) — at most 5% over `rate`
    */
   burst?: number;
   /**
-   * Most tokens one worker takes per round trip (it asks for fewer when fewer wait). Small,
-   * so that one worker cannot hoard what the others wait for; at most the bucket's size.
-   * @default max(1, ceil(rate / 100)) — 10 ms worth of tokens
+   * Most slots one worker takes per round trip (it asks for fewer when fewer wait). Small,
+   * so that one worker cannot hoard what the others wait for.
+   * @default max(1, ceil(rate / 100)) — 10 ms worth of permits
    */
   reserve?: number;
   /**
-   * How long reserved tokens stay usable, counted from when the request that got them was
-   * sent; tokens not handed out by then are discarded, never used late. @default 20
+   * How long after its slot (a time on the Redis server's clock) a permit may still be
+   * handed out: how long a worker's event loop may stall without losing the slots it holds.
+   * Slots not handed out by then are dropped, never used later. @default 50
    */
   tokenTtlMs?: number;
   /** A Redis call without a reply after this long counts as failed. @default 1000 */
@@ -38,7 +41,10 @@ export interface RedisTokenBucketOptions {
   retryMinDelayMs?: number;
   /** Longest pause between two attempts while Redis fails. @default 1000 */
   retryMaxDelayMs?: number;
-  /** Clock and timer. @default asyncScheduler */
+  /**
+   * Timers. Time itself is read from the system clock (`performance`), since slots are times
+   * on the Redis server's clock. @default asyncScheduler
+   */
   scheduler?: SchedulerLike;
   /** Told of every failed Redis call (a `StoreError` with the cause attached). @default ignore */
   onError?: (err: StoreError) => void;
@@ -46,9 +52,21 @@ export interface RedisTokenBucketOptions {
 
 /** The defaults of `redisTokenBucket`, named in one place. */
 export const REDIS_TOKEN_BUCKET_DEFAULTS = {
-  burst: TOKEN_BUCKET_DEFAULTS.burst,
+  burst: (rate: number): number => Math.max(1, Math.floor(rate * 0.05)),
   reserve: (rate: number): number => Math.max(1, Math.ceil(rate / 100)),
-  tokenTtlMs: 20,
+  tokenTtlMs: 50,
+  /**
+   * How far behind Redis's clock the first slot of an idle schedule may lie: after an idle
+   * spell, or a stall of every worker, the pool catches up that much at once. The rest of
+   * `tokenTtlMs` is the time the reply has to be handled in before those slots are too old.
+   */
+  catchUpMs: (tokenTtlMs: number): number => Math.max(tokenTtlMs / 2, tokenTtlMs - 10),
+  /**
+   * How far ahead of Redis's clock a batch may start: a worker gets its next batch before its
+   * last one runs out, and the pool's schedule runs on through a stall of every worker of up to
+   * `aheadMs + catchUpMs` (only the slots more than `tokenTtlMs` old by its end are lost).
+   */
+  aheadMs: (tokenTtlMs: number): number => tokenTtlMs / 2,
   requestTimeoutMs: 1_000,
   retryMinDelayMs: 25,
   retryMaxDelayMs: 1_000,
@@ -60,40 +78,41 @@ export const REDIS_TOKEN_BUCKET_DEFAULTS = {
 export type RedisTokenBucket = RateLimiter & { close(): void };
 
 /**
- * Refills the bucket by the time elapsed on the Redis server's clock (`TIME`: every worker
- * shares it) and takes ARGV[3] tokens if that many are in, all or none. KEYS[1] the bucket (a
- * hash: `n` tokens, `t` time of the last refill in µs). ARGV: rate per second, size, tokens
- * wanted, key lifetime in ms (a key gone is a full bucket, as it would be by then).
- * Returns { tokens granted, µs until the wanted tokens are in (0 when granted) }.
- * Nothing is written when nothing is granted (the refill is recomputed from `t` next time).
+ * Hands out ARGV[2] send slots, spaced ARGV[1] µs apart on the Redis server's clock (`TIME`:
+ * every worker shares it), if the first is at most ARGV[4] µs ahead of now. KEYS[1] is a hash
+ * whose field `tat` is the next free slot (µs); a key gone is an idle schedule. The first slot
+ * is the next free one, or ARGV[3] µs before now if that is later (an idle schedule lends no
+ * more than that). Slots only ever move forward, so any two are at least ARGV[1] apart.
+ * Returns { slots granted, Redis time in µs, µs from then to the first slot (a string: it has
+ * a fraction) } — when nothing is granted, the last is how long until the next free slot is
+ * close enough. Nothing is written then. The key lives until the schedule is idle again
+ * (`tat` behind `now − ARGV[3]`) and a second more, so a key that expires never lets a new slot
+ * come closer than ARGV[1] to one handed out.
  */
 const TAKE_LUA = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local rate = tonumber(ARGV[1])
-local size = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
-local s = redis.call('HMGET', KEYS[1], 'n', 't')
-local n = tonumber(s[1])
-local last = tonumber(s[2])
-if n == nil or last == nil then
-  n = size
-elseif now > last then
-  n = math.min(size, n + (now - last) * rate / 1000000)
-else
-  n = math.min(size, n)
+local interval = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local back = tonumber(ARGV[3])
+local ahead = tonumber(ARGV[4])
+local first = now - back
+local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '')
+if tat ~= nil and tat > first then
+  first = tat
 end
-if n < want then
-  return { 0, math.ceil((want - n) * 1000000 / rate) }
+if first > now + ahead then
+  return { 0, now, string.format('%.17g', first - ahead - now) }
 end
-redis.call('HSET', KEYS[1], 'n', string.format('%.17g', n - want), 't', string.format('%.17g', now))
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return { want, 0 }
+tat = first + want * interval
+redis.call('HSET', KEYS[1], 'tat', string.format('%.17g', tat))
+redis.call('PEXPIRE', KEYS[1], math.ceil((tat - now + back) / 1000) + 1000)
+return { want, now, string.format('%.17g', first - now) }
 `;
 
 /** The script registered with `defineCommand` (sent as EVALSHA, EVAL on NOSCRIPT). */
 interface ScriptCommands {
-  hdRateLimitTake(key: string, rate: string, size: string, want: string, keyTtlMs: string): Promise<[number, number]>;
+  hdRateLimitSlots(key: string, intervalUs: string, want: string, backUs: string, aheadUs: string): Promise<[number, number, string]>;
 }
 
 /** A queued `acquire()`: a doubly linked node, so giving the place up is O(1). */
@@ -105,27 +124,72 @@ interface Waiter {
   queued: boolean;
 }
 
+/** Slots `first + i × interval` (Redis clock, ms) for `i` in `used … count − 1`. */
+interface Batch {
+  first: number;
+  count: number;
+  used: number;
+}
+
 /**
- * A token bucket in Redis for a whole pool: the bucket (`burst − rate × tokenTtl` tokens,
- * refilled at `rate` by the Redis server's clock) is changed only by a Lua script, which takes
- * up to `reserve` tokens at a time, all or none, and otherwise says how long until they are
- * in. Each worker keeps the tokens it took and hands them to its `acquire()` waiters first in,
- * first out; when they run out and waiters remain, it asks again (one request in flight per
- * worker) or first waits the advised time, through `scheduler`. A worker asks for no more
- * than it has waiters, so tokens rarely sit unused; one that does (its waiter gave up) is
- * discarded `tokenTtlMs` after its request was sent, never used late.
+ * Margins (ms) for sums of floating-point times: a slot's usable span is narrowed by
+ * `EPSILON_MS` on both sides, and the slots' spacing is widened by `SPACING_MARGIN_MS` (Redis
+ * keeps µs times near 1.7e15, to a quarter µs).
+ */
+const EPSILON_MS = 0.01;
+const SPACING_MARGIN_MS = 0.001;
+/**
+ * How fast the offset between this host's clock and the Redis server's may drift, as a
+ * fraction (500 ppm: more than NTP ever slews); a measured offset widens by it as it ages.
+ */
+const MAX_DRIFT = 5e-4;
+
+/** Wall-clock time in ms with sub-ms precision, monotonic (the offset to Redis is measured). */
+const systemClock = (): number => performance.timeOrigin + performance.now();
+
+/**
+ * A token bucket in Redis for a whole pool, kept as a schedule (GCRA): Redis hands out send
+ * slots — times on its own clock, spaced `I` ms apart, pool-wide — and each worker hands its
+ * slots to its `acquire()` waiters, first in, first out, each no earlier than its slot and no
+ * later than `tokenTtlMs` (T) after it. A Lua script gives `reserve` slots at a time (fewer
+ * when fewer wait), from the next free one, or from up to `catchUpMs` back when the schedule
+ * is idle, as long as that is at most `aheadMs` ahead; otherwise it says how long until it is.
+ * A worker asks for no more slots than it has waiters beyond the slots it holds (one request
+ * in flight), so slots rarely go unused; it waits for a held slot with one timer, and for the
+ * advised time with another, through `scheduler`.
  *
- * The bound: a permit is handed out no earlier than Redis granted its token and at most
- * `tokenTtlMs` later, so any 1-second window of the pool's permits holds tokens the bucket
- * granted within `1 s + tokenTtlMs`: at most `size + rate × (1 + tokenTtlMs/1000)` =
- * `burst + rate` (when `burst ≥ 1 + rate × tokenTtlMs/1000`; else `1 + rate × 1.02`) — within
- * SPEC §7's 5% with the defaults. Under steady demand the pool drains at `rate`: the bucket
- * holds a batch or two, so a worker that is a round trip late loses nothing. Round trips: about
- * one per `reserve` permits per worker, plus a few that find the bucket short.
+ * Slots are times on the Redis clock, so a worker measures the offset to its own: every reply
+ * carries Redis's `TIME`, read inside the script, which ran after the request was sent and
+ * before its reply was handled, so the offset lies in `[redisTime − handled, redisTime − sent]`.
+ * The worker intersects these intervals (each widened by 500 ppm per ms of age for drift; an
+ * empty intersection — a clock step — starts over) and hands slot `s` out only between
+ * `s − offsetLow` and `s + T − offsetHigh` on its own clock: within `[s, s + T]` on Redis's,
+ * whatever the offset truly is. A reply handled late (an event loop stalled on a loaded
+ * machine) therefore costs nothing by being late, and a stall costs only the slots that are
+ * more than T old when it ends. (Before, tokens lived 20 ms from the request's send: every
+ * stall longer than that discarded the tokens in flight, and a pool stalled often by a loaded
+ * machine delivered a third of its rate.)
  *
- * While Redis fails or does not answer, waiters wait (no permit without a token: fail closed),
- * `onError` is told, and the worker retries with a doubling pause (`retryMinDelayMs` …
- * `retryMaxDelayMs`) until Redis answers again. Unsubscribing a waiter gives its place up.
+ * The bound: any two slots are at least `I = max(1000/rate, (1000 + T)/M)` ms apart, with
+ * `M = ceil(rate) + burst − 1`, and a permit is handed out within T after its slot. So the
+ * permits the whole pool hands out in any 1-second window `[a, a + 1000)` have their slots in
+ * `[a − T, a + 1000)`, which holds at most `ceil((1000 + T)/I) ≤ M` of them: at most
+ * `ceil(rate) + burst − 1` permits in any 1-second window, whatever the number of workers, the
+ * reservation size (`reserve`, `aheadMs`, `catchUpMs` only decide who gets which slot), the
+ * round trip or the lag — as long as the clocks drift apart by less than 500 ppm and do not
+ * step while a slot is held. The price of T is the pace, `min(rate, 1000 × M/(1000 + T))` per
+ * second. With the defaults (burst `max(1, floor(0.05 × rate))`, T = 50 ms): `M < 1.05 × rate`
+ * at every integer rate 1..10,000 (SPEC §7: 314 at 300/s, 10,499 at 10,000/s); the pace is
+ * 95.2% of the rate below 40/s (where `M = rate`, the slack a T costs must come from the pace),
+ * ≥ 99% from 180/s (99.7% at 300/s, 99.99% at 10,000/s).
+ * Round trips: about one per `reserve` permits per worker, plus the ones that find no slot
+ * close enough yet (about one per batch per other waiting worker).
+ *
+ * While Redis fails or does not answer, waiters wait (no permit without a slot: fail closed;
+ * the slots already held are still handed out in their time, so until at most
+ * `aheadMs + reserve × I + T` after the last reply), `onError` is told, and the worker retries
+ * with a doubling pause (`retryMinDelayMs` … `retryMaxDelayMs`) until Redis answers again.
+ * Unsubscribing a waiter gives its place up.
  *
  * @example
  * const limiter = redisTokenBucket({ redis, key: `hd:rl:${dataflow.id}`, rate: dataflow.rateLimit });
@@ -144,21 +208,23 @@ export function redisTokenBucket(options: RedisTokenBucketOptions): RedisTokenBu
     throw new RangeError(`redisTokenBucket: burst must be an integer ≥ 1, got ${burst}`);
   }
   const tokenTtlMs = options.tokenTtlMs ?? d.tokenTtlMs;
-  if (!(tokenTtlMs > 0)) throw new RangeError(`redisTokenBucket: tokenTtlMs must be > 0, got ${tokenTtlMs}`);
+  if (!(tokenTtlMs > 0 && Number.isFinite(tokenTtlMs))) {
+    throw new RangeError(`redisTokenBucket: tokenTtlMs must be > 0, got ${tokenTtlMs}`);
+  }
   const reserve = options.reserve ?? d.reserve(rate);
   if (!(reserve >= 1) || !Number.isInteger(reserve)) {
     throw new RangeError(`redisTokenBucket: reserve must be an integer ≥ 1, got ${reserve}`);
   }
   if (!options.key) throw new RangeError('redisTokenBucket: key must not be empty');
-  // The part of `burst` not spent on tokens held by workers (up to tokenTtl of them).
-  const size = Math.max(1, burst - (rate * tokenTtlMs) / 1000);
+  const perWindow = Math.ceil(rate) + burst - 1;
   return new RedisBucket({
     redis: options.redis,
     key: options.key,
-    rate,
-    size,
-    reserve: Math.max(1, Math.min(reserve, Math.floor(size))),
+    intervalMs: Math.max(1000 / rate, (1000 + tokenTtlMs) / perWindow) + SPACING_MARGIN_MS,
+    reserve,
     tokenTtlMs,
+    catchUpMs: d.catchUpMs(tokenTtlMs),
+    aheadMs: d.aheadMs(tokenTtlMs),
     requestTimeoutMs: options.requestTimeoutMs ?? d.requestTimeoutMs,
     retryMinDelayMs: options.retryMinDelayMs ?? d.retryMinDelayMs,
     retryMaxDelayMs: options.retryMaxDelayMs ?? d.retryMaxDelayMs,
@@ -170,10 +236,12 @@ export function redisTokenBucket(options: RedisTokenBucketOptions): RedisTokenBu
 interface Settings {
   redis: Redis;
   key: string;
-  rate: number;
-  size: number;
+  /** Spacing of the slots (ms), the same in Redis and here. */
+  intervalMs: number;
   reserve: number;
   tokenTtlMs: number;
+  catchUpMs: number;
+  aheadMs: number;
   requestTimeoutMs: number;
   retryMinDelayMs: number;
   retryMaxDelayMs: number;
@@ -181,18 +249,62 @@ interface Settings {
   onError: ((err: StoreError) => void) | undefined;
 }
 
+/**
+ * What is known of `offset = Redis clock − this host's clock` (ms): it lies in `[lo, hi]` as
+ * of local time `at`, and that interval widens by `MAX_DRIFT` per ms since.
+ */
+class ClockOffset {
+  private lo = -Infinity;
+  private hi = Infinity;
+  private at = 0;
+
+  /** The least the offset can be at local time `now`. */
+  low(now: number): number {
+    return this.lo - MAX_DRIFT * Math.max(0, now - this.at);
+  }
+
+  /** The most the offset can be at local time `now`. */
+  high(now: number): number {
+    return this.hi + MAX_DRIFT * Math.max(0, now - this.at);
+  }
+
+  /** Redis read `redisNow` on its clock after local time `sentAt` and before `handledAt`. */
+  sample(sentAt: number, handledAt: number, redisNow: number): void {
+    const drift = MAX_DRIFT * (handledAt - sentAt);
+    const lo = redisNow - handledAt - drift;
+    const hi = redisNow - sentAt + drift;
+    const jointLo = Math.max(this.low(handledAt), lo);
+    const jointHi = Math.min(this.high(handledAt), hi);
+    // Disjoint: a clock stepped (or drifted faster than allowed); only the new sample holds.
+    if (jointLo <= jointHi) {
+      this.lo = jointLo;
+      this.hi = jointHi;
+    } else {
+      this.lo = lo;
+      this.hi = hi;
+    }
+    this.at = handledAt;
+  }
+}
+
 class RedisBucket implements RedisTokenBucket {
   private readonly scripts: ScriptCommands;
   /** Script arguments that never change. */
-  private readonly rateArg: string;
-  private readonly sizeArg: string;
-  private readonly keyTtlArg: string;
+  private readonly intervalArg: string;
+  private readonly backArg: string;
+  private readonly aheadArg: string;
+  private readonly offset = new ClockOffset();
   private head: Waiter | null = null;
   private tail: Waiter | null = null;
   private waiting = 0;
-  /** Tokens this worker holds, usable until `expiresAt` (scheduler time). */
-  private tokens = 0;
-  private expiresAt = -Infinity;
+  /** Slots this worker holds, oldest first (`batches[0 … batchHead − 1]` are spent). */
+  private batches: Batch[] = [];
+  private batchHead = 0;
+  /** Slots held and not yet handed out or dropped. */
+  private held = 0;
+  /** The timer for the first held slot, and when (local clock) it fires. */
+  private slotTimer: Subscription | null = null;
+  private slotTimerAt = Infinity;
   /** Number of the request in flight (0: none); a reply to an abandoned one is ignored. */
   private inFlight = 0;
   private requests = 0;
@@ -207,13 +319,12 @@ class RedisBucket implements RedisTokenBucket {
   private closed = false;
 
   constructor(private readonly s: Settings) {
-    s.redis.defineCommand('hdRateLimitTake', { numberOfKeys: 1, lua: TAKE_LUA });
+    s.redis.defineCommand('hdRateLimitSlots', { numberOfKeys: 1, lua: TAKE_LUA });
     // defineCommand adds methods ioredis can only type through module augmentation.
     this.scripts = s.redis as unknown as ScriptCommands;
-    this.rateArg = String(s.rate);
-    this.sizeArg = String(s.size);
-    // Long enough for an empty bucket to fill up again, after which a missing key is the same.
-    this.keyTtlArg = String(Math.ceil((s.size / s.rate) * 1000) + 1_000);
+    this.intervalArg = String(s.intervalMs * 1000);
+    this.backArg = String(Math.floor(s.catchUpMs * 1000));
+    this.aheadArg = String(Math.floor(s.aheadMs * 1000));
   }
 
   acquire(): Observable<void> {
@@ -222,7 +333,7 @@ class RedisBucket implements RedisTokenBucket {
         subscriber.error(closedError());
         return undefined;
       }
-      if (this.head === null && this.takeLocal()) {
+      if (this.head === null && this.takeLocal(systemClock())) {
         subscriber.next();
         subscriber.complete();
         return undefined;
@@ -236,8 +347,11 @@ class RedisBucket implements RedisTokenBucket {
       return () => {
         if (waiter.queued) {
           this.unlink(waiter);
-          // Nobody waits: no timer left behind, unless it spaces out attempts on a failing Redis.
-          if (this.head === null && !this.backoff) this.cancelPause();
+          if (this.head === null) {
+            // Nobody waits: no timer left behind, unless it spaces out attempts on a failing Redis.
+            this.cancelSlotTimer();
+            if (!this.backoff) this.cancelPause();
+          }
         }
       };
     });
@@ -249,8 +363,11 @@ class RedisBucket implements RedisTokenBucket {
     this.timeout?.unsubscribe();
     this.timeout = null;
     this.cancelPause();
+    this.cancelSlotTimer();
     this.inFlight = 0;
-    this.tokens = 0;
+    this.batches = [];
+    this.batchHead = 0;
+    this.held = 0;
     const err = closedError();
     while (this.head !== null) {
       const w = this.head;
@@ -259,12 +376,47 @@ class RedisBucket implements RedisTokenBucket {
     }
   }
 
-  /** Takes one of the tokens held, unless they are spent or expired. */
-  private takeLocal(): boolean {
-    if (this.tokens > 0 && this.s.scheduler.now() >= this.expiresAt) this.tokens = 0;
-    if (this.tokens === 0) return false;
-    this.tokens--;
-    return true;
+  /**
+   * Takes the first held slot if it is due at `now`; drops the ones that are past their
+   * `tokenTtlMs` (never used late).
+   */
+  private takeLocal(now: number): boolean {
+    if (this.held === 0) return false;
+    const { intervalMs, tokenTtlMs } = this.s;
+    const lo = this.offset.low(now);
+    const hi = this.offset.high(now);
+    while (this.batchHead < this.batches.length) {
+      const b = this.batches[this.batchHead];
+      if (b.used === b.count) {
+        if (++this.batchHead >= 64) {
+          this.batches = this.batches.slice(this.batchHead);
+          this.batchHead = 0;
+        }
+        continue;
+      }
+      const slot = b.first + b.used * intervalMs;
+      if (now > slot + tokenTtlMs - hi - EPSILON_MS) {
+        b.used++;
+        this.held--;
+        continue;
+      }
+      if (now < slot - lo + EPSILON_MS) return false;
+      b.used++;
+      this.held--;
+      return true;
+    }
+    this.batches = [];
+    this.batchHead = 0;
+    return false;
+  }
+
+  /** Local time from which the first held slot may be handed out (Infinity: none held). */
+  private nextDue(): number {
+    for (let i = this.batchHead; i < this.batches.length; i++) {
+      const b = this.batches[i];
+      if (b.used < b.count) return b.first + b.used * this.s.intervalMs - this.offset.low(systemClock()) + EPSILON_MS;
+    }
+    return Infinity;
   }
 
   private unlink(w: Waiter): void {
@@ -283,10 +435,37 @@ class RedisBucket implements RedisTokenBucket {
     this.backoff = false;
   }
 
+  private cancelSlotTimer(): void {
+    this.slotTimer?.unsubscribe();
+    this.slotTimer = null;
+    this.slotTimerAt = Infinity;
+  }
+
+  /** Ensures a timer fires when the first held slot is due (waiters wait for it). */
+  private armSlotTimer(): void {
+    const due = this.nextDue();
+    if (due === Infinity) {
+      this.cancelSlotTimer();
+      return;
+    }
+    if (this.slotTimer !== null && this.slotTimerAt <= due) return;
+    this.cancelSlotTimer();
+    this.slotTimerAt = due;
+    this.slotTimer = this.s.scheduler.schedule(
+      () => {
+        this.slotTimer = null;
+        this.slotTimerAt = Infinity;
+        this.pump();
+      },
+      Math.max(0, due - systemClock()),
+    );
+  }
+
   /**
-   * Hands held tokens to waiters, oldest first, then asks Redis for more if waiters remain
-   * (unless a request is in flight or a pause runs). Safe to re-enter: a waiter may ask for its
-   * next permit from inside its grant; it is queued behind and served by the running loop.
+   * Hands due slots to waiters, oldest first, then waits for the next held slot and asks
+   * Redis for more if waiters outnumber the slots held (unless a request is in flight or a
+   * pause runs). Safe to re-enter: a waiter may ask for its next permit from inside its grant;
+   * it is queued behind and served by the running loop.
    */
   private pump(): void {
     if (this.pumping) {
@@ -297,7 +476,7 @@ class RedisBucket implements RedisTokenBucket {
     try {
       do {
         this.again = false;
-        while (this.head !== null && this.takeLocal()) {
+        while (this.head !== null && this.takeLocal(systemClock())) {
           const w = this.head;
           this.unlink(w);
           w.subscriber.next();
@@ -307,47 +486,58 @@ class RedisBucket implements RedisTokenBucket {
     } finally {
       this.pumping = false;
     }
-    if (this.closed || this.head === null || this.inFlight !== 0 || this.pause !== null) return;
-    this.request();
+    if (this.closed) return;
+    if (this.head === null) {
+      this.cancelSlotTimer();
+      return;
+    }
+    this.armSlotTimer();
+    if (this.inFlight !== 0 || this.pause !== null) return;
+    const want = Math.min(this.s.reserve, this.waiting - this.held);
+    if (want > 0) this.request(want);
   }
 
-  private request(): void {
+  private request(want: number): void {
     const { scheduler } = this.s;
     const id = ++this.requests;
-    const sentAt = scheduler.now();
-    const want = Math.min(this.s.reserve, this.waiting);
+    const sentAt = systemClock();
     this.inFlight = id;
     this.timeout = scheduler.schedule(() => {
       this.timeout = null;
       if (this.inFlight !== id) return;
       this.failed(new StoreError(`redis rate limiter: no reply from Redis in ${this.s.requestTimeoutMs} ms`));
     }, this.s.requestTimeoutMs);
-    let call: Promise<[number, number]>;
+    let call: Promise<[number, number, string]>;
     try {
-      call = this.scripts.hdRateLimitTake(this.s.key, this.rateArg, this.sizeArg, String(want), this.keyTtlArg);
+      call = this.scripts.hdRateLimitSlots(this.s.key, this.intervalArg, String(want), this.backArg, this.aheadArg);
     } catch (err) {
       call = Promise.reject(err);
     }
     call.then(
-      ([granted, waitUs]) => {
+      ([granted, redisNowUs, deltaUs]) => {
         if (this.inFlight !== id) return;
+        const handledAt = systemClock();
         this.settle();
         this.failures = 0;
+        const redisNow = Number(redisNowUs) / 1000;
+        const delta = Number(deltaUs) / 1000;
+        this.offset.sample(sentAt, handledAt, redisNow);
         const n = Number(granted);
         if (n > 0) {
-          // A token may be used until tokenTtl after the request went out, the earliest Redis
-          // can have granted it: held longer, it could let a window exceed the bound.
-          this.tokens = n;
-          this.expiresAt = sentAt + this.s.tokenTtlMs;
+          this.batches.push({ first: redisNow + delta, count: n, used: 0 });
+          this.held += n;
         } else {
-          this.pauseFor(Math.max(1, Math.ceil(Number(waitUs) / 1000)));
+          // Ask again when, on Redis's clock, a slot is close enough (best guess of the offset;
+          // a ms more, as a timer may fire early and one asking too soon costs a round trip).
+          const offset = (this.offset.low(handledAt) + this.offset.high(handledAt)) / 2;
+          this.pauseFor(Math.max(0, redisNow + delta - offset - handledAt) + 1);
         }
         this.pump();
       },
       (err: unknown) => {
         if (this.inFlight !== id) return;
         const reason = err instanceof Error ? err.message : String(err);
-        this.failed(new StoreError(`redis rate limiter: taking tokens failed: ${reason}`, { cause: err }));
+        this.failed(new StoreError(`redis rate limiter: taking slots failed: ${reason}`, { cause: err }));
       },
     );
   }

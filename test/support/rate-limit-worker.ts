@@ -3,10 +3,10 @@
  * ioredis client, asked for permits as fast as it hands them out, for a fixed time.
  *
  * Run as `node --import tsx test/support/rate-limit-worker.ts '<json config>'` with the config
- * `{ url, key, rate, durationMs, concurrency? }`. Protocol on stdio: the worker prints
+ * `{ url, key, rate, durationMs, concurrency?, stall? }`. Protocol on stdio: the worker prints
  * `ready` once its client answers, starts when a line `go` arrives on stdin, and at the end
- * prints one JSON line `{ "times": [grant times, ms since the epoch, sub-ms], "errors": n }`
- * and exits 0.
+ * prints one JSON line `{ "times": [grant times, ms since the epoch, sub-ms], "errors": n,
+ * "stallsMs": [the loop's stalls over 10 ms, with `stall`] }` and exits 0.
  */
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
@@ -21,6 +21,46 @@ interface WorkerConfig {
   durationMs: number;
   /** Permits asked for at once. @default 64 */
   concurrency?: number;
+  /**
+   * Stalls of the event loop (a busy wait, as a CPU-starved worker): after `firstMs`, one of
+   * `blocksMs` (in turn) every `everyMs`. @default none
+   */
+  stall?: { blocksMs: number[]; everyMs: number; firstMs?: number };
+}
+
+/**
+ * Blocks the event loop for `blocksMs[0]`, `blocksMs[1]`, … ms (in turn), one every `everyMs`
+ * (from the start of one to the next), first after `firstMs`, until the returned stop is called.
+ * Stop returns every stall of the loop longer than 10 ms, these and any other (a loaded machine
+ * adds its own), as seen by a 2-ms ticker.
+ */
+export function stallEventLoop(stall: { blocksMs: number[]; everyMs: number; firstMs?: number }): () => number[] {
+  let stopped = false;
+  let n = 0;
+  let timer: NodeJS.Timeout;
+  const stalls: number[] = [];
+  let last = performance.now();
+  const ticker = setInterval(() => {
+    const now = performance.now();
+    if (now - last > 10) stalls.push(now - last);
+    last = now;
+  }, 2);
+  const block = (): void => {
+    if (stopped) return;
+    const ms = stall.blocksMs[n++ % stall.blocksMs.length];
+    const start = performance.now();
+    while (performance.now() - start < ms) {
+      // busy: nothing else runs in this process meanwhile
+    }
+    timer = setTimeout(block, Math.max(1, stall.everyMs - ms));
+  };
+  timer = setTimeout(block, stall.firstMs ?? 0);
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+    clearInterval(ticker);
+    return stalls;
+  };
 }
 
 /** Wall-clock time in ms with sub-ms precision, comparable across processes of one host. */
@@ -62,15 +102,20 @@ async function main(): Promise<void> {
     if (!done) open.add(sub);
   };
   for (let i = 0; i < (config.concurrency ?? 64); i++) ask();
+  const stopStalls = config.stall ? stallEventLoop(config.stall) : (): number[] => [];
   await new Promise((resolve) => setTimeout(resolve, Math.max(0, end - wallClock())));
+  const stallsMs = stopStalls();
   stopped = true;
   for (const sub of open) sub.unsubscribe();
   limiter.close();
-  process.stdout.write(`${JSON.stringify({ times, errors })}\n`);
+  process.stdout.write(`${JSON.stringify({ times, errors, stallsMs })}\n`);
   await redis.quit();
 }
 
-main().catch((err: unknown) => {
-  process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
-  process.exit(1);
-});
+// Run only as a script: the test imports `stallEventLoop` from here too.
+if (process.argv[1]?.endsWith('rate-limit-worker.ts')) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  });
+}
