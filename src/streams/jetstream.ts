@@ -57,8 +57,15 @@ export const JETSTREAM_SOURCE_DEFAULTS = {
 } as const;
 
 export interface JetStreamSourceOptions {
-  /** NATS server URLs. */
-  servers: string | string[];
+  /** NATS server URLs; each subscription opens its own connection. Required unless `connection`. */
+  servers?: string | string[];
+  /**
+   * An open connection to consume on instead of connecting to `servers` (a worker's partition
+   * consumers share one). The source never closes it, and does not forward its connection
+   * events to `status$`: its owner does both, after `closed()`. It still errors when the
+   * connection closes for good under a running subscription.
+   */
+  connection?: NatsHandle;
   /** Stream name, e.g. `PROFILES`. */
   stream: string;
   /** Subject the durable consumer filters on, e.g. `profiles.updates`. */
@@ -94,16 +101,31 @@ export interface JetStreamSourceOptions {
 
 export interface JetStreamSource {
   /**
-   * Cold: each subscription connects, (creates and) consumes the durable consumer;
-   * unsubscribing stops the consumer and closes the connection once the messages already
-   * emitted are settled (or `closeGraceMs` passed). Errors only when it cannot go on
-   * (first connection refused, a durable that conflicts with the options).
+   * Cold: each subscription connects (or uses `connection`), (creates and) consumes the
+   * durable consumer; unsubscribing stops the consumer and closes the connection it opened
+   * once the messages already emitted are settled (or `closeGraceMs` passed). Errors only
+   * when it cannot go on (first connection refused, a durable that conflicts with the
+   * options, a shared connection closed under it).
    */
   messages$: Observable<SourceMessage>;
   /**
-   * Hot: connection events (`disconnect`, `reconnect`, …), consumer notifications
-   * (`heartbeats_missed`, `consumer_deleted`, `consumer_not_found`, `stream_not_found`,
-   * `exceeded_limits`, `no_responders`), `consumer_restart` when the source re-created
+   * Resolves once every subscription made so far has been unsubscribed (or has errored) and no
+   * longer consumes or calls the JetStream API: its pull subscription is closed, and a consumer
+   * it was creating or re-creating at that moment is finished first. Acks of messages already
+   * emitted may still go out after that (see `closed`). A pool worker waits for this before
+   * releasing a partition or starting it again, so that the next consumer of the partition
+   * never races this one's consumer calls.
+   */
+  stopped(): Promise<void>;
+  /**
+   * Resolves once, in addition to `stopped`, the messages those subscriptions emitted are
+   * settled (or `closeGraceMs` passed) and the connections they opened are closed.
+   */
+  closed(): Promise<void>;
+  /**
+   * Hot: connection events (`disconnect`, `reconnect`, …; not those of a shared `connection`),
+   * consumer notifications (`heartbeats_missed`, `consumer_deleted`, `consumer_not_found`,
+   * `stream_not_found`, `exceeded_limits`, `no_responders`), `consumer_restart` when the source re-created
    * its consumer, and `error` for a failed (re)start it will retry. `fatal: true` precedes
    * an error of `messages$`.
    */
@@ -216,6 +238,11 @@ export interface EnsureConsumerOptions {
  * Makes sure the durable pull consumer exists with explicit ack, filtering on `subject`,
  * with the given `max_ack_pending` and `ack_wait` (updated when they differ).
  *
+ * Another client may create, delete or re-create the same durable meanwhile (the previous
+ * owner of a pool partition finishing its own start): when a step finds the consumer changed
+ * under it (gone, or there with a start it cannot update), it starts over from the consumer's
+ * current state, a few times, before it gives up.
+ *
  * @example
  * await ensureConsumer({ jsm, stream: 'PROFILES', subject: 'profiles.updates', durable: 'hd' });
  *
@@ -223,6 +250,56 @@ export interface EnsureConsumerOptions {
  * not an explicit-ack pull consumer.
  */
 export async function ensureConsumer(options: EnsureConsumerOptions): Promise<ConsumerInfo> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await ensureConsumerOnce(options);
+    } catch (err) {
+      if (!(err instanceof ConsumerChanged)) throw err;
+      if (attempt >= ENSURE_CONSUMER_ATTEMPTS) throw err.error;
+    }
+  }
+}
+
+/** Attempts of `ensureConsumer` when the consumer keeps changing under it. */
+const ENSURE_CONSUMER_ATTEMPTS = 3;
+
+/** A step of `ensureConsumer` met a consumer that someone else changed since it was read. */
+class ConsumerChanged extends Error {
+  constructor(readonly error: NatsError) {
+    super(error.message);
+  }
+}
+
+/** JetStream API error codes meaning "a consumer with this name is already there". */
+const CONSUMER_EXISTS = new Set([
+  10013, // consumer name already in use
+  10105, // consumer already exists and is still active
+  10148, // consumer already exists (2.10+, create action)
+]);
+/** JetStream API error code: create/update refused (2.9 treats a create of an existing durable as an update). */
+const CONSUMER_CREATE_FAILED = 10012;
+/** JetStream API error code: update of a consumer that does not exist (2.10+). */
+const CONSUMER_DOES_NOT_EXIST = 10149;
+
+/**
+ * Whether a failed create/update means the consumer changed since it was read: it is there
+ * now (created by someone else), it is gone (deleted by someone else), or it is there with a
+ * deliver policy / start sequence this call did not read ("… can not be updated").
+ */
+function consumerChanged(err: unknown): boolean {
+  if (!(err instanceof JetStreamApiError)) return false;
+  if (CONSUMER_EXISTS.has(err.code)) return true;
+  if (err.code === JetStreamApiCodes.ConsumerNotFound || err.code === CONSUMER_DOES_NOT_EXIST) return true;
+  return err.code === CONSUMER_CREATE_FAILED && /can ?not be updated/i.test(err.message);
+}
+
+/** `jsError`, thrown as `ConsumerChanged` when the consumer changed under the step. */
+function stepError(what: string, err: unknown): Error {
+  const e = jsError(what, err);
+  return consumerChanged(err) ? new ConsumerChanged(e) : e;
+}
+
+async function ensureConsumerOnce(options: EnsureConsumerOptions): Promise<ConsumerInfo> {
   const { jsm, stream, subject, durable } = options;
   const maxAckPending = options.maxAckPending ?? JETSTREAM_SOURCE_DEFAULTS.maxAckPending;
   const ackWait = nanos(options.ackWaitMs ?? JETSTREAM_SOURCE_DEFAULTS.ackWaitMs);
@@ -245,14 +322,25 @@ export async function ensureConsumer(options: EnsureConsumerOptions): Promise<Co
         ack_wait: ackWait,
       });
     } catch (err) {
-      throw jsError(`creating consumer ${stream}/${durable}`, err);
+      throw stepError(`creating consumer ${stream}/${durable}`, err);
     }
   }
   const c = info.config;
   if (options.resumeInOrder && (info.num_ack_pending > 0 || info.num_redelivered > 0)) {
-    const start = info.ack_floor.stream_seq + 1;
+    // A consumer this created from sequence S reports an ack floor of 0 until its first ack,
+    // yet everything below S was acked before: never start below S again.
+    const startedAt = c.deliver_policy === DeliverPolicy.StartSequence ? (c.opt_start_seq ?? 1) : 1;
+    const start = Math.max(info.ack_floor.stream_seq + 1, startedAt);
     try {
       await jsm.consumers.delete(stream, durable);
+    } catch (err) {
+      // Already deleted by someone else: create it from the floor read above all the same
+      // (if they create it first, the add below fails and `ensureConsumer` starts over).
+      if (!isApiError(err, JetStreamApiCodes.ConsumerNotFound)) {
+        throw jsError(`recreating consumer ${stream}/${durable} from sequence ${start}`, err);
+      }
+    }
+    try {
       return await jsm.consumers.add(stream, {
         durable_name: durable,
         ack_policy: AckPolicy.Explicit,
@@ -263,7 +351,7 @@ export async function ensureConsumer(options: EnsureConsumerOptions): Promise<Co
         ack_wait: ackWait,
       });
     } catch (err) {
-      throw jsError(`recreating consumer ${stream}/${durable} from sequence ${start}`, err);
+      throw stepError(`recreating consumer ${stream}/${durable} from sequence ${start}`, err);
     }
   }
   const filters = c.filter_subjects?.length ? c.filter_subjects : c.filter_subject ? [c.filter_subject] : [];
@@ -277,12 +365,14 @@ export async function ensureConsumer(options: EnsureConsumerOptions): Promise<Co
   }
   if (c.max_ack_pending !== maxAckPending || c.ack_wait !== ackWait) {
     try {
+      // (Reads the consumer again and sends its whole config back with these two changed:
+      // nats-server 2.9 lets max_ack_pending and ack_wait change on a durable, not its start.)
       return await jsm.consumers.update(stream, durable, {
         max_ack_pending: maxAckPending,
         ack_wait: ackWait,
       });
     } catch (err) {
-      throw jsError(`updating consumer ${stream}/${durable}`, err);
+      throw stepError(`updating consumer ${stream}/${durable}`, err);
     }
   }
   return info;
@@ -342,21 +432,39 @@ function describe(n: ConsumerNotification): string {
  * status$.subscribe((s) => log.warn(s, 'jetstream'));
  * messages$.pipe(mergeMap(handle, 64)).subscribe();
  *
- * Options: `servers`, `stream`, `subject`, `durable` (required); `batchSize` (@default 256),
- * `maxAckPending` (@default 2048), `ackWaitMs` (@default 30000), `create` (@default true),
- * `name` (@default `http-destination:<durable>`), `restartDelayMs` (@default 250),
- * `maxRestartDelayMs` (@default 5000), `closeGraceMs` (@default 5000),
- * `scheduler` (@default asyncScheduler).
+ * Options: `servers` or `connection`, `stream`, `subject`, `durable` (required);
+ * `batchSize` (@default 256), `maxAckPending` (@default 2048), `ackWaitMs` (@default 30000),
+ * `create` (@default true), `name` (@default `http-destination:<durable>`),
+ * `restartDelayMs` (@default 250), `maxRestartDelayMs` (@default 5000),
+ * `closeGraceMs` (@default 5000), `scheduler` (@default asyncScheduler).
  */
 export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSource {
   const o = withDefaults({ ...JETSTREAM_SOURCE_DEFAULTS, scheduler: asyncScheduler as SchedulerLike }, options);
   const status = new Subject<SourceStatus>();
+  /** Per subscription not yet stopped / not yet closed: resolves when it is. */
+  const stopping = new Set<Promise<void>>();
+  const closing = new Set<Promise<void>>();
+  const track = (set: Set<Promise<void>>): (() => void) => {
+    let done!: () => void;
+    const p = new Promise<void>((resolve) => (done = resolve));
+    set.add(p);
+    return () => {
+      set.delete(p);
+      done();
+    };
+  };
+  const all = async (set: Set<Promise<void>>): Promise<void> => {
+    await Promise.all([...set]);
+  };
 
   const messages$ = new Observable<SourceMessage>((subscriber) => {
     let stopped = false;
     const stop$ = new Subject<void>();
+    const markStopped = track(stopping);
+    const markClosed = track(closing);
     let handle: NatsHandle | undefined;
     let statusSub: Subscription | undefined;
+    let closedSub: Subscription | undefined;
     let current: ConsumerMessages | undefined;
     /** Emitted and not yet acked/naked. */
     let outstanding = 0;
@@ -422,15 +530,29 @@ export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSourc
       subscriber.error(e);
     };
 
+    const connectOwn = async (): Promise<NatsHandle> => {
+      if (o.servers === undefined) {
+        throw new NatsError('ERR_NATS_CONNECT', 'jetstream source: neither servers nor a connection given');
+      }
+      const own = await connectNats({ servers: o.servers, name: o.name ?? `http-destination:${o.durable}` });
+      handle = own;
+      statusSub = own.status$.subscribe((s) => status.next(s));
+      return own;
+    };
+
     const run = async () => {
-      handle = await connectNats({ servers: o.servers, name: o.name ?? `http-destination:${o.durable}` });
+      const nats = o.connection ?? (await connectOwn());
       if (stopped) return;
-      const nats = handle;
-      statusSub = nats.status$.subscribe((s) => status.next(s));
-      void nats.nc.closed().then((err) => {
-        if (!stopped) {
-          fail(new NatsError('ERR_NATS_CLOSED', `NATS connection closed${err ? `: ${err.message}` : ''}`));
-        }
+      // status$ completes when the connection is closed for good (a subscription, not a
+      // callback on nc.closed(): a shared connection outlives many subscriptions).
+      closedSub = nats.status$.subscribe({
+        complete: () => {
+          void nats.nc.closed().then((err) => {
+            if (!stopped) {
+              fail(new NatsError('ERR_NATS_CLOSED', `NATS connection closed${err ? `: ${err.message}` : ''}`));
+            }
+          });
+        },
       });
       const js = jetstream(nats.nc);
       let attempt = 0;
@@ -501,22 +623,32 @@ export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSourc
       stop$.next();
       stop$.complete();
       void (async () => {
-        // No new messages: stop the consumer (also one that `run` starts while stopping).
-        await current?.close().catch(() => undefined);
-        await running;
-        await current?.close().catch(() => undefined);
-        // The messages already emitted may still be acked for a while.
-        if (outstanding > 0) {
-          await firstValueFrom(
-            race(settled$, timer(o.closeGraceMs, o.scheduler).pipe(map(() => undefined))),
-            { defaultValue: undefined },
-          );
+        try {
+          // No new messages: stop the consumer (also one that `run` starts while stopping).
+          await current?.close().catch(() => undefined);
+          await running;
+          await current?.close().catch(() => undefined);
+        } finally {
+          closedSub?.unsubscribe();
+          markStopped();
         }
-        statusSub?.unsubscribe();
-        await handle?.close();
+        try {
+          // The messages already emitted may still be acked for a while.
+          if (outstanding > 0) {
+            await firstValueFrom(
+              race(settled$, timer(o.closeGraceMs, o.scheduler).pipe(map(() => undefined))),
+              { defaultValue: undefined },
+            );
+          }
+          statusSub?.unsubscribe();
+          // Only the connection it opened: a shared one belongs to its owner.
+          await handle?.close();
+        } finally {
+          markClosed();
+        }
       })();
     };
   });
 
-  return { messages$, status$: status.asObservable() };
+  return { messages$, stopped: () => all(stopping), closed: () => all(closing), status$: status.asObservable() };
 }

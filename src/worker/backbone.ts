@@ -150,9 +150,23 @@ function keepAlive(intervalMs: number): MonoTypeOperatorFunction<SourceMessage> 
     });
 }
 
+/** Timing of the `run --once` end detection (`watchForEnd`). */
+const END_WATCH = {
+  /** First wait, and the wait before the confirming poll. */
+  minPollMs: 200,
+  /** Longest wait between polls while work is left (the wait doubles up to it). */
+  maxPollMs: 1_000,
+} as const;
+
 /**
- * Polls the durable consumers (one, or one per partition in pool mode) until none has anything
- * pending or unacked, then calls `stop`.
+ * Polls until none of the durable consumers (one, or one per partition in pool mode) has
+ * anything pending or unacked, then calls `stop`.
+ *
+ * Cheap on nats-server, which computes every consumer info: each poll reads the stream's info
+ * once, and consumer infos only of the durables not yet seen idle since the stream last grew
+ * (a consumer with nothing pending or unacked gets work only from new messages), stopping at
+ * the first busy one. While work is left the wait between polls doubles up to 1 s. The end is
+ * confirmed by a second poll 200 ms after the first quiet one that reads every durable again.
  */
 async function watchForEnd(
   s: JetStreamSourceConfig,
@@ -164,21 +178,37 @@ async function watchForEnd(
   const nats = await connectNats({ servers: s.servers, name: 'http-destination:once' });
   try {
     const jsm = await jetstreamManager(nats.nc);
+    /** Durables seen idle while the stream's last sequence was `idleAt`. */
+    const idle = new Set<string>();
+    let idleAt = -1;
     let quiet = 0;
+    let wait: number = END_WATCH.minPollMs;
     while (!isStopped()) {
-      await new Promise((r) => setTimeout(r, 200));
+      await new Promise((r) => setTimeout(r, wait));
       try {
-        let idle = true;
+        const last = (await jsm.streams.info(s.stream)).state.last_seq;
+        // New messages may be work for any of them; the confirming poll reads them all again.
+        if (last !== idleAt || quiet > 0) {
+          idle.clear();
+          idleAt = last;
+        }
+        let busy = false;
         for (const durable of durables) {
+          if (idle.has(durable)) continue;
           const info = await jsm.consumers.info(s.stream, durable);
-          if (info.num_pending !== 0 || info.num_ack_pending !== 0) idle = false;
+          if (info.num_pending !== 0 || info.num_ack_pending !== 0) {
+            busy = true;
+            break;
+          }
+          idle.add(durable);
         }
         // Two quiet polls in a row: everything was delivered and all is acked.
-        quiet = idle ? quiet + 1 : 0;
+        quiet = busy ? 0 : quiet + 1;
         if (quiet >= 2) stop();
       } catch {
-        quiet = 0; // the consumer is being created, or the server restarts: keep polling
+        quiet = 0; // the stream or a consumer is being created, or the server restarts: keep polling
       }
+      wait = quiet > 0 ? END_WATCH.minPollMs : Math.min(END_WATCH.maxPollMs, wait * 2);
     }
   } catch (err) {
     logger.warn({ err }, 'jetstream: cannot watch the consumer for the end of the backlog');
@@ -206,7 +236,7 @@ export async function openJetStreamPoolSource(
     source: s,
     redisUrl: store.url,
     keyPrefix: store.keyPrefix,
-    maxAckPendingPerPartition: Math.max(16, Math.ceil(options.maxInFlight / s.partitions)),
+    maxInFlight: options.maxInFlight,
     drainTimeoutMs: options.drainTimeoutMs,
     logger: options.logger,
   });

@@ -11,7 +11,8 @@ import { Observable, Subject, takeUntil, type Subscription } from 'rxjs';
 import type { SourceConfig } from '../config/load.js';
 import type { Logger } from '../observability/logger.js';
 import type { Source } from '../streams/file.js';
-import { jetstreamSource } from '../streams/jetstream.js';
+import { jetstreamSource, type JetStreamSource } from '../streams/jetstream.js';
+import { connectNats, NatsError, type NatsHandle } from '../streams/nats.js';
 import type { SourceMessage } from '../streams/types.js';
 import { createPoolCoordinator, PoolConfigError, type PoolCoordinator } from './pool.js';
 
@@ -21,8 +22,13 @@ export interface PoolSourceOptions {
   source: JetStreamSourceConfig;
   redisUrl: string;
   keyPrefix: string;
-  /** Unacknowledged messages per partition at most. */
-  maxAckPendingPerPartition: number;
+  /**
+   * The worker's `maxInFlight`: shared among the partitions it consumes (see `partitionShare`),
+   * which sets each partition consumer's `max_ack_pending` and pull size.
+   */
+  maxInFlight: number;
+  /** Least `max_ack_pending` of a partition consumer (capped at `maxInFlight`). @default 64 */
+  minAckPendingPerPartition?: number;
   /** How long acks of in-flight messages may still go out after a partition stops. */
   drainTimeoutMs: number;
   logger: Logger;
@@ -35,12 +41,49 @@ export function partitionDurable(durable: string, partition: number): string {
   return `${durable}-p${partition}`;
 }
 
+/** Defaults of the pool source, named in one place. */
+export const POOL_SOURCE_DEFAULTS = {
+  /**
+   * Least `max_ack_pending` (and pull size) of a partition consumer. The client pulls again
+   * when a quarter of its pull is delivered, so at 32 (a 512 `maxInFlight` over 16 partitions)
+   * it sends a pull request every 8 messages; at 64, every 16. nats-server pays per pull
+   * request and per consumer wake-up: see bench/README.md.
+   */
+  minAckPendingPerPartition: 64,
+} as const;
+
+/**
+ * The `max_ack_pending` (and pull size) of each partition consumer of a worker that consumes
+ * `owned` partitions: an equal share of `maxInFlight`, but at least `floor` (itself at most
+ * `maxInFlight`). A worker owning few partitions of a large pool so keeps its whole
+ * `maxInFlight` busy, and one owning all 16 of a pool pulls at least `floor` per partition:
+ * together its consumers hold at most `max(maxInFlight, owned × floor)` unacknowledged.
+ *
+ * A running consumer keeps its share: lowering `max_ack_pending` under a running pull would
+ * have nats-server refuse (409) the client's next full-size pull and stall the partition, and
+ * restarting the pull to shrink it would lose whatever is on its way to the old one (redelivered
+ * after `ack_wait`, out of order). So when a worker's count goes up (a peer left), the
+ * partitions it already had keep their larger share until they move, and it may hold more than
+ * `maxInFlight` meanwhile (1.5 × `maxInFlight` when it goes from 8 partitions to all 16; each
+ * such step adds less than one `maxInFlight`). The pipeline's own `maxInFlight` bound still
+ * holds: the excess waits, kept alive, before it.
+ */
+export function partitionShare(
+  maxInFlight: number,
+  owned: number,
+  floor: number = POOL_SOURCE_DEFAULTS.minAckPendingPerPartition,
+): number {
+  const m = Math.max(1, Math.floor(maxInFlight));
+  return Math.max(1, Math.min(floor, m), Math.floor(m / Math.max(1, owned)));
+}
+
 interface Partition {
   epoch: number;
   stop$: Subject<void>;
   sub?: Subscription;
   /** Emitted, not yet acked or nak'ed. */
   open: Set<SourceMessage>;
+  /** Its consumer runs, or has not finished stopping (no more JetStream API calls). */
   fetching: boolean;
   draining: boolean;
 }
@@ -64,6 +107,7 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
   // ioredis would also print them raw.
   redis.on('error', () => {});
   let lastRedisWarn = 0;
+  let lastNatsWarn = 0;
   const coordinator = createPoolCoordinator({
     redis,
     keyPrefix: options.keyPrefix,
@@ -82,6 +126,20 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
 
   const messages$ = new Observable<SourceMessage>((subscriber) => {
     const parts = new Map<number, Partition>();
+    /**
+     * Per partition whose consumer here is still stopping (dropped at once when its lease was
+     * lost, or draining): a new start of the partition waits for it.
+     */
+    const stoppingConsumers = new Map<number, Promise<void>>();
+    /** Every consumer started and not yet closed: the shared connection closes after them. */
+    const consumers = new Set<JetStreamSource>();
+    /** Partitions acquired in the current tick, their consumers not started yet. */
+    let acquired: Array<{ p: number; part: Partition }> = [];
+    /** The one NATS connection of every partition consumer of this worker. */
+    let nats: NatsHandle | undefined;
+    let natsStatusSub: Subscription | undefined;
+    let tornDown = false;
+    const floor = options.minAckPendingPerPartition ?? POOL_SOURCE_DEFAULTS.minAckPendingPerPartition;
     const keepAliveMs = Math.max(50, Math.floor(s.ackWaitMs / 3));
     const keepAlive = setInterval(() => {
       for (const part of parts.values()) for (const m of part.open) m.working();
@@ -90,7 +148,11 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
     const maybeComplete = (): void => {
       if (stopping && parts.size === 0 && !subscriber.closed) subscriber.complete();
     };
-    /** A stopped partition whose in-flight work is settled is released. */
+    /**
+     * A stopped partition whose in-flight work is settled and whose consumer makes no more
+     * JetStream calls is released: the next owner's consumer start (which may delete and
+     * re-create the durable) never runs concurrently with this worker's.
+     */
     const settle = (p: number, part: Partition): void => {
       if (!part.draining || part.fetching || part.open.size > 0) return;
       if (parts.get(p) !== part) return;
@@ -125,13 +187,27 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
       };
       return wrapped;
     };
-    const start = (p: number, epoch: number): void => {
-      if (stopping || parts.has(p)) return;
-      const part: Partition = { epoch, stop$: new Subject<void>(), open: new Set(), fetching: true, draining: false };
-      parts.set(p, part);
-      const fence = { ...coordinator.fenceArgs(p, epoch), isCurrent: () => coordinator.holds(p, epoch) };
+    /** The partition's consumer ended (stopped, or failed): once it is quiet, the partition may settle. */
+    const consumerEnded = (p: number, part: Partition, js: JetStreamSource): void => {
+      const quiet = js.stopped();
+      const entry: Promise<void> = quiet.then(() => {
+        if (stoppingConsumers.get(p) === entry) stoppingConsumers.delete(p);
+        part.fetching = false;
+        settle(p, part);
+      });
+      stoppingConsumers.set(p, entry);
+    };
+    const consume = (p: number, part: Partition, share: number): void => {
+      if (parts.get(p) !== part || part.draining || !nats || tornDown) {
+        // Lost or revoked before its consumer could start.
+        part.fetching = false;
+        settle(p, part);
+        return;
+      }
+      const fence = { ...coordinator.fenceArgs(p, part.epoch), isCurrent: () => coordinator.holds(p, part.epoch) };
+      logger.debug({ partition: p, maxAckPending: share }, 'pool: partition consumer starting');
       const js = jetstreamSource({
-        servers: s.servers,
+        connection: nats,
         stream: s.stream,
         subject: `${s.subject}.${p}`,
         streamSubject: s.subject,
@@ -139,8 +215,9 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
         resumeInOrder: true,
         durable: partitionDurable(s.durable, p),
         ackWaitMs: s.ackWaitMs,
-        batchSize: Math.max(1, Math.min(s.batchSize, options.maxAckPendingPerPartition)),
-        maxAckPending: options.maxAckPendingPerPartition,
+        // A pull larger than max_ack_pending is refused (409) and stalls the consumer.
+        batchSize: Math.max(1, Math.min(s.batchSize, share)),
+        maxAckPending: share,
         closeGraceMs: options.drainTimeoutMs,
       });
       const statusSub = js.status$.subscribe((st) => logger.warn({ partition: p, kind: st.kind }, `jetstream: ${st.message}`));
@@ -153,17 +230,50 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
         error: (err: unknown) => {
           statusSub.unsubscribe();
           logger.error({ err, partition: p }, 'pool: partition source failed; giving the partition up');
-          part.fetching = false;
           part.draining = true;
-          settle(p, part);
+          consumerEnded(p, part, js);
         },
         complete: () => {
           statusSub.unsubscribe();
-          part.fetching = false;
-          settle(p, part);
+          consumerEnded(p, part, js);
         },
       });
+      consumers.add(js);
+      void js.closed().then(() => consumers.delete(js));
+    };
+    const start = (p: number, epoch: number): void => {
+      if (stopping || tornDown || parts.has(p)) return;
+      const part: Partition = { epoch, stop$: new Subject<void>(), open: new Set(), fetching: true, draining: false };
+      parts.set(p, part);
       logger.info({ partition: p, epoch }, 'pool: partition acquired');
+      if (acquired.length === 0) queueMicrotask(() => void startAcquired());
+      acquired.push({ p, part });
+    };
+    /**
+     * Starts the consumers of the partitions acquired in one tick (emitted together), once their
+     * share is known: `maxInFlight` over the partitions the assignment gives this worker (read
+     * from Redis), or over those it consumes now when that is more or Redis does not answer.
+     * (Counting only those held would give the first partitions taken in a rebalance, which
+     * come one by one as their previous owners drain, a share far above their due.)
+     */
+    const startAcquired = async (): Promise<void> => {
+      const batch = acquired;
+      acquired = [];
+      let desired = 0;
+      try {
+        const status = await coordinator.status();
+        desired = status.partitions.filter((x) => x.desiredOwner === workerId).length;
+      } catch {
+        // Redis did not answer: the partitions consumed now are the best estimate.
+      }
+      let owned = 0;
+      for (const part of parts.values()) if (!part.draining) owned++;
+      const share = partitionShare(options.maxInFlight, Math.max(owned, desired), floor);
+      for (const { p, part } of batch) {
+        const previous = stoppingConsumers.get(p);
+        if (previous) void previous.then(() => consume(p, part, share));
+        else consume(p, part, share);
+      }
     };
     const drain = (p: number): void => {
       const part = parts.get(p);
@@ -191,9 +301,37 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
       for (const p of [...parts.keys()]) drain(p);
       maybeComplete();
     };
-    // Redis not answering yet is not a reason to exit: keep trying to join. A partition count
-    // that differs from the pool's is (it needs an operator).
+    // Neither NATS nor Redis answering yet is a reason to exit: keep trying to join (leases are
+    // taken only once the partitions can be consumed). A partition count that differs from the
+    // pool's is (it needs an operator).
+    const connect = async (): Promise<void> => {
+      for (let delay = 250; !subscriber.closed; delay = Math.min(delay * 2, 5_000)) {
+        try {
+          const handle = await connectNats({ servers: s.servers, name: `http-destination:${s.durable}:${workerId}` });
+          if (subscriber.closed) {
+            await handle.close();
+            return;
+          }
+          nats = handle;
+          natsStatusSub = handle.status$.subscribe({
+            next: (st) => logger.warn({ kind: st.kind }, `jetstream: ${st.message}`),
+            // Closed for good, not by this source: its consumers cannot go on.
+            complete: () => {
+              if (!tornDown) subscriber.error(new NatsError('ERR_NATS_CLOSED', 'pool: the NATS connection closed'));
+            },
+          });
+          return;
+        } catch (err) {
+          if (Date.now() - lastNatsWarn > 5_000) {
+            lastNatsWarn = Date.now();
+            logger.warn({ err }, 'pool: cannot connect to NATS yet; retrying');
+          }
+          await new Promise((r) => setTimeout(r, delay));
+        }
+      }
+    };
     const join = async (): Promise<void> => {
+      await connect();
       for (let delay = 250; !subscriber.closed; delay = Math.min(delay * 2, 5_000)) {
         try {
           await coordinator.start();
@@ -211,6 +349,7 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
     join().catch((err: unknown) => subscriber.error(err));
 
     return () => {
+      tornDown = true;
       clearInterval(keepAlive);
       ownership.unsubscribe();
       for (const part of parts.values()) part.stop$.next();
@@ -219,6 +358,12 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
         .close()
         .catch(() => {})
         .finally(() => redis.disconnect());
+      // Acks of messages already emitted still go out until every consumer closed (settled or
+      // its grace passed); then the connection closes.
+      void Promise.all([...consumers].map((js) => js.closed())).finally(() => {
+        natsStatusSub?.unsubscribe();
+        void nats?.close();
+      });
     };
   });
 

@@ -10,6 +10,7 @@ import {
   type JetStreamSourceOptions,
 } from '../../src/streams/jetstream.js';
 import type { SourceMessage, SourceStatus } from '../../src/streams/types.js';
+import { connectNats } from '../../src/streams/nats.js';
 import { startNatsServer, type NatsServer } from '../support/nats-server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -285,6 +286,96 @@ describe('jetstreamSource', () => {
       expect(c.errors).toEqual([]);
     } finally {
       c.stop();
+    }
+  });
+
+  it('consumes on a shared connection: opens none of its own, leaves it open, stopped() and closed() resolve', async () => {
+    await ensureStream({ jsm, stream: 'SHARED', subject: 'shared.updates' });
+    await publish('shared.updates.0', [{ n: 1 }, { n: 2 }]);
+    await publish('shared.updates.1', [{ n: 3 }]);
+    const handle = await connectNats({ servers: server.url, name: 'shared-owner' });
+    let subs: Subscription[] = [];
+    try {
+      const sources = [0, 1].map((p) =>
+        jetstreamSource({ connection: handle, stream: 'SHARED', subject: `shared.updates.${p}`, streamSubject: 'shared.updates', durable: `p${p}` }),
+      );
+      const got: SourceMessage[] = [];
+      const errors: unknown[] = [];
+      subs = sources.map((src) => src.messages$.subscribe({ next: (m) => got.push(m), error: (e) => errors.push(e) }));
+      await waitFor(() => got.length === 3, 'three messages');
+      const names = await connectionNames();
+      expect(names.filter((n) => n === 'shared-owner')).toHaveLength(1);
+      expect(names.filter((n) => n === 'http-destination:p0' || n === 'http-destination:p1')).toEqual([]);
+      // Unsettled at unsubscribe: stopped() does not wait for them, closed() does.
+      const late = got.find((m) => m.seq === 2)!;
+      for (const m of got) if (m !== late) m.ack();
+      for (const sub of subs) sub.unsubscribe();
+      await Promise.all(sources.map((src) => src.stopped()));
+      let closed = false;
+      const closing = Promise.all(sources.map((src) => src.closed())).then(() => (closed = true));
+      await sleep(100);
+      expect(closed).toBe(false);
+      late.ack();
+      await closing;
+      await waitFor(async () => (await jsm.consumers.info('SHARED', 'p0')).num_ack_pending === 0, 'the late ack');
+      expect(handle.nc.isClosed()).toBe(false);
+      expect(await connectionNames()).toContain('shared-owner');
+      expect(errors).toEqual([]);
+    } finally {
+      for (const sub of subs) sub.unsubscribe();
+      await handle.close();
+    }
+  });
+
+  it('errors with ERR_NATS_CLOSED when a shared connection is closed under it', async () => {
+    await ensureStream({ jsm, stream: 'SHAREDX', subject: 'sharedx.updates' });
+    const handle = await connectNats({ servers: server.url, name: 'shared-closing' });
+    const src = jetstreamSource({ connection: handle, stream: 'SHAREDX', subject: 'sharedx.updates', durable: 'x' });
+    const err = new Promise<unknown>((resolve) => src.messages$.subscribe({ error: resolve }));
+    await waitFor(async () => (await jsm.consumers.info('SHAREDX', 'x').then(() => true, () => false)), 'the consumer');
+    await handle.close();
+    expect(await err).toMatchObject({ code: 'ERR_NATS_CLOSED' });
+    await src.closed();
+  });
+
+  it('two starts re-creating the same consumer at once both succeed: from the ack floor, in order', async () => {
+    await ensureStream({ jsm, stream: 'RACE', subject: 'race.updates' });
+    await publish('race.updates', Array.from({ length: 6 }, (_, i) => ({ n: i + 1 })));
+    // A previous owner took 1–4, acked 1–2 and crashed with 3–4 unacked.
+    await ensureConsumer({ jsm, stream: 'RACE', subject: 'race.updates', durable: 'w', maxAckPending: 4, ackWaitMs: 60_000 });
+    const prev = consume({ stream: 'RACE', subject: 'race.updates', durable: 'w', maxAckPending: 4, batchSize: 4, ackWaitMs: 60_000 }, false);
+    await waitFor(() => prev.got.length === 4, 'four messages');
+    prev.got[0]!.ack();
+    prev.got[1]!.ack();
+    await waitFor(async () => (await jsm.consumers.info('RACE', 'w')).ack_floor.stream_seq === 2, 'ack floor 2');
+    prev.stop();
+    // Two clients (the previous owner's late start and the new owner's) re-create it at once,
+    // with different max_ack_pending: each may find the consumer deleted or re-created under it.
+    for (let round = 0; round < 5; round++) {
+      const results = await Promise.allSettled([
+        ensureConsumer({ jsm, stream: 'RACE', subject: 'race.updates', durable: 'w', maxAckPending: 8, resumeInOrder: true }),
+        ensureConsumer({ jsm, stream: 'RACE', subject: 'race.updates', durable: 'w', maxAckPending: 16, resumeInOrder: true }),
+      ]);
+      expect(results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+      const info = await jsm.consumers.info('RACE', 'w');
+      expect(info.config.deliver_policy).toBe('by_start_sequence');
+      expect(info.config.opt_start_seq).toBe(3);
+      expect(info.num_pending).toBe(4);
+      expect([8, 16]).toContain(info.config.max_ack_pending);
+      // Back to "a previous owner left 3 unacked" for the next round.
+      if (round < 4) {
+        const again = consume({ stream: 'RACE', subject: 'race.updates', durable: 'w', maxAckPending: 8, ackWaitMs: 60_000 }, false);
+        await waitFor(() => again.got.length > 0, 'a message');
+        again.stop();
+        await waitFor(async () => (await jsm.consumers.info('RACE', 'w')).num_ack_pending > 0, 'unacked');
+      }
+    }
+    const after = consume({ stream: 'RACE', subject: 'race.updates', durable: 'w', maxAckPending: 8 });
+    try {
+      await waitFor(() => after.got.length === 4, 'messages 3–6');
+      expect(after.got.map((m) => m.seq)).toEqual([3, 4, 5, 6]);
+    } finally {
+      after.stop();
     }
   });
 
