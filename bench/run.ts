@@ -19,7 +19,7 @@ import { Redis } from 'ioredis';
 import { ensureStream } from '../src/streams/jetstream.js';
 import { DEFAULTS } from '../src/config/schema.js';
 import { parseLeaseValue, poolKeys } from '../src/worker/pool.js';
-import { partitionDurable } from '../src/worker/pool-source.js';
+import { listPartitionConsumers } from '../src/worker/pool-source.js';
 import type { CeilingResult, CeilingTask } from './ceilings.js';
 import { workerConfig } from './config.js';
 import { EventGenerator } from './events.js';
@@ -701,7 +701,7 @@ async function steady(env: Env, workers: number): Promise<ModeResult> {
   const deadline = Date.now() + 30_000;
   for (;;) {
     try {
-      for (let p = 0; p < opts.partitions; p++) await jsm.consumers.info(stream, partitionDurable(durable, p));
+      if ((await listPartitionConsumers(jsm, stream, durable, opts.partitions)).some((l) => l.length === 0)) throw new Error('not yet');
       break;
     } catch {
       if (Date.now() > deadline || w.workers.some((x) => x.child.exitCode !== null)) {

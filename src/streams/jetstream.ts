@@ -32,6 +32,7 @@ import {
   type SchedulerLike,
   type Subscription,
 } from 'rxjs';
+import { HttpDestinationError } from '../errors.js';
 import { connectNats, NatsError, withDefaults, type NatsHandle } from './nats.js';
 import type { SourceMessage, SourceStatus } from './types.js';
 
@@ -79,6 +80,23 @@ export interface JetStreamSourceOptions {
   streamSubject?: string;
   /** See `EnsureConsumerOptions.resumeInOrder`. @default false */
   resumeInOrder?: boolean;
+  /**
+   * Sets the durable consumer up instead of `ensureConsumer` (after `ensureStream`), when
+   * `create` is true: e.g. a pool partition's consumer, created from its predecessor's ack
+   * floor. Retried like a failed start, unless it throws an error with code
+   * `ERR_JETSTREAM_CONFIG`, `ERR_JETSTREAM_CONSUMER_GONE` or `ERR_FENCED`: then
+   * `messages$` errors with it.
+   */
+  prepare?: (jsm: JetStreamManager) => Promise<unknown>;
+  /**
+   * What a restart does once the subscription has consumed (its consumer was set up): when
+   * true, it sets the consumer up again as before its first consume (re-creating a deleted
+   * one, `create` permitting); when false, it only looks for it, and a consumer (or stream)
+   * that is gone ends the subscription with `ConsumerGoneError` (`ERR_JETSTREAM_CONSUMER_GONE`).
+   * A pool partition's consumer is deleted only by the partition's next owner: re-creating
+   * it would consume behind the new owner's back. @default true
+   */
+  recreate?: boolean;
   /** @default 256 */
   batchSize?: number;
   /** @default 2048 */
@@ -105,7 +123,8 @@ export interface JetStreamSource {
    * durable consumer; unsubscribing stops the consumer and closes the connection it opened
    * once the messages already emitted are settled (or `closeGraceMs` passed). Errors only
    * when it cannot go on (first connection refused, a durable that conflicts with the
-   * options, a shared connection closed under it).
+   * options, a shared connection closed under it, its consumer gone with `recreate: false`,
+   * a `prepare` that refuses for good).
    */
   messages$: Observable<SourceMessage>;
   /**
@@ -135,6 +154,36 @@ export interface JetStreamSource {
 /** True when `err` is a JetStream API error with this code. */
 function isApiError(err: unknown, code: number): boolean {
   return err instanceof JetStreamApiError && err.code === code;
+}
+
+/**
+ * The durable consumer (or its stream) a running subscription consumed is gone, and the source
+ * was told not to re-create it (`recreate: false`): someone else deleted it on purpose.
+ */
+export class ConsumerGoneError extends HttpDestinationError {
+  declare readonly code: 'ERR_JETSTREAM_CONSUMER_GONE';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_JETSTREAM_CONSUMER_GONE', message, options);
+  }
+}
+
+/** Codes of errors after which a source does not retry: its `messages$` errors. */
+const FATAL_CODES: ReadonlySet<string> = new Set(['ERR_JETSTREAM_CONFIG', 'ERR_JETSTREAM_CONSUMER_GONE', 'ERR_FENCED']);
+
+function isFatal(err: unknown): err is HttpDestinationError {
+  return err instanceof HttpDestinationError && FATAL_CODES.has(err.code);
+}
+
+/**
+ * The first stream sequence a consumer taking over from `info`'s must deliver so that nothing
+ * unacknowledged is skipped: just above its ack floor. A consumer created from sequence S
+ * reports an ack floor of 0 until its first ack, yet everything below S was acked before:
+ * never below S.
+ */
+export function consumerResumePoint(info: ConsumerInfo): number {
+  const c = info.config;
+  const startedAt = c.deliver_policy === DeliverPolicy.StartSequence ? (c.opt_start_seq ?? 1) : 1;
+  return Math.max(info.ack_floor.stream_seq + 1, startedAt);
 }
 
 /** JetStream API error code: "stream name already in use with a different configuration". */
@@ -327,10 +376,7 @@ async function ensureConsumerOnce(options: EnsureConsumerOptions): Promise<Consu
   }
   const c = info.config;
   if (options.resumeInOrder && (info.num_ack_pending > 0 || info.num_redelivered > 0)) {
-    // A consumer this created from sequence S reports an ack floor of 0 until its first ack,
-    // yet everything below S was acked before: never start below S again.
-    const startedAt = c.deliver_policy === DeliverPolicy.StartSequence ? (c.opt_start_seq ?? 1) : 1;
-    const start = Math.max(info.ack_floor.stream_seq + 1, startedAt);
+    const start = consumerResumePoint(info);
     try {
       await jsm.consumers.delete(stream, durable);
     } catch (err) {
@@ -376,6 +422,58 @@ async function ensureConsumerOnce(options: EnsureConsumerOptions): Promise<Consu
     }
   }
   return info;
+}
+
+export interface CreateConsumerOptions {
+  jsm: JetStreamManager;
+  stream: string;
+  subject: string;
+  durable: string;
+  /** First stream sequence to deliver. @default every message of the stream (DeliverAll) */
+  startSeq?: number;
+  /** @default 2048 */
+  maxAckPending?: number;
+  /** @default 30000 */
+  ackWaitMs?: number;
+}
+
+/**
+ * Creates a durable pull consumer with explicit ack filtering on `subject`, delivering from
+ * `startSeq` (or from the start of the stream).
+ *
+ * @throws NatsError `ERR_JETSTREAM` when nats-server refuses (one of that name with another
+ * configuration is there, the stream is missing…).
+ */
+export async function createConsumer(options: CreateConsumerOptions): Promise<ConsumerInfo> {
+  const { jsm, stream, subject, durable, startSeq } = options;
+  try {
+    return await jsm.consumers.add(stream, {
+      durable_name: durable,
+      ack_policy: AckPolicy.Explicit,
+      ...(startSeq !== undefined ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: startSeq } : { deliver_policy: DeliverPolicy.All }),
+      filter_subject: subject,
+      max_ack_pending: options.maxAckPending ?? JETSTREAM_SOURCE_DEFAULTS.maxAckPending,
+      ack_wait: nanos(options.ackWaitMs ?? JETSTREAM_SOURCE_DEFAULTS.ackWaitMs),
+    });
+  } catch (err) {
+    throw jsError(`creating consumer ${stream}/${durable}${startSeq !== undefined ? ` from sequence ${startSeq}` : ''}`, err);
+  }
+}
+
+/**
+ * Deletes a durable consumer. Resolves true when it deleted it, false when there was none
+ * (already deleted, or its stream is gone).
+ *
+ * @throws NatsError `ERR_JETSTREAM` on any other failure.
+ */
+export async function deleteConsumer(jsm: JetStreamManager, stream: string, durable: string): Promise<boolean> {
+  try {
+    await jsm.consumers.delete(stream, durable);
+    return true;
+  } catch (err) {
+    if (isApiError(err, JetStreamApiCodes.ConsumerNotFound) || isApiError(err, JetStreamApiCodes.StreamNotFound)) return false;
+    throw jsError(`deleting consumer ${stream}/${durable}`, err);
+  }
 }
 
 function errMessage(err: unknown): string {
@@ -434,7 +532,8 @@ function describe(n: ConsumerNotification): string {
  *
  * Options: `servers` or `connection`, `stream`, `subject`, `durable` (required);
  * `batchSize` (@default 256), `maxAckPending` (@default 2048), `ackWaitMs` (@default 30000),
- * `create` (@default true), `name` (@default `http-destination:<durable>`),
+ * `create` (@default true), `prepare`, `recreate` (@default true),
+ * `name` (@default `http-destination:<durable>`),
  * `restartDelayMs` (@default 250), `maxRestartDelayMs` (@default 5000),
  * `closeGraceMs` (@default 5000), `scheduler` (@default asyncScheduler).
  */
@@ -525,7 +624,7 @@ export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSourc
 
     const fail = (err: unknown) => {
       if (stopped) return;
-      const e = jsError('jetstream source', err);
+      const e = isFatal(err) ? err : jsError('jetstream source', err);
       status.next({ kind: 'error', message: e.message, fatal: true });
       subscriber.error(e);
     };
@@ -559,24 +658,36 @@ export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSourc
       let restarting = false;
       /** A message was emitted: later (re)starts must not recreate the consumer. */
       let started = false;
+      /** A consume() of this subscription began: its consumer was set up. */
+      let consumed = false;
+      const recreate = o.recreate !== false;
       while (!stopped) {
         try {
           const jsm = await jetstreamManager(nats.nc);
-          if (o.create && !stopped) {
+          if (o.create && !stopped && (recreate || !consumed)) {
             await ensureStream({ jsm, stream: o.stream, subject: o.streamSubject ?? o.subject });
-            await ensureConsumer({
-              jsm,
-              stream: o.stream,
-              subject: o.subject,
-              durable: o.durable,
-              maxAckPending: o.maxAckPending,
-              ackWaitMs: o.ackWaitMs,
-              // Only before this subscription's first message: later restarts keep what is in flight.
-              resumeInOrder: o.resumeInOrder === true && !started,
-            });
+            if (o.prepare) await o.prepare(jsm);
+            else {
+              await ensureConsumer({
+                jsm,
+                stream: o.stream,
+                subject: o.subject,
+                durable: o.durable,
+                maxAckPending: o.maxAckPending,
+                ackWaitMs: o.ackWaitMs,
+                // Only before this subscription's first message: later restarts keep what is in flight.
+                resumeInOrder: o.resumeInOrder === true && !started,
+              });
+            }
           }
           if (stopped) return;
-          const consumer = await js.consumers.get(o.stream, o.durable);
+          const consumer = await js.consumers.get(o.stream, o.durable).catch((err: unknown) => {
+            const gone = isApiError(err, JetStreamApiCodes.ConsumerNotFound) || isApiError(err, JetStreamApiCodes.StreamNotFound);
+            if (gone && consumed && !recreate) {
+              throw new ConsumerGoneError(`consumer ${o.stream}/${o.durable} is gone; not re-creating it`, { cause: err });
+            }
+            throw err;
+          });
           if (stopped) return;
           const msgs = await consumer.consume({
             max_messages: o.batchSize,
@@ -595,6 +706,7 @@ export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSourc
             },
           });
           current = msgs;
+          consumed = true;
           if (stopped) return;
           if (restarting) {
             status.next({ kind: 'consumer_restart', message: `consuming ${o.stream}/${o.durable} again` });
@@ -606,7 +718,7 @@ export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSourc
           restarting = true;
         } catch (err) {
           if (stopped) return;
-          if (err instanceof NatsError && err.code === 'ERR_JETSTREAM_CONFIG') throw err;
+          if (isFatal(err)) throw err;
           restarting = true;
           status.next({ kind: 'error', message: `${errMessage(err)}; retrying` });
         }

@@ -5,7 +5,7 @@
 import { appendFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type ConsumerInfo, type JetStreamManager } from '@nats-io/jetstream';
 import { Observable, Subject, takeUntil, type MonoTypeOperatorFunction } from 'rxjs';
 import type { AppConfig, DataflowConfig, FailedRequestsConfig, SourceConfig, StoreConfig } from '../config/load.js';
 import { partitionSubject } from '../domain/partition.js';
@@ -21,7 +21,7 @@ import { connectNats } from '../streams/nats.js';
 import { Redis } from 'ioredis';
 import { redisTokenBucket } from '../stores/redis-rate-limiter.js';
 import type { RateLimiter } from '../stores/rate-limiter.js';
-import { openPoolSource, partitionDurable } from './pool-source.js';
+import { listPartitionConsumers, openPoolSource } from './pool-source.js';
 import { poolKeys, readPoolStatus, type PoolStatus } from './pool.js';
 import type { SourceMessage } from '../streams/types.js';
 import { publishJsonl, type PublishJsonlResult } from '../streams/publish.js';
@@ -84,7 +84,7 @@ export async function openJetStreamSource(
     if (st.fatal) options.logger.error({ kind: st.kind }, `jetstream: ${st.message}`);
     else options.logger.warn({ kind: st.kind }, `jetstream: ${st.message}`);
   });
-  if (options.once) void watchForEnd(s, [s.durable], () => stopped, stop, options.logger);
+  if (options.once) void watchForEnd(s, { durables: [s.durable] }, () => stopped, stop, options.logger);
   return {
     messages$: js.messages$.pipe(keepAlive(Math.max(50, Math.floor(s.ackWaitMs / 3))), takeUntil(stop$)),
     stop: () => {
@@ -156,21 +156,32 @@ const END_WATCH = {
   minPollMs: 200,
   /** Longest wait between polls while work is left (the wait doubles up to it). */
   maxPollMs: 1_000,
+  /** Pool mode: while work is left, the partitions' current consumers are listed again after this. */
+  relistMs: 5_000,
 } as const;
 
 /**
- * Polls until none of the durable consumers (one, or one per partition in pool mode) has
- * anything pending or unacked, then calls `stop`.
+ * The consumers `watchForEnd` watches: fixed durables, or each partition's current consumer
+ * (its name changes when the partition changes owner: `listPartitionConsumers`).
+ */
+type Watched = { durables: string[] } | { current: (jsm: JetStreamManager) => Promise<Array<ConsumerInfo | undefined>> };
+
+/**
+ * Polls until none of the durable consumers (one, or each partition's current one in pool
+ * mode) has anything pending or unacked, then calls `stop`.
  *
  * Cheap on nats-server, which computes every consumer info: each poll reads the stream's info
  * once, and consumer infos only of the durables not yet seen idle since the stream last grew
  * (a consumer with nothing pending or unacked gets work only from new messages), stopping at
  * the first busy one. While work is left the wait between polls doubles up to 1 s. The end is
  * confirmed by a second poll 200 ms after the first quiet one that reads every durable again.
+ * In pool mode the partitions' consumers are listed (one call that reads every consumer's
+ * info) when one is not known yet or is gone (the partition moved), every 5 s while work is
+ * left, and for the confirming poll.
  */
 async function watchForEnd(
   s: JetStreamSourceConfig,
-  durables: string[],
+  watched: Watched,
   isStopped: () => boolean,
   stop: () => void,
   logger: Logger,
@@ -183,6 +194,9 @@ async function watchForEnd(
     let idleAt = -1;
     let quiet = 0;
     let wait: number = END_WATCH.minPollMs;
+    /** The consumers to read (undefined: a partition without one yet), and when they were listed. */
+    let durables: Array<string | undefined> = 'durables' in watched ? watched.durables : [];
+    let listedAt = -Infinity;
     while (!isStopped()) {
       await new Promise((r) => setTimeout(r, wait));
       try {
@@ -193,9 +207,35 @@ async function watchForEnd(
           idleAt = last;
         }
         let busy = false;
-        for (const durable of durables) {
+        const relist =
+          'current' in watched &&
+          (quiet > 0 || durables.length === 0 || durables.includes(undefined) || Date.now() - listedAt > END_WATCH.relistMs);
+        if (relist) {
+          const infos = await watched.current(jsm);
+          listedAt = Date.now();
+          durables = infos.map((info) => info?.name);
+          for (const info of infos) {
+            if (!info || info.num_pending !== 0 || info.num_ack_pending !== 0) {
+              busy = true;
+              break;
+            }
+            idle.add(info.name);
+          }
+        }
+        for (const durable of relist ? [] : durables) {
+          if (durable === undefined) {
+            busy = true;
+            break;
+          }
           if (idle.has(durable)) continue;
-          const info = await jsm.consumers.info(s.stream, durable);
+          let info: ConsumerInfo;
+          try {
+            info = await jsm.consumers.info(s.stream, durable);
+          } catch (err) {
+            // The partition moved to a consumer of a later epoch: list them again.
+            if ('current' in watched && err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound) durables = [];
+            throw err;
+          }
           if (info.num_pending !== 0 || info.num_ack_pending !== 0) {
             busy = true;
             break;
@@ -247,8 +287,9 @@ export async function openJetStreamPoolSource(
     pool.stop();
   };
   if (options.once) {
-    const durables = Array.from({ length: s.partitions }, (_, p) => partitionDurable(s.durable, p));
-    void watchForEnd(s, durables, () => stopped, stop, options.logger);
+    const current = async (jsm: JetStreamManager) =>
+      (await listPartitionConsumers(jsm, s.stream, s.durable, s.partitions)).map((list) => list[0]?.info);
+    void watchForEnd(s, { current }, () => stopped, stop, options.logger);
   }
   return { messages$: pool.messages$, stop };
 }
@@ -285,11 +326,15 @@ export function openRedisLimiters(store: Extract<StoreConfig, { kind: 'redis' }>
 }
 
 export interface PoolReport extends PoolStatus {
-  /** Per partition: messages not yet delivered to its consumer, and delivered but unacked. */
-  lag: Array<{ partition: number; pending?: number; ackPending?: number }>;
+  /**
+   * Per partition, of its current consumer (`<durable>-p<n>-e<epoch>`, the latest epoch's; none
+   * before the partition was first taken): messages not yet delivered to it, and delivered but
+   * unacked.
+   */
+  lag: Array<{ partition: number; consumer?: string; pending?: number; ackPending?: number }>;
 }
 
-/** `pool status`: workers, partition owners (Redis) and the lag of each partition's consumer (JetStream). */
+/** `pool status`: workers, partition owners (Redis) and the lag of each partition's current consumer (JetStream). */
 export async function poolStatus(config: AppConfig): Promise<PoolReport> {
   const s = requireJetStream(config, 'pool status');
   if (config.store.kind !== 'redis') throw new UsageError('pool status needs store.kind: redis (a pool coordinates through Redis)');
@@ -300,14 +345,12 @@ export async function poolStatus(config: AppConfig): Promise<PoolReport> {
     await redis.connect();
     const status = await readPoolStatus({ redis, keyPrefix: config.store.keyPrefix, pool: s.durable, partitions: s.partitions });
     const jsm = await jetstreamManager(nats.nc);
+    const partitions = status.recordedPartitions ?? s.partitions;
+    const consumers = await listPartitionConsumers(jsm, s.stream, s.durable, partitions).catch(() => undefined);
     const lag: PoolReport['lag'] = [];
-    for (let p = 0; p < (status.recordedPartitions ?? s.partitions); p++) {
-      try {
-        const info = await jsm.consumers.info(s.stream, partitionDurable(s.durable, p));
-        lag.push({ partition: p, pending: info.num_pending, ackPending: info.num_ack_pending });
-      } catch {
-        lag.push({ partition: p });
-      }
+    for (let p = 0; p < partitions; p++) {
+      const info = consumers?.[p][0]?.info;
+      lag.push(info ? { partition: p, consumer: info.name, pending: info.num_pending, ackPending: info.num_ack_pending } : { partition: p });
     }
     return { ...status, lag };
   } finally {

@@ -1,17 +1,26 @@
 /**
  * Pool mode: the JetStream source of one worker of a pool. The worker consumes exactly the
- * partitions whose lease it holds (see pool.ts), each through that partition's own durable
- * consumer (`<durable>-p<n>`, filter `<subject>.<n>`), and every message carries the lease as
- * its fence, so a worker that lost a partition cannot write its snapshots any more.
+ * partitions whose lease it holds (see pool.ts), each through a durable consumer of that
+ * partition and lease epoch (`<durable>-p<n>-e<epoch>`, filter `<subject>.<n>`), and every
+ * message carries the lease as its fence, so a worker that lost a partition cannot write its
+ * snapshots any more, nor pull the messages of the partition's next owner.
  */
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
+import type { ConsumerInfo, JetStreamManager } from '@nats-io/jetstream';
 import { Redis } from 'ioredis';
 import { Observable, Subject, takeUntil, type Subscription } from 'rxjs';
 import type { SourceConfig } from '../config/load.js';
+import { FencedError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Source } from '../streams/file.js';
-import { jetstreamSource, type JetStreamSource } from '../streams/jetstream.js';
+import {
+  consumerResumePoint,
+  createConsumer,
+  deleteConsumer,
+  jetstreamSource,
+  type JetStreamSource,
+} from '../streams/jetstream.js';
 import { connectNats, NatsError, type NatsHandle } from '../streams/nats.js';
 import type { SourceMessage } from '../streams/types.js';
 import { createPoolCoordinator, PoolConfigError, type PoolCoordinator } from './pool.js';
@@ -36,9 +45,154 @@ export interface PoolSourceOptions {
   workerId?: string;
 }
 
-/** The durable consumer of one partition. */
+/**
+ * The name every durable consumer of a partition starts with, `<durable>-p<n>`: its consumer
+ * at lease epoch E is `<durable>-p<n>-e<E>` (`partitionConsumerName`). (The partition's one
+ * consumer had this name before consumers were named per epoch; a new owner takes over from it
+ * as from any earlier epoch's.) To find a partition's current consumer, use
+ * `listPartitionConsumers`.
+ */
 export function partitionDurable(durable: string, partition: number): string {
   return `${durable}-p${partition}`;
+}
+
+/**
+ * The durable consumer through which the owner of a partition's lease at `epoch` consumes it.
+ * One per epoch, never reused: a pull request addresses a consumer by name, so a worker that
+ * lost the lease (and does not know yet, e.g. just resumed from a pause) can only pull from its
+ * own consumer, which the next owner deleted, never from the next owner's.
+ */
+export function partitionConsumerName(durable: string, partition: number, epoch: number): string {
+  return `${partitionDurable(durable, partition)}-e${epoch}`;
+}
+
+/**
+ * The lease epoch of a consumer of the partition, from its name: E for
+ * `<durable>-p<n>-e<E>`, 0 for `<durable>-p<n>` (named before epochs), undefined for a
+ * consumer of something else.
+ */
+export function partitionConsumerEpoch(durable: string, partition: number, name: string): number | undefined {
+  const base = partitionDurable(durable, partition);
+  if (name === base) return 0;
+  if (!name.startsWith(`${base}-e`)) return undefined;
+  const digits = name.slice(base.length + 2);
+  if (!/^[1-9][0-9]*$/.test(digits)) return undefined;
+  const epoch = Number(digits);
+  return Number.isSafeInteger(epoch) ? epoch : undefined;
+}
+
+/** A consumer of a partition with its lease epoch. */
+export interface PartitionConsumer {
+  partition: number;
+  epoch: number;
+  info: ConsumerInfo;
+}
+
+/**
+ * Every consumer of the pool's partitions on the stream (one API call, `CONSUMER.LIST`,
+ * which reads every consumer's info), by partition, latest epoch first. The first of each
+ * partition is its current consumer: the one its owner consumes, or its last owner consumed.
+ * (The others are leftovers of an owner that stopped while taking the partition over; the
+ * next owner deletes them.)
+ */
+export async function listPartitionConsumers(
+  jsm: JetStreamManager,
+  stream: string,
+  durable: string,
+  partitions: number,
+): Promise<PartitionConsumer[][]> {
+  const out: PartitionConsumer[][] = Array.from({ length: partitions }, () => []);
+  const prefix = `${durable}-p`;
+  for await (const info of jsm.consumers.list(stream)) {
+    if (!info.name.startsWith(prefix)) continue;
+    const partition = Number.parseInt(info.name.slice(prefix.length), 10);
+    if (!(partition >= 0 && partition < partitions)) continue;
+    // (Exact: `…-p03`, `…-p3-x` are not the partition's.)
+    const epoch = partitionConsumerEpoch(durable, partition, info.name);
+    if (epoch === undefined) continue;
+    out[partition].push({ partition, epoch, info });
+  }
+  for (const list of out) list.sort((a, b) => b.epoch - a.epoch);
+  return out;
+}
+
+export interface TakeOverOptions {
+  jsm: JetStreamManager;
+  stream: string;
+  /** The partition's subject, `<subject>.<n>`. */
+  subject: string;
+  durable: string;
+  partition: number;
+  /** The epoch of the lease this worker holds on the partition. */
+  epoch: number;
+  maxAckPending: number;
+  ackWaitMs: number;
+  /** Whether the lease at `epoch` is still this worker's, asked of Redis. */
+  holdsLease: () => Promise<boolean>;
+  /** Raises the partition's epoch counter in Redis to at least this (`PoolCoordinator.raiseEpoch`). */
+  raiseEpoch: (atLeast: number) => Promise<void>;
+}
+
+/**
+ * Makes the consumer of the partition at this lease epoch ready, taking over from the
+ * partition's previous consumer: creates `<durable>-p<n>-e<epoch>` delivering from just
+ * above the ack floor of the latest earlier epoch's consumer (everything when there is none),
+ * so the messages its owner left unacknowledged come again first and in stream order; then
+ * deletes the earlier epochs' consumers (a previous owner still pulling from its own consumer
+ * gets nothing more). The floor is read once the previous owner has stopped — it released the
+ * lease after its consumer stopped, or its lease expired — so a graceful handover (everything
+ * acked) delivers nothing twice; after a crash, messages acked above the floor come again and
+ * the snapshot store's watermark skips them. A consumer of this epoch already there (an
+ * earlier attempt of this start) is kept as it is.
+ *
+ * The lease is checked in Redis before and after: a worker that lost it meanwhile (paused
+ * while it ran) creates nothing, or leaves what it created to the next owner to take over
+ * from (deleting it instead when the next owner's consumer is there already), and throws
+ * `FencedError`. A consumer of a later epoch means the same (its owner took over), unless the
+ * lease is still ours: then the pool's epoch counter went back (Redis lost its data): it is
+ * raised past those consumers' epochs and `FencedError` asks for the partition to be taken
+ * again (at a greater epoch).
+ *
+ * @throws FencedError (`ERR_FENCED`) as above; NatsError `ERR_JETSTREAM` / StoreError when
+ * NATS or Redis fail (worth retrying).
+ */
+export async function takeOverPartitionConsumer(o: TakeOverOptions): Promise<ConsumerInfo> {
+  const { jsm, stream, durable, partition, epoch } = o;
+  const name = partitionConsumerName(durable, partition, epoch);
+  const fenced = (why: string): FencedError => new FencedError(`pool: partition ${partition} at epoch ${epoch}: ${why}`);
+  if (!(await o.holdsLease())) throw fenced('the lease is not held any more');
+  // (Partitions 0..partition listed: the others are not needed.)
+  const all = (await listPartitionConsumers(jsm, stream, durable, partition + 1))[partition];
+  const later = all.filter((c) => c.epoch > epoch);
+  if (later.length > 0) {
+    if (!(await o.holdsLease())) throw fenced(`the lease is lost (consumer ${later[0].info.name} exists)`);
+    await o.raiseEpoch(later[0].epoch);
+    throw fenced(`consumers up to epoch ${later[0].epoch} exist: the epoch counter was behind, raised; the partition is taken again`);
+  }
+  const earlier = all.filter((c) => c.epoch < epoch);
+  let mine = all.find((c) => c.epoch === epoch)?.info;
+  if (!mine) {
+    const previous = earlier[0];
+    mine = await createConsumer({
+      jsm,
+      stream,
+      subject: o.subject,
+      durable: name,
+      startSeq: previous ? consumerResumePoint(previous.info) : undefined,
+      maxAckPending: o.maxAckPending,
+      ackWaitMs: o.ackWaitMs,
+    });
+  }
+  for (const c of earlier) await deleteConsumer(jsm, stream, c.info.name);
+  // Paused after the first check, this worker may have lost the lease meanwhile. Its consumer
+  // is then where the next owner must start from (the earlier ones are gone) unless a later
+  // owner has created its own already (from what it listed before): only then is it deleted.
+  if (!(await o.holdsLease())) {
+    const now = (await listPartitionConsumers(jsm, stream, durable, partition + 1))[partition];
+    if (now.some((c) => c.epoch > epoch)) await deleteConsumer(jsm, stream, name);
+    throw fenced('the lease was lost while its consumer was being set up');
+  }
+  return mine;
 }
 
 /** Defaults of the pool source, named in one place. */
@@ -150,8 +304,8 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
     };
     /**
      * A stopped partition whose in-flight work is settled and whose consumer makes no more
-     * JetStream calls is released: the next owner's consumer start (which may delete and
-     * re-create the durable) never runs concurrently with this worker's.
+     * JetStream calls is released: the next owner reads this worker's consumer's ack floor
+     * (and then deletes it) only once this worker is done with it.
      */
     const settle = (p: number, part: Partition): void => {
       if (!part.draining || part.fetching || part.open.size > 0) return;
@@ -205,15 +359,31 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
         return;
       }
       const fence = { ...coordinator.fenceArgs(p, part.epoch), isCurrent: () => coordinator.holds(p, part.epoch) };
-      logger.debug({ partition: p, maxAckPending: share }, 'pool: partition consumer starting');
+      const durable = partitionConsumerName(s.durable, p, part.epoch);
+      logger.debug({ partition: p, consumer: durable, maxAckPending: share }, 'pool: partition consumer starting');
       const js = jetstreamSource({
         connection: nats,
         stream: s.stream,
         subject: `${s.subject}.${p}`,
         streamSubject: s.subject,
+        durable,
         // The previous owner may have crashed with messages unacked: take them again in order.
-        resumeInOrder: true,
-        durable: partitionDurable(s.durable, p),
+        prepare: (jsm) =>
+          takeOverPartitionConsumer({
+            jsm,
+            stream: s.stream,
+            subject: `${s.subject}.${p}`,
+            durable: s.durable,
+            partition: p,
+            epoch: part.epoch,
+            maxAckPending: share,
+            ackWaitMs: s.ackWaitMs,
+            holdsLease: async () => coordinator.holds(p, part.epoch) && (await redis.get(fence.key)) === fence.value,
+            raiseEpoch: (atLeast) => coordinator.raiseEpoch(p, atLeast),
+          }),
+        // Deleted under it: by the partition's next owner (this worker lost the lease). Taking
+        // it again would consume behind the new owner's back.
+        recreate: false,
         ackWaitMs: s.ackWaitMs,
         // A pull larger than max_ack_pending is refused (409) and stalls the consumer.
         batchSize: Math.max(1, Math.min(s.batchSize, share)),
@@ -229,7 +399,10 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
         },
         error: (err: unknown) => {
           statusSub.unsubscribe();
-          logger.error({ err, partition: p }, 'pool: partition source failed; giving the partition up');
+          const code = (err as { code?: unknown }).code;
+          if (code === 'ERR_FENCED' || code === 'ERR_JETSTREAM_CONSUMER_GONE') {
+            logger.warn({ err, partition: p }, 'pool: partition taken over by another worker; giving it up');
+          } else logger.error({ err, partition: p }, 'pool: partition source failed; giving the partition up');
           part.draining = true;
           consumerEnded(p, part, js);
         },

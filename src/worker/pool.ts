@@ -136,6 +136,12 @@ export interface PoolCoordinator {
   release(partition: number): Promise<void>;
   /** The pool as Redis sees it (see `readPoolStatus`). */
   status(): Promise<PoolStatus>;
+  /**
+   * Raises the partition's epoch counter to at least `atLeast`, so the next lease taken on it
+   * has a greater epoch. For a counter found behind what the partition's consumers were named
+   * after (Redis lost its data while NATS kept them). Rejects with `StoreError`.
+   */
+  raiseEpoch(partition: number, atLeast: number): Promise<void>;
   /** Redis key of a partition's lease. */
   leaseKey(partition: number): string;
   /** Epoch of the lease this worker holds on the partition, or undefined. */
@@ -260,6 +266,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `;
 
+/** KEYS[1] epoch counter; ARGV[1] least value. Raises the counter to it; 1 raised, 0 already there. */
+const RAISE_EPOCH_LUA = `
+local e = tonumber(redis.call('GET', KEYS[1]) or '0')
+if e < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+`;
+
 /** KEYS: workers, heartbeats; ARGV[1] worker id. Leaves the membership. */
 const LEAVE_LUA = `
 redis.call('ZREM', KEYS[1], ARGV[1])
@@ -276,6 +292,7 @@ interface PoolScripts {
   hdPoolRenew(lease: string, value: string, leaseMs: number): Promise<number>;
   hdPoolRelease(lease: string, value: string): Promise<number>;
   hdPoolLeave(workers: string, heartbeats: string, id: string): Promise<number>;
+  hdPoolRaiseEpoch(epoch: string, atLeast: number): Promise<number>;
 }
 
 /** Registers the scripts on a client (idempotent) and returns it typed with them. */
@@ -288,6 +305,7 @@ function scriptsOf(redis: Redis): PoolScripts {
     redis.defineCommand('hdPoolRenew', { numberOfKeys: 1, lua: RENEW_LUA });
     redis.defineCommand('hdPoolRelease', { numberOfKeys: 1, lua: RELEASE_LUA });
     redis.defineCommand('hdPoolLeave', { numberOfKeys: 2, lua: LEAVE_LUA });
+    redis.defineCommand('hdPoolRaiseEpoch', { numberOfKeys: 1, lua: RAISE_EPOCH_LUA });
   }
   // defineCommand adds methods ioredis can only type through module augmentation.
   return redis as unknown as PoolScripts;
@@ -687,6 +705,14 @@ export function createPoolCoordinator(options: PoolCoordinatorOptions): PoolCoor
 
     status(): Promise<PoolStatus> {
       return readPoolStatus({ redis, keyPrefix, pool, partitions });
+    },
+
+    async raiseEpoch(partition: number, atLeast: number): Promise<void> {
+      try {
+        await scripts.hdPoolRaiseEpoch(keys.epoch(partition), atLeast);
+      } catch (err) {
+        throw storeError('raise epoch', err);
+      }
     },
 
     leaseKey: (partition) => keys.lease(partition),

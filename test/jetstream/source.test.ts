@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamManager } from '@nats-io/jetstream';
+import { FencedError } from '../../src/errors.js';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import type { Subscription } from 'rxjs';
 import {
@@ -260,10 +261,68 @@ describe('jetstreamSource', () => {
     }
   });
 
+  it('with recreate false, a consumer deleted under it ends the subscription (ERR_JETSTREAM_CONSUMER_GONE), re-creating nothing', async () => {
+    await ensureStream({ jsm, stream: 'GONE', subject: 'gone.updates' });
+    await publish('gone.updates', [{ n: 1 }]);
+    const c = consume({ stream: 'GONE', subject: 'gone.updates', durable: 'w', restartDelayMs: 50, recreate: false });
+    try {
+      await waitFor(() => c.got.length === 1, 'first message');
+      await jsm.consumers.delete('GONE', 'w');
+      await waitFor(() => c.errors.length === 1, 'the error', 15_000);
+      expect(c.errors[0]).toMatchObject({ code: 'ERR_JETSTREAM_CONSUMER_GONE' });
+      expect(c.statuses.at(-1)).toMatchObject({ kind: 'error', fatal: true });
+      await sleep(200);
+      await expect(jsm.consumers.info('GONE', 'w')).rejects.toThrow();
+    } finally {
+      c.stop();
+    }
+  });
+
+  it('prepare sets the consumer up instead of ensureConsumer, retried until it succeeds; ERR_FENCED from it ends the subscription', async () => {
+    await ensureStream({ jsm, stream: 'PREPARED', subject: 'prepared.updates' });
+    await publish('prepared.updates', [{ n: 1 }, { n: 2 }, { n: 3 }]);
+    let calls = 0;
+    const c = consume({
+      stream: 'PREPARED',
+      subject: 'prepared.updates',
+      durable: 'from-2',
+      restartDelayMs: 20,
+      prepare: async (m) => {
+        if (++calls === 1) throw new Error('not yet');
+        await m.consumers.add('PREPARED', { durable_name: 'from-2', ack_policy: AckPolicy.Explicit, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 2, filter_subject: 'prepared.updates' });
+      },
+    });
+    try {
+      await waitFor(() => c.got.length === 2, 'two messages');
+      expect(c.got.map((m) => m.seq)).toEqual([2, 3]);
+      expect(calls).toBe(2);
+      expect(c.statuses.some((s) => s.kind === 'error' && !s.fatal && s.message.includes('not yet'))).toBe(true);
+    } finally {
+      c.stop();
+    }
+    const fenced = consume({
+      stream: 'PREPARED',
+      subject: 'prepared.updates',
+      durable: 'never',
+      restartDelayMs: 20,
+      prepare: async () => {
+        throw new FencedError('not the owner');
+      },
+    });
+    try {
+      await waitFor(() => fenced.errors.length === 1, 'the error');
+      expect(fenced.errors[0]).toBeInstanceOf(FencedError);
+      expect(fenced.got).toEqual([]);
+    } finally {
+      fenced.stop();
+    }
+  });
+
   it('keeps going across a nats-server restart with the same data folder', async () => {
     await ensureStream({ jsm, stream: 'RESTART', subject: 'restart.updates' });
     await publish('restart.updates', [{ n: 1 }, { n: 2 }]);
-    const c = consume({ stream: 'RESTART', subject: 'restart.updates', durable: 'w' });
+    // recreate false (as a pool partition's consumer): the consumer is still there after the restart.
+    const c = consume({ stream: 'RESTART', subject: 'restart.updates', durable: 'w', recreate: false });
     try {
       await waitFor(() => c.got.length === 2, 'two messages');
       await waitFor(async () => (await jsm.consumers.info('RESTART', 'w')).num_ack_pending === 0, 'acks');

@@ -6,10 +6,8 @@
  * handovers of a rebalance under load race no consumer calls ("deliver policy can not be
  * updated"): nothing lost, order holds.
  */
-import { jetstreamManager } from '@nats-io/jetstream';
-import { connect } from '@nats-io/transport-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { partitionShare } from '../../src/worker/pool-source.js';
+import { partitionConsumerName, partitionShare } from '../../src/worker/pool-source.js';
 import {
   coverage,
   killAllCli,
@@ -26,6 +24,7 @@ import {
   fullyOwnedBy,
   orderViolations,
   ownedBy,
+  partitionConsumers,
   POOL,
   PoolProbe,
   poolFlow,
@@ -62,19 +61,9 @@ async function connectionNames(bb: Backbone): Promise<string[]> {
   return (body.connections ?? []).map((c) => c.name ?? '');
 }
 
-/** `max_ack_pending` of each partition's consumer (undefined: no consumer yet). */
+/** `max_ack_pending` of each partition's current consumer (undefined: no consumer yet). */
 async function maxAckPending(bb: Backbone, s: PoolSetup): Promise<Array<number | undefined>> {
-  const nc = await connect({ servers: bb.nats.url, timeout: 5_000 });
-  try {
-    const jsm = await jetstreamManager(nc);
-    const out: Array<number | undefined> = [];
-    for (let p = 0; p < POOL.partitions; p++) {
-      out.push(await jsm.consumers.info(s.stream, `${s.durable}-p${p}`).then((i) => i.config.max_ack_pending, () => undefined));
-    }
-    return out;
-  } finally {
-    await nc.close();
-  }
+  return (await partitionConsumers(bb, s)).map((list) => list[0]?.info.config.max_ack_pending);
 }
 
 async function waitUntil(cond: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
@@ -154,6 +143,14 @@ describe('pool partition consumers', () => {
       // No start of a partition consumer raced the previous owner's (or failed and retried).
       const raced = workers.flatMap((w) => w.logs().filter((l) => l.msg.startsWith('jetstream:') && /updat|not found|retrying/i.test(l.msg)).map((l) => `${w.name} p${String(l.partition)}: ${l.msg}`));
       expect.soft(raced, poolLogs(workers)).toEqual([]);
+
+      // Each partition has one consumer, named after the epoch of the lease its owner holds:
+      // every takeover deleted its predecessor.
+      const leased = await probe.sample();
+      const consumers = await partitionConsumers(bb, s);
+      expect(consumers.map((list) => list.map((c) => c.info.name))).toEqual(
+        leased.leases.map((l, p) => [partitionConsumerName(s.durable, p, l?.epoch ?? -1)]),
+      );
 
       const codes = await Promise.all(workers.map((w) => stopGracefully(w)));
       expect(codes, poolLogs(workers)).toEqual([0, 0]);

@@ -7,6 +7,7 @@
  * meanwhile; every export arrives and the per-profile order holds.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { partitionConsumerName } from '../../src/worker/pool-source.js';
 import {
   coverage,
   killAllCli,
@@ -49,7 +50,7 @@ interface StatusJson {
   recordedPartitions?: number;
   workers: Array<{ id: string; live: boolean; partitions: number[] }>;
   partitions: Array<{ partition: number; owner?: string; epoch?: number; ttlMs?: number; desiredOwner?: string }>;
-  lag: Array<{ partition: number; pending?: number; ackPending?: number }>;
+  lag: Array<{ partition: number; consumer?: string; pending?: number; ackPending?: number }>;
 }
 
 describe('pool ownership: three workers, 16 partitions', () => {
@@ -118,6 +119,9 @@ describe('pool ownership: three workers, 16 partitions', () => {
         expect(w.partitions.length, `${workerOf(workers, w.id)?.name} owns ${w.partitions.join(',')}`).toBeLessThanOrEqual(7);
       }
       expect(status.lag.map((l) => l.partition)).toEqual(Array.from({ length: POOL.partitions }, (_, p) => p));
+      // The lag is the current consumer's: the one of the lease's epoch.
+      expect(status.lag.map((l) => l.consumer)).toEqual(status.partitions.map((p) => partitionConsumerName(s.durable, p.partition, p.epoch ?? -1)));
+      expect(status.lag.every((l) => l.pending !== undefined && l.ackPending !== undefined), JSON.stringify(status.lag)).toBe(true);
 
       // Keep sampling while the steady pool works, then let the work finish.
       await sleep(3_000);

@@ -26,6 +26,7 @@ import { partitionOf, partitionSubject } from '../../src/domain/partition.js';
 import type { Audience, DataflowRules, ProfileUpdate } from '../../src/domain/types.js';
 import { ensureStream } from '../../src/streams/jetstream.js';
 import { assignPartitions, parseLeaseValue, poolKeys } from '../../src/worker/pool.js';
+import { listPartitionConsumers, type PartitionConsumer } from '../../src/worker/pool-source.js';
 import {
   AUD_1,
   backboneConfig,
@@ -707,16 +708,26 @@ export async function settlePool(o: {
   }
 }
 
-/** True when every partition's durable consumer has nothing pending and nothing unacked. */
-export async function poolIdle(bb: Backbone, setup: PoolSetup): Promise<boolean> {
-  for (let p = 0; p < POOL.partitions; p++) {
-    const st = await consumerState(bb.nats.url, setup.stream, `${setup.durable}-p${p}`).catch(() => null);
-    if (!st || st.pending !== 0 || st.ackPending !== 0) return false;
+/**
+ * Every consumer of each partition (`<durable>-p<n>-e<epoch>`), the current one (latest
+ * epoch) first; an empty list for a partition never taken.
+ */
+export async function partitionConsumers(bb: Backbone, setup: PoolSetup): Promise<PartitionConsumer[][]> {
+  const nc = await connect({ servers: bb.nats.url, timeout: 5_000 });
+  try {
+    return await listPartitionConsumers(await jetstreamManager(nc), setup.stream, setup.durable, POOL.partitions);
+  } finally {
+    await nc.close();
   }
-  return true;
 }
 
-/** `p<n>=<num_redelivered>` of each partition's consumer with redeliveries (for failure logs). */
+/** True when every partition's current consumer has nothing pending and nothing unacked. */
+export async function poolIdle(bb: Backbone, setup: PoolSetup): Promise<boolean> {
+  const all = await partitionConsumers(bb, setup).catch(() => null);
+  return all !== null && all.every((list) => list.length > 0 && list[0].info.num_pending === 0 && list[0].info.num_ack_pending === 0);
+}
+
+/** `p<n>=<num_redelivered>` of each partition's consumers with redeliveries (for failure logs). */
 export async function redeliveries(bb: Backbone, setup: PoolSetup): Promise<string> {
   const out: string[] = [];
   for (let p = 0; p < POOL.partitions; p++) {
