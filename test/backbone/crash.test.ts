@@ -10,13 +10,12 @@
  * within seconds, not 30 s.
  */
 import { isDeepStrictEqual } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { ProfileUpdate } from '../../src/domain/types.js';
 import {
   consumerState,
   coverage,
   exportingWorkload,
-  killAllCli,
   oracle,
   prng,
   publish,
@@ -24,8 +23,7 @@ import {
   settle,
   singleFlow,
   sleep,
-  startBackbone,
-  startRecordingReceiver,
+  useBackboneAndReceiver,
   type Backbone,
   type CliProcess,
   type Oracle,
@@ -38,16 +36,7 @@ describe('no loss under crash: SIGKILL while working, restart at once', () => {
   let bb: Backbone;
   let rx: RecordingReceiver;
 
-  beforeAll(async () => {
-    bb = await startBackbone();
-    rx = await startRecordingReceiver();
-  });
-
-  afterAll(async () => {
-    await killAllCli();
-    await rx?.close();
-    await bb?.stop();
-  });
+  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
 
   /**
    * A single-flow config on its own stream, durable, Redis prefix and receiver path. The pool

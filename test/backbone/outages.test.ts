@@ -7,11 +7,10 @@
  * Expected exports come from the oracle (every update of the workload exports once).
  */
 import { isDeepStrictEqual } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   coverage,
   exportingWorkload,
-  killAllCli,
   oracle,
   publish,
   readSnapshots,
@@ -19,8 +18,7 @@ import {
   settle,
   singleFlow,
   sleep,
-  startBackbone,
-  startRecordingReceiver,
+  useBackboneAndReceiver,
   type Backbone,
   type CliProcess,
   type FlowSetup,
@@ -32,16 +30,7 @@ describe('outages during a run', () => {
   let bb: Backbone;
   let rx: RecordingReceiver;
 
-  beforeAll(async () => {
-    bb = await startBackbone();
-    rx = await startRecordingReceiver();
-  });
-
-  afterAll(async () => {
-    await killAllCli();
-    await rx?.close();
-    await bb?.stop();
-  });
+  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
 
   /**
    * Primes a single-flow setup, publishes a workload of `profiles` × 8 updates (each exports

@@ -9,39 +9,28 @@
  * receiver tells which worker sent an export: both must have worked.
  */
 import { isDeepStrictEqual } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   coverage,
   exportingWorkload,
-  killAllCli,
   oracle,
   publish,
   readSnapshots,
   settle,
   singleFlow,
   spawnCli,
-  startBackbone,
-  startRecordingReceiver,
+  useBackboneAndReceiver,
   type Backbone,
   type CliProcess,
-  type RecordingReceiver,
   type Recorded,
+  type RecordingReceiver,
 } from '../support/backbone.js';
 
 describe('two workers on one stream, one durable, one Redis', () => {
   let bb: Backbone;
   let rx: RecordingReceiver;
 
-  beforeAll(async () => {
-    bb = await startBackbone();
-    rx = await startRecordingReceiver();
-  });
-
-  afterAll(async () => {
-    await killAllCli();
-    await rx?.close();
-    await bb?.stop();
-  });
+  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
 
   /** One setup, and a second config identical but for the endpoint path `/<name>-w2`. */
   function twoConfigs(name: string, rateLimit?: number) {

@@ -6,15 +6,13 @@
  * handovers of a rebalance under load race no consumer calls ("deliver policy can not be
  * updated"): nothing lost, order holds.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { partitionConsumerName, partitionShare } from '../../src/worker/pool-source.js';
 import {
   coverage,
-  killAllCli,
   oracle,
   sleep,
-  startBackbone,
-  startRecordingReceiver,
+  useBackboneAndReceiver,
   type Backbone,
   type RecordingReceiver,
 } from '../support/backbone.js';
@@ -78,15 +76,7 @@ describe('pool partition consumers', () => {
   let bb: Backbone;
   let rx: RecordingReceiver;
 
-  beforeAll(async () => {
-    bb = await startBackbone();
-    rx = await startRecordingReceiver();
-  });
-  afterAll(async () => {
-    await killAllCli();
-    await rx?.close();
-    await bb?.stop();
-  });
+  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
 
   it('one connection per worker; max_ack_pending is the share of the owner; a rebalance under load loses nothing', async () => {
     const seed = seedOf(41);

@@ -6,15 +6,13 @@
  * run leaves it — and the ORDER check holds on every received export: for each profile the
  * mapped `bench.seq` never goes down.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   coverage,
-  killAllCli,
   oracle,
   prng,
   sleep,
-  startBackbone,
-  startRecordingReceiver,
+  useBackboneAndReceiver,
   type Backbone,
   type RecordingReceiver,
 } from '../support/backbone.js';
@@ -49,15 +47,7 @@ describe('pool failover: SIGKILL one of three workers under load', () => {
   let bb: Backbone;
   let rx: RecordingReceiver;
 
-  beforeAll(async () => {
-    bb = await startBackbone();
-    rx = await startRecordingReceiver();
-  });
-  afterAll(async () => {
-    await killAllCli();
-    await rx?.close();
-    await bb?.stop();
-  });
+  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
 
   it("the dead worker's partitions move within leaseMs + a tick; nothing lost; order holds for every profile", async () => {
     const seed = seedOf(21);

@@ -14,16 +14,14 @@
  * the resumed worker still had queued. The dataflow's rate limit (below the publishing rate)
  * keeps exports queued behind the limiter, built from applied updates, when the worker is
  * frozen: the case where a resumed worker could still send an old state. */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { ProfileUpdate } from '../../src/domain/types.js';
 import {
   coverage,
-  killAllCli,
   oracle,
   prng,
   sleep,
-  startBackbone,
-  startRecordingReceiver,
+  useBackboneAndReceiver,
   type Backbone,
   type RecordingReceiver,
 } from '../support/backbone.js';
@@ -58,15 +56,7 @@ describe('pool fencing: a worker frozen past its lease, then resumed', () => {
   let bb: Backbone;
   let rx: RecordingReceiver;
 
-  beforeAll(async () => {
-    bb = await startBackbone();
-    rx = await startRecordingReceiver();
-  });
-  afterAll(async () => {
-    await killAllCli();
-    await rx?.close();
-    await bb?.stop();
-  });
+  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
 
   /**
    * The setup, three workers sharing the partitions, updates flowing (more than the test

@@ -6,16 +6,14 @@
  * never go back, and no two workers' tenures of a partition overlap in time. Updates flow
  * meanwhile; every export arrives and the per-profile order holds.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { partitionConsumerName } from '../../src/worker/pool-source.js';
 import {
   coverage,
-  killAllCli,
   oracle,
   runCli,
   sleep,
-  startBackbone,
-  startRecordingReceiver,
+  useBackboneAndReceiver,
   type Backbone,
   type RecordingReceiver,
 } from '../support/backbone.js';
@@ -57,15 +55,7 @@ describe('pool ownership: three workers, 16 partitions', () => {
   let bb: Backbone;
   let rx: RecordingReceiver;
 
-  beforeAll(async () => {
-    bb = await startBackbone();
-    rx = await startRecordingReceiver();
-  });
-  afterAll(async () => {
-    await killAllCli();
-    await rx?.close();
-    await bb?.stop();
-  });
+  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
 
   it('every partition is owned by exactly one live worker, 4–7 each, never two owners at once', async () => {
     const seed = seedOf(11);

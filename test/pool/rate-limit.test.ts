@@ -19,14 +19,12 @@
  * 1.3 × the unthrottled one + 1 s. A limiter that throttles below its rate on a machine that
  * can do more still fails; the 4.5 s lower bound and the window bounds never bend.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   coverage,
-  killAllCli,
   oracle,
   publish,
-  startBackbone,
-  startRecordingReceiver,
+  useBackboneAndReceiver,
   type Backbone,
   type RecordingReceiver,
 } from '../support/backbone.js';
@@ -59,15 +57,7 @@ describe('pool-wide rate limit: three workers, one dataflow at 300/s', () => {
   let bb: Backbone;
   let rx: RecordingReceiver;
 
-  beforeAll(async () => {
-    bb = await startBackbone();
-    rx = await startRecordingReceiver();
-  });
-  afterAll(async () => {
-    await killAllCli();
-    await rx?.close();
-    await bb?.stop();
-  });
+  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
 
   it('never more than 315 in any 1-second window, and a backlog of 1,500 drains at about 300/s', async () => {
     const seed = seedOf(51);

@@ -5,14 +5,12 @@
  * holds on every received export, both stopped workers exit 0, and the survivor ends up
  * owning every partition.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   coverage,
-  killAllCli,
   oracle,
   sleep,
-  startBackbone,
-  startRecordingReceiver,
+  useBackboneAndReceiver,
   type Backbone,
   type RecordingReceiver,
 } from '../support/backbone.js';
@@ -42,15 +40,7 @@ describe('pool scaling: 1 → 3 → 1 workers while updates flow', () => {
   let bb: Backbone;
   let rx: RecordingReceiver;
 
-  beforeAll(async () => {
-    bb = await startBackbone();
-    rx = await startRecordingReceiver();
-  });
-  afterAll(async () => {
-    await killAllCli();
-    await rx?.close();
-    await bb?.stop();
-  });
+  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
 
   it('adds two workers, then stops two with SIGTERM: nothing lost, order holds, the survivor owns every partition', async () => {
     const seed = seedOf(31);

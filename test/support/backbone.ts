@@ -29,6 +29,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { Redis } from 'ioredis';
+import { afterAll, beforeAll } from 'vitest';
 import { decideExports, exitedAudiences } from '../../src/domain/diff.js';
 import { eventIdentity, idempotencyKey } from '../../src/domain/keys.js';
 import { applyUpdate } from '../../src/domain/merge.js';
@@ -713,4 +714,29 @@ export function exportingWorkload(options: {
     lists.push(list);
   }
   return { perProfile: lists, events: interleave(lists, rand) };
+}
+
+/**
+ * The fixture most backbone and pool test files share: a backbone and a recording receiver
+ * started before the file's (or describe block's) tests, handed to `set`; after them every
+ * CLI process is killed and both are stopped.
+ *
+ * @example
+ * let bb: Backbone;
+ * let rx: RecordingReceiver;
+ * useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
+ */
+export function useBackboneAndReceiver(set: (bb: Backbone, rx: RecordingReceiver) => void): void {
+  let bb: Backbone | undefined;
+  let rx: RecordingReceiver | undefined;
+  beforeAll(async () => {
+    bb = await startBackbone();
+    rx = await startRecordingReceiver();
+    set(bb, rx);
+  });
+  afterAll(async () => {
+    await killAllCli();
+    await rx?.close();
+    await bb?.stop();
+  });
 }
