@@ -74,6 +74,7 @@ function virtualStore(
     confirm: unused,
     members: unused,
     scanMembers: unused,
+    beginBackfill: unused,
     getBackfill: unused,
     setBackfill: unused,
     close: () => Promise.resolve(),

@@ -4,9 +4,9 @@
  */
 import { applyUpdate } from '../domain/merge.js';
 import { isIn } from '../domain/diff.js';
-import { FencedError } from '../errors.js';
+import { FencedError, StoreError } from '../errors.js';
 import type { ProfileSnapshot, ProfileUpdate } from '../domain/types.js';
-import type { ApplyContext, ApplyResult, BackfillState, SnapshotStore } from './types.js';
+import type { ApplyContext, ApplyResult, BackfillBegin, BackfillState, SnapshotStore } from './types.js';
 
 /** Unconfirmed applications kept per profile for redelivery; the oldest is dropped beyond this. */
 export const MAX_PENDING_PER_PROFILE = 64;
@@ -30,6 +30,8 @@ export class MemorySnapshotStore implements SnapshotStore {
   private readonly profiles = new Map<string, Entry>();
   private readonly audiences = new Map<string, Set<string>>();
   private readonly backfills = new Map<string, BackfillState>();
+  /** backfill id → the audience's members when it began (`beginBackfill`), until it is done. */
+  private readonly frozen = new Map<string, readonly string[]>();
 
   async apply(update: ProfileUpdate, ctx: ApplyContext): Promise<ApplyResult> {
     const entry = this.profiles.get(update.profileId);
@@ -81,7 +83,8 @@ export class MemorySnapshotStore implements SnapshotStore {
     if (batch.length > 0) yield batch;
   }
 
-  async scanMembers(audienceId: string, options: { cursor: string; count: number }): Promise<{ ids: string[]; cursor: string }> {
+  async scanMembers(audienceId: string, options: { cursor: string; count: number; frozenAs?: string }): Promise<{ ids: string[]; cursor: string }> {
+    if (options.frozenAs !== undefined) return this.scanFrozen(options.frozenAs, options);
     // The cursor is the last id returned (ids in sorted order), so members leaving or joining
     // between pages never make the scan skip one that stays.
     const all = [...(this.audiences.get(audienceId) ?? [])].sort();
@@ -102,6 +105,16 @@ export class MemorySnapshotStore implements SnapshotStore {
     return { ids, cursor: done ? '0' : `>${ids[ids.length - 1]}` };
   }
 
+  async beginBackfill(id: string, audienceId: string): Promise<BackfillBegin> {
+    const known = this.backfills.get(id);
+    if (known && (known.done || this.frozen.has(id))) return { state: { ...known }, phase: 'resume' };
+    // Insertion order of the set: a fixed order for this copy, and no sort of a large audience.
+    this.frozen.set(id, [...(this.audiences.get(audienceId) ?? [])]);
+    const state: BackfillState = { done: false, cursor: '0', sent: known?.sent ?? 0 };
+    this.backfills.set(id, state);
+    return { state: { ...state }, phase: known ? 'restart' : 'start' };
+  }
+
   async getBackfill(id: string): Promise<BackfillState | null> {
     const s = this.backfills.get(id);
     return s ? { ...s } : null;
@@ -109,12 +122,27 @@ export class MemorySnapshotStore implements SnapshotStore {
 
   async setBackfill(id: string, state: BackfillState): Promise<void> {
     this.backfills.set(id, { ...state });
+    if (state.done) this.frozen.delete(id);
   }
 
   async close(): Promise<void> {
     this.profiles.clear();
     this.audiences.clear();
     this.backfills.clear();
+    this.frozen.clear();
+  }
+
+  /** A page of the frozen members of backfill `id`; the cursor is the index of the next one. */
+  private scanFrozen(id: string, options: { cursor: string; count: number }): { ids: string[]; cursor: string } {
+    const all = this.frozen.get(id);
+    if (!all) throw new StoreError(`memory snapshot store: the frozen members of backfill ${id} are gone`);
+    // A cursor this method did not make (none should reach it) reads from the start:
+    // members may be sent twice, none is skipped.
+    const at = Number(options.cursor);
+    const from = Number.isSafeInteger(at) && at > 0 ? at : 0;
+    const ids = all.slice(from, from + Math.max(1, Math.floor(options.count)));
+    const next = from + ids.length;
+    return { ids, cursor: next >= all.length ? '0' : String(next) };
   }
 
   private index(before: ProfileSnapshot | null, after: ProfileSnapshot): void {

@@ -46,10 +46,24 @@ export interface ApplyResult extends AppliedUpdate {
 /** Progress of one backfill: a (dataflow, audience mapping) pair. */
 export interface BackfillState {
   done: boolean;
-  /** Where to resume the member scan (`scanMembers` cursor). */
+  /** Where to resume the scan of its frozen members (`scanMembers` cursor with `frozenAs`). */
   cursor: string;
-  /** Profiles sent so far (for operators). */
+  /** Profiles sent so far (for operators; a restarted scan keeps counting). */
   sent: number;
+}
+
+/** What `beginBackfill` found and did. */
+export interface BackfillBegin {
+  /** The state to go on from (`done` when the backfill had finished already). */
+  state: BackfillState;
+  /**
+   * `start`: the members were frozen just now, the scan starts at `'0'`. `resume`: the
+   * backfill had started (or finished) before; its frozen members are still there, nothing
+   * changed. `restart`: it had started but its frozen members are gone (the store lost data):
+   * they were frozen again, from the audience as it is now, and the scan starts over at `'0'`
+   * (profiles already sent may be sent again; none is missed).
+   */
+  phase: 'start' | 'resume' | 'restart';
 }
 
 export interface SnapshotStore {
@@ -68,11 +82,26 @@ export interface SnapshotStore {
   /**
    * One page of the audience's members from `cursor` (`'0'` to start). The returned cursor
    * resumes after this page, also in another process; `'0'` means the scan is complete.
-   * A member present for the whole scan is returned at least once.
+   *
+   * Without `frozenAs`, the live member set is read: a member present for the whole scan is
+   * returned at least once; one that enters or leaves meanwhile may or may not be.
+   * With `frozenAs: <backfill id>`, the members frozen by `beginBackfill` are read instead
+   * (`audienceId` is then not used): each exactly once, whatever entered or left since, and
+   * the cursor stays valid across restarts of the store's server. Rejects with `StoreError`
+   * when that frozen copy is gone (the store lost data; `beginBackfill` freezes again).
    */
-  scanMembers(audienceId: string, options: { cursor: string; count: number }): Promise<{ ids: string[]; cursor: string }>;
+  scanMembers(audienceId: string, options: { cursor: string; count: number; frozenAs?: string }): Promise<{ ids: string[]; cursor: string }>;
+  /**
+   * Starts backfill `id` of `audienceId` (SPEC §8: the members *at its start*, once), or finds
+   * it started. The first call freezes the audience's current members — a copy that later
+   * entries and exits do not change, read by `scanMembers(…, { frozenAs: id })` — and records
+   * the state `{ done: false, cursor: '0', sent: 0 }`, in one atomic step, so workers calling
+   * it at the same time share one frozen copy. See `BackfillBegin.phase` for the other cases.
+   */
+  beginBackfill(id: string, audienceId: string): Promise<BackfillBegin>;
   /** Backfill bookkeeping (SPEC §8), by backfill id; null when it never started. */
   getBackfill(id: string): Promise<BackfillState | null>;
+  /** Records a checkpoint; a `done` state also drops the backfill's frozen members, in the same step. */
   setBackfill(id: string, state: BackfillState): Promise<void>;
   close(): Promise<void>;
 }

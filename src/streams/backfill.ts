@@ -1,6 +1,12 @@
 /**
  * Backfill (SPEC §8): when an audience becomes mapped to a dataflow, every profile already
  * *in* it is exported to that dataflow once, without waiting for its next update.
+ *
+ * "Already in it" is the audience when the backfill begins: its members are frozen then
+ * (`SnapshotStore.beginBackfill`) and the backfill reads that copy. A profile entering later
+ * is exported by its own update only, never by the backfill too; one leaving later is still
+ * read, and skipped by the pipeline, which exports a backfill item only while the profile is
+ * in the audience.
  */
 import { Observable } from 'rxjs';
 import type { DataflowRules } from '../domain/types.js';
@@ -20,8 +26,12 @@ export interface BackfillOptions {
   dataflows: readonly DataflowRules[];
   /** @default 500 */
   pageSize?: number;
-  /** Called when a backfill starts or finishes (for logs). */
-  onProgress?: (e: { id: string; dataflowId: string; audienceId: string; phase: 'start' | 'resume' | 'done'; sent: number }) => void;
+  /**
+   * Called when a backfill starts, resumes or finishes (for logs). `restart`: it had started,
+   * but its frozen members were gone (the store lost data); they were frozen again from the
+   * audience as it is now and the scan starts over, so profiles sent before may be sent again.
+   */
+  onProgress?: (e: { id: string; dataflowId: string; audienceId: string; phase: 'start' | 'resume' | 'restart' | 'done'; sent: number }) => void;
 }
 
 /**
@@ -33,11 +43,12 @@ export function backfillId(dataflowId: string, audienceId: string, mappingCreate
 }
 
 /**
- * Emits one backfill envelope per member of each newly mapped audience, page by page. A page
- * is checkpointed in the store (the member scan's cursor) once every item of it is acked,
- * so a backfill cut short by a crash resumes from its last page; a finished one is marked
- * done and never repeats. Items go through the same per-profile actors as live updates, so
- * order and rate limits hold. Completes when every backfill is done.
+ * Emits one backfill envelope per member of each newly mapped audience as it was when its
+ * backfill began (frozen then), page by page. A page is checkpointed in the store (the scan's
+ * cursor in the frozen copy) once every item of it is acked, so a backfill cut short by a
+ * crash resumes from its last page over the same copy; a finished one is marked done (which
+ * drops the copy) and never repeats. Items go through the same per-profile actors as live
+ * updates, so order and rate limits hold. Completes when every backfill is done.
  *
  * @example
  * merge(live$, backfillSource({ store, dataflows: config.dataflows })).pipe(…)
@@ -86,14 +97,16 @@ export function backfillSource(options: BackfillOptions): Observable<Envelope> {
       for (const flow of dataflows) {
         for (const mapping of flow.audiences) {
           const id = backfillId(flow.id, mapping.id, mapping.mappingCreatedAt);
-          const state = await store.getBackfill(id);
-          if (state?.done) continue;
-          let cursor = state?.cursor ?? '0';
-          let sent = state?.sent ?? 0;
-          options.onProgress?.({ id, dataflowId: flow.id, audienceId: mapping.id, phase: state ? 'resume' : 'start', sent });
-          if (!state) await store.setBackfill(id, { done: false, cursor, sent });
+          // A plain read first: at every start most backfills are done, and this skips them
+          // without running the store's freeze step.
+          if ((await store.getBackfill(id))?.done) continue;
+          const { state, phase } = await store.beginBackfill(id, mapping.id);
+          if (state.done) continue; // another worker of the pool finished it meanwhile
+          let cursor = state.cursor;
+          let sent = state.sent;
+          options.onProgress?.({ id, dataflowId: flow.id, audienceId: mapping.id, phase, sent });
           do {
-            const page = await store.scanMembers(mapping.id, { cursor, count: pageSize });
+            const page = await store.scanMembers(mapping.id, { cursor, count: pageSize, frozenAs: id });
             await sendPage(flow.id, mapping.id, page.ids);
             if (subscriber.closed) return;
             cursor = page.cursor;

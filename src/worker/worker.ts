@@ -114,7 +114,8 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
           store,
           dataflows: config.dataflows,
           onProgress: (e) => {
-            if (e.phase !== 'start' || e.sent > 0) logger.info(e, `backfill ${e.phase}`);
+            if (e.phase === 'restart') logger.warn(e, 'backfill restart: its frozen member list was lost (Redis data loss); frozen again, scanning from the start');
+            else if (e.phase !== 'start' || e.sent > 0) logger.info(e, `backfill ${e.phase}`);
           },
         }).pipe(
           // A store outage during a backfill: start again from the last checkpoint.

@@ -2,8 +2,11 @@
  * Backfill on the real backbone (SPEC §8): `run --once` with audience A mapped, over profiles
  * in A and in B; then the config maps B too and `run --once` again: exactly B's members are
  * exported to the dataflow, once each, under its rate limit; a third run exports nothing.
+ * Profiles entering B while its backfill runs are exported once, by their own update.
  */
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { idempotencyKey } from '../../src/domain/keys.js';
 import { buildPayload, preparePayloadRules } from '../../src/domain/payload.js';
 import type { Audience, ProfileUpdate } from '../../src/domain/types.js';
 import {
@@ -143,15 +146,65 @@ describe('backfill when an audience becomes mapped', () => {
     const atKill = got().length;
     expect(atKill).toBeLessThan(members.length);
 
-    const resumed = await runOnce(cfgK);
-    const ids = (): string[] => got().map((r) => ((r.body as { identityMap: { crm: Array<{ id: string }> } }).identityMap.crm[0].id));
-    expect([...new Set(ids())].sort(), 'every member of B exported at least once').toEqual(members);
-    const again = got().length - new Set(ids()).size;
-    console.log(`[backfill] killed after ${atKill} of ${members.length}; the resumed run sent ${resumed.delivered} (${again} sent twice)`);
-    expect(resumed.delivered, 'the resumed backfill starts from its last checkpoint, not from scratch').toBeLessThan(members.length);
+    // The members frozen when the backfill began outlive the crash; a profile entering B
+    // meanwhile is not among them: its own update exports it, the resumed backfill does not.
+    const redis = new Redis(bb.redis.url, { maxRetriesPerRequest: 1 });
+    const frozenKey = 'bfk:backfill:flow-1|aud-b|300:members';
+    try {
+      expect(await redis.llen(frozenKey)).toBe(members.length + 1);
+      await publish(bb, cfgK, 'bfk-late.jsonl', [{ profileId: 'm-late', eventId: 'm-late', identityMap: { crm: [{ id: 'm-late' }] }, segmentMembership: enter('aud-b') }]);
+      const resumed = await runOnce(cfgK);
+      expect(resumed).toMatchObject({ eventsRead: 1 });
+      expect(await redis.exists(frozenKey), 'the frozen copy is dropped once the backfill is done').toBe(0);
+      const ids = (): string[] => got().map((r) => ((r.body as { identityMap: { crm: Array<{ id: string }> } }).identityMap.crm[0].id));
+      expect(ids().filter((id) => id === 'm-late'), 'the late entrant: one export (its own update)').toEqual(['m-late']);
+      expect([...new Set(ids())].sort(), 'every member of B exported at least once').toEqual([...members, 'm-late'].sort());
+      const again = got().length - new Set(ids()).size;
+      console.log(`[backfill] killed after ${atKill} of ${members.length}; the resumed run sent ${resumed.delivered} (${again} sent twice)`);
+      expect(resumed.delivered, 'the resumed backfill starts from its last checkpoint, not from scratch').toBeLessThan(members.length);
+    } finally {
+      redis.disconnect();
+    }
 
     const before = got().length;
     expect(await runOnce(cfgK)).toMatchObject({ delivered: 0, backfilled: 0 });
     expect(got().length).toBe(before);
+  }, 90_000);
+
+  it('profiles entering the audience while its backfill runs are exported once each, by their own update', async () => {
+    // 1,500 members of B (three pages of the member scan) at 300/s; 40 profiles enter B
+    // while the first page goes out. The backfill reads B as it was when it began.
+    const members = Array.from({ length: 1_500 }, (_, i) => `l-${String(i).padStart(4, '0')}`);
+    const late = Array.from({ length: 40 }, (_, i) => `late-${i}`);
+    const destL = { ...dest, endpoint: `${rx.url}/bfl` };
+    const flowL = { ...flowA, rateLimit: 300 };
+    const cfgL = bb.writeFile('bfl.json', backboneConfig({ bb, name: 'bfl', audiences, destinations: [destL], dataflows: [flowL] }));
+    const entering = (id: string) => ({ profileId: id, eventId: `ev-${id}`, identityMap: { crm: [{ id }] }, segmentMembership: enter('aud-b') });
+    await publish(bb, cfgL, 'bfl.jsonl', members.map(entering));
+    expect(await runOnce(cfgL)).toMatchObject({ eventsRead: members.length, delivered: 0 });
+
+    const mapped = { ...flowL, audiences: [...flowL.audiences, { id: 'aud-b', mappingCreatedAt: 500, mappingUpdatedAt: 501 }] };
+    bb.writeFile('bfl.json', backboneConfig({ bb, name: 'bfl', audiences, destinations: [destL], dataflows: [mapped] }));
+    const got = () => rx.delivered('/bfl');
+    const idOf = (r: { body: unknown }): string => (r.body as { identityMap: { crm: Array<{ id: string }> } }).identityMap.crm[0].id;
+    const worker = spawnCli(['run', '--config', cfgL]);
+    try {
+      await rx.waitFor(() => got().length >= 100 || !worker.running, 30_000, 'the backfill under way');
+      await publish(bb, cfgL, 'bfl-late.jsonl', late.map(entering));
+      const everyone = new Set([...members, ...late]);
+      await rx.waitFor(() => new Set(got().map(idOf)).size >= everyone.size || !worker.running, 60_000, 'every member and late entrant exported');
+      await new Promise((r) => setTimeout(r, 500)); // room for a (wrong) second export
+    } finally {
+      worker.kill('SIGTERM');
+      await worker.exited;
+    }
+    const byId = new Map<string, string[]>();
+    for (const r of got()) byId.set(idOf(r), [...(byId.get(idOf(r)) ?? []), r.key]);
+    expect([...byId.keys()].sort()).toEqual([...members, ...late].sort());
+    for (const id of late) {
+      expect(byId.get(id), `${id}: one export, its own update's`).toEqual([idempotencyKey({ dataflowId: 'flow-1', profileId: id, event: `event:ev-${id}` })]);
+    }
+    const twice = members.filter((id) => byId.get(id)!.length !== 1);
+    expect(twice, 'members exported more than once').toEqual([]);
   }, 90_000);
 });

@@ -238,5 +238,10 @@ describe('MemorySnapshotStore', () => {
 
 describeSnapshotStoreContract('MemorySnapshotStore', async () => {
   const s = new MemorySnapshotStore();
-  return { store: s, cleanup: () => s.close() };
+  return {
+    store: s,
+    cleanup: () => s.close(),
+    // Reaching into the private copy: memory loses it only with everything else.
+    loseFrozenMembers: async (id) => void (s as unknown as { frozen: Map<string, unknown> }).frozen.delete(id),
+  };
 });

@@ -15,6 +15,11 @@ import type { SnapshotStore } from '../../src/stores/types.js';
 export interface SnapshotStoreFixture {
   store: SnapshotStore;
   cleanup(): Promise<void>;
+  /**
+   * Deletes the frozen members of backfill `id` behind the store's back (as a store that lost
+   * data would). Without it, the case of a lost copy is not run.
+   */
+  loseFrozenMembers?(id: string): Promise<void>;
 }
 
 async function collect(iterable: AsyncIterable<string[]>): Promise<string[][]> {
@@ -355,6 +360,96 @@ export function describeSnapshotStoreContract(
         await store.apply(name('A'), { key: 'f:1', seq: 1 });
         await store.apply(name('B'), { key: 'f:1b', seq: 1 });
         expect((await store.get('p-w'))?.attributes).toEqual({ person: { name: { firstName: 'B' } } });
+      });
+    });
+
+    describe('backfill: the members frozen when it begins (SPEC §8)', () => {
+      const enter = (profileId: string, audienceId: string) =>
+        store.apply({ profileId, segmentMembership: { ups: { [audienceId]: { status: 'realized' } } } }, ctx());
+      const leave = (profileId: string, audienceId: string) =>
+        store.apply({ profileId, segmentMembership: { ups: { [audienceId]: { status: 'exited' } } } }, ctx());
+      /** Every page of the frozen members of backfill `id`, from `cursor`. */
+      const scanAll = async (id: string, count: number, cursor = '0'): Promise<string[][]> => {
+        const pages: string[][] = [];
+        do {
+          const page = await store.scanMembers('unused', { cursor, count, frozenAs: id });
+          pages.push(page.ids);
+          cursor = page.cursor;
+        } while (cursor !== '0');
+        return pages;
+      };
+
+      it('beginBackfill freezes: a member entering after is not scanned, one leaving after still is', async () => {
+        for (const id of ['p-1', 'p-2', 'p-3']) await enter(id, 'aud-f');
+        expect(await store.beginBackfill('bf-1', 'aud-f')).toEqual({ state: { done: false, cursor: '0', sent: 0 }, phase: 'start' });
+        expect(await store.getBackfill('bf-1')).toEqual({ done: false, cursor: '0', sent: 0 });
+        await enter('p-4', 'aud-f');
+        await leave('p-2', 'aud-f');
+        expect((await scanAll('bf-1', 10)).flat().sort()).toEqual(['p-1', 'p-2', 'p-3']);
+        // The live scan sees the audience as it is now.
+        expect((await store.scanMembers('aud-f', { cursor: '0', count: 10 })).ids.sort()).toEqual(['p-1', 'p-3', 'p-4']);
+        expect(await membersOf(store, 'aud-f')).toEqual(['p-1', 'p-3', 'p-4']);
+      });
+
+      it('pages of count members, each member exactly once, cursor "0" only at the end', async () => {
+        const ids = Array.from({ length: 23 }, (_, i) => `p-s${String(i).padStart(2, '0')}`);
+        await Promise.all(ids.map((id) => enter(id, 'aud-s')));
+        await store.beginBackfill('bf-s', 'aud-s');
+        const pages = await scanAll('bf-s', 5);
+        expect(pages.map((p) => p.length)).toEqual([5, 5, 5, 5, 3]);
+        expect(pages.flat().sort()).toEqual(ids);
+        // Resuming from a page's cursor (as a checkpoint does) reads the rest, also after changes.
+        const first = await store.scanMembers('aud-s', { cursor: '0', count: 10, frozenAs: 'bf-s' });
+        await leave(first.ids[0], 'aud-s');
+        await enter('p-s99', 'aud-s');
+        const rest = (await scanAll('bf-s', 4, first.cursor)).flat();
+        expect([...first.ids, ...rest].sort()).toEqual(ids);
+      });
+
+      it('an empty audience freezes to no members: one empty last page', async () => {
+        expect((await store.beginBackfill('bf-e', 'aud-none')).phase).toBe('start');
+        await enter('p-late', 'aud-none');
+        expect(await store.scanMembers('aud-none', { cursor: '0', count: 5, frozenAs: 'bf-e' })).toEqual({ ids: [], cursor: '0' });
+        expect((await store.beginBackfill('bf-e', 'aud-none')).phase).toBe('resume');
+      });
+
+      it('beginBackfill again resumes: the recorded state, the same frozen members (also for callers at once)', async () => {
+        for (const id of ['p-1', 'p-2']) await enter(id, 'aud-r');
+        const [a, b] = await Promise.all([store.beginBackfill('bf-r', 'aud-r'), store.beginBackfill('bf-r', 'aud-r')]);
+        expect([a.phase, b.phase].sort()).toEqual(['resume', 'start']);
+        await store.setBackfill('bf-r', { done: false, cursor: '0', sent: 7 });
+        await enter('p-3', 'aud-r');
+        expect(await store.beginBackfill('bf-r', 'aud-r')).toEqual({ state: { done: false, cursor: '0', sent: 7 }, phase: 'resume' });
+        expect((await scanAll('bf-r', 10)).flat().sort()).toEqual(['p-1', 'p-2']);
+        // Another backfill of the same audience (another mapping) freezes it as it is now.
+        await store.beginBackfill('bf-r2', 'aud-r');
+        expect((await scanAll('bf-r2', 10)).flat().sort()).toEqual(['p-1', 'p-2', 'p-3']);
+      });
+
+      it('a done state drops the frozen members; beginBackfill then returns it as is', async () => {
+        await enter('p-1', 'aud-d');
+        await store.beginBackfill('bf-d', 'aud-d');
+        await store.setBackfill('bf-d', { done: false, cursor: '0', sent: 0 });
+        expect((await scanAll('bf-d', 10)).flat()).toEqual(['p-1']);
+        await store.setBackfill('bf-d', { done: true, cursor: '0', sent: 1 });
+        await expect(store.scanMembers('aud-d', { cursor: '0', count: 10, frozenAs: 'bf-d' })).rejects.toMatchObject({ code: 'ERR_STORE' });
+        expect(await store.beginBackfill('bf-d', 'aud-d')).toEqual({ state: { done: true, cursor: '0', sent: 1 }, phase: 'resume' });
+        await expect(store.scanMembers('aud-d', { cursor: '0', count: 10, frozenAs: 'bf-d' })).rejects.toMatchObject({ code: 'ERR_STORE' });
+        expect(await store.getBackfill('bf-never')).toBeNull();
+      });
+
+      it('a frozen copy lost while the backfill runs: the scan rejects, beginBackfill freezes again and restarts at "0"', async (t) => {
+        if (!fixture.loseFrozenMembers) return t.skip();
+        for (const id of ['p-1', 'p-2', 'p-3']) await enter(id, 'aud-l');
+        await store.beginBackfill('bf-l', 'aud-l');
+        const page = await store.scanMembers('aud-l', { cursor: '0', count: 2, frozenAs: 'bf-l' });
+        await store.setBackfill('bf-l', { done: false, cursor: page.cursor, sent: 2 });
+        await fixture.loseFrozenMembers('bf-l');
+        await enter('p-4', 'aud-l');
+        await expect(store.scanMembers('aud-l', { cursor: page.cursor, count: 2, frozenAs: 'bf-l' })).rejects.toMatchObject({ code: 'ERR_STORE' });
+        expect(await store.beginBackfill('bf-l', 'aud-l')).toEqual({ state: { done: false, cursor: '0', sent: 2 }, phase: 'restart' });
+        expect((await scanAll('bf-l', 10)).flat().sort()).toEqual(['p-1', 'p-2', 'p-3', 'p-4']);
+        expect((await store.beginBackfill('bf-l', 'aud-l')).phase).toBe('resume');
       });
     });
   });

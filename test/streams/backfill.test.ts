@@ -1,9 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import type { Subscription } from 'rxjs';
+import { lastValueFrom, Subject, timer, map, toArray, type Subscription } from 'rxjs';
+import { idempotencyKey } from '../../src/domain/keys.js';
 import type { DataflowRules, MembershipStatus } from '../../src/domain/types.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { Metrics } from '../../src/observability/metrics.js';
+import type { DeliveryOutcome, ExportJob, ExportSink } from '../../src/sinks/types.js';
 import type { Envelope } from '../../src/streams/envelope.js';
+import type { SourceMessage } from '../../src/streams/types.js';
 import { MemorySnapshotStore } from '../../src/stores/memory-snapshot-store.js';
 import { BACKFILL_DEFAULTS, backfillId, backfillSource, type BackfillOptions } from '../../src/streams/backfill.js';
+import { exportPipeline } from '../../src/worker/pipeline.js';
+import { fakeMessage } from '../support/messages.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -251,10 +258,127 @@ describe('backfillSource', () => {
     await members(checkpointFails, 'aud-1', ['p-1']);
     let calls = 0;
     const set = checkpointFails.setBackfill.bind(checkpointFails);
-    checkpointFails.setBackfill = (id, state) => (++calls === 2 ? Promise.reject(new Error('write failed')) : set(id, state));
+    // The first state is written by beginBackfill; the first setBackfill is the page checkpoint.
+    checkpointFails.setBackfill = (id, state) => (++calls === 1 ? Promise.reject(new Error('write failed')) : set(id, state));
     const c = subscribe({ store: checkpointFails, dataflows: [flow('flow-1', [['aud-1', 1]])] }, ackAll);
     await until(() => c.error() !== undefined);
     expect((c.error() as Error).message).toBe('write failed');
     expect(c.done()).toBe(false);
+  });
+
+  it('reads the members frozen when the backfill began: one entering later is not an item, one leaving later still is', async () => {
+    const store = new MemorySnapshotStore();
+    await members(store, 'aud-1', ['p-1', 'p-2', 'p-3', 'p-4', 'p-5']);
+    const progress: string[] = [];
+    const run = subscribe({ store, dataflows: [flow('flow-1', [['aud-1', 1]])], pageSize: 2, onProgress: (e) => progress.push(e.phase) });
+    await until(() => run.got.length === 2);
+    // After the first page: entries sorting before, between and after the members, and an exit.
+    for (const id of ['p-0', 'p-25', 'p-9']) await member(store, id, 'aud-1');
+    await member(store, 'p-4', 'aud-1', 'exited');
+    while (!run.done()) {
+      for (const e of run.got) e.msg.ack();
+      await sleep(2);
+    }
+    expect(run.got.map((e) => e.update.profileId)).toEqual(['p-1', 'p-2', 'p-3', 'p-4', 'p-5']);
+    expect(progress).toEqual(['start', 'done']);
+    expect(await store.getBackfill(backfillId('flow-1', 'aud-1', 1))).toEqual({ done: true, cursor: '0', sent: 5 });
+  });
+
+  it('a resumed backfill reads the same frozen members, whatever changed while it was stopped', async () => {
+    const store = new MemorySnapshotStore();
+    await members(store, 'aud-1', ['p-1', 'p-2', 'p-3', 'p-4', 'p-5']);
+    const dataflows = [flow('flow-1', [['aud-1', 1]])];
+    const first = subscribe({ store, dataflows, pageSize: 2 }, (e, run) => {
+      if (run.got.length <= 2) e.msg.ack();
+      else run.sub.unsubscribe();
+    });
+    await until(() => first.got.length === 3);
+    await sleep(20);
+    // While no worker runs: p-6 enters, p-5 leaves.
+    await member(store, 'p-6', 'aud-1');
+    await member(store, 'p-5', 'aud-1', 'exited');
+    const progress: string[] = [];
+    const second = subscribe({ store, dataflows, pageSize: 2, onProgress: (e) => progress.push(`${e.phase} ${e.sent}`) }, ackAll);
+    await until(second.done);
+    expect(second.got.map((e) => e.update.profileId)).toEqual(['p-3', 'p-4', 'p-5']);
+    expect(progress).toEqual(['resume 2', 'done 5']);
+  });
+
+  it('drops the frozen members once done; a frozen copy found gone on resume is made again and the scan restarts', async () => {
+    const store = new MemorySnapshotStore();
+    await members(store, 'aud-1', ['p-1', 'p-2', 'p-3']);
+    const id = backfillId('flow-1', 'aud-1', 1);
+    const dataflows = [flow('flow-1', [['aud-1', 1]])];
+    const first = subscribe({ store, dataflows, pageSize: 2 }, (e, run) => {
+      if (run.got.length <= 2) e.msg.ack();
+      else run.sub.unsubscribe();
+    });
+    await until(() => first.got.length === 3);
+    await sleep(20);
+    await expect(store.scanMembers('aud-1', { cursor: '0', count: 10, frozenAs: id })).resolves.toEqual({ ids: ['p-1', 'p-2', 'p-3'], cursor: '0' });
+    // The copy is lost (a store that lost data), and p-4 entered meanwhile.
+    (store as unknown as { frozen: Map<string, string[]> }).frozen.delete(id); // reaching in: the only way to lose it
+    await member(store, 'p-4', 'aud-1');
+    const progress: string[] = [];
+    const second = subscribe({ store, dataflows, pageSize: 2, onProgress: (e) => progress.push(`${e.phase} ${e.sent}`) }, ackAll);
+    await until(second.done);
+    // Frozen again, from the start: duplicates (p-1, p-2), never a member missed.
+    expect(progress).toEqual(['restart 2', 'done 6']);
+    expect(second.got.map((e) => e.update.profileId)).toEqual(['p-1', 'p-2', 'p-3', 'p-4']);
+    expect(await store.getBackfill(id)).toEqual({ done: true, cursor: '0', sent: 6 });
+    await expect(store.scanMembers('aud-1', { cursor: '0', count: 10, frozenAs: id })).rejects.toMatchObject({ code: 'ERR_STORE' });
+  });
+
+  it('in the pipeline, a profile entering during the backfill is exported once, by its own update; one leaving is not backfilled', async () => {
+    const store = new MemorySnapshotStore();
+    await members(store, 'aud-1', ['p-1', 'p-2', 'p-3', 'p-4', 'p-5']);
+    const dataflows = [flow('flow-1', [['aud-1', 1]])];
+    const live = new Subject<SourceMessage>();
+    const liveEvents = [
+      { profileId: 'p-0', eventId: 'e-0', segmentMembership: { ups: { 'aud-1': { status: 'realized' as const } } } },
+      { profileId: 'p-9', eventId: 'e-9', segmentMembership: { ups: { 'aud-1': { status: 'realized' as const } } } },
+      { profileId: 'p-5', eventId: 'e-5', segmentMembership: { ups: { 'aud-1': { status: 'exited' as const } } } },
+    ];
+    const jobs: ExportJob[] = [];
+    const sink: ExportSink = {
+      send: (job) => {
+        jobs.push(job);
+        // The first export (a backfill item of page 1) lets the live updates in, and the page
+        // is acked (and the next one read) only after they were applied.
+        if (jobs.length === 1) {
+          liveEvents.forEach((e, i) => live.next(fakeMessage(JSON.stringify(e), i + 1)));
+          live.complete();
+        }
+        return timer(20).pipe(map((): DeliveryOutcome => ({ status: 'delivered', job, attempts: 1, statusCode: 200 })));
+      },
+      close: () => Promise.resolve(),
+    };
+    const settled = await lastValueFrom(
+      live.pipe(
+        exportPipeline({
+          dataflows,
+          audiences: [{ id: 'aud-1', name: 'A', mergePolicyId: 'mp-1', createdAt: 1, updatedAt: 1, origin: 'segmentation' }],
+          store,
+          rejected: { put: () => Promise.resolve(), list: () => Promise.resolve([]), close: () => Promise.resolve() },
+          sinkFor: () => sink,
+          metrics: new Metrics(),
+          logger: createLogger({ level: 'silent' }),
+          concurrency: 4,
+          maxEventBytes: 1_048_576,
+          backfill$: backfillSource({ store, dataflows, pageSize: 2 }),
+        }),
+        toArray(),
+      ),
+    );
+    expect(settled.filter((s) => s.backfill)).toHaveLength(5); // every frozen member is an item…
+    const key = (profileId: string, event: string): string => idempotencyKey({ dataflowId: 'flow-1', profileId, event });
+    const exported = (profileId: string): string[] => jobs.filter((j) => j.profileId === profileId).map((j) => j.idempotencyKey);
+    // …exported while still in the audience; p-5 left before its page: only its exit goes out.
+    for (const id of ['p-1', 'p-2', 'p-3', 'p-4']) expect(exported(id)).toEqual([key(id, `backfill:flow-1:aud-1:${id}`)]);
+    expect(exported('p-5')).toEqual([key('p-5', 'event:e-5')]);
+    // Entered during the backfill: exported once, by the live path.
+    expect(exported('p-0')).toEqual([key('p-0', 'event:e-0')]);
+    expect(exported('p-9')).toEqual([key('p-9', 'event:e-9')]);
+    expect(jobs).toHaveLength(7);
   });
 });
