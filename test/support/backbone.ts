@@ -228,6 +228,26 @@ export async function settle(o: {
   quietMs?: number;
   timeoutMs: number;
 }): Promise<void> {
+  await settleWhenIdle({
+    ...o,
+    idle: async () => {
+      const st = await consumerState(o.bb.nats.url, o.stream, o.durable).catch(() => null);
+      return st !== null && st.pending === 0 && st.ackPending === 0;
+    },
+  });
+}
+
+/**
+ * Waits until `done()` holds, or until no request reached the receiver for `quietMs` and
+ * then `idle()` says the source has nothing left, or `timeoutMs` passed. Never throws.
+ */
+export async function settleWhenIdle(o: {
+  rx: RecordingReceiver;
+  done: () => boolean;
+  idle: () => Promise<boolean>;
+  quietMs?: number;
+  timeoutMs: number;
+}): Promise<void> {
   const quietMs = o.quietMs ?? 3_000;
   const deadline = Date.now() + o.timeoutMs;
   let quietSince = Date.now();
@@ -238,8 +258,7 @@ export async function settle(o: {
       quietSince = Date.now();
     }
     if (Date.now() - quietSince > quietMs) {
-      const st = await consumerState(o.bb.nats.url, o.stream, o.durable).catch(() => null);
-      if (st && st.pending === 0 && st.ackPending === 0) return;
+      if (await o.idle()) return;
       quietSince = Date.now();
     }
     await sleep(50);

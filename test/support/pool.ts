@@ -36,6 +36,7 @@ import {
   readSnapshots,
   rulesOf,
   runOnce,
+  settleWhenIdle,
   sleep,
   spawnCli,
   type Backbone,
@@ -691,21 +692,7 @@ export async function settlePool(o: {
   quietMs?: number;
   timeoutMs: number;
 }): Promise<void> {
-  const quietMs = o.quietMs ?? 3_000;
-  const deadline = Date.now() + o.timeoutMs;
-  let quietSince = Date.now();
-  let lastCount = o.rx.requests.length;
-  while (Date.now() < deadline && !o.done()) {
-    if (o.rx.requests.length !== lastCount) {
-      lastCount = o.rx.requests.length;
-      quietSince = Date.now();
-    }
-    if (Date.now() - quietSince > quietMs) {
-      if (await poolIdle(o.bb, o.setup)) return;
-      quietSince = Date.now();
-    }
-    await sleep(50);
-  }
+  await settleWhenIdle({ ...o, idle: () => poolIdle(o.bb, o.setup) });
 }
 
 /**
