@@ -159,7 +159,10 @@ interface MessageRunDeps {
  */
 class MessageRun {
   private stopped = false;
+  /** The sinks' sends in flight (one per job). */
   private readonly subs: Subscription[] = [];
+  /** The store step's backoff timer, while one is pending. */
+  private retry: Subscription | null = null;
 
   constructor(
     private readonly env: Envelope,
@@ -169,6 +172,8 @@ class MessageRun {
 
   stop(): void {
     this.stopped = true;
+    this.retry?.unsubscribe();
+    this.retry = null;
     for (const s of this.subs) s.unsubscribe();
     this.subs.length = 0;
   }
@@ -195,7 +200,10 @@ class MessageRun {
         if ((err as { code?: string }).code === 'ERR_FENCED') return this.fail(err);
         this.deps.warnStore(err, 'snapshot store step failed; retrying');
         const delay = Math.min(this.deps.storeRetryMaxMs, 100 * 2 ** Math.min(attempt + 1, 16));
-        this.subs.push(timer(delay, this.deps.scheduler).subscribe(() => this.apply(attempt + 1)));
+        this.retry = timer(delay, this.deps.scheduler).subscribe(() => {
+          this.retry = null;
+          this.apply(attempt + 1);
+        });
       },
     );
   }
