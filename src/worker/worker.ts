@@ -114,6 +114,14 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
           store,
           dataflows: config.dataflows,
           onProgress: (e) => {
+            // Pool mode: every worker runs the backfill, outside the partition leases (README,
+            // "Backfill"): say so where an operator looks when a mapping starts.
+            if (e.phase === 'start' && config.source.kind === 'jetstream' && config.store.kind === 'redis') {
+              logger.warn(
+                { id: e.id, dataflowId: e.dataflowId, audienceId: e.audienceId },
+                'backfill starting in pool mode: every running worker of the pool sends it; run one worker until it is done (see README, Backfill)',
+              );
+            }
             if (e.phase === 'restart') logger.warn(e, 'backfill restart: its frozen member list was lost (Redis data loss); frozen again, scanning from the start');
             else if (e.phase !== 'start' || e.sent > 0) logger.info(e, `backfill ${e.phase}`);
           },
