@@ -510,7 +510,14 @@ export class RedisSnapshotStore implements SnapshotStore {
         if ('result' in decided) return decided.result;
         state = decided;
         if (guessed) guessed = false;
-        else if (++lost > this.maxConflictRetries) throw new SnapshotConflictError(profileId, lost);
+        else {
+          if (++lost > this.maxConflictRetries) throw new SnapshotConflictError(profileId, lost);
+          // Another writer is active on this profile (only during a handover in a pool): back
+          // off a random few ms, growing, so two writers cannot keep colliding in lockstep —
+          // the one with work queued finishes it, then this one goes through. (The next CAS
+          // answers with the current state if this one went stale meanwhile: no extra read.)
+          await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(50, 2 ** lost)));
+        }
       }
     } catch (err) {
       // The write may have landed (a timeout) or another writer won: guess nothing.
