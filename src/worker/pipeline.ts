@@ -7,7 +7,7 @@ import type { Audience, DataflowRules } from '../domain/types.js';
 import { HttpDestinationError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { backfillRead, type AppliedEnvelope } from '../operators/apply-snapshot.js';
+import { backfillRead } from '../operators/apply-snapshot.js';
 import { exportPlanner, type PlannedEnvelope } from '../operators/build-exports.js';
 import { decodeEvents } from '../operators/decode-events.js';
 import type { SettledEnvelope } from '../operators/deliver-exports.js';
@@ -192,7 +192,7 @@ class MessageRun {
     }
     result.then(
       (applied) => {
-        if (!this.stopped) this.decide({ ...this.env, applied });
+        if (!this.stopped) this.decide(applied);
       },
       (err: unknown) => {
         if (this.stopped) return;
@@ -208,18 +208,21 @@ class MessageRun {
     );
   }
 
-  private decide(applied: AppliedEnvelope): void {
-    let planned: PlannedEnvelope;
+  private decide(applied: ApplyResult): void {
+    // One object per message carries it to the end: the steps fill in their fields in turn
+    // (decisions, then jobs, then outcomes) instead of copying the envelope at each step.
+    const done: SettledEnvelope = { ...this.env, applied, decisions: [], jobs: [], outcomes: [] };
     try {
-      const decided: DecidedEnvelope = { ...applied, decisions: decisionsFor(applied, this.deps.dataflows) };
-      planned = { ...decided, jobs: this.deps.plan(decided) };
+      done.decisions = decisionsFor(done, this.deps.dataflows);
+      done.jobs = this.deps.plan(done);
     } catch (err) {
       return this.fail(err);
     }
-    const { jobs } = planned;
-    if (jobs.length === 0) return this.acknowledge({ ...planned, outcomes: [] });
+    const { jobs } = done;
+    if (jobs.length === 0) return this.acknowledge(done);
     // Every job (one per dataflow) is sent at once; the message settles when each has an outcome.
     const outcomes: DeliveryOutcome[] = new Array<DeliveryOutcome>(jobs.length);
+    done.outcomes = outcomes;
     let left = jobs.length;
     for (let i = 0; i < jobs.length && !this.stopped; i++) {
       const job = jobs[i];
@@ -241,7 +244,7 @@ class MessageRun {
             if (this.stopped) return;
             // A sink that completes without an outcome (e.g. shutting down) must not ack.
             if (!got) return this.fail(new HttpDestinationError('ERR_NO_OUTCOME', 'a sink completed without an outcome for an export'));
-            if (--left === 0) this.acknowledge({ ...planned, outcomes });
+            if (--left === 0) this.acknowledge(done);
           },
         }),
       );

@@ -67,6 +67,20 @@ function subscribe(options: BackfillOptions, onItem?: (e: Envelope, run: Run) =>
 }
 
 const ackAll = (e: Envelope): void => e.msg.ack();
+
+/**
+ * A backfill in pages of 2 cut short like a crash: page 1 is acked (and checkpointed), the
+ * first item of page 2 arrives and the source is unsubscribed before acking it.
+ */
+async function stopAfterFirstPage(options: Pick<BackfillOptions, 'store' | 'dataflows'>): Promise<Run> {
+  const run = subscribe({ ...options, pageSize: 2 }, (e, r) => {
+    if (r.got.length <= 2) e.msg.ack();
+    else r.sub.unsubscribe();
+  });
+  await until(() => run.got.length === 3);
+  await sleep(30);
+  return run;
+}
 const label = (e: Envelope): string => `${e.backfill?.dataflowId}/${e.backfill?.audienceId}/${e.update.profileId}`;
 
 describe('backfillSource', () => {
@@ -169,12 +183,7 @@ describe('backfillSource', () => {
     await members(store, 'aud-1', ['p-1', 'p-2', 'p-3', 'p-4', 'p-5']);
     const dataflows = [flow('flow-1', [['aud-1', 1]])];
     // The first source: page 1 is acked; the first item of page 2 arrives and the worker stops.
-    const first = subscribe({ store, dataflows, pageSize: 2 }, (e, run) => {
-      if (run.got.length <= 2) e.msg.ack();
-      else run.sub.unsubscribe();
-    });
-    await until(() => first.got.length === 3);
-    await sleep(30);
+    const first = await stopAfterFirstPage({ store, dataflows });
     expect(first.got.map((e) => e.update.profileId)).toEqual(['p-1', 'p-2', 'p-3']);
     expect(first.done()).toBe(false);
     expect(await store.getBackfill(backfillId('flow-1', 'aud-1', 1))).toMatchObject({ done: false, cursor: expect.not.stringMatching(/^0$/), sent: 2 });
@@ -288,12 +297,7 @@ describe('backfillSource', () => {
     const store = new MemorySnapshotStore();
     await members(store, 'aud-1', ['p-1', 'p-2', 'p-3', 'p-4', 'p-5']);
     const dataflows = [flow('flow-1', [['aud-1', 1]])];
-    const first = subscribe({ store, dataflows, pageSize: 2 }, (e, run) => {
-      if (run.got.length <= 2) e.msg.ack();
-      else run.sub.unsubscribe();
-    });
-    await until(() => first.got.length === 3);
-    await sleep(20);
+    const first = await stopAfterFirstPage({ store, dataflows });
     // While no worker runs: p-6 enters, p-5 leaves.
     await member(store, 'p-6', 'aud-1');
     await member(store, 'p-5', 'aud-1', 'exited');
@@ -309,12 +313,7 @@ describe('backfillSource', () => {
     await members(store, 'aud-1', ['p-1', 'p-2', 'p-3']);
     const id = backfillId('flow-1', 'aud-1', 1);
     const dataflows = [flow('flow-1', [['aud-1', 1]])];
-    const first = subscribe({ store, dataflows, pageSize: 2 }, (e, run) => {
-      if (run.got.length <= 2) e.msg.ack();
-      else run.sub.unsubscribe();
-    });
-    await until(() => first.got.length === 3);
-    await sleep(20);
+    const first = await stopAfterFirstPage({ store, dataflows });
     await expect(store.scanMembers('aud-1', { cursor: '0', count: 10, frozenAs: id })).resolves.toEqual({ ids: ['p-1', 'p-2', 'p-3'], cursor: '0' });
     // The copy is lost (a store that lost data), and p-4 entered meanwhile.
     (store as unknown as { frozen: Map<string, string[]> }).frozen.delete(id); // reaching in: the only way to lose it
