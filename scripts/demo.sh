@@ -22,7 +22,8 @@ echo "== receiver on 127.0.0.1:$DEMO_PORT; running: http-destination run --confi
 node dist/cli/main.js run --config examples/config.yaml --once 2>.data/demo/worker.log
 echo
 echo "== what the receiver got (first 25 of $(grep -c '^#' "$log") requests; full log: $log)"
-grep '^#' "$log" | head -25
+# awk, not grep | head: with pipefail, head closing the pipe early kills grep (SIGPIPE, exit 141)
+awk '/^#/ && n++ < 25' "$log"
 echo
 echo "== http-destination failed list"
 node dist/cli/main.js failed list --config examples/config.yaml
