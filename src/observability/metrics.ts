@@ -32,6 +32,10 @@ class Histogram {
 }
 
 export interface DataflowCounters {
+  /** Valid updates that reached this dataflow's decision (SPEC §10 "received"). */
+  received: number;
+  /** Updates decided not to be exported to this dataflow (SPEC §10 "excluded"). */
+  excluded: number;
   delivered: number;
   failed: number;
   attempts: number;
@@ -55,8 +59,18 @@ export class Metrics {
 
   flow(id: string): DataflowCounters {
     let c = this.flows.get(id);
-    if (!c) this.flows.set(id, (c = { delivered: 0, failed: 0, attempts: 0, latency: new Histogram() }));
+    if (!c) this.flows.set(id, (c = { received: 0, excluded: 0, delivered: 0, failed: 0, attempts: 0, latency: new Histogram() }));
     return c;
+  }
+
+  /**
+   * A valid update reached the dataflow's decision: `exported` when it causes an export,
+   * otherwise it counts as excluded (SPEC §10). Called once per (update, dataflow).
+   */
+  decided(dataflowId: string, exported: boolean): void {
+    const c = this.flow(dataflowId);
+    c.received++;
+    if (!exported) c.excluded++;
   }
 
   exportSettled(dataflowId: string, result: 'delivered' | 'failed', attempts: number, latencySeconds?: number): void {
