@@ -1,16 +1,21 @@
 /**
- * The logger: pino, JSON lines on stderr, with every secret masked before it is written.
+ * The logger: pino, JSON lines on stderr, with every secret masked before it is written —
+ * the config's and every secret registered in the process since (OAuth2 tokens obtained at
+ * run time), in every encoding (see redact.ts), at every level (trace included): in the
+ * message, the logged object, errors and child-logger bindings.
  * Normal operation logs nothing per message; one child logger per dataflow.
  */
 import { pino, type Logger, type LevelWithSilent } from 'pino';
-import { createRedactor, type Redactor } from './redact.js';
+import { createRedactor, type Redactor, type SecretRegistry } from './redact.js';
 
 export type { Logger };
 
 export interface LoggerOptions {
   level?: LevelWithSilent;
-  /** Secret values to mask (AppConfig.secrets). */
+  /** Secret values to mask (AppConfig.secrets); added to the process's secrets, all of which are masked. */
   secrets?: readonly string[];
+  /** Where secrets are kept. @default processSecrets */
+  registry?: SecretRegistry;
   /** Where to write. @default process.stderr (fd 2) */
   destination?: NodeJS.WritableStream | number;
 }
@@ -21,7 +26,7 @@ export interface LoggerOptions {
  * @example const log = createLogger({ level: 'info', secrets: config.secrets });
  */
 export function createLogger(options: LoggerOptions = {}): Logger {
-  const redactor: Redactor = createRedactor(options.secrets ?? []);
+  const redactor: Redactor = createRedactor(options.secrets ?? [], { registry: options.registry });
   const dest = options.destination ?? 2;
   return pino(
     {
@@ -29,6 +34,7 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       base: { name: 'http-destination' },
       formatters: {
         log: (obj) => redactor.value(obj),
+        bindings: (bindings) => redactor.value(bindings),
       },
       hooks: {
         logMethod(args, method) {

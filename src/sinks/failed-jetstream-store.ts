@@ -31,6 +31,7 @@ import {
 } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
 import { StoreError } from '../errors.js';
+import { processRedactor } from '../observability/redact.js';
 import { subjectCovers } from '../streams/jetstream.js';
 import { connectNats, type NatsHandle } from '../streams/nats.js';
 import type { FailedRequest, FailedRequestStore, RejectedEvent, RejectedEventStore } from './types.js';
@@ -282,8 +283,13 @@ export class JetStreamFailedRequestStore extends JetStreamStreamStore implements
     return `${this.prefix}.${dataflowToken(record.dataflowId)}.${recordToken(record.id)}`;
   }
 
+  /**
+   * Stores (or replaces) a record. Its `lastError` is masked once more with every secret the
+   * process knows (a last line of defence: the sink masks it already); the payload is
+   * customer data kept as is, for replay.
+   */
   async put(record: FailedRequest): Promise<void> {
-    await this.publish(this.subjectOf(record), record);
+    await this.publish(this.subjectOf(record), { ...record, lastError: processRedactor.text(record.lastError) });
   }
 
   async list(filter?: { dataflowId?: string }): Promise<FailedRequest[]> {

@@ -8,6 +8,7 @@
 import { Agent, type Dispatcher } from 'undici';
 import type { DestinationConfig } from '../../config/load.js';
 import { DeliveryError } from '../../errors.js';
+import { processRedactor, type Redactor } from '../../observability/redact.js';
 import type { HttpRequest } from './request.js';
 
 /** Every tuning default of the transport, named in one place. */
@@ -97,6 +98,11 @@ export interface TransportOptions {
   now?: () => number;
   /** Replace the Agent (tests, interceptors). @default a new undici Agent built from `destination` */
   dispatcher?: Dispatcher;
+  /**
+   * Masks secrets in the excerpt of an error answer, before it is cut (an endpoint may echo
+   * the request). @default processRedactor (every secret known to the process, runtime tokens included)
+   */
+  redactor?: Redactor;
 }
 
 /** Statuses worth a retry besides 5xx. */
@@ -156,7 +162,7 @@ export function createTransport(options: TransportOptions): HttpTransport {
     }
     return lastTarget;
   };
-  const settings: ExchangeSettings = { timeoutMs, now };
+  const settings: ExchangeSettings = { timeoutMs, now, redactor: options.redactor ?? processRedactor };
 
   let closing: Promise<void> | undefined;
 
@@ -193,6 +199,7 @@ export function createTransport(options: TransportOptions): HttpTransport {
 interface ExchangeSettings {
   timeoutMs: number;
   now: () => number;
+  redactor: Redactor;
 }
 
 /** The reason given to undici when we abort a request ourselves (it comes back in onResponseError). */
@@ -317,7 +324,7 @@ class Exchange implements Dispatcher.DispatchHandler {
       return;
     }
     const excerpt = this.keptBytes === 0 ? '' : Buffer.concat(this.kept ?? []).toString('utf8');
-    this.reject(statusError(statusCode, headers, excerpt, this.settings.now()));
+    this.reject(statusError(statusCode, headers, excerpt, this.settings));
   }
 
   private settle(): void {
@@ -332,15 +339,20 @@ function aborted(cause?: unknown): DeliveryError {
   return new DeliveryError('ERR_HTTP_CONNECTION', 'request cancelled', { retryable: true, cause });
 }
 
-/** A short, single-line, printable excerpt of a response body. */
-function cleanExcerpt(text: string): string {
-  const flat = text
+/**
+ * A short, single-line, printable excerpt of a response body, with every secret masked
+ * *before* anything is cut: first the kept bytes are masked whole (every form, see
+ * redact.ts), then a secret's fragment left at their end (where `errorExcerptBytes` or the
+ * endpoint cut the body) is masked, then the text is flattened and cut to
+ * `errorExcerptChars` (never inside a mask), masking a fragment at that cut too.
+ */
+function cleanExcerpt(text: string, redactor: Redactor): string {
+  const masked = redactor.tail(redactor.text(text.replace(/\uFFFD+$/, '')));
+  const flat = masked
     .replace(/[\u0000-\u001f\u007f]+/g, ' ')
     .replace(/\s+/g, ' ')
-    .replace(/\uFFFD+$/, '')
     .trim();
-  const max = TRANSPORT_DEFAULTS.errorExcerptChars;
-  return flat.length > max ? `${flat.slice(0, max)}…` : flat;
+  return redactor.cut(flat, TRANSPORT_DEFAULTS.errorExcerptChars);
 }
 
 function headerValue(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
@@ -366,13 +378,14 @@ function statusError(
   statusCode: number,
   headers: Record<string, string | string[] | undefined>,
   body: string,
-  now: number,
+  settings: ExchangeSettings,
 ): DeliveryError {
+  const now = settings.now();
   const retryable = statusCode >= 500 || RETRYABLE_STATUS.has(statusCode);
   const retryAfterMs = RETRY_AFTER_STATUS.has(statusCode)
     ? parseRetryAfter(headerValue(headers, 'retry-after'), now)
     : undefined;
-  const excerpt = cleanExcerpt(body);
+  const excerpt = cleanExcerpt(body, settings.redactor);
   const redirect = statusCode >= 300 && statusCode < 400 ? ' (redirects are not followed)' : '';
   return new DeliveryError('ERR_HTTP_STATUS', `HTTP ${statusCode}${redirect}${excerpt ? `: ${excerpt}` : ''}`, {
     retryable,

@@ -7,6 +7,7 @@ import { bearerAuth } from './bearer.js';
 import { noAuth } from './none.js';
 import { createOAuth2Provider } from './oauth2.js';
 import type { AuthProvider } from './types.js';
+import { processSecrets, type SecretRegistry } from '../../../observability/redact.js';
 
 export type { AuthProvider } from './types.js';
 export { bearerAuth } from './bearer.js';
@@ -20,6 +21,8 @@ export interface AuthDeps {
   timeoutMs: number;
   /** Where token renewal problems are warned about (a child logger per destination). @default none */
   logger?: { warn(obj: object, msg: string): void };
+  /** Where runtime secrets (OAuth2 tokens) are registered for masking. @default processSecrets */
+  secrets?: SecretRegistry;
 }
 
 /**
@@ -37,6 +40,8 @@ export function createAuthProvider(auth: AuthConfig, deps: AuthDeps): AuthProvid
     case 'none':
       return noAuth();
     case 'bearer':
+      // masked everywhere, even when the caller did not pass the config's secrets to a redactor
+      (deps.secrets ?? processSecrets).add(auth.token, `Bearer ${auth.token}`);
       return bearerAuth({ token: auth.token });
     case 'oauth2-client-credentials':
     case 'oauth2-password':

@@ -11,6 +11,7 @@
 import { request, type Dispatcher } from 'undici';
 import { DeliveryError } from '../../../errors.js';
 import type { AuthConfig } from '../../../config/schema.js';
+import { MASK, processSecrets, type SecretRegistry } from '../../../observability/redact.js';
 import type { AuthProvider } from './types.js';
 
 export type OAuth2AuthConfig = Extract<AuthConfig, { type: 'oauth2-client-credentials' | 'oauth2-password' }>;
@@ -24,6 +25,13 @@ export interface OAuth2Deps {
   now?: () => number;
   /** Receives a warning when a background renewal or a refresh grant fails. Nothing secret is passed. */
   logger?: { warn(obj: object, msg: string): void };
+  /**
+   * Where the secrets of this provider are registered — its client secret and password, and
+   * every access and refresh token it obtains, the moment it obtains them — so that every
+   * output of the process (logs, failure reasons, stored failed requests) masks them.
+   * @default processSecrets
+   */
+  secrets?: SecretRegistry;
 }
 
 /** Every tuning default of the OAuth2 providers, in one place. */
@@ -94,6 +102,9 @@ export function createOAuth2Provider(auth: OAuth2AuthConfig, deps: OAuth2Deps): 
   const secrets = new Set<string>([auth.clientSecret]);
   if (auth.type === 'oauth2-password') secrets.add(auth.password);
   if (basicHeader) secrets.add(basicHeader);
+  /** …and known to every redactor of the process (runtime tokens are added as they come). */
+  const registry = deps.secrets ?? processSecrets;
+  registry.add(...secrets);
 
   function grantFields(): Array<[string, string]> {
     const fields: Array<[string, string]> =
@@ -175,10 +186,13 @@ export function createOAuth2Provider(auth: OAuth2AuthConfig, deps: OAuth2Deps): 
   function install(res: TokenResponse, startedAt: number): Token {
     const tokenType = /^bearer$/i.test(res.tokenType) ? 'Bearer' : res.tokenType;
     const header = `${tokenType} ${res.accessToken}`;
+    // Registered before the token is used: an endpoint echoing it is masked from the first request.
     secrets.add(res.accessToken).add(header);
+    registry.add(res.accessToken, header);
     if (res.refreshToken !== undefined) {
       refreshToken = res.refreshToken;
       secrets.add(res.refreshToken);
+      registry.add(res.refreshToken);
     }
     let renewAt = Infinity;
     let expiresAt = Infinity;
@@ -359,6 +373,6 @@ async function readCapped(body: Dispatcher.ResponseData['body'], max: number): P
 
 function scrub(message: string, secrets: Set<string>): string {
   let out = message;
-  for (const s of secrets) if (s.length >= 4 && out.includes(s)) out = out.split(s).join('[REDACTED]');
+  for (const s of secrets) if (s.length >= 4 && out.includes(s)) out = out.split(s).join(MASK);
   return out;
 }
