@@ -5,6 +5,7 @@ import { Agent } from 'undici';
 import { DeliveryError } from '../../src/errors.js';
 import { createOAuth2Provider, formEncode, type OAuth2AuthConfig } from '../../src/sinks/http/auth/oauth2.js';
 import type { AuthProvider } from '../../src/sinks/http/auth/types.js';
+import { createRedactor, MASK, processSecrets, SecretRegistry } from '../../src/observability/redact.js';
 import { startTokenServer, type TokenServer, type TokenServerOptions } from '../support/token-server.js';
 
 const CLIENT_ID = 'a b:c/é+';
@@ -413,5 +414,37 @@ describe('close()', () => {
       hang.closeAllConnections();
       await new Promise((r) => hang.close(r));
     }
+  });
+});
+
+describe('runtime secrets (issue 14: tokens obtained at run time are masked everywhere)', () => {
+  it('registers its client secret, password and every access and refresh token it obtains, before handing a token out', async () => {
+    const s = await server({ expiresIn: 60, issueRefreshToken: true });
+    const registry = new SecretRegistry();
+    let t = 0;
+    const p = createOAuth2Provider(passwordGrant(s), { dispatcher: agent, timeoutMs: 5_000, now: () => t, secrets: registry });
+    providers.push(p);
+    expect(registry.has(CLIENT_SECRET)).toBe(true);
+    expect(registry.has(PASSWORD)).toBe(true);
+    // a redactor made before any token exists (the logger's, the sink's) masks them as they come
+    const redactor = createRedactor([], { registry });
+    const first = await p.authorize();
+    expect(first).toEqual({ authorization: 'Bearer at-1-password' });
+    expect(registry.has('at-1-password')).toBe(true);
+    expect(registry.has('rt-1')).toBe(true);
+    t = 61_000;
+    expect(await p.authorize()).toEqual({ authorization: 'Bearer at-2-refresh_token' });
+    for (const v of ['at-1-password', 'at-2-refresh_token', 'Bearer at-2-refresh_token']) expect(registry.has(v)).toBe(true);
+    expect(registry.has('rt-2')).toBe(true); // the refresh token issued with the second token
+    const echo = `auth=${encodeURIComponent('Bearer at-2-refresh_token')} old=${Buffer.from('at-1-password').toString('base64url')} rt=rt-2`;
+    expect(redactor.text(echo)).toBe(`auth=${MASK} old=${MASK} rt=${MASK}`);
+  });
+
+  it('registers in the process registry by default', async () => {
+    const s = await server({ expiresIn: 60 });
+    const p = createOAuth2Provider(clientCredentials(s), { dispatcher: agent, timeoutMs: 5_000 });
+    providers.push(p);
+    await p.authorize();
+    expect(processSecrets.has(s.issued[0]!)).toBe(true);
   });
 });
