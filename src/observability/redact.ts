@@ -102,62 +102,40 @@ export interface RedactorOptions {
   registry?: SecretRegistry;
 }
 
-function escapeRegExp(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
-/** A hex digit pattern matching either case. */
-function hexDigit(d: string): string {
-  return /[a-f]/i.test(d) ? `[${d.toLowerCase()}${d.toUpperCase()}]` : d;
-}
-
-function hexPattern(n: number, width: number): string {
-  return [...n.toString(16).padStart(width, '0')].map(hexDigit).join('');
-}
-
 const JSON_SHORT: Record<string, string> = { '"': '\\"', '\\': '\\\\', '/': '\\/', '\b': '\\b', '\f': '\\f', '\n': '\\n', '\r': '\\r', '\t': '\\t' };
 const HTML_NAMED: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' };
 
 /**
- * The patterns of one character of a secret in each form it can take in a text: raw,
- * percent-encoded (each UTF-8 byte `%xx`/`%XX`, or double-encoded `%25xx`), `+` for a space,
- * JSON-escaped (`\uXXXX` per UTF-16 unit, or `\"` `\\` `\/` `\n`…) or an HTML character
- * reference.
+ * One character of a secret: itself, and its escaped forms as lower-case strings (compared
+ * case-insensitively): percent-encoded (each UTF-8 byte `%xx`, or double-encoded `%25xx`),
+ * `+` for a space, JSON-escaped (`\uXXXX` per UTF-16 unit, or `\"` `\\` `\/` `\n`…), an HTML
+ * character reference (`&#39;`, `&#x27;`, `&amp;`).
  */
-function charAlternatives(ch: string): string[] {
-  const alts = [escapeRegExp(ch)];
-  alts.push([...Buffer.from(ch, 'utf8')].map((b) => `%(?:25)?${hexPattern(b, 2)}`).join(''));
-  if (ch === ' ') alts.push('\\+');
-  const units: string[] = [];
-  for (let i = 0; i < ch.length; i++) units.push(`\\\\u${hexPattern(ch.charCodeAt(i), 4)}`);
-  alts.push(units.join(''));
-  const short = JSON_SHORT[ch];
-  if (short) alts.push(escapeRegExp(short));
-  const cp = ch.codePointAt(0)!;
-  alts.push(`&#0*${cp};`, `&#[xX]0*${hexPattern(cp, 1)};`);
-  const named = HTML_NAMED[ch];
-  if (named) alts.push(named);
-  if (ch === "'") alts.push('&#0*39;');
-  return alts;
+interface CharUnit {
+  raw: string;
+  escapes: string[];
 }
 
-/** The same forms as `charAlternatives`, as plain lower-case strings (to recognise one cut in the middle). */
-function charEncodings(ch: string): string[] {
+function charUnit(ch: string): CharUnit {
   const bytes = [...Buffer.from(ch, 'utf8')].map((b) => b.toString(16).padStart(2, '0'));
   const cp = ch.codePointAt(0)!;
-  const out = [
+  const escapes = [
     bytes.map((b) => `%${b}`).join(''),
     bytes.map((b) => `%25${b}`).join(''),
     Array.from({ length: ch.length }, (_, i) => `\\u${ch.charCodeAt(i).toString(16).padStart(4, '0')}`).join(''),
     `&#${cp};`,
     `&#x${cp.toString(16)};`,
   ];
+  if (ch === ' ') escapes.push('+');
   const short = JSON_SHORT[ch];
-  if (short) out.push(short);
+  if (short) escapes.push(short);
   const named = HTML_NAMED[ch];
-  if (named) out.push(named);
-  return out;
+  if (named) escapes.push(named);
+  return { raw: ch, escapes };
 }
+
+/** The characters an escaped form starts with. */
+const ESCAPE_START = new Set(['%', '\\', '&', '+']);
 
 /** RFC 3986 re-encoding: `encodeURIComponent` plus `!'()*`. */
 function rfc3986(s: string): string {
@@ -175,8 +153,7 @@ function formEncoded(s: string): string {
  * at each of the 3 alignments it can start at.
  */
 function base64Forms(bytes: Buffer, out: Set<string>): void {
-  const whole = bytes.toString('base64');
-  out.add(whole);
+  out.add(bytes.toString('base64'));
   out.add(bytes.toString('base64url'));
   for (let shift = 0; shift < 3; shift++) {
     const enc = Buffer.concat([Buffer.alloc(shift), bytes, Buffer.alloc(2)]).toString('base64');
@@ -189,51 +166,84 @@ function base64Forms(bytes: Buffer, out: Set<string>): void {
   }
 }
 
-/** What is matched of one secret. */
-interface SecretForms {
-  /** The patterns of each character (any encoding, mixed), or undefined for a very long secret. */
-  chars?: string[][];
-  /** The encodings of each character as plain lower-case strings (with `chars`). */
-  encodings?: string[][];
-  /** Whole-string forms: base64 variants, and for a very long secret its encoded forms. */
-  literals: string[];
-}
+/**
+ * How one secret is found in a text: character by character, each in any of its forms (so
+ * a mix of forms matches too), and as whole strings (base64 variants; for a very long secret,
+ * such as a PEM key, its encoded forms). A hand-written scanner, not a regular expression:
+ * an alternation of escapes per character makes V8 compile for tens of ms per secret.
+ */
+class SecretMatcher {
+  readonly length: number;
+  /** Longest stretch of text a fragment can span. */
+  readonly window: number;
+  private readonly units?: CharUnit[];
+  private readonly literals: string[];
 
-function formsOf(secret: string): SecretForms {
-  const literals = new Set<string>();
-  const encodings = new Set([secret, encodeURIComponent(secret), rfc3986(secret), formEncoded(secret)]);
-  for (const e of encodings) base64Forms(Buffer.from(e, 'utf8'), literals);
-  let chars: string[][] | undefined;
-  let charEncs: string[][] | undefined;
-  if (secret.length <= REDACT_DEFAULTS.maxCharPatternLength) {
-    chars = Array.from(secret, charAlternatives);
-    charEncs = Array.from(secret, charEncodings);
-  } else {
-    for (const e of encodings) literals.add(e);
-    literals.add(JSON.stringify(secret).slice(1, -1));
+  constructor(secret: string) {
+    this.length = secret.length;
+    const literals = new Set<string>();
+    const encodings = new Set([secret, encodeURIComponent(secret), rfc3986(secret), formEncoded(secret)]);
+    for (const e of encodings) base64Forms(Buffer.from(e, 'utf8'), literals);
+    if (secret.length <= REDACT_DEFAULTS.maxCharPatternLength) this.units = Array.from(secret, charUnit);
+    else {
+      for (const e of encodings) literals.add(e);
+      literals.add(JSON.stringify(secret).slice(1, -1));
+    }
+    this.literals = [...literals].filter((l) => l.length >= REDACT_DEFAULTS.minSecretLength).sort((a, b) => b.length - a.length);
+    // the longest form of one character: `%25xx` × 4 bytes
+    this.window = Math.max(secret.length * 20, ...this.literals.map((l) => l.length));
   }
-  for (const l of [...literals]) if (l.length < REDACT_DEFAULTS.minSecretLength) literals.delete(l);
-  return { chars, encodings: charEncs, literals: [...literals].sort((a, b) => b.length - a.length) };
-}
 
-/** Matches fragments of one secret that end a text. */
-class TailMatcher {
-  private units?: RegExp[][];
-  constructor(private readonly forms: SecretForms) {}
+  /** Adds the [start, end) spans of every occurrence in `text`. */
+  find(text: string, spans: Array<[number, number]>): void {
+    for (const lit of this.literals) {
+      for (let p = text.indexOf(lit); p >= 0; p = text.indexOf(lit, p + lit.length)) spans.push([p, p + lit.length]);
+    }
+    const units = this.units;
+    if (!units) return;
+    const u0 = units[0]!;
+    for (let p = 0; p < text.length; p++) {
+      const c = text[p]!;
+      if (c !== u0.raw[0] && !ESCAPE_START.has(c)) continue;
+      const end = this.match(text, p, 0);
+      if (end > 0) {
+        spans.push([p, end]);
+        p = end - 1;
+      }
+    }
+  }
+
+  /** The end of the secret's characters `i…` matched from `pos`, or -1 (backtracking over forms). */
+  private match(text: string, pos: number, i: number): number {
+    const units = this.units!;
+    if (i === units.length) return pos;
+    const u = units[i]!;
+    if (text.startsWith(u.raw, pos)) {
+      const end = this.match(text, pos + u.raw.length, i + 1);
+      if (end >= 0) return end;
+    }
+    const c = text[pos];
+    if (c === undefined || !ESCAPE_START.has(c)) return -1;
+    for (const e of u.escapes) {
+      if (e[0] !== c || text.slice(pos, pos + e.length).toLowerCase() !== e) continue;
+      const end = this.match(text, pos + e.length, i + 1);
+      if (end >= 0) return end;
+    }
+    return -1;
+  }
 
   /**
-   * The start of a fragment of ≥ `minFragment` characters of the secret (any encoding) that
-   * runs to the end of `text`, searched no earlier than `from`; -1 when there is none.
+   * The start of a fragment of ≥ `minFragment` characters of the secret (any form) that runs
+   * to the end of `text`, searched no earlier than `from`; -1 when there is none.
    */
-  find(text: string, from: number): number {
+  tail(text: string, from: number): number {
     const min = REDACT_DEFAULTS.minFragment;
-    if (this.forms.chars) {
-      this.units ??= this.forms.chars.map((alts) => alts.map((a) => new RegExp(a, 'y')));
+    if (this.units) {
       for (let p = from; p < text.length; p++) {
         if (this.runsToEnd(text, p, 0) >= min) return p;
       }
     }
-    for (const lit of this.forms.literals) {
+    for (const lit of this.literals) {
       const head = lit.slice(0, min);
       for (let p = text.indexOf(head, Math.max(from, text.length - lit.length)); p >= 0; p = text.indexOf(head, p + 1)) {
         if (lit.startsWith(text.slice(p))) return p;
@@ -244,48 +254,68 @@ class TailMatcher {
 
   /**
    * How many characters of the secret, from its `i`-th on, match from `pos` to the end of
-   * `text`, trying every form of each character (`%` raw or `%25`, `\\` or `\\+`…);
-   * `i` when they reach the end, 0 when they do not.
+   * `text`, trying every form of each; `i` when they reach the end, 0 when they do not.
    */
   private runsToEnd(text: string, pos: number, i: number): number {
     if (pos === text.length) return i;
     const units = this.units!;
     if (i === units.length) return 0; // the whole secret (masked already, or followed by more text)
-    // a cut inside the encoding of the next character (`%2`, `%C3` of `%C3%A9`, `\\u00`) counts it
+    const u = units[i]!;
+    // a cut inside the form of the next character (`%2`, `%c3` of `%c3%a9`, `\u00`) counts it
     const rest = text.length - pos <= 24 ? text.slice(pos).toLowerCase() : undefined;
-    let best = rest !== undefined && this.forms.encodings![i]!.some((e) => e.startsWith(rest)) ? i + 1 : 0;
-    for (const u of units[i]!) {
-      u.lastIndex = pos;
-      if (!u.test(text)) continue;
-      const n = this.runsToEnd(text, u.lastIndex, i + 1);
-      if (n > best) best = n;
-      if (best > 0) break;
+    if (rest !== undefined && u.escapes.some((e) => e.startsWith(rest))) return i + 1;
+    if (text.startsWith(u.raw, pos)) {
+      const n = this.runsToEnd(text, pos + u.raw.length, i + 1);
+      if (n > 0) return n;
     }
-    return best;
+    const c = text[pos]!;
+    if (!ESCAPE_START.has(c)) return 0;
+    for (const e of u.escapes) {
+      if (e[0] !== c || text.slice(pos, pos + e.length).toLowerCase() !== e) continue;
+      const n = this.runsToEnd(text, pos + e.length, i + 1);
+      if (n > 0) return n;
+    }
+    return 0;
   }
 }
 
+/** Matchers are built once per secret value and shared by every redactor. */
+const matchers = new Map<string, SecretMatcher>();
+
+function matcherOf(secret: string): SecretMatcher {
+  let m = matchers.get(secret);
+  if (!m) {
+    m = new SecretMatcher(secret);
+    matchers.set(secret, m);
+  }
+  return m;
+}
+
 interface Compiled {
-  pattern?: RegExp;
-  tails: TailMatcher[];
-  /** Longest stretch of text a fragment can span. */
+  list: SecretMatcher[];
   window: number;
 }
 
 function compile(secrets: string[]): Compiled {
-  const list = secrets.filter((s) => s.length >= REDACT_DEFAULTS.minSecretLength).sort((a, b) => b.length - a.length);
-  const alts: string[] = [];
-  const tails: TailMatcher[] = [];
-  let window = 0;
-  for (const s of list) {
-    const forms = formsOf(s);
-    if (forms.chars) alts.push(forms.chars.map((a) => `(?:${a.join('|')})`).join(''));
-    for (const l of forms.literals) alts.push(escapeRegExp(l));
-    tails.push(new TailMatcher(forms));
-    // the longest encoding of one character: `%25xx` × 4 bytes, or `\uXXXX` × 2
-    window = Math.max(window, s.length * 20, ...forms.literals.map((l) => l.length));
+  const list = secrets.filter((s) => s.length >= REDACT_DEFAULTS.minSecretLength).map(matcherOf);
+  return { list, window: Math.max(0, ...list.map((m) => m.window)) };
+}
+
+/** `text` with every span replaced by one mask (overlapping and adjacent spans merge). */
+function maskSpans(text: string, spans: Array<[number, number]>): string {
+  if (spans.length === 0) return text;
+  spans.sort((x, y) => x[0] - y[0] || y[1] - x[1]);
+  let out = '';
+  let at = 0;
+  let i = 0;
+  while (i < spans.length) {
+    let [start, end] = spans[i]!;
+    i += 1;
+    while (i < spans.length && spans[i]![0] <= end) end = Math.max(end, spans[i++]![1]);
+    out += text.slice(at, start) + MASK;
+    at = end;
   }
-  return { pattern: alts.length > 0 ? new RegExp(alts.join('|'), 'g') : undefined, tails, window };
+  return out + text.slice(at);
 }
 
 /**
@@ -310,19 +340,21 @@ export function createRedactor(secrets: readonly string[] = [], options: Redacto
   };
 
   const text = (t: string): string => {
-    const { pattern } = current();
-    return pattern && t.length >= REDACT_DEFAULTS.minSecretLength ? t.replace(pattern, MASK) : t;
+    if (t.length < REDACT_DEFAULTS.minSecretLength) return t;
+    const spans: Array<[number, number]> = [];
+    for (const m of current().list) m.find(t, spans);
+    return maskSpans(t, spans);
   };
 
   const tail = (t: string): string => {
-    const { tails, window } = current();
+    const { list, window } = current();
     // An ellipsis the endpoint put after its own cut: the fragment ends before it.
     const dots = /(?:…|\.{3})$/.exec(t)?.[0] ?? '';
     const body = t.slice(0, t.length - dots.length);
     const from = Math.max(0, body.length - window);
     let start = -1;
-    for (const m of tails) {
-      const p = m.find(body, from);
+    for (const m of list) {
+      const p = m.tail(body, from);
       if (p >= 0 && (start < 0 || p < start)) start = p;
     }
     return start < 0 ? t : `${body.slice(0, start)}${MASK}${dots}`;
