@@ -194,8 +194,8 @@ class SecretMatcher {
     this.window = Math.max(secret.length * 20, ...this.literals.map((l) => l.length));
   }
 
-  /** Adds the [start, end) spans of every occurrence in `text`. */
-  find(text: string, spans: Array<[number, number]>): void {
+  /** Adds the [start, end) spans of every occurrence in `text` (`lower`: `lowered(text)`). */
+  find(text: string, lower: string, spans: Array<[number, number]>): void {
     for (const lit of this.literals) {
       for (let p = text.indexOf(lit); p >= 0; p = text.indexOf(lit, p + lit.length)) spans.push([p, p + lit.length]);
     }
@@ -205,7 +205,7 @@ class SecretMatcher {
     for (let p = 0; p < text.length; p++) {
       const c = text[p]!;
       if (c !== u0.raw[0] && !ESCAPE_START.has(c)) continue;
-      const end = this.match(text, p, 0);
+      const end = this.match(text, lower, p, 0);
       if (end > 0) {
         spans.push([p, end]);
         p = end - 1;
@@ -214,19 +214,19 @@ class SecretMatcher {
   }
 
   /** The end of the secret's characters `i…` matched from `pos`, or -1 (backtracking over forms). */
-  private match(text: string, pos: number, i: number): number {
+  private match(text: string, lower: string, pos: number, i: number): number {
     const units = this.units!;
     if (i === units.length) return pos;
     const u = units[i]!;
     if (text.startsWith(u.raw, pos)) {
-      const end = this.match(text, pos + u.raw.length, i + 1);
+      const end = this.match(text, lower, pos + u.raw.length, i + 1);
       if (end >= 0) return end;
     }
     const c = text[pos];
     if (c === undefined || !ESCAPE_START.has(c)) return -1;
     for (const e of u.escapes) {
-      if (e[0] !== c || text.slice(pos, pos + e.length).toLowerCase() !== e) continue;
-      const end = this.match(text, pos + e.length, i + 1);
+      if (e[0] !== c || !lower.startsWith(e, pos)) continue;
+      const end = this.match(text, lower, pos + e.length, i + 1);
       if (end >= 0) return end;
     }
     return -1;
@@ -238,8 +238,12 @@ class SecretMatcher {
    */
   tail(text: string, from: number): number {
     const min = REDACT_DEFAULTS.minFragment;
-    if (this.units) {
+    const units = this.units;
+    if (units) {
+      const first = units[0]!.raw[0];
       for (let p = from; p < text.length; p++) {
+        const c = text[p]!;
+        if (c !== first && !ESCAPE_START.has(c)) continue;
         if (this.runsToEnd(text, p, 0) >= min) return p;
       }
     }
@@ -277,6 +281,14 @@ class SecretMatcher {
     }
     return 0;
   }
+}
+
+/**
+ * `text` lower-cased position for position (escapes are compared case-insensitively): its
+ * ASCII letters lowered, every other character kept, so indexes stay those of `text`.
+ */
+function lowered(text: string): string {
+  return text.replace(/[A-Z]+/g, (m) => m.toLowerCase());
 }
 
 /** Matchers are built once per secret value and shared by every redactor. */
@@ -342,7 +354,8 @@ export function createRedactor(secrets: readonly string[] = [], options: Redacto
   const text = (t: string): string => {
     if (t.length < REDACT_DEFAULTS.minSecretLength) return t;
     const spans: Array<[number, number]> = [];
-    for (const m of current().list) m.find(t, spans);
+    const lower = lowered(t);
+    for (const m of current().list) m.find(t, lower, spans);
     return maskSpans(t, spans);
   };
 
