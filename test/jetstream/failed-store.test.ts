@@ -10,6 +10,7 @@ import {
 import type { FailedRequest, RejectedEvent } from '../../src/sinks/types.js';
 import { filter, firstValueFrom } from 'rxjs';
 import { connectNats } from '../../src/streams/nats.js';
+import { MASK, processSecrets } from '../../src/observability/redact.js';
 import { startNatsServer, type NatsServer } from '../support/nats-server.js';
 
 let server: NatsServer;
@@ -129,6 +130,22 @@ describe('JetStreamFailedRequestStore', () => {
       expect(ids(await again.list())).toEqual(['d2']);
     } finally {
       await again.close();
+    }
+  });
+
+  it('masks every secret the process knows in lastError on put, the payload kept as is (issue 14)', async () => {
+    const token = `at!${Date.now()}'(runtime)*~`;
+    processSecrets.add(token);
+    const store = await JetStreamFailedRequestStore.open({ servers: server.url, stream: 'FAILED_MASK' });
+    try {
+      const rec = failed('m1', 'flow-1', { lastError: `HTTP 500: echo ${new URLSearchParams({ a: token }).toString()}`, payload: { person: { note: 'keep me' } } });
+      await store.put(rec);
+      const [got] = await store.list();
+      expect(got?.lastError).toBe(`HTTP 500: echo a=${MASK}`);
+      expect(got?.payload).toEqual({ person: { note: 'keep me' } });
+      expect(rec.lastError).toContain('a=at'); // the caller's record is not changed
+    } finally {
+      await store.close();
     }
   });
 
