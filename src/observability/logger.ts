@@ -28,6 +28,11 @@ export interface LoggerOptions {
 export function createLogger(options: LoggerOptions = {}): Logger {
   const redactor: Redactor = createRedactor(options.secrets ?? [], { registry: options.registry });
   const dest = options.destination ?? 2;
+  const out = typeof dest === 'number' ? pino.destination({ fd: dest, sync: true }) : dest;
+  // The last line of defence: every line is masked as written, so what the hooks below cannot
+  // reach (child-logger bindings, serialised once when the child is made, before a runtime
+  // token may exist) is masked too.
+  const stream = { write: (line: string): boolean => out.write(maskLine(line, redactor)) };
   return pino(
     {
       level: options.level ?? 'info',
@@ -46,6 +51,24 @@ export function createLogger(options: LoggerOptions = {}): Logger {
         err: (e: unknown) => redactor.value(e),
       },
     },
-    typeof dest === 'number' ? pino.destination({ fd: dest, sync: true }) : dest,
+    stream,
   );
+}
+
+/**
+ * One written log line (pino: one JSON object and `\n`), masked. Masking keeps the JSON valid
+ * in practice (a secret's JSON-escaped form is replaced whole); when it would not, the line is
+ * replaced by a notice carrying only its level and time.
+ */
+function maskLine(line: string, redactor: Redactor): string {
+  const masked = redactor.text(line);
+  if (masked === line) return line;
+  try {
+    JSON.parse(masked);
+    return masked;
+  } catch {
+    const level = /"level":(\d+)/.exec(line)?.[1] ?? '40';
+    const time = /"time":(\d+)/.exec(line)?.[1] ?? String(Date.now());
+    return `{"level":${level},"time":${time},"name":"http-destination","msg":"log line withheld: it held a secret that could not be masked in place"}\n`;
+  }
 }
