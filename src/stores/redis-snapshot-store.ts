@@ -3,11 +3,13 @@
  * pool of workers. Same semantics as `MemorySnapshotStore` (the contract suite in
  * test/stores runs against both).
  */
+import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { isIn } from '../domain/diff.js';
-import { applyUpdate } from '../domain/merge.js';
+import { DEFAULTS } from '../config/schema.js';
+import { isIn, membershipOf } from '../domain/diff.js';
+import { mergeChecked } from '../domain/merge-checked.js';
 import type { ProfileSnapshot, ProfileUpdate } from '../domain/types.js';
-import { FencedError, StoreError } from '../errors.js';
+import { FencedError, HttpDestinationError, StoreError } from '../errors.js';
 import { MAX_PENDING_PER_PROFILE } from './memory-snapshot-store.js';
 import type { ApplyContext, ApplyResult, BackfillBegin, BackfillState, SnapshotStore } from './types.js';
 
@@ -30,6 +32,10 @@ export const REDIS_SNAPSHOT_STORE_DEFAULTS = {
   cacheSize: 10_000,
   /** Most replay records one confirm script deletes (confirms of one tick beyond go in more scripts). */
   confirmBatch: 512,
+  /** Largest snapshot (JSON, UTF-8 bytes); the update that would pass it is rejected. */
+  maxSnapshotBytes: DEFAULTS.maxSnapshotBytes,
+  /** While the store is lost, how often `apply` looks whether an operator re-initialised it. */
+  lostRecheckMs: 1_000,
 } as const;
 
 export interface RedisSnapshotStoreOptions {
@@ -62,6 +68,73 @@ export interface RedisSnapshotStoreOptions {
    * meanwhile reject with `StoreError`). Messages carry no credentials. @default ignore them
    */
   onConnectionError?: (err: Error) => void;
+  /**
+   * Largest snapshot (JSON, UTF-8 bytes): `apply` of an update that would pass it rejects with
+   * `EventRejectedError` `ERR_SNAPSHOT_TOO_LARGE` and writes nothing. @default 1048576
+   */
+  maxSnapshotBytes?: number;
+  /**
+   * Called once when the store finds its epoch marker missing or changed (Redis lost its data):
+   * from then on `apply` rejects with `StoreLostError` until `pool reset-state`. Log it as an
+   * error. @default ignore
+   */
+  onStoreLost?: (err: StoreLostError) => void;
+  /** Called once when a lost store finds the marker re-initialised by `pool reset-state`. @default ignore */
+  onStoreRestored?: () => void;
+}
+
+/**
+ * The store lost its data (issue 13): its epoch marker (`<prefix>epoch`, written when the
+ * store is first initialised) is missing or changed — Redis restarted empty, FLUSHALL, a
+ * failover to an empty replica. Merging into the empty snapshots would look like "no change"
+ * and silently export nothing, so nothing is applied until an operator runs
+ * `http-destination pool reset-state` (README, Operations). Retried like any store error: the
+ * messages wait, unacknowledged.
+ */
+export class StoreLostError extends HttpDestinationError {
+  constructor(message: string) {
+    super('ERR_STORE_LOST', message);
+  }
+}
+
+/**
+ * Values of the epoch marker: `init:<hex>` written by the first store that found none,
+ * `reset:<hex>` by `pool reset-state`, `lost:<ISO time>` by a store that found it gone or
+ * changed (so that a worker started later does not initialise a fresh epoch over the loss).
+ */
+const EPOCH_INIT = 'init:';
+const EPOCH_RESET = 'reset:';
+const EPOCH_LOST = 'lost:';
+
+/** KEYS[1] the marker, ARGV[1] a new `init:` value: sets it when absent; returns the value. */
+const EPOCH_INIT_LUA = `local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]`;
+
+/**
+ * KEYS[1] the marker, ARGV[1] the epoch this store held, ARGV[2] a `lost:` value: marks the
+ * store lost unless the marker still holds ARGV[1] or is an operator's `reset:` value; returns
+ * the marker's value.
+ */
+const EPOCH_LOST_LUA = `local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] or (v and string.sub(v, 1, ${EPOCH_RESET.length}) == '${EPOCH_RESET}') then return v end
+redis.call('SET', KEYS[1], ARGV[2])
+return ARGV[2]`;
+
+/**
+ * `http-destination pool reset-state`: writes a new `reset:` epoch marker, so the workers of
+ * a lost store resume (over what the store holds now). Returns the marker it replaced (null:
+ * none). The operator action of the store-loss procedure (README, Operations).
+ */
+export async function resetStoreEpoch(redis: Redis, keyPrefix: string = REDIS_SNAPSHOT_STORE_DEFAULTS.keyPrefix): Promise<{ previous: string | null; epoch: string }> {
+  const epoch = EPOCH_RESET + randomBytes(8).toString('hex');
+  const previous = await redis.set(epochKey(keyPrefix), epoch, 'GET');
+  return { previous, epoch };
+}
+
+function epochKey(keyPrefix: string): string {
+  return `${keyPrefix}epoch`;
 }
 
 /** `apply` kept losing the compare-and-set race to other writers of the same profile. */
@@ -83,9 +156,12 @@ const REPLAY_PREFIX = 'r:';
 
 /**
  * Reads what `apply` needs in one round trip: snapshot, version, watermark and the replay
- * record of this message key. KEYS[1] profile hash; ARGV[1] replay field.
+ * record of this message key. KEYS[1] profile hash; ARGV[1] replay field; ARGV[2] the epoch
+ * marker's key and ARGV[3] the epoch this store holds: -2 (and nothing read) when the marker
+ * holds another value (the store lost its data).
  */
-export const READ_LUA = `return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}', '${FIELD_VERSION}', '${FIELD_WATERMARK}', ARGV[1])`;
+export const READ_LUA = `if redis.call('GET', ARGV[2]) ~= ARGV[3] then return -2 end
+return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}', '${FIELD_VERSION}', '${FIELD_WATERMARK}', ARGV[1])`;
 
 /**
  * Compare-and-set on the version: writes the new snapshot, version and replay record, moves
@@ -94,14 +170,15 @@ export const READ_LUA = `return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}'
  * the others lose it). ARGV: expected version ('0' when absent), new version, snapshot JSON,
  * replay field, replay record (it starts with {"v":<version>), profile id, number of
  * audiences entered, most replay records kept, watermark ('' for none), fence key and fence
- * value ('' for none).
+ * value ('' for none), epoch marker key and the epoch this store holds.
  *
  * Returns 1 when written. Writes nothing and returns what `READ_LUA` returns (an array) when
  * the version is not the expected one, when the replay field exists (a redelivery), or when
  * the watermark is at or above ARGV[9] (a settled redelivery): the caller decides from that
  * reply as from a read, so a guessed version costs no extra round trip when it is wrong.
  * Returns -1 when the fence key does not hold the fence value (checked only before a write,
- * like the write itself).
+ * like the write itself). Returns -2, before anything else, when the epoch marker does not
+ * hold the store's epoch: nothing is ever written into a store that lost its data.
  *
  * Dropping a replay record means that message, if it is redelivered after
  * `maxPendingPerProfile` later applications of the same profile all went unconfirmed, is
@@ -110,6 +187,7 @@ export const READ_LUA = `return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}'
  * without end. The trimming runs here, next to the data, because it reads every record.
  */
 export const CAS_LUA = `
+if redis.call('GET', ARGV[12]) ~= ARGV[13] then return -2 end
 local v = redis.call('HGET', KEYS[1], '${FIELD_VERSION}')
 local stale = false
 if v and ARGV[9] ~= '' then
@@ -195,7 +273,9 @@ type ReadReply = [snapshot: string | null, version: string | null, watermark: st
 
 /** The scripts registered with `defineCommand` (sent as EVALSHA, EVAL on NOSCRIPT). */
 interface ScriptCommands {
-  hdSnapshotRead(key: string, replayField: string): Promise<ReadReply>;
+  hdSnapshotRead(key: string, replayField: string, epochKey: string, epoch: string): Promise<ReadReply | number>;
+  hdEpochInit(key: string, value: string): Promise<string>;
+  hdEpochLost(key: string, held: string, lost: string): Promise<string>;
   hdSnapshotCas(numKeys: number, ...keysAndArgs: string[]): Promise<number | ReadReply>;
   hdSnapshotConfirm(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
   hdBackfillBegin(states: string, frozen: string, audience: string, id: string, step: number): Promise<[state: string, phase: BackfillBegin['phase']]>;
@@ -303,6 +383,17 @@ export class RedisSnapshotStore implements SnapshotStore {
   private confirms: ConfirmBatch | null = null;
   /** Confirm scripts sent and not answered yet (`close` waits for them). */
   private readonly confirming = new Set<Promise<void>>();
+  private readonly maxSnapshotBytes: number;
+  private readonly onStoreLost: (err: StoreLostError) => void;
+  private readonly onStoreRestored: () => void;
+  /** The epoch marker's value this store works under (null: not read yet, or found lost at start). */
+  private epoch: string | null = null;
+  /** Reading (or first writing) the marker, once, before the first apply. */
+  private epochReady: Promise<void> | null = null;
+  /** Set while the store is lost: every apply rejects with it. */
+  private lostError: StoreLostError | null = null;
+  /** When the lost store last looked for an operator's reset. */
+  private lostCheckedAt = 0;
 
   constructor(options: RedisSnapshotStoreOptions) {
     const d = REDIS_SNAPSHOT_STORE_DEFAULTS;
@@ -310,6 +401,9 @@ export class RedisSnapshotStore implements SnapshotStore {
     this.maxConflictRetries = options.maxConflictRetries ?? d.maxConflictRetries;
     this.maxPending = Math.max(1, options.maxPendingPerProfile ?? d.maxPendingPerProfile);
     this.cacheSize = Math.max(0, Math.floor(options.cacheSize ?? d.cacheSize));
+    this.maxSnapshotBytes = options.maxSnapshotBytes ?? d.maxSnapshotBytes;
+    this.onStoreLost = options.onStoreLost ?? noop;
+    this.onStoreRestored = options.onStoreRestored ?? noop;
     if (options.redis) {
       this.redis = options.redis;
       this.ownsClient = false;
@@ -330,6 +424,8 @@ export class RedisSnapshotStore implements SnapshotStore {
     // reached again with other contents, so no guess made before is trusted after.
     this.redis.on('close', this.forgetAll);
     this.redis.defineCommand('hdSnapshotRead', { numberOfKeys: 1, lua: READ_LUA });
+    this.redis.defineCommand('hdEpochInit', { numberOfKeys: 1, lua: EPOCH_INIT_LUA });
+    this.redis.defineCommand('hdEpochLost', { numberOfKeys: 1, lua: EPOCH_LOST_LUA });
     this.redis.defineCommand('hdSnapshotCas', { lua: CAS_LUA });
     this.redis.defineCommand('hdSnapshotConfirm', { lua: CONFIRM_LUA });
     this.redis.defineCommand('hdBackfillBegin', { numberOfKeys: 3, lua: BACKFILL_BEGIN_LUA });
@@ -340,6 +436,25 @@ export class RedisSnapshotStore implements SnapshotStore {
 
   apply(update: ProfileUpdate, ctx: ApplyContext): Promise<ApplyResult> {
     return this.inOrder(update.profileId, () => this.applyNow(update, ctx));
+  }
+
+  /**
+   * The store-loss state (issue 13): the `StoreLostError` every `apply` rejects with while the
+   * epoch marker is missing or changed, else null. For readiness checks and operators.
+   */
+  get lost(): StoreLostError | null {
+    return this.lostError;
+  }
+
+  /**
+   * Compares the epoch marker with the one this store works under (one round trip); rejects
+   * with `StoreLostError` when the store lost its data. `apply` checks it in its scripts
+   * already; this is for steps that write outside them (backfill state) and periodic checks.
+   */
+  async verifyEpoch(): Promise<void> {
+    const epoch = await this.currentEpoch();
+    const now = await this.call('epoch', () => this.redis.get(epochKey(this.keyPrefix)));
+    if (now !== epoch) await this.epochMismatch(epoch);
   }
 
   /**
@@ -412,6 +527,8 @@ export class RedisSnapshotStore implements SnapshotStore {
    * once per backfill; the list takes about 40 bytes per member until the backfill is done.
    */
   async beginBackfill(id: string, audienceId: string): Promise<BackfillBegin> {
+    // A lost store would freeze an empty audience and mark the backfill done: refuse instead.
+    await this.verifyEpoch();
     const [raw, phase] = await this.call('backfill', () =>
       this.scripts.hdBackfillBegin(this.backfillsKey(), this.frozenKey(id), this.audienceKey(audienceId), id, REDIS_SNAPSHOT_STORE_DEFAULTS.freezeStep),
     );
@@ -425,6 +542,7 @@ export class RedisSnapshotStore implements SnapshotStore {
   }
 
   async setBackfill(id: string, state: BackfillState): Promise<void> {
+    await this.verifyEpoch();
     const json = JSON.stringify(state);
     if (!state.done) {
       await this.call('backfill', () => this.redis.hset(this.backfillsKey(), id, json));
@@ -463,20 +581,28 @@ export class RedisSnapshotStore implements SnapshotStore {
     // A confirm of this profile called earlier must take effect first, as if it had been sent
     // at once: commands leave in order on the one connection.
     if (this.confirms?.profiles.has(profileId)) this.flushConfirms(this.confirms);
+    const epoch = await this.currentEpoch();
+    const eKey = epochKey(this.keyPrefix);
     try {
       // A cached guess is one free try: it does not count as a lost compare-and-set.
       let state = this.known.get(profileId);
       let guessed = state !== undefined;
       if (!state) {
-        const decided = this.decide(update, ctx, await this.call('apply', () => this.scripts.hdSnapshotRead(key, replayField)));
+        const read = await this.call('apply', () => this.scripts.hdSnapshotRead(key, replayField, eKey, epoch));
+        if (read === -2) await this.epochMismatch(epoch);
+        if (typeof read === 'number') throw new StoreError(`redis snapshot store: unexpected reply ${read} to read`);
+        const decided = this.decide(update, ctx, read);
         if ('result' in decided) return decided.result;
         state = decided;
       }
       for (let lost = 0; ; ) {
         const { raw, snapshot: before, version } = state;
-        const after = applyUpdate(before, update);
+        // Rejects (EventRejectedError) an update the merge cannot take or past the size limit:
+        // nothing is written.
+        const merged = mergeChecked(before, update, { maxSnapshotBytes: this.maxSnapshotBytes });
+        const after = merged.after;
         const nextVersion = (version === null ? 0 : Number(version)) + 1;
-        const json = JSON.stringify(after);
+        const json = merged.json ?? JSON.stringify(after);
         const { entered, exited } = membershipChanges(before, after);
         const keys = [key, ...entered.map((a) => this.audienceKey(a)), ...exited.map((a) => this.audienceKey(a))];
         const reply = await this.call('apply', () =>
@@ -495,6 +621,8 @@ export class RedisSnapshotStore implements SnapshotStore {
             ctx.watermark === undefined ? '' : String(ctx.watermark),
             ctx.fence?.key ?? '',
             ctx.fence?.value ?? '',
+            eKey,
+            epoch,
           ),
         );
         if (reply === 1) {
@@ -505,6 +633,7 @@ export class RedisSnapshotStore implements SnapshotStore {
           this.known.delete(profileId);
           throw new FencedError(`snapshot write for profile ${profileId} refused: this worker no longer holds the partition's lease`);
         }
+        if (reply === -2) await this.epochMismatch(epoch);
         if (typeof reply === 'number') throw new StoreError(`redis snapshot store: unexpected reply ${reply} to apply`);
         const decided = this.decide(update, ctx, reply);
         if ('result' in decided) return decided.result;
@@ -541,12 +670,95 @@ export class RedisSnapshotStore implements SnapshotStore {
       const record = this.parse<ReplayRecord>(replay, profileId);
       const overtaken = ctx.watermark !== undefined && w !== undefined && ctx.watermark < w;
       const latest = overtaken && current ? current : undefined;
-      return { result: { update, before: record.b, after: applyUpdate(record.b, update), replayed: true, latest } };
+      // No size limit here: this result was written (and checked) at its first application.
+      return { result: { update, before: record.b, after: mergeChecked(record.b, update).after, replayed: true, latest } };
     }
     if (current && ctx.watermark !== undefined && w !== undefined && ctx.watermark <= w) {
       return { result: { update, before: current, after: current, replayed: true, stale: true } };
     }
     return state;
+  }
+
+  /**
+   * The epoch this store works under: read (or, on a store never initialised, written as
+   * `init:…`) before the first apply. Rejects with `StoreLostError` while the store is lost,
+   * looking at most every `lostRecheckMs` whether an operator ran `pool reset-state`.
+   */
+  private async currentEpoch(): Promise<string> {
+    if (this.lostError) {
+      const now = Date.now();
+      if (now - this.lostCheckedAt < REDIS_SNAPSHOT_STORE_DEFAULTS.lostRecheckMs) throw this.lostError;
+      this.lostCheckedAt = now;
+      const value = await this.call('epoch', () => this.redis.get(epochKey(this.keyPrefix)));
+      if (!this.isOperatorReset(value)) throw this.lostError;
+      this.restore(value);
+    }
+    if (this.epoch === null) {
+      const ready = (this.epochReady ??= this.readEpoch());
+      try {
+        await ready;
+      } catch (err) {
+        if (this.epochReady === ready) this.epochReady = null; // try again on the next call
+        throw err;
+      }
+      if (this.lostError) throw this.lostError;
+    }
+    if (this.epoch === null) throw new StoreError('redis snapshot store: the epoch marker could not be read');
+    return this.epoch;
+  }
+
+  private async readEpoch(): Promise<void> {
+    const value = await this.call('epoch', () =>
+      this.scripts.hdEpochInit(epochKey(this.keyPrefix), EPOCH_INIT + randomBytes(8).toString('hex')),
+    );
+    if (value.startsWith(EPOCH_LOST)) {
+      this.markLost(`the store was found lost (${value}) and not re-initialised since`);
+      return;
+    }
+    this.epoch = value;
+  }
+
+  /** A value written by `pool reset-state` that this store has not adopted yet. */
+  private isOperatorReset(value: string | null): value is string {
+    return value !== null && value.startsWith(EPOCH_RESET) && value !== this.epoch;
+  }
+
+  /** Adopts an operator's new epoch: the store works again, over what Redis holds now. */
+  private restore(value: string): void {
+    this.epoch = value;
+    this.lostError = null;
+    this.known.clear();
+    this.onStoreRestored();
+  }
+
+  /**
+   * The marker did not hold `epoch`. An operator's reset is adopted (and the call retried by
+   * its caller, as after any store error); anything else marks the store lost, in Redis too.
+   * Always throws.
+   */
+  private async epochMismatch(epoch: string): Promise<never> {
+    this.known.clear();
+    const value = await this.call('epoch', () =>
+      this.scripts.hdEpochLost(epochKey(this.keyPrefix), epoch, `${EPOCH_LOST}${new Date().toISOString()}`),
+    );
+    if (value === epoch) throw new StoreError('redis snapshot store: the epoch marker changed and changed back; retrying');
+    if (this.isOperatorReset(value)) {
+      this.restore(value);
+      throw new StoreError('redis snapshot store: the store was re-initialised (pool reset-state); retrying');
+    }
+    throw this.markLost(`the epoch marker ${epochKey(this.keyPrefix)} is missing or changed (Redis lost its data)`);
+  }
+
+  /** Enters the lost state (once: the callback and its log line come once) and returns its error. */
+  private markLost(why: string): StoreLostError {
+    if (this.lostError) return this.lostError;
+    this.lostCheckedAt = Date.now();
+    this.lostError = new StoreLostError(
+      `redis snapshot store: ${why}; nothing is applied or exported until an operator runs ` +
+        '`http-destination pool reset-state` (README, Operations: store loss)',
+    );
+    this.onStoreLost(this.lostError);
+    return this.lostError;
   }
 
   /** Makes `state` the profile's cached guess, the most recently used; drops the least recent beyond the bound. */
@@ -640,8 +852,8 @@ function membershipChanges(
   const exited: string[] = [];
   if (before?.memberships === after.memberships) return { entered, exited };
   for (const id of Object.keys(after.memberships)) {
-    const was = isIn(before?.memberships[id]);
-    const is = isIn(after.memberships[id]);
+    const was = isIn(membershipOf(before, id));
+    const is = isIn(membershipOf(after, id));
     if (was !== is) (is ? entered : exited).push(id);
   }
   return { entered, exited };
