@@ -327,6 +327,9 @@ const noop = (): void => {};
  *   even when later updates were applied since.
  * - `hd:a:<audienceId>` — a set of the profile ids currently *in* the audience (realized or
  *   existing), changed in the same script as the snapshot.
+ * - `hd:epoch` — the epoch marker (`init:<hex>`, `reset:<hex>` or `lost:<time>`): the read and
+ *   compare-and-set scripts check it first, so nothing is read as "no change" from, or written
+ *   into, a store that lost its data (`StoreLostError`, `ERR_STORE_LOST`, until `pool reset-state`).
  * - `hd:backfills` — a hash: field = backfill id, value = its `BackfillState` JSON.
  * - `hd:backfill:<backfill id>:members` — a list: `""` then the audience's members when the
  *   backfill began (`beginBackfill`, same script as its first state), read by index
