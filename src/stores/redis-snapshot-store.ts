@@ -3,15 +3,17 @@
  * pool of workers. Same semantics as `MemorySnapshotStore` (the contract suite in
  * test/stores runs against both).
  */
-import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { DEFAULTS } from '../config/schema.js';
 import { isIn, membershipOf } from '../domain/diff.js';
 import { mergeChecked } from '../domain/merge-checked.js';
 import type { ProfileSnapshot, ProfileUpdate } from '../domain/types.js';
-import { FencedError, HttpDestinationError, StoreError } from '../errors.js';
+import { FencedError, StoreError } from '../errors.js';
 import { MAX_PENDING_PER_PROFILE } from './memory-snapshot-store.js';
+import { EPOCH_DEFAULTS, RedisStoreEpoch, type StoreLostError } from './redis-store-epoch.js';
 import type { ApplyContext, ApplyResult, BackfillBegin, BackfillState, SnapshotStore } from './types.js';
+
+export { StoreLostError, resetStoreEpoch } from './redis-store-epoch.js';
 
 /** Every default of the Redis snapshot store, in one place. */
 export const REDIS_SNAPSHOT_STORE_DEFAULTS = {
@@ -35,7 +37,7 @@ export const REDIS_SNAPSHOT_STORE_DEFAULTS = {
   /** Largest snapshot (JSON, UTF-8 bytes); the update that would pass it is rejected. */
   maxSnapshotBytes: DEFAULTS.maxSnapshotBytes,
   /** While the store is lost, how often `apply` looks whether an operator re-initialised it. */
-  lostRecheckMs: 1_000,
+  lostRecheckMs: EPOCH_DEFAULTS.lostRecheckMs,
 } as const;
 
 export interface RedisSnapshotStoreOptions {
@@ -83,59 +85,6 @@ export interface RedisSnapshotStoreOptions {
   onStoreRestored?: () => void;
 }
 
-/**
- * The store lost its data (issue 13): its epoch marker (`<prefix>epoch`, written when the
- * store is first initialised) is missing or changed — Redis restarted empty, FLUSHALL, a
- * failover to an empty replica. Merging into the empty snapshots would look like "no change"
- * and silently export nothing, so nothing is applied until an operator runs
- * `http-destination pool reset-state` (README, Operations). Retried like any store error: the
- * messages wait, unacknowledged.
- */
-export class StoreLostError extends HttpDestinationError {
-  constructor(message: string) {
-    super('ERR_STORE_LOST', message);
-  }
-}
-
-/**
- * Values of the epoch marker: `init:<hex>` written by the first store that found none,
- * `reset:<hex>` by `pool reset-state`, `lost:<ISO time>` by a store that found it gone or
- * changed (so that a worker started later does not initialise a fresh epoch over the loss).
- */
-const EPOCH_INIT = 'init:';
-const EPOCH_RESET = 'reset:';
-const EPOCH_LOST = 'lost:';
-
-/** KEYS[1] the marker, ARGV[1] a new `init:` value: sets it when absent; returns the value. */
-const EPOCH_INIT_LUA = `local v = redis.call('GET', KEYS[1])
-if v then return v end
-redis.call('SET', KEYS[1], ARGV[1])
-return ARGV[1]`;
-
-/**
- * KEYS[1] the marker, ARGV[1] the epoch this store held, ARGV[2] a `lost:` value: marks the
- * store lost unless the marker still holds ARGV[1] or is an operator's `reset:` value; returns
- * the marker's value.
- */
-const EPOCH_LOST_LUA = `local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] or (v and string.sub(v, 1, ${EPOCH_RESET.length}) == '${EPOCH_RESET}') then return v end
-redis.call('SET', KEYS[1], ARGV[2])
-return ARGV[2]`;
-
-/**
- * `http-destination pool reset-state`: writes a new `reset:` epoch marker, so the workers of
- * a lost store resume (over what the store holds now). Returns the marker it replaced (null:
- * none). The operator action of the store-loss procedure (README, Operations).
- */
-export async function resetStoreEpoch(redis: Redis, keyPrefix: string = REDIS_SNAPSHOT_STORE_DEFAULTS.keyPrefix): Promise<{ previous: string | null; epoch: string }> {
-  const epoch = EPOCH_RESET + randomBytes(8).toString('hex');
-  const previous = await redis.set(epochKey(keyPrefix), epoch, 'GET');
-  return { previous, epoch };
-}
-
-function epochKey(keyPrefix: string): string {
-  return `${keyPrefix}epoch`;
-}
 
 /** `apply` kept losing the compare-and-set race to other writers of the same profile. */
 export class SnapshotConflictError extends StoreError {
@@ -274,8 +223,6 @@ type ReadReply = [snapshot: string | null, version: string | null, watermark: st
 /** The scripts registered with `defineCommand` (sent as EVALSHA, EVAL on NOSCRIPT). */
 interface ScriptCommands {
   hdSnapshotRead(key: string, replayField: string, epochKey: string, epoch: string): Promise<ReadReply | number>;
-  hdEpochInit(key: string, value: string): Promise<string>;
-  hdEpochLost(key: string, held: string, lost: string): Promise<string>;
   hdSnapshotCas(numKeys: number, ...keysAndArgs: string[]): Promise<number | ReadReply>;
   hdSnapshotConfirm(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
   hdBackfillBegin(states: string, frozen: string, audience: string, id: string, step: number): Promise<[state: string, phase: BackfillBegin['phase']]>;
@@ -387,16 +334,8 @@ export class RedisSnapshotStore implements SnapshotStore {
   /** Confirm scripts sent and not answered yet (`close` waits for them). */
   private readonly confirming = new Set<Promise<void>>();
   private readonly maxSnapshotBytes: number;
-  private readonly onStoreLost: (err: StoreLostError) => void;
-  private readonly onStoreRestored: () => void;
-  /** The epoch marker's value this store works under (null: not read yet, or found lost at start). */
-  private epoch: string | null = null;
-  /** Reading (or first writing) the marker, once, before the first apply. */
-  private epochReady: Promise<void> | null = null;
-  /** Set while the store is lost: every apply rejects with it. */
-  private lostError: StoreLostError | null = null;
-  /** When the lost store last looked for an operator's reset. */
-  private lostCheckedAt = 0;
+  /** The epoch marker (store loss): read before the first apply, checked in every apply's scripts. */
+  private readonly epoch: RedisStoreEpoch;
 
   constructor(options: RedisSnapshotStoreOptions) {
     const d = REDIS_SNAPSHOT_STORE_DEFAULTS;
@@ -405,8 +344,6 @@ export class RedisSnapshotStore implements SnapshotStore {
     this.maxPending = Math.max(1, options.maxPendingPerProfile ?? d.maxPendingPerProfile);
     this.cacheSize = Math.max(0, Math.floor(options.cacheSize ?? d.cacheSize));
     this.maxSnapshotBytes = options.maxSnapshotBytes ?? d.maxSnapshotBytes;
-    this.onStoreLost = options.onStoreLost ?? noop;
-    this.onStoreRestored = options.onStoreRestored ?? noop;
     if (options.redis) {
       this.redis = options.redis;
       this.ownsClient = false;
@@ -427,14 +364,22 @@ export class RedisSnapshotStore implements SnapshotStore {
     // reached again with other contents, so no guess made before is trusted after.
     this.redis.on('close', this.forgetAll);
     this.redis.defineCommand('hdSnapshotRead', { numberOfKeys: 1, lua: READ_LUA });
-    this.redis.defineCommand('hdEpochInit', { numberOfKeys: 1, lua: EPOCH_INIT_LUA });
-    this.redis.defineCommand('hdEpochLost', { numberOfKeys: 1, lua: EPOCH_LOST_LUA });
     this.redis.defineCommand('hdSnapshotCas', { lua: CAS_LUA });
     this.redis.defineCommand('hdSnapshotConfirm', { lua: CONFIRM_LUA });
     this.redis.defineCommand('hdBackfillBegin', { numberOfKeys: 3, lua: BACKFILL_BEGIN_LUA });
     this.redis.defineCommand('hdBackfillScan', { numberOfKeys: 1, lua: BACKFILL_SCAN_LUA });
     // defineCommand adds methods ioredis can only type through module augmentation.
     this.scripts = this.redis as unknown as ScriptCommands;
+    this.epoch = new RedisStoreEpoch({
+      redis: this.redis,
+      keyPrefix: this.keyPrefix,
+      onLost: options.onStoreLost,
+      // Guesses made under the old epoch mean nothing under the new one.
+      onRestored: () => {
+        this.known.clear();
+        options.onStoreRestored?.();
+      },
+    });
   }
 
   apply(update: ProfileUpdate, ctx: ApplyContext): Promise<ApplyResult> {
@@ -446,7 +391,7 @@ export class RedisSnapshotStore implements SnapshotStore {
    * epoch marker is missing or changed, else null. For readiness checks and operators.
    */
   get lost(): StoreLostError | null {
-    return this.lostError;
+    return this.epoch.lost;
   }
 
   /**
@@ -454,10 +399,8 @@ export class RedisSnapshotStore implements SnapshotStore {
    * with `StoreLostError` when the store lost its data. `apply` checks it in its scripts
    * already; this is for steps that write outside them (backfill state) and periodic checks.
    */
-  async verifyEpoch(): Promise<void> {
-    const epoch = await this.currentEpoch();
-    const now = await this.call('epoch', () => this.redis.get(epochKey(this.keyPrefix)));
-    if (now !== epoch) await this.epochMismatch(epoch);
+  verifyEpoch(): Promise<void> {
+    return this.epoch.verify();
   }
 
   /**
@@ -584,15 +527,15 @@ export class RedisSnapshotStore implements SnapshotStore {
     // A confirm of this profile called earlier must take effect first, as if it had been sent
     // at once: commands leave in order on the one connection.
     if (this.confirms?.profiles.has(profileId)) this.flushConfirms(this.confirms);
-    const epoch = await this.currentEpoch();
-    const eKey = epochKey(this.keyPrefix);
+    const epoch = await this.epoch.current();
+    const eKey = this.epoch.key;
     try {
       // A cached guess is one free try: it does not count as a lost compare-and-set.
       let state = this.known.get(profileId);
       let guessed = state !== undefined;
       if (!state) {
         const read = await this.call('apply', () => this.scripts.hdSnapshotRead(key, replayField, eKey, epoch));
-        if (read === -2) await this.epochMismatch(epoch);
+        if (read === -2) await this.epoch.mismatch(epoch);
         if (typeof read === 'number') throw new StoreError(`redis snapshot store: unexpected reply ${read} to read`);
         const decided = this.decide(update, ctx, read);
         if ('result' in decided) return decided.result;
@@ -636,7 +579,10 @@ export class RedisSnapshotStore implements SnapshotStore {
           this.known.delete(profileId);
           throw new FencedError(`snapshot write for profile ${profileId} refused: this worker no longer holds the partition's lease`);
         }
-        if (reply === -2) await this.epochMismatch(epoch);
+        if (reply === -2) {
+          this.known.clear();
+          await this.epoch.mismatch(epoch);
+        }
         if (typeof reply === 'number') throw new StoreError(`redis snapshot store: unexpected reply ${reply} to apply`);
         const decided = this.decide(update, ctx, reply);
         if ('result' in decided) return decided.result;
@@ -680,88 +626,6 @@ export class RedisSnapshotStore implements SnapshotStore {
       return { result: { update, before: current, after: current, replayed: true, stale: true } };
     }
     return state;
-  }
-
-  /**
-   * The epoch this store works under: read (or, on a store never initialised, written as
-   * `init:…`) before the first apply. Rejects with `StoreLostError` while the store is lost,
-   * looking at most every `lostRecheckMs` whether an operator ran `pool reset-state`.
-   */
-  private async currentEpoch(): Promise<string> {
-    if (this.lostError) {
-      const now = Date.now();
-      if (now - this.lostCheckedAt < REDIS_SNAPSHOT_STORE_DEFAULTS.lostRecheckMs) throw this.lostError;
-      this.lostCheckedAt = now;
-      const value = await this.call('epoch', () => this.redis.get(epochKey(this.keyPrefix)));
-      if (!this.isOperatorReset(value)) throw this.lostError;
-      this.restore(value);
-    }
-    if (this.epoch === null) {
-      const ready = (this.epochReady ??= this.readEpoch());
-      try {
-        await ready;
-      } catch (err) {
-        if (this.epochReady === ready) this.epochReady = null; // try again on the next call
-        throw err;
-      }
-      if (this.lostError) throw this.lostError;
-    }
-    if (this.epoch === null) throw new StoreError('redis snapshot store: the epoch marker could not be read');
-    return this.epoch;
-  }
-
-  private async readEpoch(): Promise<void> {
-    const value = await this.call('epoch', () =>
-      this.scripts.hdEpochInit(epochKey(this.keyPrefix), EPOCH_INIT + randomBytes(8).toString('hex')),
-    );
-    if (value.startsWith(EPOCH_LOST)) {
-      this.markLost(`the store was found lost (${value}) and not re-initialised since`);
-      return;
-    }
-    this.epoch = value;
-  }
-
-  /** A value written by `pool reset-state` that this store has not adopted yet. */
-  private isOperatorReset(value: string | null): value is string {
-    return value !== null && value.startsWith(EPOCH_RESET) && value !== this.epoch;
-  }
-
-  /** Adopts an operator's new epoch: the store works again, over what Redis holds now. */
-  private restore(value: string): void {
-    this.epoch = value;
-    this.lostError = null;
-    this.known.clear();
-    this.onStoreRestored();
-  }
-
-  /**
-   * The marker did not hold `epoch`. An operator's reset is adopted (and the call retried by
-   * its caller, as after any store error); anything else marks the store lost, in Redis too.
-   * Always throws.
-   */
-  private async epochMismatch(epoch: string): Promise<never> {
-    this.known.clear();
-    const value = await this.call('epoch', () =>
-      this.scripts.hdEpochLost(epochKey(this.keyPrefix), epoch, `${EPOCH_LOST}${new Date().toISOString()}`),
-    );
-    if (value === epoch) throw new StoreError('redis snapshot store: the epoch marker changed and changed back; retrying');
-    if (this.isOperatorReset(value)) {
-      this.restore(value);
-      throw new StoreError('redis snapshot store: the store was re-initialised (pool reset-state); retrying');
-    }
-    throw this.markLost(`the epoch marker ${epochKey(this.keyPrefix)} is missing or changed (Redis lost its data)`);
-  }
-
-  /** Enters the lost state (once: the callback and its log line come once) and returns its error. */
-  private markLost(why: string): StoreLostError {
-    if (this.lostError) return this.lostError;
-    this.lostCheckedAt = Date.now();
-    this.lostError = new StoreLostError(
-      `redis snapshot store: ${why}; nothing is applied or exported until an operator runs ` +
-        '`http-destination pool reset-state` (README, Operations: store loss)',
-    );
-    this.onStoreLost(this.lostError);
-    return this.lostError;
   }
 
   /** Makes `state` the profile's cached guess, the most recently used; drops the least recent beyond the bound. */
