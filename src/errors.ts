@@ -35,7 +35,10 @@ export class ConfigErrors extends HttpDestinationError {
 export type RejectCode =
   | 'ERR_EVENT_JSON'
   | 'ERR_EVENT_SHAPE'
-  | 'ERR_EVENT_TOO_LARGE';
+  | 'ERR_EVENT_TOO_LARGE'
+  | 'ERR_EVENT_ENCODING' // bytes that are not UTF-8, or a string with a lone surrogate
+  | 'ERR_EVENT_MERGE' // the update could not be merged into the profile's snapshot
+  | 'ERR_SNAPSHOT_TOO_LARGE'; // the update would grow the snapshot past worker.maxSnapshotBytes
 
 /** An input event that is not valid JSON or breaks the rules of SPEC §2. */
 export class EventRejectedError extends HttpDestinationError {

@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { ConfigError, ConfigErrors, HttpDestinationError, UsageError } from '../errors.js';
 import { createRedactor } from '../observability/redact.js';
 import { commands } from './commands.js';
+import { registerPoolResetState } from './pool-reset-state.js';
 
 function version(): string {
   try {
@@ -101,6 +102,7 @@ export function buildProgram(): Command {
     .action(async (o: { config: string }) => {
       await commands.poolResetPartitions(o);
     });
+  registerPoolResetState(pool);
 
   program
     .command('audiences')

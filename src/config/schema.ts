@@ -21,6 +21,8 @@ export const DEFAULTS = {
   drainTimeoutMs: 30_000,
   /** Largest accepted input event, in bytes. */
   maxEventBytes: 1_048_576,
+  /** Largest profile snapshot (its JSON, in UTF-8 bytes); an update that would pass it is rejected. */
+  maxSnapshotBytes: 1_048_576,
 } as const;
 
 const nonEmpty = z.string().trim().min(1, 'must not be empty');
@@ -211,11 +213,14 @@ export const configSchema = z.strictObject({
       maxInFlight: z.number().int().positive().default(DEFAULTS.maxInFlight),
       drainTimeoutMs: z.number().int().positive().default(DEFAULTS.drainTimeoutMs),
       maxEventBytes: z.number().int().positive().default(DEFAULTS.maxEventBytes),
+      /** 1 KiB … 256 MiB (Redis refuses larger strings than 512 MB; a snapshot is rewritten on every update). */
+      maxSnapshotBytes: z.number().int().min(1_024).max(268_435_456).default(DEFAULTS.maxSnapshotBytes),
     })
     .default({
       maxInFlight: DEFAULTS.maxInFlight,
       drainTimeoutMs: DEFAULTS.drainTimeoutMs,
       maxEventBytes: DEFAULTS.maxEventBytes,
+      maxSnapshotBytes: DEFAULTS.maxSnapshotBytes,
     }),
   log: z
     .strictObject({

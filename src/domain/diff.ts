@@ -1,7 +1,7 @@
 /**
  * Deciding, per dataflow, whether an applied update must be exported (SPEC §3). Pure.
  */
-import { isPlainObject } from './merge.js';
+import { isPlainObject, own } from './merge.js';
 import type {
   AppliedUpdate,
   DataflowRules,
@@ -20,6 +20,14 @@ export function isIn(record: MembershipRecord | undefined): boolean {
 
 function memberships(s: ProfileSnapshot | null): Record<string, MembershipRecord> {
   return s ? s.memberships : {};
+}
+
+/**
+ * The profile's membership record of audience `id`, or undefined. Audience ids are data: an
+ * id such as `constructor` or `hasOwnProperty` finds only a record stored under it.
+ */
+export function membershipOf(s: ProfileSnapshot | null | undefined, id: string): MembershipRecord | undefined {
+  return s ? own(s.memberships, id) : undefined;
 }
 
 /**
@@ -68,7 +76,7 @@ export function exitedAudiences(applied: AppliedUpdate): string[] {
   const before = memberships(applied.before);
   const after = applied.after.memberships;
   const out: string[] = [];
-  for (const id of Object.keys(after)) if (isIn(before[id]) && !isIn(after[id])) out.push(id);
+  for (const id of Object.keys(after)) if (isIn(own(before, id)) && !isIn(after[id])) out.push(id);
   return out;
 }
 
@@ -77,7 +85,7 @@ export function enteredAudiences(applied: AppliedUpdate): string[] {
   const before = memberships(applied.before);
   const after = applied.after.memberships;
   const out: string[] = [];
-  for (const id of Object.keys(after)) if (!isIn(before[id]) && isIn(after[id])) out.push(id);
+  for (const id of Object.keys(after)) if (!isIn(own(before, id)) && isIn(after[id])) out.push(id);
   return out;
 }
 
@@ -99,8 +107,8 @@ export function decideExports(applied: AppliedUpdate, dataflows: readonly Datafl
     const exited: string[] = [];
     let inAny = false;
     for (const m of flow.audiences) {
-      const was = isIn(before[m.id]);
-      const is = isIn(after[m.id]);
+      const was = isIn(own(before, m.id));
+      const is = isIn(own(after, m.id));
       if (is) inAny = true;
       if (!was && is) entered.push(m.id);
       else if (was && !is) exited.push(m.id);

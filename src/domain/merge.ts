@@ -15,6 +15,24 @@ export function isPlainObject(v: unknown): v is JsonObject {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/**
+ * `obj[key]` when `key` is an own property of `obj`, else `undefined`. Keys of profile data
+ * (attribute names, identity namespaces, audience ids) are data: a namespace named
+ * `constructor` or `toString` must not find `Object.prototype`'s members.
+ */
+export function own<T>(obj: Readonly<Record<string, T>>, key: string): T | undefined {
+  return Object.hasOwn(obj, key) ? obj[key] : undefined;
+}
+
+/**
+ * Sets an own, enumerable property, also for a key named `__proto__` (plain assignment would
+ * set the object's prototype instead: prototype pollution of that object).
+ */
+export function setOwn<T>(obj: Record<string, T>, key: string, value: T): void {
+  if (key === '__proto__') Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
+  else obj[key] = value;
+}
+
 /** An empty snapshot for a profile seen for the first time. */
 export function emptySnapshot(profileId: string): ProfileSnapshot {
   return { profileId, attributes: {}, identityMap: {}, memberships: {} };
@@ -32,7 +50,7 @@ export function mergeAttributes(base: JsonObject, patch: JsonObject): JsonObject
     if (value === null) {
       delete out[key];
     } else if (isPlainObject(value)) {
-      const current = Object.prototype.hasOwnProperty.call(out, key) ? out[key] : undefined;
+      const current = own(out, key);
       const merged = mergeAttributes(isPlainObject(current) ? current : {}, value);
       if (Object.keys(merged).length === 0) delete out[key];
       else setOwn(out, key, merged);
@@ -43,23 +61,21 @@ export function mergeAttributes(base: JsonObject, patch: JsonObject): JsonObject
   return out;
 }
 
-/** Assigns an own property, also for a key named `__proto__` (plain assignment would set the prototype). */
-function setOwn(obj: JsonObject, key: string, value: JsonValue): void {
-  if (key === '__proto__') Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
-  else obj[key] = value;
-}
-
-/** Adds identities (union by namespace + id) and removes the `removed` ones. */
+/**
+ * Adds identities (union by namespace + id) and removes the `removed` ones. Namespaces are
+ * data: the work is done on a `Map`, so no namespace name can reach `Object.prototype`.
+ */
 export function mergeIdentities(
   base: IdentityMap,
   add: IdentityMap | undefined,
   removed: Record<string, string[]> | undefined,
 ): IdentityMap {
-  const out: IdentityMap = {};
-  for (const ns of Object.keys(base)) out[ns] = base[ns].slice();
+  const lists = new Map<string, Identity[]>();
+  for (const ns of Object.keys(base)) lists.set(ns, base[ns].slice());
   if (add) {
     for (const ns of Object.keys(add)) {
-      const list = out[ns] ?? (out[ns] = []);
+      let list = lists.get(ns);
+      if (!list) lists.set(ns, (list = []));
       for (const identity of add[ns]) {
         if (!list.some((i) => i.id === identity.id)) list.push({ ...identity } as Identity);
       }
@@ -67,13 +83,14 @@ export function mergeIdentities(
   }
   if (removed) {
     for (const ns of Object.keys(removed)) {
-      const list = out[ns];
+      const list = lists.get(ns);
       if (!list) continue;
       const drop = new Set(removed[ns]);
-      out[ns] = list.filter((i) => !drop.has(i.id));
+      lists.set(ns, list.filter((i) => !drop.has(i.id)));
     }
   }
-  for (const ns of Object.keys(out)) if (out[ns].length === 0) delete out[ns];
+  const out: IdentityMap = {};
+  for (const [ns, list] of lists) if (list.length > 0) setOwn(out, ns, list);
   return out;
 }
 
@@ -88,7 +105,7 @@ export function applyUpdate(before: ProfileSnapshot | null, update: ProfileUpdat
       const r = ups[id];
       const record: MembershipRecord = { status: r.status };
       if (r.lastQualificationTime !== undefined) record.lastQualificationTime = r.lastQualificationTime;
-      memberships[id] = record;
+      setOwn(memberships, id, record);
     }
   }
   return {

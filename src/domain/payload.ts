@@ -3,7 +3,7 @@
  * payload shares unchanged subtrees with the snapshot, so treat it as read-only.
  */
 import { isIn, exitedAudiences } from './diff.js';
-import { isPlainObject } from './merge.js';
+import { isPlainObject, own, setOwn } from './merge.js';
 import type {
   AppliedUpdate,
   Audience,
@@ -54,7 +54,7 @@ function getPath(obj: JsonObject, path: string[]): JsonValue | undefined {
   let cur: JsonValue | undefined = obj;
   for (const key of path) {
     if (!isPlainObject(cur)) return undefined;
-    cur = cur[key];
+    cur = own(cur, key);
   }
   return cur;
 }
@@ -67,21 +67,21 @@ function getPath(obj: JsonObject, path: string[]): JsonValue | undefined {
 function setPath(body: JsonObject, path: string[], value: JsonValue, owned: WeakSet<object>): void {
   let cur = body;
   for (let i = 0; i < path.length - 1; i++) {
-    let next = cur[path[i]];
-    if (!isPlainObject(next)) next = cur[path[i]] = {};
-    else if (!owned.has(next)) next = cur[path[i]] = { ...next };
+    let next = own(cur, path[i]);
+    if (!isPlainObject(next)) setOwn(cur, path[i], (next = {}));
+    else if (!owned.has(next)) setOwn(cur, path[i], (next = { ...next }));
     owned.add(next);
     cur = next;
   }
   const last = path[path.length - 1];
-  const existing = cur[last];
+  const existing = own(cur, last);
   // Two mapped paths where one lies under the other: the wider one already copied it.
   if (isPlainObject(existing) && isPlainObject(value)) {
     const merged = { ...value, ...existing };
     owned.add(merged);
-    cur[last] = merged;
+    setOwn(cur, last, merged);
   } else {
-    cur[last] = value;
+    setOwn(cur, last, value);
   }
 }
 
@@ -115,7 +115,7 @@ export function buildPayload(applied: AppliedUpdate, rules: PayloadRules, exited
     // As in the seed's example (SPEC §4), names and timestamps describe the audiences the
     // profile is in; a record of an audience exited in this update carries status and time only.
     if (!isIn(record)) {
-      ups[id] = out;
+      setOwn(ups, id, out);
       continue;
     }
     if (rules.includeSegmentTimestamps) {
@@ -126,7 +126,7 @@ export function buildPayload(applied: AppliedUpdate, rules: PayloadRules, exited
       if (mapping?.mappingUpdatedAt !== undefined) out.mappingUpdatedAt = mapping.mappingUpdatedAt;
     }
     if (rules.includeSegmentNames) out.name = audience.name;
-    ups[id] = out;
+    setOwn(ups, id, out);
   }
   body.segmentMembership = { ups };
   body.identityMap = after.identityMap as unknown as JsonObject;

@@ -5,6 +5,19 @@
  * walks each object once, builds no path strings on success (only the result object), and
  * spells out a message only on failure.
  *
+ * Input rules beyond SPEC §2's shape (all rejections, with a reason):
+ * - **Numbers** must lie within ±(2^53−1) (`Number.MAX_SAFE_INTEGER`), the range where every
+ *   integer is exact in JSON (I-JSON, RFC 7493 §2.2). Beyond it a literal such as
+ *   `12345678901234567890` silently becomes another number, and `1e400` becomes Infinity
+ *   (exported as `null`): send large numbers and numeric ids as strings. Fractions inside the
+ *   range are kept as IEEE doubles, as every JSON reader does.
+ * - **Text** must be Unicode: bytes must be valid UTF-8 (`ERR_EVENT_ENCODING`), and no string
+ *   or key may hold a lone surrogate (`"\ud800"`), which has no UTF-8 form (it would turn into
+ *   U+FFFD on the way to Redis or the endpoint, and two profile ids could become one).
+ * - `__proto__` is refused as an identity namespace or audience id (it names neither, and a
+ *   receiver's JavaScript would read it as the object's prototype); as an attribute name it
+ *   is data. Every other key (`constructor`, `toString`…) is ordinary data.
+ *
  * Every failure is an `EventRejectedError` whose message names the offending field, e.g.
  * `segmentMembership.ups.aud-1.status: must be one of realized, existing, exited`. Messages
  * describe the rule that was broken, never the value (values may hold personal data).
@@ -45,7 +58,9 @@ const STATUSES: ReadonlySet<string> = new Set(['realized', 'existing', 'exited']
  * @throws {EventRejectedError} code `ERR_EVENT_SHAPE`, the message naming the field.
  */
 export function validateEvent(input: unknown): ProfileUpdate {
-  return check(input, false);
+  const out = check(input, false);
+  if (!allWellFormed(out)) throw loneSurrogate();
+  return out;
 }
 
 /**
@@ -53,9 +68,9 @@ export function validateEvent(input: unknown): ProfileUpdate {
  *
  * @example
  * const update = decodeEvent('{"profileId":"p-1"}', { maxBytes: 1_048_576 });
- * @throws {EventRejectedError} `ERR_EVENT_TOO_LARGE` over `maxBytes`; `ERR_EVENT_JSON` for
- *   bytes that are not UTF-8 or text that is not JSON (with the parser's message); else
- *   `ERR_EVENT_SHAPE`.
+ * @throws {EventRejectedError} `ERR_EVENT_TOO_LARGE` over `maxBytes`; `ERR_EVENT_ENCODING` for
+ *   bytes that are not UTF-8 or a lone surrogate in a string or key; `ERR_EVENT_JSON` for text
+ *   that is not JSON (with the parser's message); else `ERR_EVENT_SHAPE`.
  */
 export function decodeEvent(data: string | Uint8Array, opts: DecodeEventOptions): ProfileUpdate {
   const { maxBytes } = opts;
@@ -72,7 +87,7 @@ export function decodeEvent(data: string | Uint8Array, opts: DecodeEventOptions)
     try {
       text = utf8.decode(data);
     } catch {
-      throw new EventRejectedError('ERR_EVENT_JSON', 'event: not valid UTF-8');
+      throw new EventRejectedError('ERR_EVENT_ENCODING', 'event: not valid UTF-8');
     }
   }
   let parsed: unknown;
@@ -81,14 +96,68 @@ export function decodeEvent(data: string | Uint8Array, opts: DecodeEventOptions)
   } catch (err) {
     throw new EventRejectedError('ERR_EVENT_JSON', `event: not valid JSON: ${shortMessage(err)}`);
   }
+  // A lone surrogate gets into the parsed value only through a `\uD8xx`-style escape (bytes
+  // were decoded strictly) or a string argument that holds one: only then walk every string.
   // JSON.parse only produces JSON values: the attribute walk can skip the value checks.
-  return check(parsed, true);
+  const out = check(parsed, true);
+  // Only fields the update keeps are checked: an unknown top-level field is ignored whatever it holds.
+  if (((text.includes('\\u') && LONE_SURROGATE_ESCAPE.test(text)) || (typeof data === 'string' && !isWellFormed(text))) && !allWellFormed(out)) {
+    throw loneSurrogate();
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------
 
 /** Fatal: invalid UTF-8 is a rejection, not silently replaced characters. */
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** A JSON escape of a surrogate code unit (a pair written as two escapes matches too). */
+const LONE_SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
+/** A surrogate code unit that is not part of a pair. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** `String.prototype.isWellFormed` (Node 20; not in the ES2022 typings), else a regex. */
+const nativeWellFormed = (String.prototype as { isWellFormed?: (this: string) => boolean }).isWellFormed;
+
+function isWellFormed(s: string): boolean {
+  return nativeWellFormed ? nativeWellFormed.call(s) : !LONE_SURROGATE.test(s);
+}
+
+function loneSurrogate(): EventRejectedError {
+  return new EventRejectedError('ERR_EVENT_ENCODING', 'event: a string or key holds a lone UTF-16 surrogate (not Unicode text)');
+}
+
+/**
+ * Whether every string and key under `root` is well-formed UTF-16. Iterative (any depth), and
+ * each object is visited once (a non-JSON input may hold cycles in fields no walk checked).
+ */
+function allWellFormed(root: unknown): boolean {
+  const stack: unknown[] = [root];
+  const seen = new Set<object>();
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v === 'string') {
+      if (!isWellFormed(v)) return false;
+    } else if (typeof v === 'object' && v !== null) {
+      if (seen.has(v)) continue;
+      seen.add(v);
+      if (Array.isArray(v)) {
+        for (const x of v) stack.push(x);
+        continue;
+      }
+      for (const k of Object.keys(v)) {
+        if (!isWellFormed(k)) return false;
+        stack.push((v as Record<string, unknown>)[k]);
+      }
+    }
+  }
+  return true;
+}
+
+/** The exact range of JSON numbers (I-JSON): beyond it integers are not exact. */
+const MAX_NUMBER = Number.MAX_SAFE_INTEGER;
+const NUMBER_RULE = `must be a number within ±${MAX_NUMBER} (2^53−1, where JSON numbers are exact); send larger numbers as strings`;
 
 function tooLarge(bytes: number, maxBytes: number): EventRejectedError {
   return new EventRejectedError(
@@ -215,6 +284,9 @@ function walk(root: string, node: object, depth: number, fromJson: boolean): voi
       } else if (!fromJson && !isJsonScalar(v)) {
         trail.push(i);
         rejectAt(root, 'must be a JSON value');
+      } else if (typeof v === 'number' && !(v <= MAX_NUMBER && v >= -MAX_NUMBER)) {
+        trail.push(i);
+        rejectAt(root, NUMBER_RULE);
       }
     }
     return;
@@ -230,6 +302,9 @@ function walk(root: string, node: object, depth: number, fromJson: boolean): voi
     } else if (!fromJson && !isJsonScalar(v)) {
       trail.push(key);
       rejectAt(root, 'must be a JSON value');
+    } else if (typeof v === 'number' && !(v <= MAX_NUMBER && v >= -MAX_NUMBER)) {
+      trail.push(key);
+      rejectAt(root, NUMBER_RULE);
     }
   }
 }
@@ -244,16 +319,19 @@ function checkAttributes(attributes: unknown, fromJson: boolean): void {
   walk('attributes', attributes, 1, fromJson);
 }
 
-// A namespace or audience id named `__proto__` would, once assigned downstream
-// (`out[ns] = …`, `memberships[id] = …`), set an object's prototype instead of adding an
-// entry. JSON.parse makes it an ordinary own key, so it reaches us: such keys are refused.
+// `__proto__` names no identity namespace and no audience, and in the payload it would reach
+// the endpoint as `identityMap.__proto__` / `ups.__proto__`, which a receiver's JavaScript
+// (a naive merge) could take for the object's prototype. JSON.parse makes it an ordinary own
+// key, so it reaches us: it is refused with that reason. (The domain would store it as data:
+// it never reads a key through the prototype chain, nor assigns one with `obj[key] =`.)
+const PROTO_RULE = 'key not allowed (__proto__ is no identity namespace or audience id)';
 
 function checkIdentityMap(map: unknown, fromJson: boolean): void {
   if (!isObject(map)) reject('identityMap', 'must be an object of arrays of identities');
   trail.length = 0;
   for (const ns in map) {
     trail.push(ns);
-    if (ns === '__proto__') rejectAt('identityMap', 'key not allowed');
+    if (ns === '__proto__') rejectAt('identityMap', PROTO_RULE);
     const list = map[ns];
     if (!Array.isArray(list)) rejectAt('identityMap', 'must be an array of identities');
     for (let i = 0; i < list.length; i++) {
@@ -276,7 +354,7 @@ function checkIdentityMap(map: unknown, fromJson: boolean): void {
 function checkRemovedIdentities(removed: unknown): void {
   if (!isObject(removed)) reject('removedIdentities', 'must be an object of arrays of strings');
   for (const ns in removed) {
-    if (ns === '__proto__') reject(child('removedIdentities', ns), 'key not allowed');
+    if (ns === '__proto__') reject(child('removedIdentities', ns), PROTO_RULE);
     const list = removed[ns];
     if (!Array.isArray(list)) reject(child('removedIdentities', ns), 'must be an array of strings');
     for (let i = 0; i < list.length; i++) {
@@ -288,7 +366,7 @@ function checkRemovedIdentities(removed: unknown): void {
 function checkUps(ups: unknown): void {
   if (!isObject(ups)) reject('segmentMembership.ups', 'must be an object');
   for (const audienceId in ups) {
-    if (audienceId === '__proto__') reject(child('segmentMembership.ups', audienceId), 'key not allowed');
+    if (audienceId === '__proto__') reject(child('segmentMembership.ups', audienceId), PROTO_RULE);
     const record = ups[audienceId];
     if (!isObject(record)) reject(child('segmentMembership.ups', audienceId), 'must be an object with a status');
     const status = record.status;

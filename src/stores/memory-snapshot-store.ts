@@ -2,8 +2,9 @@
  * The embedded default snapshot store: everything in process memory. Same semantics as the
  * Redis store (the contract suite in test/stores runs against both).
  */
-import { applyUpdate } from '../domain/merge.js';
-import { isIn } from '../domain/diff.js';
+import { DEFAULTS } from '../config/schema.js';
+import { mergeChecked } from '../domain/merge-checked.js';
+import { isIn, membershipOf } from '../domain/diff.js';
 import { FencedError, StoreError } from '../errors.js';
 import type { ProfileSnapshot, ProfileUpdate } from '../domain/types.js';
 import type { ApplyContext, ApplyResult, BackfillBegin, BackfillState, SnapshotStore } from './types.js';
@@ -19,11 +20,20 @@ interface Entry {
   pending?: Map<string, { before: ProfileSnapshot | null; after: ProfileSnapshot }>;
 }
 
+export interface MemorySnapshotStoreOptions {
+  /**
+   * Largest snapshot (JSON, UTF-8 bytes): `apply` of an update that would pass it rejects with
+   * `EventRejectedError` `ERR_SNAPSHOT_TOO_LARGE` and changes nothing. @default DEFAULTS.maxSnapshotBytes (1 MiB)
+   */
+  maxSnapshotBytes?: number;
+}
+
 /**
- * In-memory `SnapshotStore`.
+ * In-memory `SnapshotStore`. `apply` merges with `mergeChecked`: an update the merge cannot
+ * take (or one past the size limit) rejects with `EventRejectedError` and changes nothing.
  *
  * @example
- * const store = new MemorySnapshotStore();
+ * const store = new MemorySnapshotStore({ maxSnapshotBytes: 1_048_576 });
  * const { before, after } = await store.apply(update, { key: 'file:events.jsonl:1', seq: 1 });
  */
 export class MemorySnapshotStore implements SnapshotStore {
@@ -32,6 +42,11 @@ export class MemorySnapshotStore implements SnapshotStore {
   private readonly backfills = new Map<string, BackfillState>();
   /** backfill id → the audience's members when it began (`beginBackfill`), until it is done. */
   private readonly frozen = new Map<string, readonly string[]>();
+  private readonly maxSnapshotBytes: number;
+
+  constructor(options: MemorySnapshotStoreOptions = {}) {
+    this.maxSnapshotBytes = options.maxSnapshotBytes ?? DEFAULTS.maxSnapshotBytes;
+  }
 
   async apply(update: ProfileUpdate, ctx: ApplyContext): Promise<ApplyResult> {
     const entry = this.profiles.get(update.profileId);
@@ -46,7 +61,7 @@ export class MemorySnapshotStore implements SnapshotStore {
     }
     if (ctx.fence) throw new FencedError('the memory store has no leases: pool mode needs store.kind: redis');
     const before = entry ? entry.snapshot : null;
-    const after = applyUpdate(before, update);
+    const { after } = mergeChecked(before, update, { maxSnapshotBytes: this.maxSnapshotBytes });
     const next: Entry = entry ?? { snapshot: after };
     next.snapshot = after;
     if (ctx.watermark !== undefined) next.watermark = ctx.watermark;
@@ -148,8 +163,8 @@ export class MemorySnapshotStore implements SnapshotStore {
   private index(before: ProfileSnapshot | null, after: ProfileSnapshot): void {
     if (before?.memberships === after.memberships) return;
     for (const id of Object.keys(after.memberships)) {
-      const was = isIn(before?.memberships[id]);
-      const is = isIn(after.memberships[id]);
+      const was = isIn(membershipOf(before, id));
+      const is = isIn(membershipOf(after, id));
       if (was === is) continue;
       let set = this.audiences.get(id);
       if (!set) this.audiences.set(id, (set = new Set()));

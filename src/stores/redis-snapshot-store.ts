@@ -4,12 +4,16 @@
  * test/stores runs against both).
  */
 import { Redis } from 'ioredis';
-import { isIn } from '../domain/diff.js';
-import { applyUpdate } from '../domain/merge.js';
+import { DEFAULTS } from '../config/schema.js';
+import { isIn, membershipOf } from '../domain/diff.js';
+import { mergeChecked } from '../domain/merge-checked.js';
 import type { ProfileSnapshot, ProfileUpdate } from '../domain/types.js';
 import { FencedError, StoreError } from '../errors.js';
 import { MAX_PENDING_PER_PROFILE } from './memory-snapshot-store.js';
+import { EPOCH_DEFAULTS, RedisStoreEpoch, type StoreLostError } from './redis-store-epoch.js';
 import type { ApplyContext, ApplyResult, BackfillBegin, BackfillState, SnapshotStore } from './types.js';
+
+export { StoreLostError, resetStoreEpoch } from './redis-store-epoch.js';
 
 /** Every default of the Redis snapshot store, in one place. */
 export const REDIS_SNAPSHOT_STORE_DEFAULTS = {
@@ -30,6 +34,10 @@ export const REDIS_SNAPSHOT_STORE_DEFAULTS = {
   cacheSize: 10_000,
   /** Most replay records one confirm script deletes (confirms of one tick beyond go in more scripts). */
   confirmBatch: 512,
+  /** Largest snapshot (JSON, UTF-8 bytes); the update that would pass it is rejected. */
+  maxSnapshotBytes: DEFAULTS.maxSnapshotBytes,
+  /** While the store is lost, how often `apply` looks whether an operator re-initialised it. */
+  lostRecheckMs: EPOCH_DEFAULTS.lostRecheckMs,
 } as const;
 
 export interface RedisSnapshotStoreOptions {
@@ -62,7 +70,21 @@ export interface RedisSnapshotStoreOptions {
    * meanwhile reject with `StoreError`). Messages carry no credentials. @default ignore them
    */
   onConnectionError?: (err: Error) => void;
+  /**
+   * Largest snapshot (JSON, UTF-8 bytes): `apply` of an update that would pass it rejects with
+   * `EventRejectedError` `ERR_SNAPSHOT_TOO_LARGE` and writes nothing. @default 1048576
+   */
+  maxSnapshotBytes?: number;
+  /**
+   * Called once when the store finds its epoch marker missing or changed (Redis lost its data):
+   * from then on `apply` rejects with `StoreLostError` until `pool reset-state`. Log it as an
+   * error. @default ignore
+   */
+  onStoreLost?: (err: StoreLostError) => void;
+  /** Called once when a lost store finds the marker re-initialised by `pool reset-state`. @default ignore */
+  onStoreRestored?: () => void;
 }
+
 
 /** `apply` kept losing the compare-and-set race to other writers of the same profile. */
 export class SnapshotConflictError extends StoreError {
@@ -83,9 +105,12 @@ const REPLAY_PREFIX = 'r:';
 
 /**
  * Reads what `apply` needs in one round trip: snapshot, version, watermark and the replay
- * record of this message key. KEYS[1] profile hash; ARGV[1] replay field.
+ * record of this message key. KEYS[1] profile hash; ARGV[1] replay field; ARGV[2] the epoch
+ * marker's key and ARGV[3] the epoch this store holds: -2 (and nothing read) when the marker
+ * holds another value (the store lost its data).
  */
-export const READ_LUA = `return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}', '${FIELD_VERSION}', '${FIELD_WATERMARK}', ARGV[1])`;
+export const READ_LUA = `if redis.call('GET', ARGV[2]) ~= ARGV[3] then return -2 end
+return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}', '${FIELD_VERSION}', '${FIELD_WATERMARK}', ARGV[1])`;
 
 /**
  * Compare-and-set on the version: writes the new snapshot, version and replay record, moves
@@ -94,14 +119,15 @@ export const READ_LUA = `return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}'
  * the others lose it). ARGV: expected version ('0' when absent), new version, snapshot JSON,
  * replay field, replay record (it starts with {"v":<version>), profile id, number of
  * audiences entered, most replay records kept, watermark ('' for none), fence key and fence
- * value ('' for none).
+ * value ('' for none), epoch marker key and the epoch this store holds.
  *
  * Returns 1 when written. Writes nothing and returns what `READ_LUA` returns (an array) when
  * the version is not the expected one, when the replay field exists (a redelivery), or when
  * the watermark is at or above ARGV[9] (a settled redelivery): the caller decides from that
  * reply as from a read, so a guessed version costs no extra round trip when it is wrong.
  * Returns -1 when the fence key does not hold the fence value (checked only before a write,
- * like the write itself).
+ * like the write itself). Returns -2, before anything else, when the epoch marker does not
+ * hold the store's epoch: nothing is ever written into a store that lost its data.
  *
  * Dropping a replay record means that message, if it is redelivered after
  * `maxPendingPerProfile` later applications of the same profile all went unconfirmed, is
@@ -110,6 +136,7 @@ export const READ_LUA = `return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}'
  * without end. The trimming runs here, next to the data, because it reads every record.
  */
 export const CAS_LUA = `
+if redis.call('GET', ARGV[12]) ~= ARGV[13] then return -2 end
 local v = redis.call('HGET', KEYS[1], '${FIELD_VERSION}')
 local stale = false
 if v and ARGV[9] ~= '' then
@@ -195,7 +222,7 @@ type ReadReply = [snapshot: string | null, version: string | null, watermark: st
 
 /** The scripts registered with `defineCommand` (sent as EVALSHA, EVAL on NOSCRIPT). */
 interface ScriptCommands {
-  hdSnapshotRead(key: string, replayField: string): Promise<ReadReply>;
+  hdSnapshotRead(key: string, replayField: string, epochKey: string, epoch: string): Promise<ReadReply | number>;
   hdSnapshotCas(numKeys: number, ...keysAndArgs: string[]): Promise<number | ReadReply>;
   hdSnapshotConfirm(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
   hdBackfillBegin(states: string, frozen: string, audience: string, id: string, step: number): Promise<[state: string, phase: BackfillBegin['phase']]>;
@@ -247,6 +274,9 @@ const noop = (): void => {};
  *   even when later updates were applied since.
  * - `hd:a:<audienceId>` — a set of the profile ids currently *in* the audience (realized or
  *   existing), changed in the same script as the snapshot.
+ * - `hd:epoch` — the epoch marker (`init:<hex>`, `reset:<hex>` or `lost:<time>`): the read and
+ *   compare-and-set scripts check it first, so nothing is read as "no change" from, or written
+ *   into, a store that lost its data (`StoreLostError`, `ERR_STORE_LOST`, until `pool reset-state`).
  * - `hd:backfills` — a hash: field = backfill id, value = its `BackfillState` JSON.
  * - `hd:backfill:<backfill id>:members` — a list: `""` then the audience's members when the
  *   backfill began (`beginBackfill`, same script as its first state), read by index
@@ -303,6 +333,9 @@ export class RedisSnapshotStore implements SnapshotStore {
   private confirms: ConfirmBatch | null = null;
   /** Confirm scripts sent and not answered yet (`close` waits for them). */
   private readonly confirming = new Set<Promise<void>>();
+  private readonly maxSnapshotBytes: number;
+  /** The epoch marker (store loss): read before the first apply, checked in every apply's scripts. */
+  private readonly epoch: RedisStoreEpoch;
 
   constructor(options: RedisSnapshotStoreOptions) {
     const d = REDIS_SNAPSHOT_STORE_DEFAULTS;
@@ -310,6 +343,7 @@ export class RedisSnapshotStore implements SnapshotStore {
     this.maxConflictRetries = options.maxConflictRetries ?? d.maxConflictRetries;
     this.maxPending = Math.max(1, options.maxPendingPerProfile ?? d.maxPendingPerProfile);
     this.cacheSize = Math.max(0, Math.floor(options.cacheSize ?? d.cacheSize));
+    this.maxSnapshotBytes = options.maxSnapshotBytes ?? d.maxSnapshotBytes;
     if (options.redis) {
       this.redis = options.redis;
       this.ownsClient = false;
@@ -336,10 +370,37 @@ export class RedisSnapshotStore implements SnapshotStore {
     this.redis.defineCommand('hdBackfillScan', { numberOfKeys: 1, lua: BACKFILL_SCAN_LUA });
     // defineCommand adds methods ioredis can only type through module augmentation.
     this.scripts = this.redis as unknown as ScriptCommands;
+    this.epoch = new RedisStoreEpoch({
+      redis: this.redis,
+      keyPrefix: this.keyPrefix,
+      onLost: options.onStoreLost,
+      // Guesses made under the old epoch mean nothing under the new one.
+      onRestored: () => {
+        this.known.clear();
+        options.onStoreRestored?.();
+      },
+    });
   }
 
   apply(update: ProfileUpdate, ctx: ApplyContext): Promise<ApplyResult> {
     return this.inOrder(update.profileId, () => this.applyNow(update, ctx));
+  }
+
+  /**
+   * The store-loss state (issue 13): the `StoreLostError` every `apply` rejects with while the
+   * epoch marker is missing or changed, else null. For readiness checks and operators.
+   */
+  get lost(): StoreLostError | null {
+    return this.epoch.lost;
+  }
+
+  /**
+   * Compares the epoch marker with the one this store works under (one round trip); rejects
+   * with `StoreLostError` when the store lost its data. `apply` checks it in its scripts
+   * already; this is for steps that write outside them (backfill state) and periodic checks.
+   */
+  verifyEpoch(): Promise<void> {
+    return this.epoch.verify();
   }
 
   /**
@@ -412,6 +473,8 @@ export class RedisSnapshotStore implements SnapshotStore {
    * once per backfill; the list takes about 40 bytes per member until the backfill is done.
    */
   async beginBackfill(id: string, audienceId: string): Promise<BackfillBegin> {
+    // A lost store would freeze an empty audience and mark the backfill done: refuse instead.
+    await this.verifyEpoch();
     const [raw, phase] = await this.call('backfill', () =>
       this.scripts.hdBackfillBegin(this.backfillsKey(), this.frozenKey(id), this.audienceKey(audienceId), id, REDIS_SNAPSHOT_STORE_DEFAULTS.freezeStep),
     );
@@ -425,6 +488,7 @@ export class RedisSnapshotStore implements SnapshotStore {
   }
 
   async setBackfill(id: string, state: BackfillState): Promise<void> {
+    await this.verifyEpoch();
     const json = JSON.stringify(state);
     if (!state.done) {
       await this.call('backfill', () => this.redis.hset(this.backfillsKey(), id, json));
@@ -463,20 +527,28 @@ export class RedisSnapshotStore implements SnapshotStore {
     // A confirm of this profile called earlier must take effect first, as if it had been sent
     // at once: commands leave in order on the one connection.
     if (this.confirms?.profiles.has(profileId)) this.flushConfirms(this.confirms);
+    const epoch = await this.epoch.current();
+    const eKey = this.epoch.key;
     try {
       // A cached guess is one free try: it does not count as a lost compare-and-set.
       let state = this.known.get(profileId);
       let guessed = state !== undefined;
       if (!state) {
-        const decided = this.decide(update, ctx, await this.call('apply', () => this.scripts.hdSnapshotRead(key, replayField)));
+        const read = await this.call('apply', () => this.scripts.hdSnapshotRead(key, replayField, eKey, epoch));
+        if (read === -2) await this.epoch.mismatch(epoch);
+        if (typeof read === 'number') throw new StoreError(`redis snapshot store: unexpected reply ${read} to read`);
+        const decided = this.decide(update, ctx, read);
         if ('result' in decided) return decided.result;
         state = decided;
       }
       for (let lost = 0; ; ) {
         const { raw, snapshot: before, version } = state;
-        const after = applyUpdate(before, update);
+        // Rejects (EventRejectedError) an update the merge cannot take or past the size limit:
+        // nothing is written.
+        const merged = mergeChecked(before, update, { maxSnapshotBytes: this.maxSnapshotBytes });
+        const after = merged.after;
         const nextVersion = (version === null ? 0 : Number(version)) + 1;
-        const json = JSON.stringify(after);
+        const json = merged.json ?? JSON.stringify(after);
         const { entered, exited } = membershipChanges(before, after);
         const keys = [key, ...entered.map((a) => this.audienceKey(a)), ...exited.map((a) => this.audienceKey(a))];
         const reply = await this.call('apply', () =>
@@ -495,6 +567,8 @@ export class RedisSnapshotStore implements SnapshotStore {
             ctx.watermark === undefined ? '' : String(ctx.watermark),
             ctx.fence?.key ?? '',
             ctx.fence?.value ?? '',
+            eKey,
+            epoch,
           ),
         );
         if (reply === 1) {
@@ -504,6 +578,10 @@ export class RedisSnapshotStore implements SnapshotStore {
         if (reply === -1) {
           this.known.delete(profileId);
           throw new FencedError(`snapshot write for profile ${profileId} refused: this worker no longer holds the partition's lease`);
+        }
+        if (reply === -2) {
+          this.known.clear();
+          await this.epoch.mismatch(epoch);
         }
         if (typeof reply === 'number') throw new StoreError(`redis snapshot store: unexpected reply ${reply} to apply`);
         const decided = this.decide(update, ctx, reply);
@@ -541,7 +619,8 @@ export class RedisSnapshotStore implements SnapshotStore {
       const record = this.parse<ReplayRecord>(replay, profileId);
       const overtaken = ctx.watermark !== undefined && w !== undefined && ctx.watermark < w;
       const latest = overtaken && current ? current : undefined;
-      return { result: { update, before: record.b, after: applyUpdate(record.b, update), replayed: true, latest } };
+      // No size limit here: this result was written (and checked) at its first application.
+      return { result: { update, before: record.b, after: mergeChecked(record.b, update).after, replayed: true, latest } };
     }
     if (current && ctx.watermark !== undefined && w !== undefined && ctx.watermark <= w) {
       return { result: { update, before: current, after: current, replayed: true, stale: true } };
@@ -640,8 +719,8 @@ function membershipChanges(
   const exited: string[] = [];
   if (before?.memberships === after.memberships) return { entered, exited };
   for (const id of Object.keys(after.memberships)) {
-    const was = isIn(before?.memberships[id]);
-    const is = isIn(after.memberships[id]);
+    const was = isIn(membershipOf(before, id));
+    const is = isIn(membershipOf(after, id));
     if (was !== is) (is ? entered : exited).push(id);
   }
   return { entered, exited };

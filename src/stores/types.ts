@@ -3,6 +3,7 @@
  * memory (embedded default) and Redis. The pipeline never knows which.
  */
 import type { AppliedUpdate, ProfileSnapshot, ProfileUpdate } from '../domain/types.js';
+import type { HttpDestinationError } from '../errors.js';
 
 export interface ApplyContext {
   /** The source message's stable key (SourceMessage.key). */
@@ -67,6 +68,12 @@ export interface BackfillBegin {
 }
 
 export interface SnapshotStore {
+  /**
+   * Set while the store has lost its data (Redis: its epoch marker is missing or changed):
+   * every `apply` rejects with it (code `ERR_STORE_LOST`) until an operator runs
+   * `http-destination pool reset-state`. Null or absent otherwise. For readiness checks.
+   */
+  readonly lost?: HttpDestinationError | null;
   /**
    * Merges `update` into the profile's snapshot atomically and returns the state before and
    * after. Until `confirm` is called for the same key, applying the same key again returns the

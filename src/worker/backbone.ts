@@ -36,11 +36,15 @@ export async function openJetStreamFailureStores(f: Extract<FailedRequestsConfig
 export async function openRedisSnapshotStore(
   s: Extract<StoreConfig, { kind: 'redis' }>,
   logger?: Logger,
+  options: { maxSnapshotBytes?: number } = {},
 ): Promise<SnapshotStore> {
   let warned = 0;
   return new RedisSnapshotStore({
     url: s.url,
     keyPrefix: s.keyPrefix,
+    maxSnapshotBytes: options.maxSnapshotBytes,
+    onStoreLost: (err) => logger?.error({ code: err.code }, err.message),
+    onStoreRestored: () => logger?.warn('redis snapshot store re-initialised by pool reset-state: applying and exporting again'),
     onConnectionError: (err) => {
       if (Date.now() - warned < 5_000) return;
       warned = Date.now();

@@ -34,9 +34,9 @@ export async function openFailureStores(config: AppConfig): Promise<FailureStore
 /** The snapshot store of a config. */
 export async function openSnapshotStore(config: AppConfig, logger?: Logger): Promise<SnapshotStore> {
   const s = config.store;
-  if (s.kind === 'memory') return new MemorySnapshotStore();
+  if (s.kind === 'memory') return new MemorySnapshotStore({ maxSnapshotBytes: config.worker.maxSnapshotBytes });
   const { openRedisSnapshotStore } = await import('./backbone.js');
-  return openRedisSnapshotStore(s, logger);
+  return openRedisSnapshotStore(s, logger, { maxSnapshotBytes: config.worker.maxSnapshotBytes });
 }
 
 /** One HTTP sink per dataflow, each with its own rate limiter (per worker, unless `limiterFor` gives pool-wide ones). */

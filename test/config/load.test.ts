@@ -235,9 +235,20 @@ describe('defaults', () => {
       includeSegmentTimestamps: false,
       rateLimit: 10000,
     });
-    expect(cfg.worker).toEqual({ maxInFlight: 512, drainTimeoutMs: 30000, maxEventBytes: 1048576 });
+    expect(cfg.worker).toEqual({ maxInFlight: 512, drainTimeoutMs: 30000, maxEventBytes: 1048576, maxSnapshotBytes: 1048576 });
     expect(cfg.log).toEqual({ level: 'info' });
     expect(cfg.secrets).toEqual([]);
+  });
+
+  it('worker.maxSnapshotBytes: an integer from 1 KiB to 256 MiB, the field named', () => {
+    for (const bad of [0, 1023, 268_435_457, 1.5, '1MB']) {
+      const raw = minimal() as Raw & { worker?: unknown };
+      raw.worker = { maxSnapshotBytes: bad };
+      expect(onlyIssue(() => resolve(raw)).message).toMatch(/^worker\.maxSnapshotBytes: /);
+    }
+    const raw = minimal() as Raw & { worker?: unknown };
+    raw.worker = { maxSnapshotBytes: 4096 };
+    expect(resolve(raw).worker.maxSnapshotBytes).toBe(4096);
   });
 
   it('oauth2-client-credentials defaults credentialsType to body-form', () => {

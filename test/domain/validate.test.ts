@@ -147,7 +147,7 @@ describe('validateEvent: rejected, with the field named', () => {
     expect(r({ ecid: [{ id: '' }] })).toBe('identityMap.ecid[0].id: must be a non-empty string');
     expect(r({ ecid: [{ id: 5 }] })).toBe('identityMap.ecid[0].id: must be a non-empty string');
     expect(r({ ecid: [{ id: 'a', extra: { deep: undefined } }] })).toBe('identityMap.ecid[0].extra.deep: must be a JSON value');
-    expect(r(JSON.parse('{"__proto__":[{"id":"a"}]}'))).toBe('identityMap.__proto__: key not allowed');
+    expect(r(JSON.parse('{"__proto__":[{"id":"a"}]}'))).toBe('identityMap.__proto__: key not allowed (__proto__ is no identity namespace or audience id)');
   });
 
   it('checks removedIdentities: an object of arrays of strings', () => {
@@ -155,7 +155,7 @@ describe('validateEvent: rejected, with the field named', () => {
     expect(r(['a'])).toBe('removedIdentities: must be an object of arrays of strings');
     expect(r({ ecid: 'a' })).toBe('removedIdentities.ecid: must be an array of strings');
     expect(r({ ecid: ['a', { id: 'b' }] })).toBe('removedIdentities.ecid[1]: must be a string');
-    expect(r(JSON.parse('{"__proto__":["a"]}'))).toBe('removedIdentities.__proto__: key not allowed');
+    expect(r(JSON.parse('{"__proto__":["a"]}'))).toBe('removedIdentities.__proto__: key not allowed (__proto__ is no identity namespace or audience id)');
   });
 
   it('checks segmentMembership.ups records', () => {
@@ -238,7 +238,7 @@ describe('decodeEvent', () => {
 
   it('rejects bytes that are not UTF-8', () => {
     const e = rejection(() => decodeEvent(new Uint8Array([0x7b, 0xff, 0x7d]), opts));
-    expect(e.code).toBe('ERR_EVENT_JSON');
+    expect(e.code).toBe('ERR_EVENT_ENCODING');
     expect(e.message).toBe('event: not valid UTF-8');
   });
 
@@ -255,7 +255,7 @@ describe('decodeEvent', () => {
     expect(e.code).toBe('ERR_EVENT_SHAPE');
     expect(e.message).toBe('segmentMembership.ups.aud-1.status: must be one of realized, existing, exited');
     const proto = rejection(() => decodeEvent('{"profileId":"p","segmentMembership":{"ups":{"__proto__":{"status":"realized"}}}}', opts));
-    expect(proto.message).toBe('segmentMembership.ups.__proto__: key not allowed');
+    expect(proto.message).toBe('segmentMembership.ups.__proto__: key not allowed (__proto__ is no identity namespace or audience id)');
   });
 
   it('rejects deep nesting from JSON without overflowing the stack', () => {

@@ -9,6 +9,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ProfileSnapshot, ProfileUpdate } from '../../src/domain/types.js';
+import { EventRejectedError } from '../../src/errors.js';
 import { MAX_PENDING_PER_PROFILE } from '../../src/stores/memory-snapshot-store.js';
 import type { SnapshotStore } from '../../src/stores/types.js';
 
@@ -450,6 +451,61 @@ export function describeSnapshotStoreContract(
         expect(await store.beginBackfill('bf-l', 'aud-l')).toEqual({ state: { done: false, cursor: '0', sent: 2 }, phase: 'restart' });
         expect((await scanAll('bf-l', 10)).flat().sort()).toEqual(['p-1', 'p-2', 'p-3', 'p-4']);
         expect((await store.beginBackfill('bf-l', 'aud-l')).phase).toBe('resume');
+      });
+    });
+
+    describe('keys are data (issue 14)', () => {
+      const NAMES = Object.getOwnPropertyNames(Object.prototype).filter((n) => n !== '__proto__');
+
+      it('namespaces, audience ids and attribute names such as constructor, toString, valueOf are stored as data, never a throw', async () => {
+        for (const name of NAMES) {
+          const update = JSON.parse(
+            `{"profileId":"p-${name}","identityMap":{"${name}":[{"id":"1"}]},"removedIdentities":{"${name}":["0"],"x${name}":["0"]},` +
+              `"segmentMembership":{"ups":{"${name}":{"status":"realized"}}},"attributes":{"${name}":{"${name}":1}}}`,
+          ) as ProfileUpdate;
+          const r = await store.apply(update, ctx());
+          expect(Object.keys(r.after.identityMap)).toEqual([name]);
+          expect(Object.keys(r.after.memberships)).toEqual([name]);
+          const again = await store.apply(JSON.parse(`{"profileId":"p-${name}","identityMap":{"${name}":[{"id":"2"}]}}`) as ProfileUpdate, ctx());
+          expect(Object.getOwnPropertyDescriptor(again.after.identityMap, name)?.value).toEqual([{ id: '1' }, { id: '2' }]);
+          const stored = await store.get(`p-${name}`);
+          expect(Object.getOwnPropertyDescriptor(stored?.attributes, name)?.value).toEqual(JSON.parse(`{"${name}":1}`));
+          expect(await membersOf(store, name)).toEqual([`p-${name}`]);
+        }
+        expect(Object.getOwnPropertyNames(Object.prototype)).not.toContain('id');
+      });
+
+      it('a snapshot the merge cannot take rejects the event (EventRejectedError), it is not a store error to retry', async () => {
+        // An update that bypassed validation: removedIdentities holding a non-list.
+        const bad = { profileId: 'p-bad', identityMap: { ecid: [{ id: '1' }] }, removedIdentities: { ecid: 5 } } as unknown as ProfileUpdate;
+        const err = await store.apply(bad, ctx()).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(err).toBeInstanceOf(EventRejectedError);
+        expect((err as EventRejectedError).code).toBe('ERR_EVENT_MERGE');
+        expect(await store.get('p-bad')).toBeNull();
+      });
+    });
+
+    describe('snapshot size limit (worker.maxSnapshotBytes, default 1 MiB)', () => {
+      it('the update that would pass it is rejected with ERR_SNAPSHOT_TOO_LARGE, size and limit named, and nothing is written', async () => {
+        const first = await store.apply({ profileId: 'p-big', attributes: { a: 'x'.repeat(600_000) }, segmentMembership: { ups: { 'aud-big': { status: 'realized' } } } }, ctx());
+        const err = await store
+          .apply({ profileId: 'p-big', attributes: { b: 'y'.repeat(600_000) }, segmentMembership: { ups: { 'aud-big': { status: 'exited' } } } }, ctx())
+          .then(
+            () => undefined,
+            (e: unknown) => e,
+          );
+        expect(err).toBeInstanceOf(EventRejectedError);
+        expect((err as EventRejectedError).code).toBe('ERR_SNAPSHOT_TOO_LARGE');
+        expect((err as EventRejectedError).message).toMatch(/would be 1200113 bytes, over the limit of 1048576 bytes/);
+        expect(await store.get('p-big')).toEqual(first.after);
+        expect(await membersOf(store, 'aud-big')).toEqual(['p-big']);
+        // The profile goes on: a smaller update still applies on the unchanged snapshot.
+        const next = await store.apply({ profileId: 'p-big', attributes: { a: null } }, ctx());
+        expect(next.before).toEqual(first.after);
+        expect(next.after.attributes).toEqual({});
       });
     });
   });
