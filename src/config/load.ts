@@ -125,7 +125,9 @@ export function resolveConfig(raw: unknown, opts: LoadOptions = {}): AppConfig {
   const placeholders = new Set(unset.map((u) => u.placeholder));
   try {
     const cfg = resolveSubstituted(value, secrets, baseDir, placeholders);
-    return { ...cfg, secrets: cfg.secrets.filter((s) => !placeholders.has(s)), unsetEnv: unset };
+    // A placeholder is no secret (nor the base64 part of a signing secret's placeholder).
+    const secretsLeft = cfg.secrets.filter((s) => !placeholders.has(s) && !placeholders.has(`whsec_${s}`));
+    return { ...cfg, secrets: secretsLeft, unsetEnv: unset };
   } catch (err) {
     // A field that could not be validated without its variable: say so, not that it is malformed.
     throw blameUnset(err, unset);
