@@ -119,10 +119,12 @@ function showValue(v: string, redact: Redactor, unset: readonly UnsetVariable[] 
 /** Sensitive headers' values masked (unless unset), auth headers as the sink adds them, secrets masked. */
 function maskHeaders(headers: Record<string, string>, dest: DestinationConfig, redact: Redactor, unset: readonly UnsetVariable[] | undefined): Record<string, string> {
   const isUnset = (v: string): UnsetVariable | undefined => unset?.find((u) => u.placeholder === v);
+  // Only the destination's own headers can be credentials: idempotency-key, webhook-* are ours.
+  const custom = new Set(Object.keys(dest.headers).map((n) => n.toLowerCase()));
   const out: Record<string, string> = {};
   for (const [name, value] of Object.entries(headers)) {
     const u = isUnset(value);
-    out[name] = u ? unsetLabel(u) : SENSITIVE_HEADER.test(name) ? MASK : showValue(value, redact, unset);
+    out[name] = u ? unsetLabel(u) : custom.has(name) && SENSITIVE_HEADER.test(name) ? MASK : showValue(value, redact, unset);
   }
   const signingUnset = dest.signing?.secrets.map(isUnset).find((u) => u !== undefined);
   if (signingUnset && out['webhook-signature'] !== undefined) out['webhook-signature'] = `(not computed: signing secret ${unsetLabel(signingUnset)})`;
