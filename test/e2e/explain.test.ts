@@ -41,7 +41,8 @@ beforeAll(async () => {
         id: 'dest-1',
         endpoint: `${rx.url}/explain`,
         queryParameters: 'v=2',
-        headers: 'x-api-key:${HD_X_API_KEY},x-tenant:acme',
+        // x-auth: too short for the value redactor; masked because its name says credential
+        headers: 'x-api-key:${HD_X_API_KEY},x-tenant:acme,x-auth:k9z',
         auth: { type: 'bearer', token: '${HD_X_TOKEN}' },
         includeSegmentNames: true,
         retry: { minDelayMs: 20, maxDelayMs: 50 },
@@ -96,6 +97,7 @@ describe('explain', () => {
     expect(f1.request.headers).toMatchObject({
       'x-api-key': '[REDACTED]',
       'x-tenant': 'acme',
+      'x-auth': '[REDACTED]',
       'content-type': 'application/json',
       authorization: 'Bearer [REDACTED]',
     });
