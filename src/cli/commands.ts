@@ -211,8 +211,8 @@ export const commands = {
       reporter.stop();
       const left = r.stored - r.selected;
       out(
-        `replayed ${r.replayed} of ${r.stored} stored: delivered ${r.delivered}, failed ${r.failed} (kept in the store), ` +
-          `skipped ${r.skipped} of unknown dataflows${left > 0 ? `, not selected ${left} (--since/--limit)` : ''}`,
+        `replayed ${r.replayed}: delivered ${r.delivered}, failed ${r.failed} (kept in the store), ` +
+          `skipped ${r.skipped} of unknown dataflows; ${r.stored} stored${left > 0 ? `, ${left} not selected (--since/--limit)` : ''}`,
       );
     } finally {
       reporter.stop();

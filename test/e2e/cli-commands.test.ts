@@ -159,20 +159,20 @@ describe('failed replay', () => {
       runCli(['failed', 'replay', '--config', cfg, '--limit', '-1']),
     ]);
     expect(future.code, future.stderr).toBe(0);
-    expect(future.stdout.trim()).toBe('replayed 0 of 5 stored: delivered 0, failed 0 (kept in the store), skipped 0 of unknown dataflows, not selected 5 (--since/--limit)');
+    expect(future.stdout.trim()).toBe('replayed 0: delivered 0, failed 0 (kept in the store), skipped 0 of unknown dataflows; 5 stored, 5 not selected (--since/--limit)');
     expect(badSince.code).toBe(2);
     expect(badSince.stderr).toMatch(/--since/);
     expect(badLimit.code).toBe(2);
 
     const quiet = await runCli(['failed', 'replay', '--config', cfg, '--since', '1h', '--limit', '1'], { env: FAST_PROGRESS });
     expect(quiet.code, quiet.stderr).toBe(0);
-    expect(quiet.stdout.trim()).toBe('replayed 1 of 5 stored: delivered 1, failed 0 (kept in the store), skipped 0 of unknown dataflows, not selected 4 (--since/--limit)');
+    expect(quiet.stdout.trim()).toBe('replayed 1: delivered 1, failed 0 (kept in the store), skipped 0 of unknown dataflows; 5 stored, 4 not selected (--since/--limit)');
     expect(quiet.stderr).not.toMatch(/failed replay: /); // stderr is not a terminal, no --progress
 
     const before = rx.at('/flaky').length;
     const loud = await runCli(['failed', 'replay', '--config', cfg, '--concurrency', '1', '--progress'], { env: FAST_PROGRESS });
     expect(loud.code, loud.stderr).toBe(0);
-    expect(loud.stdout.trim()).toBe('replayed 4 of 4 stored: delivered 4, failed 0 (kept in the store), skipped 0 of unknown dataflows');
+    expect(loud.stdout.trim()).toBe('replayed 4: delivered 4, failed 0 (kept in the store), skipped 0 of unknown dataflows; 4 stored');
     expect(loud.stderr).toMatch(/^failed replay: \d of 4 \(\d+%\), \d+\/s, \d+ s: delivered \d, failed 0, skipped 0$/m);
     // --concurrency 1: one request at a time (each takes 150 ms at the receiver)
     const sent = rx.at('/flaky').slice(before);
