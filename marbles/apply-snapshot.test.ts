@@ -126,7 +126,7 @@ describe('applySnapshot', () => {
           applied: {
             update: a.update,
             before: null,
-            after: { profileId: 'p-1', attributes: { n: 1 }, identityMap: {}, memberships: {} },
+            after: { profileId: 'p-1', attributes: { n: 1 }, identityMap: {}, memberships: {}, last: expect.any(Object) },
             replayed: false,
           },
         },
@@ -183,7 +183,7 @@ describe('applySnapshot', () => {
     // The backfill item keeps its target, and before/after are the same current snapshot.
     expect(b.backfill).toEqual({ dataflowId: 'flow-1', audienceId: 'aud-1' });
     expect(b.applied.before).toBe(b.applied.after);
-    expect(b.applied.after).toEqual({ profileId: 'p-1', attributes: { n: 1 }, identityMap: {}, memberships: {} });
+    expect(b.applied.after).toEqual({ profileId: 'p-1', attributes: { n: 1 }, identityMap: {}, memberships: {}, last: expect.any(Object) });
     expect(b.applied.replayed).toBe(false);
     // A profile the store does not know: nothing before, an empty snapshot now.
     expect(c.applied).toEqual({ update: { profileId: 'p-new' }, before: null, after: emptySnapshot('p-new'), replayed: false });

@@ -4,22 +4,93 @@
  */
 import { createServer, type Server } from 'node:http';
 import { stringify as toYaml } from 'yaml';
+import { requireEnv, type UnsetVariable } from '../config/env.js';
 import { loadConfigFile, type AppConfig } from '../config/load.js';
-import { UsageError } from '../errors.js';
+import { HttpDestinationError, UsageError } from '../errors.js';
 import { createLogger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { createRedactor, MASK } from '../observability/redact.js';
-import { replayFailedRequests } from '../sinks/replay.js';
+import { replayFailedRequests, type ReplaySummary } from '../sinks/replay.js';
+import type { PublishStats } from '../streams/publish.js';
+import { count, startProgress, wantsProgress, type ProgressFigures } from './progress.js';
 import type { FailedRequest } from '../sinks/types.js';
 import { openFailureStores, openSinks } from '../worker/runtime.js';
 import { startWorker, type RunSummary } from '../worker/worker.js';
 
 let secrets: readonly string[] = [];
 
-function load(file: string): AppConfig {
-  const config = loadConfigFile(file);
+/**
+ * Loads the config of a command. `needs: 'all'` (commands that send or write: `run`,
+ * `failed replay`): every `${ENV}` must be set. A list of field paths (commands that only
+ * read, SPEC §12): unset variables are allowed, except under those paths (what the command
+ * connects to); they are shown as unset.
+ */
+export function loadConfig(file: string, needs: 'all' | readonly string[] = 'all'): AppConfig {
+  const config = loadConfigFile(file, { allowUnsetEnv: needs !== 'all' });
   secrets = config.secrets;
+  if (needs !== 'all') requireEnv(config.unsetEnv, needs);
   return config;
+}
+const load = loadConfig;
+
+/** What a read-only command connects to: the failed-request stores (their servers may default to the source's). */
+const FAILED_STORES = ['failedRequests', 'source.servers'] as const;
+
+/** `${NAME} (unset)`: how an unset variable is shown. */
+export function unsetLabel(u: UnsetVariable): string {
+  return `\${${u.name}} (unset)`;
+}
+
+/**
+ * `redacted` (a redacted copy of `original`) with every string of `original` that is
+ * exactly the placeholder of an unset variable shown as `${NAME} (unset)` instead.
+ */
+export function showUnset(original: unknown, redacted: unknown, unset: readonly UnsetVariable[] | undefined): unknown {
+  if (!unset || unset.length === 0) return redacted;
+  const byPlaceholder = new Map(unset.map((u) => [u.placeholder, u]));
+  const walk = (o: unknown, r: unknown): unknown => {
+    if (typeof o === 'string') {
+      const u = byPlaceholder.get(o);
+      return u ? unsetLabel(u) : r;
+    }
+    if (Array.isArray(o) && Array.isArray(r)) return r.map((x, i) => walk(o[i], x));
+    if (o !== null && typeof o === 'object' && r !== null && typeof r === 'object' && !Array.isArray(r)) {
+      const out: Record<string, unknown> = {};
+      for (const [k, x] of Object.entries(r)) out[k] = walk((o as Record<string, unknown>)[k], x);
+      return out;
+    }
+    return r;
+  };
+  return walk(original, redacted);
+}
+
+/**
+ * Starts a progress reporter when wanted (`--progress`, or stderr is a terminal).
+ * `HTTP_DESTINATION_PROGRESS_MS` shortens the 2 s between lines (for tests of short runs).
+ */
+function progress(flag: boolean | undefined, label: string, read: () => ProgressFigures): { stop(): void } {
+  if (!wantsProgress(flag)) return { stop: () => undefined };
+  const every = Number(process.env.HTTP_DESTINATION_PROGRESS_MS);
+  return startProgress({ label, read, everyMs: Number.isInteger(every) && every > 0 && every < 2_000 ? every : undefined });
+}
+
+/** Parses `--since`: an ISO time, or a duration before now like `90s`, `15m`, `1h`, `2d`. */
+export function parseSince(v: string, now: number = Date.now()): number {
+  const rel = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(v.trim());
+  if (rel) {
+    const unit = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[rel[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+    return now - Number(rel[1]) * unit;
+  }
+  const t = /^\d{4}-\d{2}-\d{2}/.test(v.trim()) ? Date.parse(v) : Number.NaN;
+  if (Number.isNaN(t)) throw new UsageError(`--since: not an ISO time or a duration like 1h, 30m, 2d: ${v}`);
+  return t;
+}
+
+/** Nothing could be imported (`audiences import`): exit 1 after the bad rows are listed. */
+export class NothingImportedError extends HttpDestinationError {
+  constructor(message: string) {
+    super('ERR_NOTHING_IMPORTED', message);
+  }
 }
 
 const out = (s: string): void => {
@@ -97,7 +168,7 @@ export const commands = {
   },
 
   async failedList(o: { config: string; dataflow?: string; json?: boolean }): Promise<void> {
-    const config = load(o.config);
+    const config = load(o.config, FAILED_STORES);
     const stores = await openFailureStores(config);
     try {
       const list = await stores.failed.list({ dataflowId: o.dataflow });
@@ -112,25 +183,46 @@ export const commands = {
     }
   },
 
-  async failedReplay(o: { config: string; dataflow?: string }): Promise<void> {
+  async failedReplay(o: { config: string; dataflow?: string; limit?: number; since?: string; concurrency?: number; progress?: boolean }): Promise<void> {
     const config = load(o.config);
     if (o.dataflow !== undefined && !config.dataflows.some((d) => d.id === o.dataflow)) {
       throw new UsageError(`--dataflow: unknown dataflow "${o.dataflow}"`);
     }
+    const since = o.since === undefined ? undefined : parseSince(o.since);
     const logger = createLogger({ level: config.log.level, secrets: config.secrets });
     const stores = await openFailureStores(config);
     const sinks = openSinks(config, { failed: stores.failed, logger, storeFailures: false });
+    const stats: ReplaySummary = { stored: 0, selected: 0, replayed: 0, delivered: 0, failed: 0, skipped: 0 };
+    const reporter = progress(o.progress, 'failed replay', () => ({
+      done: stats.replayed + stats.skipped,
+      total: stats.selected,
+      detail: `delivered ${count(stats.delivered)}, failed ${count(stats.failed)}, skipped ${count(stats.skipped)}`,
+    }));
     try {
-      const r = await replayFailedRequests({ store: stores.failed, sinkFor: (id) => sinks.get(id), dataflowId: o.dataflow });
-      out(`replayed ${r.replayed}: delivered ${r.delivered}, failed ${r.failed} (kept in the store)${r.skipped ? `, skipped ${r.skipped} of unknown dataflows` : ''}`);
+      const r = await replayFailedRequests({
+        store: stores.failed,
+        sinkFor: (id) => sinks.get(id),
+        dataflowId: o.dataflow,
+        limit: o.limit,
+        since,
+        concurrency: o.concurrency,
+        stats,
+      });
+      reporter.stop();
+      const left = r.stored - r.selected;
+      out(
+        `replayed ${r.replayed}: delivered ${r.delivered}, failed ${r.failed} (kept in the store), ` +
+          `skipped ${r.skipped} of unknown dataflows; ${r.stored} stored${left > 0 ? `, ${left} not selected (--since/--limit)` : ''}`,
+      );
     } finally {
+      reporter.stop();
       await sinks.close();
       await stores.close();
     }
   },
 
   async rejectedList(o: { config: string; json?: boolean }): Promise<void> {
-    const config = load(o.config);
+    const config = load(o.config, FAILED_STORES);
     const stores = await openFailureStores(config);
     try {
       const list = await stores.rejected.list();
@@ -145,7 +237,7 @@ export const commands = {
   },
 
   async validate(o: { config: string }): Promise<void> {
-    const config = load(o.config);
+    const config = load(o.config, []);
     const redact = createRedactor(config.secrets);
     const view = {
       source: config.source,
@@ -161,7 +253,7 @@ export const commands = {
           passphrase: d.tls.passphrase ? MASK : undefined,
           rejectUnauthorized: d.tls.rejectUnauthorized,
         },
-        signing: d.signing && { secrets: d.signing.secrets.map(() => MASK) },
+        signing: d.signing && { secrets: d.signing.secrets.map((x) => (config.unsetEnv?.some((u) => u.placeholder === x) ? x : MASK)) },
       })),
       dataflows: config.dataflows,
       worker: config.worker,
@@ -170,19 +262,30 @@ export const commands = {
     for (const d of config.destinations) {
       if (d.tls && !d.tls.rejectUnauthorized) out(`WARNING: destinations ${d.id}: tls.rejectUnauthorized is false: the server certificate is not verified\n`);
     }
-    out(toYaml(redact.value(JSON.parse(JSON.stringify(view)) as unknown)));
+    for (const u of config.unsetEnv ?? []) {
+      out(`WARNING: ${u.path}: environment variable ${u.name} is not set (shown as ${unsetLabel(u)}); run and failed replay need it\n`);
+    }
+    const plain = JSON.parse(JSON.stringify(view)) as unknown;
+    out(toYaml(showUnset(plain, redact.value(plain), config.unsetEnv)));
   },
 
-  async publish(o: { config: string; events: string }): Promise<void> {
-    const config = load(o.config);
+  async publish(o: { config: string; events: string; progress?: boolean }): Promise<void> {
+    const config = load(o.config, ['source']);
     const { publishEvents } = await import('../worker/backbone.js');
-    const r = await publishEvents(config, o.events);
-    out(`published ${r.published} events in ${(r.ms / 1000).toFixed(2)} s${r.skipped.length ? `; skipped ${r.skipped.length} bad lines:` : ''}`);
-    for (const s of r.skipped) out(`  line ${s.line}: ${s.reason}`);
+    const stats: PublishStats = { lines: 0, published: 0, duplicates: 0, skipped: 0 };
+    const reporter = progress(o.progress, 'publish', () => ({ done: stats.lines, detail: publishCounts(stats) }));
+    try {
+      const r = await publishEvents(config, o.events, { stats });
+      reporter.stop();
+      out(`${publishCounts({ published: r.published, duplicates: r.duplicates, skipped: r.skipped.length })} in ${(r.ms / 1000).toFixed(2)} s${r.skipped.length ? '; bad lines:' : ''}`);
+      for (const s of r.skipped) out(`  line ${s.line}: ${s.reason}`);
+    } finally {
+      reporter.stop();
+    }
   },
 
   async poolStatus(o: { config: string; json?: boolean }): Promise<void> {
-    const config = load(o.config);
+    const config = load(o.config, ['source', 'store']);
     const { poolStatus } = await import('../worker/backbone.js');
     const r = await poolStatus(config);
     if (o.json) {
@@ -203,17 +306,34 @@ export const commands = {
   },
 
   async poolResetPartitions(o: { config: string }): Promise<void> {
-    const config = load(o.config);
+    const config = load(o.config, ['source', 'store']);
     const { resetPoolPartitions } = await import('../worker/backbone.js');
     const r = await resetPoolPartitions(config);
     out(`partition count forgotten (was ${r.previous ?? 'not recorded'}); start the workers with the new source.partitions`);
   },
 
-  async audiencesImport(o: { config: string; audience: string; csv: string }): Promise<void> {
-    const config = load(o.config);
+  async audiencesImport(o: { config: string; audience: string; csv: string; delimiter?: string; progress?: boolean }): Promise<void> {
+    const config = load(o.config, ['source']);
     const { importAudience } = await import('../worker/backbone.js');
-    const r = await importAudience(config, o.audience, o.csv);
-    out(`imported ${r.imported} profiles into ${o.audience}${r.bad.length ? `; ${r.bad.length} bad rows:` : ''}`);
+    const stats: PublishStats = { lines: 0, published: 0, duplicates: 0, skipped: 0 };
+    const reporter = progress(o.progress, 'audiences import', () => ({ done: stats.lines, detail: publishCounts(stats) }));
+    let r: Awaited<ReturnType<typeof importAudience>>;
+    try {
+      r = await importAudience(config, o.audience, o.csv, { delimiter: o.delimiter, stats });
+    } finally {
+      reporter.stop();
+    }
+    const fresh = r.imported - r.duplicates;
+    out(
+      `imported ${r.imported} profiles into ${o.audience} (${fresh} new, ${r.duplicates} duplicates) of ${r.rows} rows; ` +
+        `${r.bad.length} bad row${r.bad.length === 1 ? '' : 's'}${r.bad.length ? ':' : ''}`,
+    );
     for (const b of r.bad) out(`  line ${b.line}: ${b.reason}`);
+    if (r.imported === 0) throw new NothingImportedError(`nothing imported from ${o.csv}: ${r.bad.length ? 'every row is bad (see above)' : 'no data rows'}`);
   },
 };
+
+/** `published 3, duplicates 308, skipped 0`: published counts new events only. */
+function publishCounts(s: Pick<PublishStats, 'published' | 'duplicates' | 'skipped'>): string {
+  return `published ${count(s.published - s.duplicates)}, duplicates ${count(s.duplicates)}, skipped ${count(s.skipped)}`;
+}

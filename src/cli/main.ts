@@ -9,6 +9,7 @@ import { ConfigError, ConfigErrors, HttpDestinationError, UsageError } from '../
 import { createRedactor } from '../observability/redact.js';
 import { commands } from './commands.js';
 import { registerPoolResetState } from './pool-reset-state.js';
+import { registerExplain } from './explain.js';
 
 function version(): string {
   try {
@@ -54,7 +55,11 @@ export function buildProgram(): Command {
     .description("send stored failed requests again with the destination's current settings")
     .addOption(config())
     .option('--dataflow <id>', 'only this dataflow')
-    .action(async (o: { config: string; dataflow?: string }) => {
+    .option('--limit <n>', 'replay at most N records (the oldest first)', (v) => parseCount(v, '--limit', 0))
+    .option('--since <time>', 'only records that last failed since TIME: ISO (2026-11-26T10:00:00Z) or ago (90s, 30m, 1h, 2d)')
+    .option('--concurrency <n>', "profiles replayed at once (one profile's records always go one at a time, in order)", (v) => parseCount(v, '--concurrency', 1))
+    .option('--progress', 'report progress on stderr every 2 s (the default when stderr is a terminal)')
+    .action(async (o: { config: string; dataflow?: string; limit?: number; since?: string; concurrency?: number; progress?: boolean }) => {
       await commands.failedReplay(o);
     });
 
@@ -82,7 +87,8 @@ export function buildProgram(): Command {
     .description('publish update events (JSON Lines) to the configured JetStream subject')
     .addOption(config())
     .argument('<events>', 'JSON Lines file of update events')
-    .action(async (events: string, o: { config: string }) => {
+    .option('--progress', 'report progress on stderr every 2 s (the default when stderr is a terminal)')
+    .action(async (events: string, o: { config: string; progress?: boolean }) => {
       await commands.publish({ ...o, events });
     });
 
@@ -112,11 +118,27 @@ export function buildProgram(): Command {
     .addOption(config())
     .requiredOption('--audience <id>', 'the audience (origin: upload) to import into')
     .argument('<csv>', 'CSV file: a profileId column, optional identity columns')
-    .action(async (csv: string, o: { config: string; audience: string }) => {
+    .option('--delimiter <char>', 'field delimiter: one character, or "tab" (default: , or the ; or tab the header row uses)', parseDelimiter)
+    .option('--progress', 'report progress on stderr every 2 s (the default when stderr is a terminal)')
+    .action(async (csv: string, o: { config: string; audience: string; delimiter?: string; progress?: boolean }) => {
       await commands.audiencesImport({ ...o, csv });
     });
 
+  registerExplain(program);
+
   return program;
+}
+
+function parseCount(v: string, flag: string, min: number): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min) throw new UsageError(`${flag}: must be a whole number ≥ ${min}: ${v}`);
+  return n;
+}
+
+function parseDelimiter(v: string): string {
+  const d = v === 'tab' || v === '\\t' ? '\t' : v;
+  if (d.length !== 1 || d === '"' || d === '\n' || d === '\r') throw new UsageError(`--delimiter: one character other than a quote or a line break, or "tab": ${JSON.stringify(v)}`);
+  return d;
 }
 
 function parsePort(v: string): number {

@@ -11,7 +11,7 @@ import type { z } from 'zod';
 import { ConfigError, ConfigErrors } from '../errors.js';
 import type { Audience, AudienceMapping, DataflowRules } from '../domain/types.js';
 import { configSchema, type AuthConfig, type RawConfig, type RawDestination } from './schema.js';
-import { formatPath, substituteEnv } from './env.js';
+import { formatPath, substituteEnv, type UnsetVariable } from './env.js';
 import { appendQuery, parseHeaders, parseQueryParameters } from './strings.js';
 
 /** TLS material, read once at start. */
@@ -71,12 +71,19 @@ export interface AppConfig {
   log: RawConfig['log'];
   /** Every secret value in this config, for the redactor. Never print this. */
   secrets: string[];
+  /** `${NAME}` references whose variable is not set; only when loaded with `allowUnsetEnv`. */
+  unsetEnv?: UnsetVariable[];
 }
 
 export interface LoadOptions {
   env?: NodeJS.ProcessEnv;
   /** Folder that relative paths are resolved against; default: the config file's folder. */
   baseDir?: string;
+  /**
+   * For commands that only read: a `${NAME}` whose variable is not set is kept as a
+   * placeholder and listed in `unsetEnv` instead of failing the load (SPEC §12). @default false
+   */
+  allowUnsetEnv?: boolean;
 }
 
 /** Reads and resolves a config file. Throws ConfigError / ConfigErrors. */
@@ -113,7 +120,30 @@ function syntaxPosition(err: unknown, text: string): string {
 /** Validates and resolves an already-parsed config object. */
 export function resolveConfig(raw: unknown, opts: LoadOptions = {}): AppConfig {
   const baseDir = opts.baseDir ?? process.cwd();
-  const { value, secrets } = substituteEnv(raw, opts.env ?? process.env);
+  const { value, secrets, unset } = substituteEnv(raw, opts.env ?? process.env, { allowUnset: opts.allowUnsetEnv });
+  if (unset.length === 0) return resolveSubstituted(value, secrets, baseDir);
+  const placeholders = new Set(unset.map((u) => u.placeholder));
+  try {
+    const cfg = resolveSubstituted(value, secrets, baseDir, placeholders);
+    // A placeholder is no secret (nor the base64 part of a signing secret's placeholder).
+    const secretsLeft = cfg.secrets.filter((s) => !placeholders.has(s) && !placeholders.has(`whsec_${s}`));
+    return { ...cfg, secrets: secretsLeft, unsetEnv: unset };
+  } catch (err) {
+    // A field that could not be validated without its variable: say so, not that it is malformed.
+    throw blameUnset(err, unset);
+  }
+}
+
+function blameUnset(err: unknown, unset: UnsetVariable[]): unknown {
+  if (!(err instanceof ConfigError || err instanceof ConfigErrors)) return err;
+  const issues = (err instanceof ConfigErrors ? err.issues : [err]).map((e) => {
+    const u = unset.find((x) => e.path === x.path || e.path.startsWith(`${x.path}.`) || e.path.startsWith(`${x.path}[`));
+    return u ? new ConfigError(u.path, `environment variable ${u.name} is not set (needed to check this field)`) : e;
+  });
+  return issues.length === 1 ? issues[0] : new ConfigErrors(issues);
+}
+
+function resolveSubstituted(value: unknown, secrets: string[], baseDir: string, placeholders?: ReadonlySet<string>): AppConfig {
   const parsed = configSchema.safeParse(value);
   if (!parsed.success) throw new ConfigErrors(parsed.error.issues.map(toConfigError));
   const c = parsed.data;
@@ -135,7 +165,7 @@ export function resolveConfig(raw: unknown, opts: LoadOptions = {}): AppConfig {
   const audienceIds = new Set(c.audiences.map((a) => a.id));
   const destIds = new Set(c.destinations.map((d) => d.id));
   const destinations = c.destinations
-    .map((d, i) => collect(() => resolveDestination(d, `destinations[${i}]`, baseDir)))
+    .map((d, i) => collect(() => resolveDestination(d, `destinations[${i}]`, baseDir, placeholders)))
     .filter((d): d is DestinationConfig => d !== undefined);
 
   const byDest = new Map(destinations.map((d) => [d.id, d]));
@@ -272,7 +302,7 @@ function short(err: unknown): string {
   return (e.reason ?? e.code ?? e.message ?? 'error').split('\n')[0].slice(0, 120);
 }
 
-function resolveDestination(d: RawDestination, at: string, baseDir: string): DestinationConfig {
+function resolveDestination(d: RawDestination, at: string, baseDir: string, placeholders?: ReadonlySet<string>): DestinationConfig {
   const headers = parseHeaders(d.headers, `${at}.headers`);
   const query = parseQueryParameters(d.queryParameters, `${at}.queryParameters`);
   let tls: ResolvedTls | undefined;
@@ -287,7 +317,8 @@ function resolveDestination(d: RawDestination, at: string, baseDir: string): Des
       passphrase: d.tls.passphrase,
       rejectUnauthorized: d.tls.rejectUnauthorized,
     };
-    checkTlsMaterial(tls, `${at}.tls`);
+    // An unset passphrase (a command that only reads): the key cannot be checked without it.
+    if (!(tls.passphrase !== undefined && placeholders?.has(tls.passphrase))) checkTlsMaterial(tls, `${at}.tls`);
   }
   if (d.retry.minDelayMs > d.retry.maxDelayMs) {
     throw new ConfigError(`${at}.retry.minDelayMs`, 'must not exceed retry.maxDelayMs');

@@ -10,6 +10,7 @@ import type {
   ProfileSnapshot,
   ProfileUpdate,
 } from './types.js';
+import { withLastUpdate } from './explain.js';
 
 export function isPlainObject(v: unknown): v is JsonObject {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -108,7 +109,7 @@ export function applyUpdate(before: ProfileSnapshot | null, update: ProfileUpdat
       setOwn(memberships, id, record);
     }
   }
-  return {
+  return withLastUpdate(before, update, {
     profileId: base.profileId,
     attributes: update.attributes ? mergeAttributes(base.attributes, update.attributes) : base.attributes,
     identityMap:
@@ -116,5 +117,5 @@ export function applyUpdate(before: ProfileSnapshot | null, update: ProfileUpdat
         ? mergeIdentities(base.identityMap, update.identityMap, update.removedIdentities)
         : base.identityMap,
     memberships,
-  };
+  });
 }

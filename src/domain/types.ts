@@ -42,6 +42,8 @@ export interface ProfileSnapshot {
   identityMap: IdentityMap;
   /** Audience id → latest membership record (exited ones are kept: they are history). */
   memberships: Record<string, MembershipRecord>;
+  /** What the last update applied to it did (for `explain`; see domain/explain.ts). */
+  last?: import('./explain.js').LastUpdate;
 }
 
 /** What applying one update did to a profile. */

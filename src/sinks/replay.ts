@@ -1,12 +1,12 @@
 /**
  * `failed replay`: sends stored failed requests again through the dataflows' sinks.
  */
-import { firstValueFrom, from, lastValueFrom, mergeMap, toArray } from 'rxjs';
+import { concatMap, firstValueFrom, from, lastValueFrom, mergeMap, toArray } from 'rxjs';
 import type { DeliveryOutcome, ExportSink, FailedRequest, FailedRequestStore } from './types.js';
 
 /** The defaults of `replayFailedRequests`, named in one place. */
 export const REPLAY_DEFAULTS = {
-  /** Records sent at once. */
+  /** Profiles whose records are sent at once (one record at a time per profile). */
   concurrency: 4,
   /** Delivered records are removed from the store in batches of this size (and at the end). */
   removeBatchSize: 100,
@@ -22,13 +22,26 @@ export interface ReplayOptions {
   sinkFor: (dataflowId: string) => ExportSink | undefined;
   /** Replay only this dataflow's records. @default every dataflow */
   dataflowId?: string;
-  /** Records sent at once. @default 4 */
+  /**
+   * Profiles replayed at once. The records of one (dataflow, profile) are always sent one at
+   * a time, in the store's order, so they reach the endpoint in that order. @default 4
+   */
   concurrency?: number;
+  /** Replay at most this many records (the first ones in the store's order, after `since`). @default all */
+  limit?: number;
+  /** Replay only records whose last attempt (`failedAt`) is at or after this time, ms since epoch. @default all */
+  since?: number;
+  /** The summary to fill in as the replay goes (read it for progress). @default a new one */
+  stats?: ReplaySummary;
   /** Clock for `failedAt`, ms since epoch. @default Date.now */
   now?: () => number;
 }
 
 export interface ReplaySummary {
+  /** Records in the store (of the dataflow, when one was given). */
+  stored: number;
+  /** Of `stored`: chosen for this replay (by `since` and `limit`); the others are left as they are. */
+  selected: number;
   /** Records sent again (delivered + failed). */
   replayed: number;
   /** Delivered, and removed from the store. */
@@ -40,8 +53,10 @@ export interface ReplaySummary {
 }
 
 /**
- * Sends every stored failed request (optionally of one dataflow) again through its
- * dataflow's sink, with the same Idempotency-Key and payload and the sink's retry policy.
+ * Sends every stored failed request (optionally of one dataflow, failed `since` a time, at
+ * most `limit`) again through its dataflow's sink, with the same Idempotency-Key and payload
+ * and the sink's retry policy. The records of one (dataflow, profile) go one at a time, in the
+ * store's order; up to `concurrency` profiles at once.
  * Delivered ones leave the store; failed ones stay, updated: `attempts` grows by the
  * attempts just made, `lastStatus` / `lastErrorCode` / `lastError` / `failedAt` are those of
  * this replay, and `replays` grows by one. Records of unknown dataflows are skipped and kept.
@@ -50,19 +65,34 @@ export interface ReplaySummary {
  * ```ts
  * const sinks = createSinks(config, { failedStore: store, limiterFor, storeFailures: false });
  * const summary = await replayFailedRequests({ store, sinkFor: (id) => sinks.get(id) });
- * // { replayed: 3, delivered: 2, failed: 1, skipped: 0 }
+ * // { stored: 3, selected: 3, replayed: 3, delivered: 2, failed: 1, skipped: 0 }
  * ```
  *
  * @param options.dataflowId @default every dataflow
- * @param options.concurrency @default 4
+ * @param options.concurrency profiles at once @default 4
+ * @param options.limit @default every record
+ * @param options.since ms since epoch @default every record
  * @param options.now @default Date.now
  */
 export async function replayFailedRequests(options: ReplayOptions): Promise<ReplaySummary> {
   const { store, sinkFor } = options;
   const concurrency = Math.max(1, options.concurrency ?? REPLAY_DEFAULTS.concurrency);
   const now = options.now ?? Date.now;
-  const records = await store.list(options.dataflowId === undefined ? undefined : { dataflowId: options.dataflowId });
-  const summary: ReplaySummary = { replayed: 0, delivered: 0, failed: 0, skipped: 0 };
+  const stored = await store.list(options.dataflowId === undefined ? undefined : { dataflowId: options.dataflowId });
+  const since = options.since;
+  let records = since === undefined ? stored : stored.filter((r) => Date.parse(r.failedAt) >= since);
+  if (options.limit !== undefined) records = records.slice(0, Math.max(0, options.limit));
+  const summary: ReplaySummary = options.stats ?? { stored: 0, selected: 0, replayed: 0, delivered: 0, failed: 0, skipped: 0 };
+  summary.stored = stored.length;
+  summary.selected = records.length;
+  // One queue per (dataflow, profile), in the store's order: a profile's records never overtake each other.
+  const queues = new Map<string, FailedRequest[]>();
+  for (const r of records) {
+    const k = `${r.dataflowId}\u0000${r.profileId}`;
+    const q = queues.get(k);
+    if (q) q.push(r);
+    else queues.set(k, [r]);
+  }
 
   let toRemove: string[] = [];
   const flushRemovals = async (): Promise<void> => {
@@ -108,8 +138,8 @@ export async function replayFailedRequests(options: ReplayOptions): Promise<Repl
 
   try {
     await lastValueFrom(
-      from(records).pipe(
-        mergeMap((r) => replayOne(r), concurrency),
+      from(queues.values()).pipe(
+        mergeMap((queue) => from(queue).pipe(concatMap((r) => replayOne(r))), concurrency),
         toArray(),
       ),
     );

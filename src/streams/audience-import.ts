@@ -4,7 +4,8 @@
  *
  * CSV shape: a header row; a `profileId` column (required); every other column is an
  * identity namespace whose cell is an identity id (empty cells are skipped). Quoted fields
- * (RFC 4180) are understood.
+ * (RFC 4180) are understood. Fields are separated by `,`, or by `;` or a tab when the header
+ * row uses that instead (spreadsheets in many locales write `;`), or by the delimiter given.
  *
  * ```csv
  * profileId,email_lc_sha256,ecid
@@ -18,10 +19,38 @@ export interface ImportResult {
   events: ProfileUpdate[];
   /** Rows that could not be imported, with their 1-based line numbers. */
   bad: Array<{ line: number; reason: string }>;
+  /** The field delimiter used (given, or detected from the header row). */
+  delimiter: string;
+  /** Data rows read (good and bad), the header not counted. */
+  rows: number;
+}
+
+/** Delimiters recognised in a header row, the default first. */
+const DETECTED = [',', ';', '\t'] as const;
+
+/**
+ * The delimiter of a CSV: of `,`, `;` and tab, the one the header row (its first line,
+ * quoted parts left out) holds most often; `,` when none or a tie with `,`.
+ *
+ * @example detectDelimiter('profileId;ecid\np-1;1\n') // ';'
+ */
+export function detectDelimiter(text: string): string {
+  const nl = text.indexOf('\n');
+  const header = (nl < 0 ? text : text.slice(0, nl)).replace(/"[^"]*"/g, '');
+  let best: string = ',';
+  let most = 0;
+  for (const d of DETECTED) {
+    const n = header.split(d).length - 1;
+    if (n > most) {
+      best = d;
+      most = n;
+    }
+  }
+  return best;
 }
 
 /** Splits CSV text into rows of fields, keeping each row's starting line number. */
-export function parseCsv(text: string): Array<{ line: number; fields: string[] } | { line: number; error: string }> {
+export function parseCsv(text: string, delimiter = ','): Array<{ line: number; fields: string[] } | { line: number; error: string }> {
   const rows: Array<{ line: number; fields: string[] } | { line: number; error: string }> = [];
   let i = 0;
   let line = 1;
@@ -53,16 +82,16 @@ export function parseCsv(text: string): Array<{ line: number; fields: string[] }
           i++;
         }
         if (!closed) error = 'unterminated quoted field';
-        else if (i < n && text[i] !== ',' && text[i] !== '\n' && text[i] !== '\r') error = 'text after a closing quote';
+        else if (i < n && text[i] !== delimiter && text[i] !== '\n' && text[i] !== '\r') error = 'text after a closing quote';
       }
-      while (i < n && text[i] !== ',' && text[i] !== '\n') {
+      while (i < n && text[i] !== delimiter && text[i] !== '\n') {
         if (!(text[i] === '\r' && text[i + 1] === '\n')) field += text[i];
         i++;
       }
       fields.push(field);
       field = '';
       if (i >= n) endOfRow = true;
-      else if (text[i] === ',') i++;
+      else if (text[i] === delimiter) i++;
       else {
         i++;
         line++;
@@ -81,19 +110,26 @@ export function parseCsv(text: string): Array<{ line: number; fields: string[] }
  * importing the same file twice yields the same ids (the endpoint and JetStream dedupe).
  *
  * @example csvToEvents('profileId,ecid\np-1,123\n', { audienceId: 'aud-up' })
+ *
+ * @param options.delimiter the field delimiter. @default detected from the header row (`,`, `;` or tab)
  */
-export function csvToEvents(text: string, options: { audienceId: string; now?: Date }): ImportResult {
+export function csvToEvents(text: string, options: { audienceId: string; now?: Date; delimiter?: string }): ImportResult {
   const now = (options.now ?? new Date()).toISOString();
   const digest = createHash('sha256').update(text).digest('hex').slice(0, 16);
-  const rows = parseCsv(text);
+  const delimiter = options.delimiter ?? detectDelimiter(text);
+  const rows = parseCsv(text, delimiter);
   const bad: ImportResult['bad'] = [];
   const events: ProfileUpdate[] = [];
   const header = rows.shift();
-  if (!header) return { events, bad: [{ line: 1, reason: 'empty file: a header row with a profileId column is required' }] };
-  if ('error' in header) return { events, bad: [{ line: header.line, reason: `header: ${header.error}` }] };
+  const none = (line: number, reason: string): ImportResult => ({ events, bad: [{ line, reason }], delimiter, rows: rows.length });
+  if (!header) return none(1, 'empty file: a header row with a profileId column is required');
+  if ('error' in header) return none(header.line, `header: ${header.error}`);
   const names = header.fields.map((f) => f.trim());
   const idCol = names.indexOf('profileId');
-  if (idCol < 0) return { events, bad: [{ line: header.line, reason: 'header: no profileId column' }] };
+  if (idCol < 0) {
+    const shown = delimiter === '\t' ? 'tab' : `"${delimiter}"`;
+    return none(header.line, `header: no profileId column (fields split on ${shown}; use --delimiter for another one)`);
+  }
   for (const row of rows) {
     if ('error' in row) {
       bad.push({ line: row.line, reason: row.error });
@@ -123,5 +159,5 @@ export function csvToEvents(text: string, options: { audienceId: string; now?: D
     if (Object.keys(identityMap).length > 0) event.identityMap = identityMap;
     events.push(event);
   }
-  return { events, bad };
+  return { events, bad, delimiter, rows: rows.length };
 }

@@ -30,6 +30,23 @@ export interface PublishJsonlOptions {
   window?: number;
   /** @default 10000 */
   ackTimeoutMs?: number;
+  /**
+   * Counters filled in as the publish goes (read them for progress; the result has the
+   * final figures). @default a private object
+   */
+  stats?: PublishStats;
+}
+
+/** What a publish has done so far. */
+export interface PublishStats {
+  /** Lines read (blank ones included). */
+  lines: number;
+  /** Publishes acknowledged by the stream (duplicates included). */
+  published: number;
+  /** Of `published`: recognised by the stream as duplicates. */
+  duplicates: number;
+  /** Lines not published. */
+  skipped: number;
 }
 
 export interface PublishJsonlResult {
@@ -69,17 +86,19 @@ export async function publishJsonl(options: PublishJsonlOptions): Promise<Publis
   const o = withDefaults(PUBLISH_DEFAULTS, options);
   const window = Math.max(1, Math.floor(o.window));
   const started = performance.now();
+  const stats: PublishStats = options.stats ?? { lines: 0, published: 0, duplicates: 0, skipped: 0 };
   const nats = await connectNats({ servers: o.servers, name: 'http-destination:publish' });
   try {
     const jsm = await jetstreamManager(nats.nc);
     await ensureStream({ jsm, stream: o.stream, subject: o.subject });
-    const publisher = pipelinedPublisher({ nc: nats.nc, ackTimeoutMs: o.ackTimeoutMs });
+    const publisher = pipelinedPublisher({ nc: nats.nc, ackTimeoutMs: o.ackTimeoutMs, stats });
     const maxPayload = nats.nc.info?.max_payload ?? Number.POSITIVE_INFINITY;
     const encoder = new TextEncoder();
     const skipped: PublishJsonlResult['skipped'] = [];
 
     /** Checks and publishes one line (or records why it is skipped). */
     const handle = (lineNo: number, raw: string): void => {
+      stats.lines = lineNo;
       const text = raw.trim();
       if (text.length === 0) return;
       let event: unknown;
@@ -88,11 +107,13 @@ export async function publishJsonl(options: PublishJsonlOptions): Promise<Publis
       } catch (err) {
         const why = err instanceof Error ? err.message : String(err);
         skipped.push({ line: lineNo, reason: `not valid JSON: ${why}`.slice(0, o.maxReasonChars) });
+        stats.skipped = skipped.length;
         return;
       }
       const data = encoder.encode(text);
       if (data.length > maxPayload) {
         skipped.push({ line: lineNo, reason: `${data.length} bytes, over the server's max payload of ${maxPayload}` });
+        stats.skipped = skipped.length;
         return;
       }
       const eventId =
@@ -152,8 +173,8 @@ interface PubAckJson {
  * `js.publish` (several times faster). Publishes go out in call order on one connection, so
  * the stream stores them in that order.
  */
-function pipelinedPublisher(options: { nc: NatsConnection; ackTimeoutMs: number }) {
-  const { nc, ackTimeoutMs } = options;
+function pipelinedPublisher(options: { nc: NatsConnection; ackTimeoutMs: number; stats: PublishStats }) {
+  const { nc, ackTimeoutMs, stats } = options;
   const prefix = createInbox();
   const decoder = new TextDecoder();
   /** Outstanding publishes by reply number, oldest first (Map keeps insertion order). */
@@ -195,8 +216,8 @@ function pipelinedPublisher(options: { nc: NatsConnection; ackTimeoutMs: number 
         }
         if (ack.error || !ack.stream) fail(p.line, `${ack.error?.code ?? ''} ${ack.error?.description ?? 'no ack'}`.trim());
         else {
-          published++;
-          if (ack.duplicate) duplicates++;
+          stats.published = ++published;
+          if (ack.duplicate) stats.duplicates = ++duplicates;
         }
       }
       notify();

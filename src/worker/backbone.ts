@@ -24,7 +24,7 @@ import type { RateLimiter } from '../stores/rate-limiter.js';
 import { listPartitionConsumers, openPoolSource } from './pool-source.js';
 import { poolKeys, readPoolStatus, type PoolStatus } from './pool.js';
 import type { SourceMessage } from '../streams/types.js';
-import { publishJsonl, type PublishJsonlResult } from '../streams/publish.js';
+import { publishJsonl, type PublishJsonlResult, type PublishStats } from '../streams/publish.js';
 import type { FailureStores } from './runtime.js';
 
 type JetStreamSourceConfig = Extract<SourceConfig, { kind: 'jetstream' }>;
@@ -395,9 +395,10 @@ function requireJetStream(config: AppConfig, command: string): JetStreamSourceCo
 }
 
 /** `publish`: JSON Lines → the configured subject, with publish acks. */
-export async function publishEvents(config: AppConfig, file: string): Promise<PublishJsonlResult> {
+export async function publishEvents(config: AppConfig, file: string, options: { stats?: PublishStats } = {}): Promise<PublishJsonlResult> {
   const s = requireJetStream(config, 'publish');
   return publishJsonl({
+    stats: options.stats,
     servers: s.servers,
     stream: s.stream,
     subject: s.subject,
@@ -415,7 +416,8 @@ export async function importAudience(
   config: AppConfig,
   audienceId: string,
   csvFile: string,
-): Promise<{ imported: number; bad: Array<{ line: number; reason: string }> }> {
+  options: { delimiter?: string; stats?: PublishStats } = {},
+): Promise<{ imported: number; duplicates: number; rows: number; bad: Array<{ line: number; reason: string }> }> {
   const audience = config.audiences.find((a) => a.id === audienceId);
   if (!audience) throw new UsageError(`--audience: unknown audience "${audienceId}" (declare it under audiences)`);
   if (audience.origin !== 'upload') {
@@ -427,19 +429,19 @@ export async function importAudience(
   } catch (err) {
     throw new UsageError(`cannot read ${csvFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
   }
-  const { events, bad } = csvToEvents(text, { audienceId });
+  const { events, bad, rows } = csvToEvents(text, { audienceId, delimiter: options.delimiter });
   const lines = events.map((e) => JSON.stringify(e)).join('\n') + (events.length > 0 ? '\n' : '');
-  if (events.length === 0) return { imported: 0, bad };
+  if (events.length === 0) return { imported: 0, duplicates: 0, rows, bad };
   if (config.source.kind === 'file') {
     await appendFile(config.source.path, lines);
-    return { imported: events.length, bad };
+    return { imported: events.length, duplicates: 0, rows, bad };
   }
   const dir = await mkdtemp(join(tmpdir(), 'hd-import-'));
   try {
     const file = join(dir, 'events.jsonl');
     await writeFile(file, lines);
-    const r = await publishEvents(config, file);
-    return { imported: r.published, bad };
+    const r = await publishEvents(config, file, { stats: options.stats });
+    return { imported: r.published, duplicates: r.duplicates, rows, bad };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

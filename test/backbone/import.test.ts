@@ -65,7 +65,7 @@ describe('audiences import (CSV custom upload) against JetStream', () => {
   it('reports the bad rows with their line numbers and imports the good ones', async () => {
     const r = await runCli(['audiences', 'import', '--config', cfg, '--audience', 'aud-up', csv]);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toContain('imported 5 profiles into aud-up; 3 bad rows:');
+    expect(r.stdout).toContain('imported 5 profiles into aud-up (5 new, 0 duplicates) of 8 rows; 3 bad rows:');
     expect(r.stdout).toMatch(/line 4: expected 3 fields, found 4/);
     expect(r.stdout).toMatch(/line 5: profileId is empty/);
     expect(r.stdout).toMatch(/line 10: unterminated quoted field/);
@@ -99,6 +99,7 @@ describe('audiences import (CSV custom upload) against JetStream', () => {
   it('importing the same file again adds nothing (same event ids: JetStream drops the duplicates)', async () => {
     const r = await runCli(['audiences', 'import', '--config', cfg, '--audience', 'aud-up', csv]);
     expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('imported 5 profiles into aud-up (0 new, 5 duplicates)');
     expect(await runOnce(cfg)).toMatchObject({ eventsRead: 0, delivered: 0 });
     expect(rx.delivered('/up')).toHaveLength(5);
   });

@@ -160,7 +160,7 @@ describe('round trip: JetStream → worker → HTTP, snapshots in Redis, failed 
     expect(st).toMatchObject({ pending: 0, ackPending: 0 });
     // The stream now takes what `publish` sends.
     const p = await publish(bb, freshCfg, 'fresh.jsonl', [{ profileId: 'p-f' }]);
-    expect(p.stdout).toContain('published 1 events');
+    expect(p.stdout).toContain('published 1, duplicates 0, skipped 0');
   }, 30_000);
 
   it('… also for a single worker without a pool (store.kind: memory)', async () => {
@@ -177,7 +177,7 @@ describe('round trip: JetStream → worker → HTTP, snapshots in Redis, failed 
     expect(r.code, `run --once on a missing stream:\n${r.stderr.slice(0, 1_500)}`).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ eventsRead: 0, delivered: 0 });
     const p = await publish(bb, freshCfg, 'freshmem.jsonl', [{ profileId: 'p-f' }]);
-    expect(p.stdout).toContain('published 1 events');
+    expect(p.stdout).toContain('published 1, duplicates 0, skipped 0');
   }, 30_000);
 
   it('publish reports the non-JSON line by number and publishes the rest', () => {

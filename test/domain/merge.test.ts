@@ -202,6 +202,7 @@ describe('applyUpdate (SPEC §2)', () => {
       segmentMembership: { ups: { 'aud-1': { status: 'realized', lastQualificationTime: '2026-11-26T10:00:00Z' } } },
     });
     expect(after).toEqual({
+      last: expect.any(Object),
       profileId: 'p-9',
       attributes: { person: { name: { firstName: 'John' } } },
       identityMap: { ecid: [{ id: 'e1' }] },
@@ -210,7 +211,7 @@ describe('applyUpdate (SPEC §2)', () => {
   });
 
   it('an update with only a profileId creates an empty profile', () => {
-    expect(applyUpdate(null, { profileId: 'p-2' })).toEqual(emptySnapshot('p-2'));
+    expect(applyUpdate(null, { profileId: 'p-2' })).toEqual({ ...emptySnapshot('p-2'), last: expect.any(Object) });
   });
 
   it('an update with only a profileId leaves an existing profile unchanged', () => {
@@ -219,7 +220,7 @@ describe('applyUpdate (SPEC §2)', () => {
       identityMap: { ecid: [{ id: 'e1' }] },
       memberships: { 'aud-1': { status: 'existing' } },
     });
-    expect(applyUpdate(before, { profileId: 'p-1' })).toEqual(before);
+    expect(applyUpdate(before, { profileId: 'p-1' })).toEqual({ ...before, last: expect.any(Object) });
   });
 
   it('merges attributes and identities into the stored snapshot', () => {
@@ -301,6 +302,7 @@ describe('applyUpdate (SPEC §2)', () => {
     expect(before).toEqual(beforeCopy);
     expect(update).toEqual(updateCopy);
     expect(after).toEqual({
+      last: expect.any(Object),
       profileId: 'p-1',
       attributes: { person: { name: { lastName: 'Doe' } } },
       identityMap: { ecid: [{ id: 'e2' }] },

@@ -6,6 +6,7 @@ import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, type JetStreamMa
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { publishJsonl } from '../../src/streams/publish.js';
 import { startNatsServer, type NatsServer } from '../support/nats-server.js';
+import { ensureBuilt, runCli, writeConfig } from '../support/cli.js';
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -13,6 +14,7 @@ let jsm: JetStreamManager;
 let dir: string;
 
 beforeAll(async () => {
+  await ensureBuilt();
   server = await startNatsServer();
   nc = await connect({ servers: server.url });
   jsm = await jetstreamManager(nc);
@@ -151,5 +153,27 @@ describe('publishJsonl', () => {
     await expect(
       publishJsonl({ servers: server.url, stream: 'MISSING', subject: 'missing.updates', file: join(dir, 'nope.jsonl') }),
     ).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('the publish command counts duplicates and bad lines in its summary, and reports progress with --progress', async () => {
+    const cfg = writeConfig(dir, {
+      source: { kind: 'jetstream', servers: server.url, stream: 'CLIPUB', subject: 'clipub.updates' },
+      audiences: [{ id: 'aud-1', name: 'A', mergePolicyId: 'mp-1', createdAt: 1, updatedAt: 2 }],
+      destinations: [{ id: 'd', endpoint: 'http://127.0.0.1:9/x', headers: 'x-api-key:${HD_PUBLISH_KEY_UNSET}' }],
+      dataflows: [{ id: 'f', destination: 'd', audiences: ['aud-1'] }],
+    }, 'publish.yaml');
+    const file = join(dir, 'cli.jsonl');
+    const lines = Array.from({ length: 3_000 }, (_, i) => JSON.stringify({ profileId: `p-${i}`, eventId: `cli-${i}` }));
+    writeFileSync(file, [...lines, '{"profileId":"no-id"}', 'not json'].join('\n') + '\n');
+    // the destination's secret is not needed to publish
+    const first = await runCli(['publish', '--config', cfg, file]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(/^published 3,001, duplicates 0, skipped 1 in [\d.]+ s; bad lines:\n {2}line 3002: not valid JSON/);
+    expect(first.stderr).not.toMatch(/^publish: /m);
+    const second = await runCli(['publish', '--config', cfg, '--progress', file], { env: { HTTP_DESTINATION_PROGRESS_MS: '20' } });
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toMatch(/^published 1, duplicates 3,000, skipped 1 in /);
+    expect(second.stderr).toMatch(/^publish: [\d,]+, [\d,]+\/s, \d+ s: published [\d,]+, duplicates [\d,]+, skipped \d$/m);
+    expect((await jsm.streams.info('CLIPUB')).state.messages).toBe(3_002);
   });
 });

@@ -83,7 +83,7 @@ describe('replayFailedRequests', () => {
     );
     const now = Date.UTC(2026, 11, 1);
     const summary = await replayFailedRequests({ store, sinkFor: () => sink, now: () => now });
-    expect(summary).toEqual({ replayed: 3, delivered: 2, failed: 1, skipped: 0 });
+    expect(summary).toMatchObject({ replayed: 3, delivered: 2, failed: 1, skipped: 0 });
     expect([...store.records.keys()]).toEqual(['bad']);
     expect(store.records.get('bad')).toEqual({
       ...rec('bad'),
@@ -110,7 +110,7 @@ describe('replayFailedRequests', () => {
     await store.put(rec('b'));
     const sink = fakeSink((job) => ({ status: 'delivered', job, attempts: 1, statusCode: 200 }));
     const summary = await replayFailedRequests({ store, sinkFor: (id) => (id === 'flow-1' ? sink : undefined) });
-    expect(summary).toEqual({ replayed: 1, delivered: 1, failed: 0, skipped: 1 });
+    expect(summary).toMatchObject({ replayed: 1, delivered: 1, failed: 0, skipped: 1 });
     expect([...store.records.keys()]).toEqual(['a']);
     expect(store.records.get('a')).toEqual(rec('a', { dataflowId: 'gone' }));
   });
@@ -121,7 +121,7 @@ describe('replayFailedRequests', () => {
     await store.put(rec('b'));
     const sink = fakeSink((job) => ({ status: 'delivered', job, attempts: 1, statusCode: 200 }));
     const summary = await replayFailedRequests({ store, sinkFor: () => sink, dataflowId: 'flow-2' });
-    expect(summary).toEqual({ replayed: 1, delivered: 1, failed: 0, skipped: 0 });
+    expect(summary).toMatchObject({ replayed: 1, delivered: 1, failed: 0, skipped: 0 });
     expect(sink.sent.map((j) => j.idempotencyKey)).toEqual(['a']);
     expect([...store.records.keys()]).toEqual(['b']);
   });
@@ -131,10 +131,64 @@ describe('replayFailedRequests', () => {
     for (let i = 0; i < 250; i++) await store.put(rec(`r${i}`));
     const sink = fakeSink((job) => ({ status: 'delivered', job, attempts: 1, statusCode: 200 }));
     const summary = await replayFailedRequests({ store, sinkFor: () => sink, concurrency: 3 });
-    expect(summary).toEqual({ replayed: 250, delivered: 250, failed: 0, skipped: 0 });
+    expect(summary).toMatchObject({ replayed: 250, delivered: 250, failed: 0, skipped: 0 });
     expect(sink.maxActive).toBe(3);
     expect(store.records.size).toBe(0);
     expect(store.removed.map((b) => b.length)).toEqual([100, 100, 50]);
+  });
+
+  it("sends one profile's records one at a time, in the store's order, and other profiles meanwhile", async () => {
+    const store = new MemoryStore();
+    // p-a and p-b interleaved in the store; p-a also has a record of another dataflow
+    const order = ['a1', 'b1', 'a2', 'b2', 'a3', 'b3', 'a4'];
+    for (const id of order) await store.put(rec(id, { profileId: `p-${id[0]}` }));
+    await store.put(rec('x1', { profileId: 'p-a', dataflowId: 'flow-2' }));
+    const active = new Map<string, number>();
+    let maxPerProfile = 0;
+    let maxActive = 0;
+    let running = 0;
+    const sent: string[] = [];
+    const sink: ExportSink = {
+      send: (job) =>
+        defer(async () => {
+          const k = `${job.dataflowId}/${job.profileId}`;
+          active.set(k, (active.get(k) ?? 0) + 1);
+          running += 1;
+          maxPerProfile = Math.max(maxPerProfile, active.get(k)!);
+          maxActive = Math.max(maxActive, running);
+          sent.push(job.idempotencyKey);
+          // later records answer sooner: if they ran together, they would finish out of order
+          await new Promise((r) => setTimeout(r, 40 - 5 * Number(job.idempotencyKey.slice(1))));
+          active.set(k, active.get(k)! - 1);
+          running -= 1;
+          return { status: 'delivered', job, attempts: 1, statusCode: 200 } as DeliveryOutcome;
+        }),
+      close: async () => undefined,
+    };
+    const summary = await replayFailedRequests({ store, sinkFor: () => sink, concurrency: 8 });
+    expect(summary).toMatchObject({ stored: 8, selected: 8, replayed: 8, delivered: 8 });
+    expect(maxPerProfile).toBe(1);
+    expect(maxActive).toBe(3); // p-a, p-b and p-a of flow-2 at once
+    expect(sent.filter((k) => k.startsWith('a'))).toEqual(['a1', 'a2', 'a3', 'a4']);
+    expect(sent.filter((k) => k.startsWith('b'))).toEqual(['b1', 'b2', 'b3']);
+  });
+
+  it('--since and --limit choose which records go; the others stay untouched', async () => {
+    const store = new MemoryStore();
+    await store.put(rec('old', { failedAt: '2026-11-26T08:00:00.000Z' }));
+    await store.put(rec('n1', { failedAt: '2026-11-26T10:00:00.000Z' }));
+    await store.put(rec('n2', { failedAt: '2026-11-26T11:00:00.000Z' }));
+    await store.put(rec('n3', { failedAt: '2026-11-26T12:00:00.000Z' }));
+    const sink = fakeSink((job) => ({ status: 'delivered', job, attempts: 1, statusCode: 200 }));
+    const since = Date.parse('2026-11-26T10:00:00.000Z');
+    const stats = { stored: 0, selected: 0, replayed: 0, delivered: 0, failed: 0, skipped: 0 };
+    const summary = await replayFailedRequests({ store, sinkFor: () => sink, since, limit: 2, stats });
+    expect(summary).toBe(stats);
+    expect(summary).toEqual({ stored: 4, selected: 2, replayed: 2, delivered: 2, failed: 0, skipped: 0 });
+    expect(sink.sent.map((j) => j.idempotencyKey).sort()).toEqual(['n1', 'n2']);
+    expect([...store.records.keys()]).toEqual(['old', 'n3']);
+    const none = await replayFailedRequests({ store, sinkFor: () => sink, limit: 0 });
+    expect(none).toMatchObject({ stored: 2, selected: 0, replayed: 0 });
   });
 
   it('does nothing on an empty store', async () => {
@@ -145,7 +199,7 @@ describe('replayFailedRequests', () => {
         throw new Error('no record, so no sink is asked for');
       },
     });
-    expect(summary).toEqual({ replayed: 0, delivered: 0, failed: 0, skipped: 0 });
+    expect(summary).toMatchObject({ replayed: 0, delivered: 0, failed: 0, skipped: 0 });
     expect(store.removed).toEqual([]);
   });
 
@@ -194,7 +248,7 @@ describe('replayFailedRequests', () => {
     // a failed replay keeps the record, updated
     const replaySink = new HttpSink({ destination: dest, limiter, failedStore: store, storeFailures: false });
     cleanups.push(() => replaySink.close());
-    expect(await replayFailedRequests({ store, sinkFor: () => replaySink })).toEqual({
+    expect(await replayFailedRequests({ store, sinkFor: () => replaySink })).toMatchObject({
       replayed: 1,
       delivered: 0,
       failed: 1,
@@ -203,7 +257,7 @@ describe('replayFailedRequests', () => {
     expect(await store.list()).toMatchObject([{ id: job.idempotencyKey, attempts: 6, replays: 1, lastStatus: 503 }]);
 
     healthy = true;
-    expect(await replayFailedRequests({ store, sinkFor: () => replaySink })).toEqual({
+    expect(await replayFailedRequests({ store, sinkFor: () => replaySink })).toMatchObject({
       replayed: 1,
       delivered: 1,
       failed: 0,

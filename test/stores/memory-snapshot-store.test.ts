@@ -48,7 +48,7 @@ describe('MemorySnapshotStore', () => {
       expect(r.replayed).toBe(false);
       expect(r.before).toBeNull();
       expect(r.update).toBe(update);
-      expect(r.after).toEqual({ profileId: 'p-1', attributes: { a: { b: 1 } }, identityMap: { ecid: [{ id: 'e1' }] }, memberships: {} });
+      expect(r.after).toEqual({ profileId: 'p-1', attributes: { a: { b: 1 } }, identityMap: { ecid: [{ id: 'e1' }] }, memberships: {}, last: expect.any(Object) });
       expect(await store.get('p-1')).toEqual(r.after);
     });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { csvToEvents, parseCsv } from '../../src/streams/audience-import.js';
+import { csvToEvents, detectDelimiter, parseCsv } from '../../src/streams/audience-import.js';
 
 const now = new Date('2026-11-26T10:00:00Z');
 
@@ -41,7 +41,9 @@ describe('csvToEvents', () => {
     ]);
   });
   it('needs a profileId column', () => {
-    expect(csvToEvents('id,ecid\n1,2\n', { audienceId: 'a', now }).bad).toEqual([{ line: 1, reason: 'header: no profileId column' }]);
+    expect(csvToEvents('id,ecid\n1,2\n', { audienceId: 'a', now }).bad).toEqual([
+      { line: 1, reason: 'header: no profileId column (fields split on ","; use --delimiter for another one)' },
+    ]);
     expect(csvToEvents('', { audienceId: 'a', now }).bad[0].line).toBe(1);
   });
   it('gives the same event ids for the same file, different ones for another file', () => {
@@ -50,5 +52,39 @@ describe('csvToEvents', () => {
     const c = csvToEvents('profileId\np-1\np-2\n', { audienceId: 'a', now });
     expect(a.events[0].eventId).toBe(b.events[0].eventId);
     expect(c.events[0].eventId).not.toBe(a.events[0].eventId);
+  });
+});
+
+describe('delimiters', () => {
+  it('detects ; and tab from the header row; , by default and on a tie', () => {
+    expect(detectDelimiter('profileId;ecid;email\np-1;1;a,b\n')).toBe(';');
+    expect(detectDelimiter('profileId\tecid\np-1\t1\n')).toBe('\t');
+    expect(detectDelimiter('profileId,ecid\np-1;1\n')).toBe(',');
+    expect(detectDelimiter('profileId\np-1\n')).toBe(',');
+    expect(detectDelimiter('"a;b;c",profileId\n')).toBe(',');
+    expect(detectDelimiter('profileId,ecid;x\n')).toBe(',');
+  });
+
+  it('imports a ;-separated and a tab-separated file like a ,-separated one', () => {
+    const comma = csvToEvents('profileId,ecid\np-1,1\n"p;2",2\n', { audienceId: 'a', now });
+    const semi = csvToEvents('profileId;ecid\np-1;1\n"p;2";2\n', { audienceId: 'a', now });
+    const tab = csvToEvents('profileId\tecid\np-1\t1\n"p;2"\t2\n', { audienceId: 'a', now });
+    for (const r of [comma, semi, tab]) {
+      expect(r.bad).toEqual([]);
+      expect(r.rows).toBe(2);
+      expect(r.events.map((e) => [e.profileId, e.identityMap])).toEqual([
+        ['p-1', { ecid: [{ id: '1' }] }],
+        ['p;2', { ecid: [{ id: '2' }] }],
+      ]);
+    }
+    expect([comma.delimiter, semi.delimiter, tab.delimiter]).toEqual([',', ';', '\t']);
+  });
+
+  it('uses the delimiter given, whatever the header looks like', () => {
+    const r = csvToEvents('profileId|ecid\np-1|1\n', { audienceId: 'a', now, delimiter: '|' });
+    expect(r.events.map((e) => e.identityMap)).toEqual([{ ecid: [{ id: '1' }] }]);
+    const forced = csvToEvents('profileId;ecid\np-1;1\n', { audienceId: 'a', now, delimiter: ',' });
+    expect(forced.events).toEqual([]);
+    expect(forced.bad[0].reason).toMatch(/no profileId column/);
   });
 });

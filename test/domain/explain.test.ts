@@ -1,0 +1,107 @@
+import { describe, expect, it } from 'vitest';
+import { decideExports } from '../../src/domain/diff.js';
+import { explainDataflow, LAST_UPDATE_LIMITS, reconstructApplied, summarizeUpdate } from '../../src/domain/explain.js';
+import { applyUpdate } from '../../src/domain/merge.js';
+import type { DataflowRules, ProfileSnapshot, ProfileUpdate } from '../../src/domain/types.js';
+
+const flow: DataflowRules = {
+  id: 'flow-1',
+  destinationId: 'dest-1',
+  audiences: [{ id: 'aud-1', mappingCreatedAt: 1, mappingUpdatedAt: 1 }, { id: 'aud-2', mappingCreatedAt: 1, mappingUpdatedAt: 1 }],
+  attributes: ['person.name.firstName', 'personalEmail'],
+  includeSegmentNames: false,
+  includeSegmentTimestamps: false,
+};
+const noAttrs: DataflowRules = { ...flow, id: 'flow-2', attributes: [] };
+
+const inAud = (id: string) => ({ segmentMembership: { ups: { [id]: { status: 'realized' as const } } } });
+const outAud = (id: string) => ({ segmentMembership: { ups: { [id]: { status: 'exited' as const } } } });
+
+/** [name, updates applied first, the last update]. */
+const cases: Array<[string, Array<Partial<ProfileUpdate>>, Partial<ProfileUpdate>]> = [
+  ['enters a mapped audience', [], inAud('aud-1')],
+  ['exits a mapped audience', [inAud('aud-1')], outAud('aud-1')],
+  ['realized → existing is no change', [inAud('aud-1')], { segmentMembership: { ups: { 'aud-1': { status: 'existing' } } } }],
+  ['enters an unmapped audience only', [], inAud('aud-9')],
+  ['in, writes a mapped attribute', [inAud('aud-1')], { attributes: { person: { name: { firstName: 'J' } } } }],
+  ['in, writes an equal value of a mapped attribute', [inAud('aud-1'), { attributes: { personalEmail: { address: 'a' } } }], { attributes: { personalEmail: { address: 'a' } } }],
+  ['in, writes a sibling only', [inAud('aud-1')], { attributes: { person: { gender: 'f' } } }],
+  ['in, removes above a mapped path', [inAud('aud-1'), { attributes: { person: { name: { firstName: 'J' } } } }], { attributes: { person: null } }],
+  ['out, writes a mapped attribute', [], { attributes: { person: { name: { firstName: 'J' } } } }],
+  ['in, adds an identity', [inAud('aud-2')], { identityMap: { ecid: [{ id: 'e1' }] } }],
+  ['in, adds an identity it has', [inAud('aud-2'), { identityMap: { ecid: [{ id: 'e1' }] } }], { identityMap: { ecid: [{ id: 'e1' }] } }],
+  ['in, removes an identity', [inAud('aud-2'), { identityMap: { ecid: [{ id: 'e1' }] } }], { removedIdentities: { ecid: ['e1'] } }],
+  ['out, identity changes', [], { identityMap: { ecid: [{ id: 'e1' }] } }],
+  ['in, empty update', [inAud('aud-1')], {}],
+  ['exits one mapped audience, stays in another, writes mapped', [inAud('aud-1'), inAud('aud-2')], { ...outAud('aud-1'), attributes: { personalEmail: 'x' } }],
+];
+
+function play(first: Array<Partial<ProfileUpdate>>, lastUpdate: Partial<ProfileUpdate>) {
+  let s: ProfileSnapshot | null = null;
+  for (const u of first) s = applyUpdate(s, { profileId: 'p-1', ...u });
+  const update: ProfileUpdate = { profileId: 'p-1', ...lastUpdate };
+  return { update, before: s, after: applyUpdate(s, update) };
+}
+
+describe('explain: the verdict for the last update is the worker decision', () => {
+  it.each(cases)('%s', (_name, first, lastUpdate) => {
+    const real = play(first, lastUpdate);
+    for (const f of [flow, noAttrs]) {
+      const decided = decideExports(real, [f])[0];
+      const v = explainDataflow(real.after, f);
+      expect(v.verdict).toBe(decided ? 'export' : 'none');
+      expect(v.reasons).toEqual(decided?.reasons ?? []);
+      expect([v.entered, v.exited]).toEqual([decided?.entered ?? [], decided?.exited ?? []]);
+      expect(v.why.length).toBeGreaterThan(0);
+      // the reconstruction feeds decideExports the same facts
+      expect(decideExports(reconstructApplied(real.after)!, [f])).toEqual(decideExports(real, [f]));
+    }
+  });
+
+  it('says why not, in words', () => {
+    const notIn = explainDataflow(play([], { attributes: { person: { name: { firstName: 'J' } } } }).after, flow);
+    expect(notIn.why).toEqual(['not in any mapped audience (mapped: aud-1, aud-2), and left none in this update']);
+    const sibling = explainDataflow(play([inAud('aud-1')], { attributes: { person: { gender: 'f' } } }).after, flow);
+    expect(sibling.verdict).toBe('none');
+    expect(sibling.why).toContain('no mapped attribute written (wrote: person.gender; mapped: person.name.firstName, personalEmail)');
+    const entered = explainDataflow(play([], inAud('aud-2')).after, flow);
+    expect(entered).toMatchObject({ verdict: 'export', reasons: ['membership'], entered: ['aud-2'], why: ['entered mapped audience aud-2'] });
+    const mapped = explainDataflow(play([inAud('aud-1')], { attributes: { personalEmail: { address: 'a' }, x: 1 } }).after, flow);
+    expect(mapped).toMatchObject({ verdict: 'export', reasons: ['attribute'], mappedWritten: ['personalEmail.address'] });
+  });
+
+  it('is unknown for a snapshot that does not record its last update', () => {
+    const { last: _drop, ...old } = play([inAud('aud-1')], {}).after;
+    expect(explainDataflow(old, flow)).toMatchObject({ verdict: 'unknown', reasons: [] });
+  });
+});
+
+describe('summarizeUpdate', () => {
+  it('records event id, time, written leaves, identity change and any audience entered or exited', () => {
+    const r = play([inAud('aud-1')], {
+      eventId: 'e-7',
+      timestamp: '2026-11-26T10:00:00Z',
+      attributes: { a: { b: 1, c: null }, d: [1] },
+      identityMap: { ecid: [{ id: 'x' }] },
+      segmentMembership: { ups: { 'aud-1': { status: 'exited' }, 'aud-9': { status: 'realized' } } },
+    });
+    expect(r.after.last).toEqual({
+      eventId: 'e-7',
+      at: '2026-11-26T10:00:00Z',
+      written: ['a.b', 'a.c', 'd'],
+      writtenMore: 0,
+      identityChanged: true,
+      entered: ['aud-9'],
+      exited: ['aud-1'],
+    });
+    // a later update replaces it
+    expect(applyUpdate(r.after, { profileId: 'p-1' }).last).toEqual({ written: [], writtenMore: 0, identityChanged: false, entered: [], exited: [] });
+  });
+
+  it('keeps at most LAST_UPDATE_LIMITS.written paths and counts the rest', () => {
+    const attributes = Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`k${i}`, i]));
+    const last = summarizeUpdate(null, { profileId: 'p', attributes }, applyUpdate(null, { profileId: 'p', attributes }));
+    expect(last.written).toHaveLength(LAST_UPDATE_LIMITS.written);
+    expect(last.writtenMore).toBe(100 - LAST_UPDATE_LIMITS.written);
+  });
+});
