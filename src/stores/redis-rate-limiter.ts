@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import { asyncScheduler, Observable, type SchedulerLike, type Subscriber, type Subscription } from 'rxjs';
 import { HttpDestinationError, StoreError } from '../errors.js';
-import { TOKEN_BUCKET_DEFAULTS } from './memory-rate-limiter.js';
+import { MAX_TIMER_MS, TOKEN_BUCKET_DEFAULTS } from './memory-rate-limiter.js';
 import type { RateLimiter } from './rate-limiter.js';
 
 export interface RedisTokenBucketOptions {
@@ -459,7 +459,7 @@ class RedisBucket implements RedisTokenBucket {
         this.slotTimerAt = Infinity;
         this.pump();
       },
-      Math.max(0, due - systemClock()),
+      Math.min(MAX_TIMER_MS, Math.max(0, due - systemClock())),
     );
   }
 
@@ -572,7 +572,7 @@ class RedisBucket implements RedisTokenBucket {
       this.pause = null;
       this.backoff = false;
       this.pump();
-    }, ms);
+    }, Math.min(MAX_TIMER_MS, ms));
   }
 }
 
