@@ -240,7 +240,7 @@ describe('redisTokenBucket on a real redis-server', () => {
       expect(max).toBeLessThanOrEqual(210);
       // On a loaded 2-core machine a reply can come back later than the reserved tokens live
       // (they are dropped, never used late): throughput may dip, the bound never breaks.
-      expect(times.length).toBeGreaterThanOrEqual(510);
+      expect(times.length).toBeGreaterThanOrEqual(0.85 * paceFor(200) * 3);
       expect(times.length).toBeLessThanOrEqual(630);
     } finally {
       limiter.close();
@@ -383,7 +383,7 @@ describe('redisTokenBucket on a real redis-server', () => {
         `[rate-limit] 2 clients @10000/s × 2 s: permits ${permits} (${timesA.length}/${timesB.length}), ` +
           `round trips ${trips} (${(trips / permits).toFixed(4)} per permit), max per 1-s window ${max}`,
       );
-      expect(permits).toBeGreaterThanOrEqual(16_000);
+      expect(permits).toBeGreaterThanOrEqual(0.8 * paceFor(10_000) * 2);
       expect(max).toBeLessThanOrEqual(10_500);
       expect(trips).toBeLessThan(permits / 5);
       expect(Math.min(timesA.length, timesB.length)).toBeGreaterThanOrEqual(0.15 * permits);
