@@ -271,7 +271,8 @@ export const dataflowSchema = z.strictObject({
         }),
       ]),
     )
-    .min(1, 'must map at least one audience'),
+    .min(1, 'must map at least one audience')
+    .max(LIMITS.maxAudiences, `must map at most ${LIMITS.maxAudiences} audiences`),
   attributes: z.array(attributePath).default([]),
   rateLimit: z
     .number()

@@ -52,3 +52,27 @@ describe('validate refuses out-of-bounds configs with exit 2, naming the field',
     }
   });
 });
+
+describe('validate shows the proxy a destination uses, with its credentials masked', () => {
+  it('a proxy password from ${ENV} is not printed (nor its Basic form); a literal one exits 2 unprinted', async () => {
+    const pw = 'Proxy-Pw-E2e-6120';
+    const dir = tempDir();
+    writeEvents(dir, []);
+    const ok = await runCli(
+      ['validate', '--config', writeConfig(dir, config({ proxy: 'http://alice:${HD_E2E_PROXY_PW}@127.0.0.1:3128' }))],
+      { env: { HD_E2E_PROXY_PW: pw } },
+    );
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toMatch(/proxy:/);
+    expect(ok.stdout).toMatch(/127\.0\.0\.1:3128/);
+    expect(ok.stdout + ok.stderr).not.toContain(pw);
+    expect(ok.stdout + ok.stderr).not.toContain(Buffer.from(`alice:${pw}`).toString('base64'));
+
+    const dir2 = tempDir();
+    writeEvents(dir2, []);
+    const bad = await runCli(['validate', '--config', writeConfig(dir2, config({ proxy: `http://alice:${pw}@127.0.0.1:3128` }))]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/destinations\[0\]\.proxy\.url: a proxy password must come from the environment/);
+    expect(bad.stdout + bad.stderr).not.toContain(pw);
+  });
+});
