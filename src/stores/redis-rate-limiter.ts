@@ -107,7 +107,8 @@ export type RedisTokenBucket = RateLimiter & { close(): void };
  * a fraction) } — when nothing is granted, the last is how long until the next free slot is
  * close enough. Nothing is written then. The key lives until the schedule is idle again
  * (`tat` behind `now − ARGV[3]`) and a second more, so a key that expires never lets a new slot
- * come closer than ARGV[1] to one handed out.
+ * come closer than ARGV[1] to one handed out. (At most 2^40 ms, ≈ 35 years: a tiny rate's
+ * schedule runs that far ahead, past what PEXPIRE takes.)
  */
 const TAKE_LUA = `
 local t = redis.call('TIME')
@@ -126,7 +127,7 @@ if first > now + ahead then
 end
 tat = first + want * interval
 redis.call('HSET', KEYS[1], 'tat', string.format('%.17g', tat))
-redis.call('PEXPIRE', KEYS[1], math.ceil((tat - now + back) / 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.min(math.ceil((tat - now + back) / 1000) + 1000, 1099511627776))
 return { want, now, string.format('%.17g', first - now) }
 `;
 

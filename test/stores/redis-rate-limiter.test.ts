@@ -446,6 +446,30 @@ describe('redisTokenBucket on a real redis-server', () => {
     }
   });
 
+  it('a tiny rate (1e-300/s): at most one permit, then waiting quietly (no Redis error, no busy loop)', async () => {
+    const redis = client(server.url);
+    const errors: StoreError[] = [];
+    const limiter = redisTokenBucket({ redis, key: freshKey(), rate: 1e-300, onError: (err) => errors.push(err) });
+    const admin = client(server.url);
+    try {
+      let granted = 0;
+      limiter.acquire().subscribe(() => granted++);
+      const second = limiter.acquire().subscribe(() => granted++);
+      await sleep(100);
+      const before = await scriptCalls(admin);
+      await sleep(300);
+      const trips = (await scriptCalls(admin)) - before;
+      second.unsubscribe();
+      // The first (catch-up) slot may be dropped on a loaded machine (handled > 10 ms late).
+      expect(granted).toBeLessThanOrEqual(1);
+      expect(errors.map((e) => e.message)).toEqual([]);
+      expect(trips, 'round trips in 300 ms while waiting').toBeLessThanOrEqual(2);
+    } finally {
+      limiter.close();
+      await Promise.all([redis.quit(), admin.quit()]);
+    }
+  });
+
   it('a waiter that unsubscribes gives its place up to the next, first in first out', async () => {
     const redis = client(server.url);
     // 5/s and burst 1: one permit at once, then one every 200 ms.
