@@ -2,7 +2,7 @@
  * Loads, validates and resolves a configuration file (YAML or JSON) once, at start.
  * Every problem becomes a ConfigError naming its field path; several are reported together.
  */
-import { readFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
@@ -10,7 +10,7 @@ import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { ConfigError, ConfigErrors } from '../errors.js';
 import type { Audience, AudienceMapping, DataflowRules } from '../domain/types.js';
-import { configSchema, type AuthConfig, type RawConfig, type RawDestination } from './schema.js';
+import { configSchema, LIMITS, type AuthConfig, type RawConfig, type RawDestination } from './schema.js';
 import { formatPath, substituteEnv, type UnsetVariable } from './env.js';
 import { appendQuery, parseHeaders, parseQueryParameters } from './strings.js';
 
@@ -21,6 +21,23 @@ export interface ResolvedTls {
   ca?: Buffer;
   passphrase?: string;
   rejectUnauthorized: boolean;
+}
+
+/**
+ * How a destination's requests reach the network when they go through a proxy (README
+ * "Proxies"): the destination's own `proxy` if it has one, else `HTTPS_PROXY` / `HTTP_PROXY` /
+ * `NO_PROXY` from the environment (lowercase before uppercase). `''`: no proxy for that scheme.
+ * The URLs may hold credentials (then they are in `AppConfig.secrets`).
+ */
+export interface ResolvedProxy {
+  /** Proxy for http:// endpoints. */
+  httpProxy: string;
+  /** Proxy for https:// endpoints (reached through a CONNECT tunnel; TLS stays end to end). */
+  httpsProxy: string;
+  /** Hosts reached directly, comma-separated, as `NO_PROXY`. */
+  noProxy: string;
+  /** Where this came from. */
+  from: 'config' | 'env';
 }
 
 export interface RetryPolicy {
@@ -39,6 +56,8 @@ export interface DestinationConfig {
   headers: Record<string, string>;
   auth: AuthConfig;
   tls?: ResolvedTls;
+  /** Absent: requests go straight to the endpoint. */
+  proxy?: ResolvedProxy;
   includeSegmentNames: boolean;
   includeSegmentTimestamps: boolean;
   signing?: { secrets: string[] };
@@ -121,10 +140,11 @@ function syntaxPosition(err: unknown, text: string): string {
 export function resolveConfig(raw: unknown, opts: LoadOptions = {}): AppConfig {
   const baseDir = opts.baseDir ?? process.cwd();
   const { value, secrets, unset } = substituteEnv(raw, opts.env ?? process.env, { allowUnset: opts.allowUnsetEnv });
-  if (unset.length === 0) return resolveSubstituted(value, secrets, baseDir);
+  const ctx = { raw, env: opts.env ?? process.env };
+  if (unset.length === 0) return resolveSubstituted(value, secrets, baseDir, undefined, ctx);
   const placeholders = new Set(unset.map((u) => u.placeholder));
   try {
-    const cfg = resolveSubstituted(value, secrets, baseDir, placeholders);
+    const cfg = resolveSubstituted(value, secrets, baseDir, placeholders, ctx);
     // A placeholder is no secret (nor the base64 part of a signing secret's placeholder).
     const secretsLeft = cfg.secrets.filter((s) => !placeholders.has(s) && !placeholders.has(`whsec_${s}`));
     return { ...cfg, secrets: secretsLeft, unsetEnv: unset };
@@ -143,7 +163,13 @@ function blameUnset(err: unknown, unset: UnsetVariable[]): unknown {
   return issues.length === 1 ? issues[0] : new ConfigErrors(issues);
 }
 
-function resolveSubstituted(value: unknown, secrets: string[], baseDir: string, placeholders?: ReadonlySet<string>): AppConfig {
+function resolveSubstituted(
+  value: unknown,
+  secrets: string[],
+  baseDir: string,
+  placeholders: ReadonlySet<string> | undefined,
+  ctx: { raw: unknown; env: NodeJS.ProcessEnv },
+): AppConfig {
   const parsed = configSchema.safeParse(value);
   if (!parsed.success) throw new ConfigErrors(parsed.error.issues.map(toConfigError));
   const c = parsed.data;
@@ -158,14 +184,37 @@ function resolveSubstituted(value: unknown, secrets: string[], baseDir: string, 
     }
   };
 
+  if (c.dataflows.length * c.audiences.length > LIMITS.maxDataflowsTimesAudiences) {
+    // Each dataflow keeps a view of the audience catalog: this product is what memory grows with.
+    throw new ConfigError(
+      'dataflows',
+      `${c.dataflows.length} dataflows × ${c.audiences.length} audiences is more than ${LIMITS.maxDataflowsTimesAudiences.toLocaleString('en-US')} (dataflows × audiences); split the config over several deployments`,
+    );
+  }
   uniqueIds(c.audiences, 'audiences', problems);
   uniqueIds(c.destinations, 'destinations', problems);
   uniqueIds(c.dataflows, 'dataflows', problems);
 
   const audienceIds = new Set(c.audiences.map((a) => a.id));
   const destIds = new Set(c.destinations.map((d) => d.id));
+  const { raw, env } = ctx;
+  const envProxy = proxyFromEnv(env);
+  const rawDestinations = (raw as { destinations?: unknown } | null)?.destinations;
   const destinations = c.destinations
-    .map((d, i) => collect(() => resolveDestination(d, `destinations[${i}]`, baseDir, placeholders)))
+    .map((d, i) =>
+      collect(() => {
+        const at = `destinations[${i}]`;
+        const resolved = resolveDestination(d, at, baseDir, placeholders);
+        if (d.proxy) {
+          checkProxyCredentials(rawProxyUrl(Array.isArray(rawDestinations) ? rawDestinations[i] : undefined), `${at}.proxy`);
+          const noProxy = Array.isArray(d.proxy.noProxy) ? d.proxy.noProxy.join(',') : (d.proxy.noProxy ?? '');
+          resolved.proxy = { httpProxy: d.proxy.url, httpsProxy: d.proxy.url, noProxy, from: 'config' };
+        } else if (envProxy) {
+          resolved.proxy = envProxy;
+        }
+        return resolved;
+      }),
+    )
     .filter((d): d is DestinationConfig => d !== undefined);
 
   const byDest = new Map(destinations.map((d) => [d.id, d]));
@@ -206,7 +255,7 @@ function resolveSubstituted(value: unknown, secrets: string[], baseDir: string, 
     dataflows,
     worker: c.worker,
     log: c.log,
-    secrets: [...new Set(secrets.concat(collectSecrets(destinations)))],
+    secrets: [...new Set(secrets.concat(collectSecrets(destinations), envProxy ? [...proxySecrets(envProxy.httpProxy), ...proxySecrets(envProxy.httpsProxy)] : []))],
   };
 }
 
@@ -255,13 +304,84 @@ function uniqueIds(items: Array<{ id: string }>, at: string, problems: ConfigErr
   });
 }
 
+/**
+ * Reads a TLS file: only a regular file (a symlink to one is fine: Kubernetes mounts secrets
+ * that way) of at most `LIMITS.maxTlsFileBytes`. Opened non-blocking and checked on the open
+ * descriptor, so a FIFO cannot hang the start, a device (`/dev/zero`) is never read, and the
+ * file checked is the file read.
+ */
 function readTlsFile(path: string | undefined, field: string, baseDir: string): Buffer | undefined {
   if (path === undefined) return undefined;
+  const cap = LIMITS.maxTlsFileBytes;
+  let fd: number;
   try {
-    return readFileSync(resolve(baseDir, path));
+    fd = openSync(resolve(baseDir, path), fsConstants.O_RDONLY | fsConstants.O_NONBLOCK);
   } catch (err) {
     throw new ConfigError(field, `cannot read file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
   }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new ConfigError(field, `${path} is not a regular file`);
+    if (st.size > cap) throw new ConfigError(field, `${path} is larger than ${cap} bytes (${st.size})`);
+    // Read at most cap + 1 bytes whatever the size said (the file may grow meanwhile).
+    const buf = Buffer.alloc(cap + 1);
+    let got = 0;
+    for (let n; got < buf.length && (n = readSync(fd, buf, got, buf.length - got, null)) > 0; ) got += n;
+    if (got > cap) throw new ConfigError(field, `${path} is larger than ${cap} bytes`);
+    return buf.subarray(0, got);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError(field, `cannot read file ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The raw (before `${ENV}` substitution) proxy URL of a raw destination, if it is a string. */
+function rawProxyUrl(rawDestination: unknown): string | undefined {
+  const p = (rawDestination as { proxy?: unknown } | null | undefined)?.proxy;
+  const url = typeof p === 'string' ? p : (p as { url?: unknown } | null | undefined)?.url;
+  return typeof url === 'string' ? url : undefined;
+}
+
+const ENV_REF = /\$\{[A-Za-z_][A-Za-z0-9_]*\}/g;
+
+/**
+ * A proxy URL may carry credentials only from the environment: `http://user:${PROXY_PASSWORD}@…`
+ * or the whole URL as `${PROXY_URL}`. A password written in the file is refused (not echoed).
+ */
+function checkProxyCredentials(raw: string | undefined, at: string): void {
+  if (raw === undefined) return;
+  const literal = raw.replace(ENV_REF, '');
+  const m = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)@/.exec(literal.trim());
+  if (!m) return;
+  const colon = m[1].indexOf(':');
+  if (colon >= 0 && m[1].slice(colon + 1) !== '') {
+    throw new ConfigError(
+      `${at}.url`,
+      'a proxy password must come from the environment: write it as ${PROXY_PASSWORD} (or the whole URL as ${PROXY_URL})',
+    );
+  }
+}
+
+/** The proxy settings of the environment (`https_proxy` before `HTTPS_PROXY`, …), if any is set. */
+function proxyFromEnv(env: NodeJS.ProcessEnv): ResolvedProxy | undefined {
+  const pick = (name: string): string => (env[name.toLowerCase()] ?? env[name.toUpperCase()] ?? '').trim();
+  const httpProxy = pick('http_proxy');
+  const httpsProxy = pick('https_proxy');
+  if (httpProxy === '' && httpsProxy === '') return undefined;
+  for (const [name, v] of [['HTTP_PROXY', httpProxy], ['HTTPS_PROXY', httpsProxy]] as const) {
+    let u: URL | undefined;
+    try {
+      u = v === '' ? undefined : new URL(v);
+    } catch {
+      throw new ConfigError(`env ${name}`, 'is not a URL (expected http://host:port)');
+    }
+    if (u && u.protocol !== 'http:' && u.protocol !== 'https:') throw new ConfigError(`env ${name}`, 'must be an http:// or https:// proxy URL');
+    if (u && /[\x00-\x1f\x7f]/.test(v)) throw new ConfigError(`env ${name}`, 'must not contain control characters');
+  }
+  // As curl and undici: HTTPS_PROXY unset → https:// endpoints use HTTP_PROXY too.
+  return { httpProxy, httpsProxy: httpsProxy || httpProxy, noProxy: pick('no_proxy'), from: 'env' };
 }
 
 /**
@@ -340,6 +460,30 @@ function resolveDestination(d: RawDestination, at: string, baseDir: string, plac
   };
 }
 
+/**
+ * The secrets of a proxy URL with credentials: its password (as written and decoded), the
+ * userinfo, and the `Proxy-Authorization` value undici derives from them.
+ */
+export function proxySecrets(url: string): string[] {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return [];
+  }
+  if (u.password === '') return [];
+  const out = [u.password, `${u.username}:${u.password}`];
+  try {
+    const user = decodeURIComponent(u.username);
+    const pass = decodeURIComponent(u.password);
+    const basic = Buffer.from(`${user}:${pass}`).toString('base64');
+    out.push(pass, basic, `Basic ${basic}`);
+  } catch {
+    // not validly percent-encoded: the raw forms above are all there is
+  }
+  return out;
+}
+
 /** Header names whose values are credentials whatever their source. */
 export const SENSITIVE_HEADER = /^(authorization|proxy-authorization|cookie|set-cookie|x-api-key|api-key|apikey)$|token|secret|key|auth|passw/i;
 
@@ -354,6 +498,7 @@ function collectSecrets(destinations: DestinationConfig[]): string[] {
     if (d.tls?.passphrase) out.push(d.tls.passphrase);
     if (d.tls?.key) out.push(d.tls.key.toString('utf8'));
     if (d.signing) for (const s of d.signing.secrets) out.push(s, s.slice('whsec_'.length));
+    if (d.proxy) for (const url of [d.proxy.httpProxy, d.proxy.httpsProxy]) out.push(...proxySecrets(url));
   }
   return out.filter((s) => s.length >= 4);
 }

@@ -25,19 +25,78 @@ export const DEFAULTS = {
   maxSnapshotBytes: 1_048_576,
 } as const;
 
-const nonEmpty = z.string().trim().min(1, 'must not be empty');
-const httpUrl = z
+/**
+ * Hard limits of a config (README "Limits"): a value past one is a ConfigError naming its field.
+ */
+export const LIMITS = {
+  /**
+   * Longest duration (ms) of any setting: Node timers cannot wait longer than 2³¹−1 ms
+   * (≈ 24.8 days); a longer one fires after 1 ms instead (a `timeoutMs` of 3e9 failed every
+   * export at once, a `drainTimeoutMs` of 1e14 abandoned in-flight work on SIGTERM).
+   */
+  maxDurationMs: 2_147_483_647,
+  /** Lowest `rateLimit` (requests per second): one request every 10 s. */
+  minRateLimit: 0.1,
+  /** Largest TLS file (`tls.cert`, `tls.key`, `tls.ca`), in bytes. */
+  maxTlsFileBytes: 1_048_576,
+  maxAudiences: 100_000,
+  maxDestinations: 1_000,
+  maxDataflows: 1_000,
+  /**
+   * Most `dataflows × audiences`: each dataflow keeps a view of the audience catalog, so the
+   * product is what memory and start-up time grow with.
+   */
+  maxDataflowsTimesAudiences: 1_000_000,
+} as const;
+
+/**
+ * A duration in ms, an integer from `min` to `LIMITS.maxDurationMs` (or a smaller `max`).
+ * Other settings in ms use it too, so every timer stays within what Node can wait.
+ */
+export const durationMs = (min = 0, max: number = LIMITS.maxDurationMs) =>
+  z
+    .number()
+    .int()
+    .min(min, `must be at least ${min} ms`)
+    .max(max, max === LIMITS.maxDurationMs ? `must be at most ${max} ms (2^31-1, about 24.8 days: the longest a timer can wait)` : `must be at most ${max} ms`);
+
+/** ASCII control characters (CR, LF, NUL, TAB, DEL, …): never in a value that ends up in a header line. */
+const CONTROL = /[\x00-\x1f\x7f]/;
+/** A non-empty string that goes into a request header (token, client credentials): no control characters. */
+const headerSafe = z
   .string()
   .trim()
-  .min(1, 'required')
-  .refine((v) => {
-    try {
-      const u = new URL(v);
-      return u.protocol === 'http:' || u.protocol === 'https:';
-    } catch {
-      return false;
-    }
-  }, 'must be an http:// or https:// URL');
+  .min(1, 'must not be empty')
+  .refine((v) => !CONTROL.test(v), 'must not contain CR, LF or other control characters (it is sent in a request header)');
+
+const nonEmpty = z.string().trim().min(1, 'must not be empty');
+
+function parseUrl(v: string): URL | undefined {
+  try {
+    return new URL(v);
+  } catch {
+    return undefined;
+  }
+}
+const isHttp = (u: URL | undefined): boolean => u?.protocol === 'http:' || u?.protocol === 'https:';
+
+/**
+ * An http(s) URL without credentials in it: `user:pass@` would be dropped by the HTTP client
+ * (and printed wherever the URL is). The message never echoes the URL.
+ */
+const httpUrl = (credentialsGoTo: string) =>
+  z
+    .string()
+    .trim()
+    .min(1, 'required')
+    .refine((v) => isHttp(parseUrl(v)), 'must be an http:// or https:// URL')
+    .refine((v) => {
+      const u = parseUrl(v);
+      return !isHttp(u) || (u?.username === '' && u?.password === '');
+    }, `must not contain credentials (user:password@); ${credentialsGoTo}`)
+    .refine((v) => !CONTROL.test(v), 'must not contain control characters');
+const endpointUrl = httpUrl('put them in auth (bearer, oauth2-*) or in headers, with ${ENV} references');
+const tokenUrl = httpUrl('put them in auth.clientId / auth.clientSecret (or auth.username / auth.password)');
 
 const fileSource = z.strictObject({
   kind: z.literal('file'),
@@ -56,7 +115,7 @@ const jetstreamSource = z.strictObject({
   subject: nonEmpty.default('profiles.updates'),
   durable: nonEmpty.default('http-destination'),
   /** Unacknowledged for this long → redelivered (the consumer's ack_wait; kept alive while exports retry). */
-  ackWaitMs: z.number().int().min(100).default(30_000),
+  ackWaitMs: durationMs(100).default(30_000),
   /** Messages asked for per pull request. */
   batchSize: z.number().int().positive().max(10_000).default(256),
   /**
@@ -66,7 +125,7 @@ const jetstreamSource = z.strictObject({
    */
   partitions: z.number().int().min(1).max(1024).default(16),
   /** Pool mode: how long a partition lease lives without renewal (a crashed worker's partitions move after it). */
-  leaseMs: z.number().int().min(500).max(120_000).default(5_000),
+  leaseMs: durationMs(500, 120_000).default(5_000),
 });
 
 export const sourceSchema = z.discriminatedUnion('kind', [fileSource, jetstreamSource]);
@@ -104,22 +163,22 @@ export const audienceSchema = z.strictObject({
 });
 
 const authNone = z.strictObject({ type: z.literal('none') });
-const authBearer = z.strictObject({ type: z.literal('bearer'), token: nonEmpty });
+const authBearer = z.strictObject({ type: z.literal('bearer'), token: headerSafe });
 const authClientCredentials = z.strictObject({
   type: z.literal('oauth2-client-credentials'),
-  accessTokenUrl: httpUrl,
-  clientId: nonEmpty,
-  clientSecret: nonEmpty,
+  accessTokenUrl: tokenUrl,
+  clientId: headerSafe,
+  clientSecret: headerSafe,
   credentialsType: z.enum(['body-form', 'basic']).default('body-form'),
   scope: z.string().optional(),
 });
 const authPassword = z.strictObject({
   type: z.literal('oauth2-password'),
-  accessTokenUrl: httpUrl,
-  clientId: nonEmpty,
-  clientSecret: nonEmpty,
-  username: nonEmpty,
-  password: nonEmpty,
+  accessTokenUrl: tokenUrl,
+  clientId: headerSafe,
+  clientSecret: headerSafe,
+  username: headerSafe,
+  password: headerSafe,
   scope: z.string().optional(),
 });
 export const authSchema = z.discriminatedUnion('type', [
@@ -137,6 +196,27 @@ export const tlsSchema = z.strictObject({
   rejectUnauthorized: z.boolean().default(true),
 });
 
+/**
+ * A destination's HTTP(S) proxy: `"http://proxy:3128"` or `{ url, noProxy? }`. Credentials
+ * in the URL (`http://user:${PROXY_PASSWORD}@proxy:3128`) are accepted only from `${ENV}`
+ * (checked in load.ts, which sees the text before substitution); they are secrets.
+ * `noProxy`: hosts reached directly, as in `NO_PROXY` (`example.com`, `.example.com`,
+ * `10.0.0.1`, `host:8443`, `*`).
+ */
+const proxyUrl = z
+  .string()
+  .trim()
+  .min(1, 'required')
+  .refine((v) => isHttp(parseUrl(v)), 'must be an http:// or https:// proxy URL')
+  .refine((v) => !CONTROL.test(v), 'must not contain control characters');
+export const proxySchema = z.preprocess(
+  (v) => (typeof v === 'string' ? { url: v } : v),
+  z.strictObject({
+    url: proxyUrl,
+    noProxy: z.union([z.string(), z.array(nonEmpty)]).optional(),
+  }),
+);
+
 const whsec = z
   .string()
   .trim()
@@ -150,26 +230,27 @@ export const destinationSchema = z.strictObject({
   id: nonEmpty,
   name: z.string().optional(),
   description: z.string().optional(),
-  endpoint: httpUrl,
+  endpoint: endpointUrl,
   headers: z.union([z.string(), z.record(z.string(), z.string())]).optional(),
   queryParameters: z.union([z.string(), z.record(z.string(), z.string())]).optional(),
   auth: authSchema.default({ type: 'none' }),
   tls: tlsSchema.optional(),
+  proxy: proxySchema.optional(),
   includeSegmentNames: z.boolean().default(false),
   includeSegmentTimestamps: z.boolean().default(false),
   signing: signingSchema.optional(),
   retry: z
     .strictObject({
-      minDelayMs: z.number().int().nonnegative().default(DEFAULTS.retryMinDelayMs),
-      maxDelayMs: z.number().int().nonnegative().default(DEFAULTS.retryMaxDelayMs),
-      retryAfterMaxMs: z.number().int().nonnegative().default(DEFAULTS.retryAfterMaxMs),
+      minDelayMs: durationMs().default(DEFAULTS.retryMinDelayMs),
+      maxDelayMs: durationMs().default(DEFAULTS.retryMaxDelayMs),
+      retryAfterMaxMs: durationMs().default(DEFAULTS.retryAfterMaxMs),
     })
     .default({
       minDelayMs: DEFAULTS.retryMinDelayMs,
       maxDelayMs: DEFAULTS.retryMaxDelayMs,
       retryAfterMaxMs: DEFAULTS.retryAfterMaxMs,
     }),
-  timeoutMs: z.number().int().positive().default(DEFAULTS.timeoutMs),
+  timeoutMs: durationMs(1).default(DEFAULTS.timeoutMs),
   connections: z.number().int().positive().max(1024).default(DEFAULTS.connections),
 });
 
@@ -192,11 +273,12 @@ export const dataflowSchema = z.strictObject({
         }),
       ]),
     )
-    .min(1, 'must map at least one audience'),
+    .min(1, 'must map at least one audience')
+    .max(LIMITS.maxAudiences, `must map at most ${LIMITS.maxAudiences} audiences`),
   attributes: z.array(attributePath).default([]),
   rateLimit: z
     .number()
-    .positive()
+    .min(LIMITS.minRateLimit, `must be at least ${LIMITS.minRateLimit} (one request every ${1 / LIMITS.minRateLimit} s)`)
     .max(DEFAULTS.maxRateLimit, `must be at most ${DEFAULTS.maxRateLimit}`)
     .default(DEFAULTS.rateLimit),
 });
@@ -205,13 +287,19 @@ export const configSchema = z.strictObject({
   source: sourceSchema,
   store: storeSchema.default({ kind: 'memory' }),
   failedRequests: failedRequestsSchema.default({ kind: 'file', path: 'failed.jsonl' }),
-  audiences: z.array(audienceSchema).default([]),
-  destinations: z.array(destinationSchema).min(1, 'must list at least one destination'),
-  dataflows: z.array(dataflowSchema).min(1, 'must list at least one dataflow'),
+  audiences: z.array(audienceSchema).max(LIMITS.maxAudiences, `must list at most ${LIMITS.maxAudiences} audiences`).default([]),
+  destinations: z
+    .array(destinationSchema)
+    .min(1, 'must list at least one destination')
+    .max(LIMITS.maxDestinations, `must list at most ${LIMITS.maxDestinations} destinations`),
+  dataflows: z
+    .array(dataflowSchema)
+    .min(1, 'must list at least one dataflow')
+    .max(LIMITS.maxDataflows, `must list at most ${LIMITS.maxDataflows} dataflows`),
   worker: z
     .strictObject({
       maxInFlight: z.number().int().positive().default(DEFAULTS.maxInFlight),
-      drainTimeoutMs: z.number().int().positive().default(DEFAULTS.drainTimeoutMs),
+      drainTimeoutMs: durationMs(1).default(DEFAULTS.drainTimeoutMs),
       maxEventBytes: z.number().int().positive().default(DEFAULTS.maxEventBytes),
       /** 1 KiB … 256 MiB (Redis refuses larger strings than 512 MB; a snapshot is rewritten on every update). */
       maxSnapshotBytes: z.number().int().min(1_024).max(268_435_456).default(DEFAULTS.maxSnapshotBytes),

@@ -66,6 +66,13 @@ interface Waiter {
 const EPSILON_MS = 1e-6;
 
 /**
+ * Longest timer delay, in ms: Node fires a longer `setTimeout` after 1 ms instead (with a
+ * TimeoutOverflowWarning), so a very low rate would spin. A timer clamped to this fires early,
+ * finds no permit yet and is set again.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
  * Kept as GCRA (the "virtual scheduling" form of a token bucket): one number, `tat`, the
  * theoretical time the bucket is next empty. A permit may be granted at `now` when
  * `now ≥ tat − tolerance`, with `tolerance = (burst − 1) × interval`; granting moves
@@ -132,7 +139,7 @@ class TokenBucket implements RateLimiter {
   /** Ensures the one timer is set for when the head waiter's permit accrues. */
   private arm(): void {
     if (this.timer !== null || this.granting || this.head === null) return;
-    const delay = Math.max(0, this.tat - this.tolerance - this.scheduler.now());
+    const delay = Math.min(MAX_TIMER_MS, Math.max(0, this.tat - this.tolerance - this.scheduler.now()));
     this.timer = this.scheduler.schedule(() => {
       this.timer = null;
       this.grant();

@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import type { Redis } from 'ioredis';
 import { asyncScheduler, Observable, type SchedulerLike, type Subscriber, type Subscription } from 'rxjs';
 import { HttpDestinationError, StoreError } from '../errors.js';
-import { TOKEN_BUCKET_DEFAULTS } from './memory-rate-limiter.js';
+import { MAX_TIMER_MS, TOKEN_BUCKET_DEFAULTS } from './memory-rate-limiter.js';
 import type { RateLimiter } from './rate-limiter.js';
 
 export interface RedisTokenBucketOptions {
@@ -17,13 +17,22 @@ export interface RedisTokenBucketOptions {
   /** Permits per second for the whole pool; fractional allowed. At most 10,000. */
   rate: number;
   /**
-   * The pool's slack: any 1-second window holds at most `ceil(rate) + burst − 1` permits (as
-   * for `tokenBucket`), whatever the number of workers, the round trip or the event-loop lag.
-   * It pays for `tokenTtlMs`; where it is short of that, the pool runs a little below `rate`
-   * (see the bound below). @default max(1, floor(rate * 0.04)) — at most 4% over `rate` at the
-   * limiter, leaving 1% of SPEC §7's 5% to the network and the endpoint's own jitter
+   * The pool's slack: any 1-second window holds at most `ceil(rate) + burst − 1` permits, and
+   * — as long as the time from permit to arrival varies by at most `deliveryJitterMs` — as
+   * many requests at the endpoint, whatever the number of workers, the round trip or the
+   * event-loop lag. It pays for `tokenTtlMs + deliveryJitterMs`; where it is short of that,
+   * the pool runs a little below `rate` (see the bound below).
+   * @default max(1, floor(rate * 0.05)) — SPEC §7's 5%: `ceil(rate) + burst − 1 ≤ floor(1.05 × rate)`
    */
   burst?: number;
+  /**
+   * How much the time from a permit to the request's arrival at the endpoint may vary (the
+   * worker's event loop between the permit and the write, the network, the endpoint's own
+   * loop before it reads), in ms: the schedule leaves room for it, so the 1-second bound holds
+   * where the endpoint counts, not only where the permits are handed out. Only the variation
+   * counts; a constant delay shifts every window alike. @default 50
+   */
+  deliveryJitterMs?: number;
   /**
    * Most slots one worker takes per round trip (it asks for fewer when fewer wait). Small,
    * so that one worker cannot hoard what the others wait for.
@@ -53,7 +62,8 @@ export interface RedisTokenBucketOptions {
 
 /** The defaults of `redisTokenBucket`, named in one place. */
 export const REDIS_TOKEN_BUCKET_DEFAULTS = {
-  burst: (rate: number): number => Math.max(1, Math.floor(rate * 0.04)),
+  burst: (rate: number): number => Math.max(1, Math.floor(rate * 0.05)),
+  deliveryJitterMs: 50,
   reserve: (rate: number): number => Math.max(1, Math.ceil(rate / 100)),
   tokenTtlMs: 50,
   /**
@@ -73,6 +83,15 @@ export const REDIS_TOKEN_BUCKET_DEFAULTS = {
   retryMaxDelayMs: 1_000,
   scheduler: asyncScheduler as SchedulerLike,
   maxRate: TOKEN_BUCKET_DEFAULTS.maxRate,
+  /**
+   * The most permits per second the pool hands out with the defaults at `rate` (a queue that
+   * never empties): `min(rate, 1000 × M / (1000 + tokenTtlMs + deliveryJitterMs))`, with
+   * `M = ceil(rate) + burst − 1`.
+   */
+  pace: (rate: number): number => {
+    const d = REDIS_TOKEN_BUCKET_DEFAULTS;
+    return 1000 / slotIntervalMs({ rate, burst: d.burst(rate), tokenTtlMs: d.tokenTtlMs, deliveryJitterMs: d.deliveryJitterMs });
+  },
 } as const;
 
 /** A pool-wide limiter; `close()` stops it (waiters error with `ERR_RATE_LIMITER`). */
@@ -88,7 +107,8 @@ export type RedisTokenBucket = RateLimiter & { close(): void };
  * a fraction) } — when nothing is granted, the last is how long until the next free slot is
  * close enough. Nothing is written then. The key lives until the schedule is idle again
  * (`tat` behind `now − ARGV[3]`) and a second more, so a key that expires never lets a new slot
- * come closer than ARGV[1] to one handed out.
+ * come closer than ARGV[1] to one handed out. (At most 2^40 ms, ≈ 35 years: a tiny rate's
+ * schedule runs that far ahead, past what PEXPIRE takes.)
  */
 const TAKE_LUA = `
 local t = redis.call('TIME')
@@ -107,7 +127,7 @@ if first > now + ahead then
 end
 tat = first + want * interval
 redis.call('HSET', KEYS[1], 'tat', string.format('%.17g', tat))
-redis.call('PEXPIRE', KEYS[1], math.ceil((tat - now + back) / 1000) + 1000)
+redis.call('PEXPIRE', KEYS[1], math.min(math.ceil((tat - now + back) / 1000) + 1000, 1099511627776))
 return { want, now, string.format('%.17g', first - now) }
 `;
 
@@ -171,19 +191,30 @@ const systemClock = (): number => performance.timeOrigin + performance.now();
  * stall longer than that discarded the tokens in flight, and a pool stalled often by a loaded
  * machine delivered a third of its rate.)
  *
- * The bound: any two slots are at least `I = max(1000/rate, (1000 + T)/M)` ms apart, with
- * `M = ceil(rate) + burst − 1`, and a permit is handed out within T after its slot. So the
- * permits the whole pool hands out in any 1-second window `[a, a + 1000)` have their slots in
- * `[a − T, a + 1000)`, which holds at most `ceil((1000 + T)/I) ≤ M` of them: at most
- * `ceil(rate) + burst − 1` permits in any 1-second window, whatever the number of workers, the
- * reservation size (`reserve`, `aheadMs`, `catchUpMs` only decide who gets which slot), the
- * round trip or the lag — as long as the clocks drift apart by less than 500 ppm and do not
- * step while a slot is held. The price of T is the pace, `min(rate, 1000 × M/(1000 + T))` per
- * second. With the defaults (burst `max(1, floor(0.04 × rate))`, T = 50 ms): `M < 1.04 × rate`
- * at every integer rate 1..10,000 (311 at 300/s, 10,399 at 10,000/s), so SPEC §7's 5% keeps 1%
- * for what the limiter does not see (the time from permit to arrival at the endpoint varies);
- * the pace is 95.2% of the rate below 50/s (where `M = rate`, the slack a T costs must come
- * from the pace), 98.7% at 300/s, 99.0% at 10,000/s.
+ * The bound: any two slots are at least `I = max(1000/rate, (1000 + T + J)/M)` ms apart, with
+ * `M = ceil(rate) + burst − 1` and `J = deliveryJitterMs`, and a permit is handed out within T
+ * after its slot. So the permits the whole pool hands out in any 1-second window
+ * `[a, a + 1000)` have their slots in `[a − T, a + 1000)`, which holds at most `M` of them; and
+ * if the time from permit to arrival at the endpoint lies in `[d, d + J]` for some d, the
+ * requests arriving in any 1-second window `[a, a + 1000)` have their slots in
+ * `[a − d − T − J, a − d + 1000)`, a span of `1000 + T + J`, which holds at most
+ * `ceil((1000 + T + J)/I) ≤ M` of them: at most `ceil(rate) + burst − 1` requests in any sliding
+ * 1-second window at the endpoint, whatever the number of workers, the reservation size
+ * (`reserve`, `aheadMs`, `catchUpMs` only decide who gets which slot), the round trip or the
+ * lag — as long as the clocks drift apart by less than 500 ppm and do not step while a slot is
+ * held. With the default burst (`max(1, floor(0.05 × rate))`) `M ≤ floor(1.05 × rate)`:
+ * SPEC §7's 5%, where the endpoint counts (a fractional rate under 20/s gets `ceil(rate)`: a
+ * window holds whole requests).
+ *
+ * Why J: before, the schedule paid only for T and the burst left 1% for everything after the
+ * permit; the endpoint of a loaded pool at `rateLimit: 500` counted 526 and 532 in sliding
+ * 1-second windows (bound 525), slots spread over 1062–1074 ms arriving within one second:
+ * permits handed out late by a stalled worker (≤ T) and then written or read late again.
+ *
+ * The price of `T + J` is the pace, `min(rate, 1000 × M/(1000 + T + J))` per second
+ * (`REDIS_TOKEN_BUCKET_DEFAULTS.pace`): with the defaults (T = J = 50 ms) 94.5% of the rate at
+ * 100/s, 95.2% at 300/s, 95.3% at 500/s, 95.4% at 10,000/s, and 1000/1100 = 90.9% below 40/s
+ * (where `M = ceil(rate)`: a slack of one request is already more than 5%).
  * Round trips: about one per `reserve` permits per worker, plus the ones that find no slot
  * close enough yet (about one per batch per other waiting worker).
  *
@@ -218,11 +249,14 @@ export function redisTokenBucket(options: RedisTokenBucketOptions): RedisTokenBu
     throw new RangeError(`redisTokenBucket: reserve must be an integer ≥ 1, got ${reserve}`);
   }
   if (!options.key) throw new RangeError('redisTokenBucket: key must not be empty');
-  const perWindow = Math.ceil(rate) + burst - 1;
+  const deliveryJitterMs = options.deliveryJitterMs ?? d.deliveryJitterMs;
+  if (!(deliveryJitterMs >= 0 && Number.isFinite(deliveryJitterMs))) {
+    throw new RangeError(`redisTokenBucket: deliveryJitterMs must be ≥ 0, got ${deliveryJitterMs}`);
+  }
   return new RedisBucket({
     redis: options.redis,
     key: options.key,
-    intervalMs: Math.max(1000 / rate, (1000 + tokenTtlMs) / perWindow) + SPACING_MARGIN_MS,
+    intervalMs: slotIntervalMs({ rate, burst, tokenTtlMs, deliveryJitterMs }),
     reserve,
     tokenTtlMs,
     catchUpMs: d.catchUpMs(tokenTtlMs),
@@ -233,6 +267,17 @@ export function redisTokenBucket(options: RedisTokenBucketOptions): RedisTokenBu
     scheduler: options.scheduler ?? d.scheduler,
     onError: options.onError,
   });
+}
+
+/**
+ * The spacing (ms) of the pool's send slots: `max(1000/rate, (1000 + T + J)/M)` with
+ * `M = ceil(rate) + burst − 1`, widened by a float margin. Any span of `1000 + T + J` ms then
+ * holds at most M slots (see `redisTokenBucket` for why that bounds every sliding 1-second
+ * window at the endpoint).
+ */
+export function slotIntervalMs(o: { rate: number; burst: number; tokenTtlMs: number; deliveryJitterMs: number }): number {
+  const perWindow = Math.ceil(o.rate) + o.burst - 1;
+  return Math.max(1000 / o.rate, (1000 + o.tokenTtlMs + o.deliveryJitterMs) / perWindow) + SPACING_MARGIN_MS;
 }
 
 interface Settings {
@@ -459,7 +504,7 @@ class RedisBucket implements RedisTokenBucket {
         this.slotTimerAt = Infinity;
         this.pump();
       },
-      Math.max(0, due - systemClock()),
+      Math.min(MAX_TIMER_MS, Math.max(0, due - systemClock())),
     );
   }
 
@@ -572,7 +617,7 @@ class RedisBucket implements RedisTokenBucket {
       this.pause = null;
       this.backoff = false;
       this.pump();
-    }, ms);
+    }, Math.min(MAX_TIMER_MS, ms));
   }
 }
 

@@ -3,14 +3,17 @@
  * `rateLimit: 300`, a backlog of 1,500 exports. The endpoint never sees more than 300 + 5%
  * (315) in any sliding one-second window — the limit holds for the pool, not per worker (three
  * per-worker limiters would let ~900/s through) — and the backlog still drains at about
- * 300/s: first to last request within 4.5–7 s ((1500 − burst) / 300 ≈ 5 s). Every export
+ * 300/s: first to last request within 4.5–7 s ((1500 − burst) / 285 ≈ 5.2 s at the pace). Every export
  * arrives, in per-profile order, and each of the three workers sent a share of them.
  *
- * Receiver-side jitter: the arrival times are taken by the receiver in this (vitest) process,
- * on a loaded 2-core machine; a stall of its event loop squeezes arrivals together. As
- * test/e2e/rate-limit.test.ts does, we allow a small jitter on top of 315: here 3% of the
- * rate (9 requests, 30 ms worth). The sender-side bound of the limiter itself is proven in
- * virtual time by its marble and unit tests.
+ * Measured where SPEC §7 counts: the arrival times at the receiver (in this vitest process),
+ * the most in any sliding window `[t, t + 1000 ms)` (`maxInWindow`), with no allowance on top
+ * of 315. The time from permit to arrival varies (a worker's loop stalls between its permit
+ * and the write, the receiver's loop before it reads; a stall squeezes arrivals together):
+ * the pool limiter's schedule budgets 50 ms of that (`deliveryJitterMs`) besides the 50 ms a
+ * permit may be handed out late (`tokenTtlMs`), and so runs at ≈95% of the rate. (It budgeted
+ * only the lateness before, and sliding windows at the receiver reached 526 and 532 at
+ * `rateLimit: 500`, bound 525.)
  *
  * The machine's own ceiling: three workers on two shared cores export only a few hundred
  * updates per second, so right before, the same pool drains 1,500 exports of a second
@@ -50,7 +53,6 @@ import {
 
 const RATE = 300;
 const LIMIT = Math.floor(RATE * 1.05);
-const JITTER = Math.ceil(RATE * 0.03);
 const N = 1_500;
 
 describe('pool-wide rate limit: three workers, one dataflow at 300/s', () => {
@@ -117,8 +119,8 @@ describe('pool-wide rate limit: three workers, one dataflow at 300/s', () => {
       expect(c.unexpected).toEqual([]);
       expect(slow.deliveredWhenPublished, 'exports already delivered when the backlog was published (it must be a backlog)').toBeLessThanOrEqual(N / 2);
       // The limit, pool-wide.
-      expect(inSecond, 'most requests in any sliding 1-second window').toBeLessThanOrEqual(LIMIT + JITTER);
-      expect(inTwo, 'most requests in any sliding 2-second window').toBeLessThanOrEqual(2 * LIMIT + JITTER);
+      expect(inSecond, 'most requests in any sliding 1-second window at the receiver').toBeLessThanOrEqual(LIMIT);
+      expect(inTwo, 'most requests in any sliding 2-second window at the receiver').toBeLessThanOrEqual(2 * LIMIT);
       // …and the backlog drains at about the limit.
       expect(last - first, 'first to last request (ms)').toBeGreaterThanOrEqual(4_500);
       const upper = Math.max(7_000, Math.round(1.3 * fast.span + 1_000));

@@ -11,6 +11,7 @@
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { Redis } from 'ioredis';
+import { Agent, request } from 'undici';
 import type { Subscription } from 'rxjs';
 import { redisTokenBucket } from '../../src/stores/redis-rate-limiter.js';
 
@@ -26,6 +27,11 @@ interface WorkerConfig {
    * `blocksMs` (in turn) every `everyMs`. @default none
    */
   stall?: { blocksMs: number[]; everyMs: number; firstMs?: number };
+  /**
+   * Send a small POST to this URL on every permit (keep-alive, up to 64 sockets), as a worker
+   * does: the receiver then measures what an endpoint sees. @default none
+   */
+  sendTo?: string;
 }
 
 /**
@@ -86,6 +92,16 @@ async function main(): Promise<void> {
 
   const times: number[] = [];
   const end = wallClock() + config.durationMs;
+  const agent = config.sendTo ? new Agent({ connections: 64, pipelining: 1 }) : undefined;
+  const sends: Array<Promise<unknown>> = [];
+  const send = (): void => {
+    if (!config.sendTo || !agent) return;
+    sends.push(
+      request(config.sendTo, { method: 'POST', body: '{}', headers: { 'content-type': 'application/json' }, dispatcher: agent })
+        .then((res) => res.body.dump())
+        .catch(() => errors++),
+    );
+  };
   const open = new Set<Subscription>();
   let stopped = false;
   const ask = (): void => {
@@ -96,7 +112,10 @@ async function main(): Promise<void> {
       done = true;
       if (sub) open.delete(sub);
       const now = wallClock();
-      if (now < end) times.push(now);
+      if (now < end) {
+        times.push(now);
+        send();
+      }
       ask();
     });
     if (!done) open.add(sub);
@@ -108,6 +127,8 @@ async function main(): Promise<void> {
   stopped = true;
   for (const sub of open) sub.unsubscribe();
   limiter.close();
+  await Promise.all(sends);
+  await agent?.close();
   process.stdout.write(`${JSON.stringify({ times, errors, stallsMs })}\n`);
   await redis.quit();
 }

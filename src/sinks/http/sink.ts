@@ -485,7 +485,7 @@ export function authDepsFor(dest: DestinationConfig, transport: HttpTransport, l
       // validated URLs: cannot happen; fall back to the global dispatcher
     }
   }
-  return { dispatcher, timeoutMs: dest.timeoutMs, logger };
+  return { dispatcher, proxy: dest.proxy, timeoutMs: dest.timeoutMs, logger };
 }
 
 /** The HttpSinks of a config, by dataflow id. */

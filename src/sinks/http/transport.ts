@@ -5,10 +5,11 @@
  * stream), always drains the response body so sockets are reused, and turns every failure
  * into a typed, secret-free `DeliveryError`.
  */
-import { Agent, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import type { DestinationConfig } from '../../config/load.js';
 import { DeliveryError } from '../../errors.js';
 import { processRedactor, type Redactor } from '../../observability/redact.js';
+import { createDispatcher } from './proxy.js';
 import type { HttpRequest } from './request.js';
 
 /** Every tuning default of the transport, named in one place. */
@@ -93,7 +94,7 @@ export interface HttpTransport {
 }
 
 export interface TransportOptions {
-  destination: Pick<DestinationConfig, 'connections' | 'timeoutMs' | 'tls'>;
+  destination: Pick<DestinationConfig, 'connections' | 'timeoutMs' | 'tls'> & Partial<Pick<DestinationConfig, 'proxy'>>;
   /** Clock for `Retry-After` HTTP-dates, ms since epoch. @default Date.now */
   now?: () => number;
   /** Replace the Agent (tests, interceptors). @default a new undici Agent built from `destination` */
@@ -122,7 +123,8 @@ const RETRY_AFTER_STATUS = new Set([429, 503]);
  *
  * @param options.now @default Date.now
  * @param options.dispatcher @default a new undici Agent: keep-alive, `connections` per
- *   origin, pipelining 1, headers/body timeouts of `timeoutMs`, TLS from `destination.tls`
+ *   origin, pipelining 1, headers/body timeouts of `timeoutMs`, TLS from `destination.tls`;
+ *   through `destination.proxy` when it has one (see ./proxy.ts)
  */
 export function createTransport(options: TransportOptions): HttpTransport {
   const { destination } = options;
@@ -131,7 +133,7 @@ export function createTransport(options: TransportOptions): HttpTransport {
   const tls = destination.tls;
   const dispatcher =
     options.dispatcher ??
-    new Agent({
+    createDispatcher({
       connections: destination.connections,
       pipelining: TRANSPORT_DEFAULTS.pipelining,
       keepAliveTimeout: TRANSPORT_DEFAULTS.keepAliveTimeoutMs,
@@ -150,7 +152,7 @@ export function createTransport(options: TransportOptions): HttpTransport {
             }
           : {}),
       },
-    });
+    }, destination.proxy);
 
   let lastUrl = '';
   let lastTarget: { origin: string; path: string; https: boolean } = { origin: '', path: '', https: false };

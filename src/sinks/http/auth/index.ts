@@ -3,6 +3,7 @@
  */
 import type { Dispatcher } from 'undici';
 import type { AuthConfig } from '../../../config/schema.js';
+import type { ResolvedProxy } from '../../../config/load.js';
 import { bearerAuth } from './bearer.js';
 import { noAuth } from './none.js';
 import { createOAuth2Provider } from './oauth2.js';
@@ -17,6 +18,11 @@ export { noAuth } from './none.js';
 export interface AuthDeps {
   /** The undici dispatcher token requests go through. @default undici's global dispatcher */
   dispatcher?: Dispatcher;
+  /**
+   * The destination's proxy, for token requests that do not share its dispatcher (another
+   * origin): they get a proxied dispatcher of their own. @default none (direct)
+   */
+  proxy?: ResolvedProxy;
   /** Longest a token request may take, in ms. */
   timeoutMs: number;
   /** Where token renewal problems are warned about (a child logger per destination). @default none */

@@ -12,6 +12,8 @@ import { request, type Dispatcher } from 'undici';
 import { DeliveryError } from '../../../errors.js';
 import type { AuthConfig } from '../../../config/schema.js';
 import { MASK, processSecrets, type SecretRegistry } from '../../../observability/redact.js';
+import type { ResolvedProxy } from '../../../config/load.js';
+import { createDispatcher } from '../proxy.js';
 import type { AuthProvider } from './types.js';
 
 export type OAuth2AuthConfig = Extract<AuthConfig, { type: 'oauth2-client-credentials' | 'oauth2-password' }>;
@@ -19,6 +21,8 @@ export type OAuth2AuthConfig = Extract<AuthConfig, { type: 'oauth2-client-creden
 export interface OAuth2Deps {
   /** The undici dispatcher token requests go through. @default undici's global dispatcher */
   dispatcher?: Dispatcher;
+  /** Without `dispatcher`: token requests go through this proxy (their own dispatcher, closed by `close()`). */
+  proxy?: ResolvedProxy;
   /** Longest a token request may take, connect to last body byte. */
   timeoutMs: number;
   /** Clock in ms since epoch (inject for tests). @default Date.now */
@@ -86,6 +90,9 @@ interface TokenResponse {
 export function createOAuth2Provider(auth: OAuth2AuthConfig, deps: OAuth2Deps): AuthProvider {
   const now = deps.now ?? Date.now;
   const tokenUrl = new URL(auth.accessTokenUrl);
+  // A token endpoint behind the destination's proxy: a small proxied dispatcher of its own.
+  const ownDispatcher = !deps.dispatcher && deps.proxy ? createDispatcher({ connections: 2 }, deps.proxy) : undefined;
+  const dispatcher = deps.dispatcher ?? ownDispatcher;
   const host = tokenUrl.host;
   const useBasic = auth.type === 'oauth2-client-credentials' && auth.credentialsType === 'basic';
   const basicHeader = useBasic
@@ -148,7 +155,7 @@ export function createOAuth2Provider(auth: OAuth2AuthConfig, deps: OAuth2Deps): 
           method: 'POST',
           headers,
           body,
-          dispatcher: deps.dispatcher,
+          dispatcher,
           signal: controller.signal,
           headersTimeout: deps.timeoutMs,
           bodyTimeout: deps.timeoutMs,
@@ -288,6 +295,7 @@ export function createOAuth2Provider(auth: OAuth2AuthConfig, deps: OAuth2Deps): 
       refreshToken = undefined;
       for (const c of controllers) c.abort();
       if (inflight) await inflight.then(() => undefined, () => undefined);
+      await ownDispatcher?.close().catch(() => undefined);
     },
   };
 }
