@@ -265,13 +265,6 @@ describe('decodeEvent', () => {
     expect(e.code).toBe('ERR_EVENT_SHAPE');
     expect(e.message).toMatch(/nested deeper than 64 levels$/);
   });
-
-  it('decodes 10,000 typical events well within a second', () => {
-    const text = JSON.stringify(full);
-    const started = performance.now();
-    for (let i = 0; i < 10_000; i++) decodeEvent(text, { maxBytes: 1 << 20 });
-    expect(performance.now() - started).toBeLessThan(1000);
-  });
 });
 
 describe('isIsoDate', () => {
