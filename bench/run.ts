@@ -688,7 +688,12 @@ async function measureDrain(
   );
   // With several workers, the first one's RSS (they hold about the same share of the partitions).
   if (mode === 'memory') result.rssTimeline = env.sampler.rssTimeline(w.names[0], from, to, Math.max(1_000, (to - from) / 20));
-  if (!result.complete) result.note = `stopped at the ${opts.maxSeconds} s cap (raise --max-seconds to drain it all)`;
+  if (!result.complete) {
+    result.note =
+      result.exitCode !== 0 && runs.every((r) => r.exitCode !== null)
+        ? `the worker exited with ${result.exitCode} before delivering every export`
+        : `stopped at the ${opts.maxSeconds} s cap (raise --max-seconds to drain it all)`;
+  }
   return result;
 }
 
@@ -1025,7 +1030,9 @@ function targets(results: ModeResult[], ceilings: Ceilings): Target[] {
       pass: ratio === null ? null : ratio <= max,
       detail:
         ratio === null
-          ? 'no undici ceiling or no CPU figure in this run'
+          ? bare === null
+            ? 'no undici ceiling in this run'
+            : 'no worker CPU figure (no export arrived)'
           : `${fmt(r.cpu.workerMsPerExport! * 1000)} µs ÷ ${fmt(bare, 1)} µs = ${fmt(ratio, 2)}×`,
     };
   };
@@ -1259,7 +1266,7 @@ function table(ceilings: Ceilings, results: ModeResult[], tgs: Target[], meta: R
           parts.push(`CPU/export ${fmt(r.cpu.workerMsPerExport! * 1000, 1)} µs ÷ undici CPU/req ${fmt(undiciUsPerRequest(c), 1)} µs = ${fmt(ratio, 2)}×`);
         }
         if (life !== null) parts.push(`(worker lifetime CPU ÷ exports ${fmt(life, 1)} µs)`);
-        L.push(`  ${r.mode.padEnd(8)} ${parts.join('   ')}`);
+        if (parts.length) L.push(`  ${r.mode.padEnd(8)} ${parts.join('   ')}`);
         continue;
       }
       if (c.undici && r.sustained !== null) parts.push(`exports/s ÷ undici ${fmt(r.sustained / c.undici.perSecond, 2)}`);
