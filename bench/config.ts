@@ -3,6 +3,7 @@
  * the same dataflows as domain rules for the ceilings that rebuild export bodies.
  */
 import type { Audience, DataflowRules } from '../src/domain/types.js';
+import { join } from 'node:path';
 import { AUDIENCES, flowAttributes } from './events.js';
 
 export const BENCH_TOKEN = 'bench-token-0123456789';
@@ -32,6 +33,45 @@ export function workerConfig(o: WorkerConfigOptions): object {
     source: { kind: 'jetstream', servers: o.natsUrl, stream: o.stream, subject: o.subject, durable: o.durable, batchSize: o.batchSize, partitions: o.partitions },
     store: { kind: 'redis', url: o.redisUrl, keyPrefix: o.keyPrefix },
     failedRequests: { kind: 'jetstream', stream: `HD_BENCH_FAILED_${o.tag}`, rejectedStream: `HD_BENCH_REJECTED_${o.tag}` },
+    ...commonConfig(o),
+  };
+}
+
+/** The embedded default's store: `memory`, or `local` (durable files on this host, issue 12). */
+export type EmbeddedStore = 'memory' | 'local';
+
+export interface EmbeddedConfigOptions {
+  /** The JSON Lines file the worker reads (and follows, without `--once`). */
+  file: string;
+  store: EmbeddedStore;
+  /** Folder for the store's files and the failed/rejected records. */
+  dataDir: string;
+  receiverPort: number;
+  flows: number;
+  rateLimit: number;
+  connections: number;
+  maxInFlight: number;
+}
+
+/**
+ * The embedded default (no NATS, no Redis): file source, `memory` or `local` store, failed
+ * requests beside it. `local` is passed through as `store: { kind: local, path }` and
+ * `failedRequests: { kind: local }`; a build without the local store refuses the config.
+ */
+export function embeddedConfig(o: EmbeddedConfigOptions): object {
+  return {
+    source: { kind: 'file', path: o.file },
+    store: o.store === 'local' ? { kind: 'local', path: join(o.dataDir, 'store') } : { kind: 'memory' },
+    failedRequests:
+      o.store === 'local'
+        ? { kind: 'local' }
+        : { kind: 'file', path: join(o.dataDir, 'failed.jsonl'), rejectedPath: join(o.dataDir, 'rejected.jsonl') },
+    ...commonConfig(o),
+  };
+}
+
+function commonConfig(o: { receiverPort: number; flows: number; rateLimit: number; connections: number; maxInFlight: number }): object {
+  return {
     audiences: AUDIENCES.map((a) => ({ ...a, origin: 'segmentation' })),
     destinations: [
       {

@@ -70,6 +70,12 @@ export interface GeneratorOptions {
   /** Prefix of profile and event ids (one per bench mode, so runs never share profiles). */
   prefix: string;
   seed?: number;
+  /**
+   * Profile of update i = i mod profiles instead of a random one: with `count = profiles`, every
+   * update is its profile's first (qualifying, exporting once) — the embedded mode's backlog of
+   * single-update profiles. @default false
+   */
+  sequential?: boolean;
 }
 
 /**
@@ -126,7 +132,7 @@ export class EventGenerator {
 
   next(): GeneratedEvent {
     const i = this.n++;
-    const p = Math.floor(this.rnd() * this.options.profiles);
+    const p = this.options.sequential ? i % this.options.profiles : Math.floor(this.rnd() * this.options.profiles);
     const profileId = `${this.options.prefix}-${p}`;
     const eventId = `${this.options.prefix}-e${i}`;
     const st = this.state[p];

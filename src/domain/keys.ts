@@ -1,7 +1,7 @@
 /**
  * Stable identities of exports. Pure (hashing only).
  */
-import { createHash } from 'node:crypto';
+import * as nodeCrypto from 'node:crypto';
 import type { ProfileUpdate } from './types.js';
 
 /**
@@ -14,19 +14,23 @@ export function eventIdentity(update: ProfileUpdate, sourceKey: string): string 
 }
 
 /**
+ * SHA-256 of a string's UTF-8 bytes, hex. Node's one-shot `crypto.hash` (Node ≥ 20.12) costs
+ * ~0.3 µs where a `Hash` object fed in five `update`s costs ~1.6 µs; older Node 20 falls back
+ * to `createHash`. Same bytes hashed either way, so the same keys.
+ */
+const sha256Hex: (text: string) => string =
+  typeof nodeCrypto.hash === 'function'
+    ? (text) => nodeCrypto.hash('sha256', text, 'hex')
+    : (text) => nodeCrypto.createHash('sha256').update(text).digest('hex');
+
+/**
  * The `Idempotency-Key` of one export: a UUID-shaped SHA-256 digest of dataflow, profile and
  * event identity. The same export gets the same key on every retry, redelivery and replay.
  *
  * @example idempotencyKey({ dataflowId: 'flow-1', profileId: 'p-1', event: 'js:PROFILES:42' })
  */
 export function idempotencyKey(parts: { dataflowId: string; profileId: string; event: string }): string {
-  const h = createHash('sha256')
-    .update(parts.dataflowId)
-    .update('\u0000')
-    .update(parts.profileId)
-    .update('\u0000')
-    .update(parts.event)
-    .digest('hex');
+  const h = sha256Hex(`${parts.dataflowId}\u0000${parts.profileId}\u0000${parts.event}`);
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
