@@ -54,6 +54,8 @@ export interface FileSourceOptions {
    * (`fs.watch`); the only check when notifications are not available. @default 1000
    */
   pollMs?: number;
+  /** Follow mode without change notifications (`fs.watch` unavailable): the poll interval. @default 250 */
+  fallbackPollMs?: number;
   /** Messages emitted but not yet acked, at most; reading pauses beyond. @default DEFAULTS.maxInFlight */
   maxInFlight?: number;
   /** Read size. @default 65536 */
@@ -130,6 +132,7 @@ export function fileSource(options: FileSourceOptions): Source {
     path,
     follow = false,
     pollMs = 1_000,
+    fallbackPollMs = 250,
     maxInFlight = DEFAULTS.maxInFlight,
     chunkBytes = 65_536,
     maxLineBytes = DEFAULTS.maxEventBytes,
@@ -329,7 +332,7 @@ export function fileSource(options: FileSourceOptions): Source {
               hashed = { head: '', headBytes: -1 };
               continue;
             }
-            await waitForSignal(watcher ? pollMs : Math.min(pollMs, 500));
+            await waitForSignal(watcher ? pollMs : fallbackPollMs);
             continue;
           }
           const base = offset;
