@@ -21,12 +21,21 @@ import { acquireRunLock, type RunLock } from './local-lock.js';
 import { MAX_PENDING_PER_PROFILE } from './memory-snapshot-store.js';
 import type { ApplyContext, ApplyResult, BackfillBegin, BackfillState, SnapshotStore } from './types.js';
 
-/** A profile's record: its snapshot, highest watermark, and replay records oldest first. */
+/** A profile's record: its snapshot, highest watermark, and the keys of its latest applications. */
 interface Entry {
   snapshot: ProfileSnapshot;
   watermark?: number;
-  /** [message key, before, after] of each unconfirmed application, oldest first. */
-  pending?: Array<[string, ProfileSnapshot | null, ProfileSnapshot]>;
+  /**
+   * Keys of the latest applications, oldest first (at most MAX_PENDING_PER_PROFILE): those
+   * not confirmed yet have a replay record in `replays`; confirmed ones leave this list lazily.
+   */
+  keys?: string[];
+}
+
+/** The first application of a message not yet confirmed (`replays`, by profile and key). */
+interface Replay {
+  before: ProfileSnapshot | null;
+  after: ProfileSnapshot;
 }
 
 /** Frozen members of a backfill: a header record, then one record per member by index. */
@@ -37,6 +46,7 @@ interface FrozenHeader {
 const SEP = '\u0000';
 /** Sorts after every key that starts with `<prefix>\0`. */
 const rangeEnd = (prefix: string): string => `${prefix}\u0001`;
+const replayKey = (profileId: string, key: string): string => `${profileId}${SEP}${key}`;
 const frozenKey = (id: string, n: number): string => `${id}${SEP}${String(n).padStart(12, '0')}`;
 
 /**
@@ -87,6 +97,7 @@ export interface LocalSnapshotStoreOptions {
  */
 export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
   private readonly profiles: Overlaid<Entry>;
+  private readonly replays: Overlaid<Replay>;
   private readonly backfills: Overlaid<BackfillState>;
   private readonly frozen: Overlaid<FrozenHeader | string>;
   private readonly positions: Overlaid<FilePosition>;
@@ -100,6 +111,7 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     private readonly lock?: RunLock,
   ) {
     this.profiles = new Overlaid(env.db('profiles'));
+    this.replays = new Overlaid(env.db('replays'));
     this.backfills = new Overlaid(env.db('backfills'));
     this.frozen = new Overlaid(env.db('frozen'));
     this.positions = new Overlaid(env.db('positions'));
@@ -128,11 +140,11 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     this.assertOpen();
     const id = update.profileId;
     const entry = this.profiles.get(id);
-    const first = entry?.pending?.find((p) => p[0] === ctx.key);
+    const first = entry?.keys?.includes(ctx.key) ? this.replays.get(replayKey(id, ctx.key)) : undefined;
     const w = entry?.watermark;
     const overtaken = ctx.watermark !== undefined && w !== undefined && ctx.watermark < w;
     if (entry && first) {
-      return { update, before: first[1], after: first[2], replayed: true, latest: overtaken ? entry.snapshot : undefined };
+      return { update, before: first.before, after: first.after, replayed: true, latest: overtaken ? entry.snapshot : undefined };
     }
     if (entry && ctx.watermark !== undefined && w !== undefined && ctx.watermark <= w) {
       return { update, before: entry.snapshot, after: entry.snapshot, replayed: true, stale: true };
@@ -140,26 +152,32 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     if (ctx.fence) throw new FencedError('the local store has no leases: pool mode needs store.kind: redis');
     const before = entry ? entry.snapshot : null;
     const after = applyUpdate(before, update);
-    const pending = [...(entry?.pending ?? []), [ctx.key, before, after] as [string, ProfileSnapshot | null, ProfileSnapshot]];
-    if (pending.length > MAX_PENDING_PER_PROFILE) pending.shift();
-    const next: Entry = { snapshot: after, pending };
+    const writes: Array<Promise<unknown>> = [];
+    const keys = (entry?.keys ?? []).filter((k) => k !== ctx.key);
+    keys.push(ctx.key);
+    if (keys.length > MAX_PENDING_PER_PROFILE) {
+      // Past the bound: forget a confirmed key if there is one (its record is gone already),
+      // else the oldest unconfirmed application.
+      const gone = keys.findIndex((k) => this.replays.get(replayKey(id, k)) === undefined);
+      const [dropped] = keys.splice(gone >= 0 && gone < keys.length - 1 ? gone : 0, 1);
+      if (gone < 0) writes.push(this.replays.put(replayKey(id, dropped), undefined));
+    }
+    const next: Entry = { snapshot: after, keys };
     const watermark = ctx.watermark ?? w;
     if (watermark !== undefined) next.watermark = watermark;
-    // One turn, one transaction: the profile and its index entries commit together. Not
-    // awaited (see `track`): reads of this process see the entry at once through the overlay.
-    this.track([this.profiles.put(id, next), ...this.index(before, after)]);
+    writes.push(this.profiles.put(id, next), this.replays.put(replayKey(id, ctx.key), { before, after }), ...this.index(before, after));
+    // One turn, one transaction: the profile, its replay record and its index entries commit
+    // together. Not awaited (see `track`): this process reads them at once through the overlay.
+    this.track(writes);
     return { update, before, after, replayed: false };
   }
 
+  /** Forgets the replay record only; its key leaves the profile's list at a later apply. */
   async confirm(profileId: string, key: string): Promise<void> {
     this.assertOpen();
-    const entry = this.profiles.get(profileId);
-    if (!entry?.pending?.some((p) => p[0] === key)) return;
-    const pending = entry.pending.filter((p) => p[0] !== key);
-    const next: Entry = { snapshot: entry.snapshot };
-    if (entry.watermark !== undefined) next.watermark = entry.watermark;
-    if (pending.length > 0) next.pending = pending;
-    this.track([this.profiles.put(profileId, next)]);
+    const k = replayKey(profileId, key);
+    if (this.replays.get(k) === undefined) return;
+    this.track([this.replays.put(k, undefined)]);
   }
 
   async get(profileId: string): Promise<ProfileSnapshot | null> {

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LocalSnapshotStore } from '../../src/stores/local-snapshot-store.js';
+import { MAX_PENDING_PER_PROFILE } from '../../src/stores/memory-snapshot-store.js';
 import { openLocalEnv } from '../../src/stores/local-env.js';
 import { StoreLockedError } from '../../src/stores/local-lock.js';
 import { describeSnapshotStoreContract } from './snapshot-store-contract.js';
@@ -69,6 +70,19 @@ describe('LocalSnapshotStore (durable)', () => {
     expect(await b.getBackfill('bf')).toEqual({ done: false, cursor: '3', sent: 3 });
     expect(await b.getPosition('file:/x')).toMatchObject({ offset: 10, line: 2 });
     await b.close();
+  });
+
+  it('confirmed applications do not push an unconfirmed one out of the replay bound', async () => {
+    const s = await LocalSnapshotStore.open({ path });
+    const first = await s.apply({ profileId: 'p', attributes: { n: 0 } }, { key: 'pending', seq: 0 });
+    for (let i = 1; i <= MAX_PENDING_PER_PROFILE + 5; i++) {
+      await s.apply({ profileId: 'p', attributes: { n: i } }, { key: `c${i}`, seq: i });
+      await s.confirm('p', `c${i}`);
+    }
+    const again = await s.apply({ profileId: 'p', attributes: { n: 0 } }, { key: 'pending', seq: 0 });
+    expect(again.replayed).toBe(true);
+    expect(again.after).toEqual(first.after);
+    await s.close();
   });
 
   it('creates its folder 0700 and its files 0600', async () => {
