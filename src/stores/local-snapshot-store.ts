@@ -74,6 +74,18 @@ class Overlaid<V> {
     write.then(forget, forget);
     return write;
   }
+
+  /** Keys in [start, end): the committed ones with this process's pending writes applied, sorted. */
+  keysInRange(start: string, end: string): string[] {
+    const out = new Set<string>();
+    for (const k of this.db.getKeys({ start, end })) out.add(k);
+    for (const [k, slot] of this.pending) {
+      if (k < start || k >= end) continue;
+      if (slot.value === undefined) out.delete(k);
+      else out.add(k);
+    }
+    return [...out].sort();
+  }
 }
 
 export interface LocalSnapshotStoreOptions {
@@ -101,7 +113,7 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
   private readonly backfills: Overlaid<BackfillState>;
   private readonly frozen: Overlaid<FrozenHeader | string>;
   private readonly positions: Overlaid<FilePosition>;
-  private readonly members_: Database<unknown, string>;
+  private readonly members_: Overlaid<number>;
   private closed = false;
   /** The first write that failed: every later call fails with it. */
   private failure?: StoreError;
@@ -115,7 +127,7 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     this.backfills = new Overlaid(env.db('backfills'));
     this.frozen = new Overlaid(env.db('frozen'));
     this.positions = new Overlaid(env.db('positions'));
-    this.members_ = env.db('members');
+    this.members_ = new Overlaid(env.db('members'));
   }
 
   /** Opens the store at `options.path` (see `LocalSnapshotStoreOptions`). */
@@ -205,7 +217,7 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     const count = Math.max(1, Math.floor(options.count));
     const ids: string[] = [];
     let more = false;
-    for (const key of this.members_.getKeys({ start, end: rangeEnd(audienceId), limit: count + 1 })) {
+    for (const key of this.members_.db.getKeys({ start, end: rangeEnd(audienceId), limit: count + 1 })) {
       if (ids.length === count) {
         more = true;
         break;
@@ -217,20 +229,22 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
 
   async beginBackfill(id: string, audienceId: string): Promise<BackfillBegin> {
     this.assertOpen();
-    await this.env.root.committed; // the index entries of every apply before this call
     const known = this.backfills.get(id);
     if (known && (known.done || this.frozen.get(id) !== undefined)) return { state: { ...known }, phase: 'resume' };
-    // Synchronous up to the writes: callers at once share this one frozen copy.
+    // Synchronous: callers at once share this one frozen copy, and the copy is the audience
+    // as this process sees it now (its own pending writes included).
     const writes: Array<Promise<unknown>> = [];
     let n = 0;
     const prefix = `${audienceId}${SEP}`;
-    for (const key of this.members_.getKeys({ start: prefix, end: rangeEnd(audienceId) })) {
+    for (const key of this.members_.keysInRange(prefix, rangeEnd(audienceId))) {
       writes.push(this.frozen.put(frozenKey(id, n++), key.slice(prefix.length)));
     }
     writes.push(this.frozen.put(id, { count: n }));
     const state: BackfillState = { done: false, cursor: '0', sent: known?.sent ?? 0 };
     writes.push(this.backfills.put(id, state));
-    await this.settle(writes);
+    // Not awaited (see `track`): a worker begins every backfill of its config before its
+    // source's first message is applied, as SPEC §8 asks (the members at its start).
+    this.track(writes);
     return { state: { ...state }, phase: known ? 'restart' : 'start' };
   }
 
@@ -244,7 +258,11 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     this.assertOpen();
     const writes = [this.backfills.put(id, { ...state })];
     if (state.done) writes.push(...this.dropFrozen(id));
-    await this.settle(writes);
+    // Not awaited (see `track`): a checkpoint lost in a crash only sends its page again. The
+    // backfill source begins one mapping's backfill after the previous one's last checkpoint;
+    // without a wait here, every backfill of an empty store begins before the file source's
+    // first line is applied, as with the memory store.
+    this.track(writes);
   }
 
   async getPosition(key: string): Promise<FilePosition | undefined> {
@@ -286,7 +304,7 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
 
   private dropFrozen(id: string): Array<Promise<unknown>> {
     const writes: Array<Promise<unknown>> = [];
-    for (const key of this.frozen.db.getKeys({ start: `${id}${SEP}`, end: rangeEnd(id) })) writes.push(this.frozen.put(key, undefined));
+    for (const key of this.frozen.keysInRange(`${id}${SEP}`, rangeEnd(id))) writes.push(this.frozen.put(key, undefined));
     writes.push(this.frozen.put(id, undefined));
     return writes;
   }
@@ -300,7 +318,7 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
       const is = isIn(after.memberships[audienceId]);
       if (was === is) continue;
       const key = `${audienceId}${SEP}${after.profileId}`;
-      writes.push(is ? this.members_.put(key, 1) : this.members_.remove(key));
+      writes.push(this.members_.put(key, is ? 1 : undefined));
     }
     return writes;
   }
