@@ -64,6 +64,13 @@ class Overlaid<V> {
     return this.db.get(key) as V | undefined;
   }
 
+  /** Whether `key` has a value (without decoding it). */
+  has(key: string): boolean {
+    const p = this.pending.get(key);
+    if (p) return p.value !== undefined;
+    return this.db.doesExist(key);
+  }
+
   put(key: string, value: V | undefined): Promise<unknown> {
     const slot = { value };
     this.pending.set(key, slot);
@@ -170,7 +177,7 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     if (keys.length > MAX_PENDING_PER_PROFILE) {
       // Past the bound: forget a confirmed key if there is one (its record is gone already),
       // else the oldest unconfirmed application.
-      const gone = keys.findIndex((k) => this.replays.get(replayKey(id, k)) === undefined);
+      const gone = keys.findIndex((k) => !this.replays.has(replayKey(id, k)));
       const [dropped] = keys.splice(gone >= 0 && gone < keys.length - 1 ? gone : 0, 1);
       if (gone < 0) writes.push(this.replays.put(replayKey(id, dropped), undefined));
     }
@@ -188,7 +195,7 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
   async confirm(profileId: string, key: string): Promise<void> {
     this.assertOpen();
     const k = replayKey(profileId, key);
-    if (this.replays.get(k) === undefined) return;
+    if (!this.replays.has(k)) return;
     this.track([this.replays.put(k, undefined)]);
   }
 
