@@ -29,10 +29,12 @@ export { retryWithBackoff } from './operators/retry-with-backoff.js';
 export type * from './sinks/types.js';
 export { HttpSink, createSinks, type HttpSinkOptions } from './sinks/http/sink.js';
 export { FileFailedRequestStore, FileRejectedEventStore } from './sinks/failed-file-store.js';
+export { LocalFailedRequestStore, LocalRejectedEventStore } from './sinks/failed-local-store.js';
 export { replayFailedRequests } from './sinks/replay.js';
 
 export type { SnapshotStore, ApplyContext, ApplyResult } from './stores/types.js';
 export type { RateLimiter } from './stores/rate-limiter.js';
+export { LocalSnapshotStore } from './stores/local-snapshot-store.js';
 export { MemorySnapshotStore } from './stores/memory-snapshot-store.js';
 export { RedisSnapshotStore } from './stores/redis-snapshot-store.js';
 export { tokenBucket } from './stores/memory-rate-limiter.js';

@@ -71,9 +71,12 @@ export interface DataflowConfig extends DataflowRules {
 }
 
 export type SourceConfig = RawConfig['source'];
-export type StoreConfig = RawConfig['store'];
+type RawStore = RawConfig['store'];
+/** The store, resolved: a local store's folder is absolute. */
+export type StoreConfig = Exclude<RawStore, { kind: 'local' }> | { kind: 'local'; path: string };
 type RawFailed = RawConfig['failedRequests'];
 export type FailedRequestsConfig =
+  | { kind: 'local'; path: string }
   | (Extract<RawFailed, { kind: 'file' }> & { rejectedPath: string })
   | (Omit<Extract<RawFailed, { kind: 'jetstream' }>, 'servers'> & { servers: string[] });
 
@@ -248,7 +251,7 @@ function resolveSubstituted(
 
   return {
     source: c.source.kind === 'file' ? { ...c.source, path: resolve(baseDir, c.source.path) } : c.source,
-    store: c.store,
+    store: resolveStore(c.store, baseDir),
     failedRequests: resolveFailed(c, baseDir),
     audiences: c.audiences,
     destinations,
@@ -259,8 +262,20 @@ function resolveSubstituted(
   };
 }
 
+/** The local store's folder: `store.path`, default `http-destination.state` beside the config file. */
+export const DEFAULT_LOCAL_STORE = 'http-destination.state';
+
+function resolveStore(s: RawStore, baseDir: string): StoreConfig {
+  return s.kind === 'local' ? { kind: 'local', path: resolve(baseDir, s.path ?? DEFAULT_LOCAL_STORE) } : s;
+}
+
 function resolveFailed(c: RawConfig, baseDir: string): FailedRequestsConfig {
   const f = c.failedRequests;
+  if (f.kind === 'local') {
+    // Kept in the local store: the configured one, or the default folder when the snapshots live elsewhere.
+    const path = c.store.kind === 'local' && c.store.path !== undefined ? c.store.path : DEFAULT_LOCAL_STORE;
+    return { kind: 'local', path: resolve(baseDir, path) };
+  }
   if (f.kind === 'file') {
     const path = resolve(baseDir, f.path);
     return {

@@ -131,13 +131,21 @@ const jetstreamSource = z.strictObject({
 export const sourceSchema = z.discriminatedUnion('kind', [fileSource, jetstreamSource]);
 
 const memoryStore = z.strictObject({ kind: z.literal('memory') });
+/** The embedded default: durable, on this host (LMDB). */
+const localStore = z.strictObject({
+  kind: z.literal('local'),
+  /** The store's folder; default `http-destination.state` beside the config file. */
+  path: nonEmpty.optional(),
+});
 const redisStore = z.strictObject({
   kind: z.literal('redis'),
   url: nonEmpty.default('redis://127.0.0.1:6379'),
   keyPrefix: z.string().default('hd:'),
 });
-export const storeSchema = z.discriminatedUnion('kind', [memoryStore, redisStore]);
+export const storeSchema = z.discriminatedUnion('kind', [localStore, memoryStore, redisStore]);
 
+/** Failed requests and rejected events in the local store (`store.kind: local`, or its folder at `store.path`'s default). */
+const localFailed = z.strictObject({ kind: z.literal('local') });
 const fileFailed = z.strictObject({
   kind: z.literal('file'),
   path: nonEmpty,
@@ -151,7 +159,7 @@ const jetstreamFailed = z.strictObject({
   stream: nonEmpty.default('HTTP_DESTINATION_FAILED'),
   rejectedStream: nonEmpty.default('HTTP_DESTINATION_REJECTED'),
 });
-export const failedRequestsSchema = z.discriminatedUnion('kind', [fileFailed, jetstreamFailed]);
+export const failedRequestsSchema = z.discriminatedUnion('kind', [localFailed, fileFailed, jetstreamFailed]);
 
 export const audienceSchema = z.strictObject({
   id: nonEmpty,
@@ -285,8 +293,8 @@ export const dataflowSchema = z.strictObject({
 
 export const configSchema = z.strictObject({
   source: sourceSchema,
-  store: storeSchema.default({ kind: 'memory' }),
-  failedRequests: failedRequestsSchema.default({ kind: 'file', path: 'failed.jsonl' }),
+  store: storeSchema.default({ kind: 'local' }),
+  failedRequests: failedRequestsSchema.default({ kind: 'local' }),
   audiences: z.array(audienceSchema).max(LIMITS.maxAudiences, `must list at most ${LIMITS.maxAudiences} audiences`).default([]),
   destinations: z
     .array(destinationSchema)

@@ -1,6 +1,9 @@
 /**
- * JSON Lines file stores: failed requests (the embedded default of `failedRequests`) and
+ * JSON Lines file stores (`failedRequests.kind: file`, kept for existing configurations; the
+ * embedded default is `kind: local`, src/sinks/failed-local-store.ts): failed requests and
  * rejected input events. One record per line; appends are fsynced before `put` resolves.
+ * Files are created 0600 and folders 0700 (they hold customer data). Not safe for two
+ * processes at once: a `failed replay` rewriting the file loses what `run` appends meanwhile.
  */
 import { mkdir, open, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -57,7 +60,7 @@ class JsonLinesFile {
       let fh: FileHandle | undefined;
       try {
         await this.ensureDir();
-        fh = await open(tmp, 'w');
+        fh = await open(tmp, 'w', 0o600);
         await fh.writeFile(lines.map((l) => `${l}\n`).join(''), 'utf8');
         await fh.sync();
         await fh.close();
@@ -84,7 +87,7 @@ class JsonLinesFile {
     let fh: FileHandle | undefined;
     try {
       await this.ensureDir();
-      fh = await open(this.path, 'a+');
+      fh = await open(this.path, 'a+', 0o600);
       // a crash may have left a torn last line without its newline: end it first
       const { size } = await fh.stat();
       let prefix = '';
@@ -108,7 +111,7 @@ class JsonLinesFile {
   }
 
   private ensureDir(): Promise<void> {
-    this.dirReady ??= mkdir(dirname(this.path), { recursive: true }).then(
+    this.dirReady ??= mkdir(dirname(this.path), { recursive: true, mode: 0o700 }).then(
       () => undefined,
       (err: unknown) => {
         this.dirReady = undefined;

@@ -1,8 +1,10 @@
 /**
- * The embedded default source: a JSON Lines file, one event per line.
+ * The embedded default source: a JSON Lines file, one event per line, read as bytes.
+ * With a position store (the local store) it resumes where the last `run` stopped.
  */
-import { open } from 'node:fs/promises';
-import { StringDecoder } from 'node:string_decoder';
+import { createHash } from 'node:crypto';
+import { watch, type FSWatcher } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { Observable } from 'rxjs';
 import { DEFAULTS } from '../config/schema.js';
 import type { SourceMessage } from './types.js';
@@ -18,36 +20,131 @@ export interface Source {
   stop(): void;
 }
 
+/**
+ * Where a file source goes on from: the first line not yet settled, and the identity of the
+ * file it belongs to (a file truncated or replaced since is read from its start).
+ */
+export interface FilePosition {
+  /** Byte offset of the first line not yet settled. */
+  offset: number;
+  /** Lines before `offset` (the next line's number is `line + 1`). */
+  line: number;
+  /** The file's inode and device when the position was taken. */
+  ino: number;
+  dev: number;
+  /** Bytes of the file read when the position was taken. */
+  size: number;
+  /** sha256 (hex) of the file's first `headBytes` bytes. */
+  head: string;
+  headBytes: number;
+}
+
+/** Keeps file positions (the local store implements it). */
+export interface FilePositionStore {
+  getPosition(key: string): Promise<FilePosition | undefined>;
+  setPosition(key: string, position: FilePosition): Promise<void>;
+}
+
 export interface FileSourceOptions {
   path: string;
   /** Keep reading lines appended to the file after its current end (`run` without `--once`). @default false */
   follow?: boolean;
-  /** How often a followed file is checked for growth. @default 500 */
+  /**
+   * Follow mode: how often the file is checked for growth besides the change notifications
+   * (`fs.watch`); the only check when notifications are not available. @default 1000
+   */
   pollMs?: number;
+  /** Follow mode without change notifications (`fs.watch` unavailable): the poll interval. @default 250 */
+  fallbackPollMs?: number;
   /** Messages emitted but not yet acked, at most; reading pauses beyond. @default DEFAULTS.maxInFlight */
   maxInFlight?: number;
   /** Read size. @default 65536 */
   chunkBytes?: number;
+  /**
+   * Longest line kept whole, in bytes. A longer line is skipped as it streams (memory stays
+   * bounded) and emitted as its first `maxLineBytes + 1` bytes, which the decoder rejects as
+   * too large (`ERR_EVENT_TOO_LARGE`), with the line's key. @default DEFAULTS.maxEventBytes
+   */
+  maxLineBytes?: number;
+  /** Resume from, and record, the read position here. Without it every run reads from the start. */
+  positions?: FilePositionStore;
+  /** Told when a stored position does not fit the file (truncated or replaced) and reading starts over. */
+  onWarning?: (message: string, details: Record<string, unknown>) => void;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** Bytes hashed to recognise a file again. */
+const HEAD_BYTES = 4_096;
+/** One line taken from the file: its bytes and where it starts and ends. */
+interface Line {
+  data: Buffer;
+  lineNo: number;
+  start: number;
+}
+
+/** An emitted line's bookkeeping for the position: settled or not, in file order. */
+interface Unsettled {
+  lineNo: number;
+  start: number;
+  settled: boolean;
+}
+
+const isBlank = (b: Buffer): boolean => {
+  for (let i = 0; i < b.length; i++) {
+    const c = b[i];
+    if (c !== 0x20 && c !== 0x09 && c !== 0x0d) return false;
+  }
+  return true;
+};
+
+async function headHash(fh: FileHandle, bytes: number): Promise<string> {
+  const buf = Buffer.alloc(bytes);
+  let got = 0;
+  while (got < bytes) {
+    const { bytesRead } = await fh.read(buf, got, bytes - got, got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return createHash('sha256').update(buf.subarray(0, got)).digest('hex');
+}
 
 /**
- * Reads a JSON Lines file as source messages. Blank lines are skipped. Each message's key is
- * `file:<path>:<line>`, so reading the same file again yields the same Idempotency-Keys for
- * events without an `eventId`. `nak(delay)` emits the same message again after the delay;
- * the stream completes at the end of the file (or after `stop()`) once every emitted message
- * is acked.
+ * Reads a JSON Lines file as source messages, each line's bytes as `data` (so the decoder
+ * checks its UTF-8). Blank lines are skipped. Each message's key is `file:<path>:<line>`, so
+ * reading the same lines again yields the same Idempotency-Keys. `nak(delay)` emits the same
+ * message again after the delay; the stream completes at the end of the file (or after
+ * `stop()`) once every emitted message is acked.
+ *
+ * With `positions`, the byte offset of the first line not yet settled is recorded (once per
+ * event-loop turn as messages are acked, and at the end), and a new subscription starts
+ * there: what was settled is not read again, what was read and not settled is. A file that
+ * is shorter than the position, has another inode, or other first bytes, is read from its
+ * start (with `onWarning`).
+ *
+ * While following, appends are noticed at once through `fs.watch` (with a slow poll beside it,
+ * and polling alone where notifications are unavailable).
  *
  * @example
- * const src = fileSource({ path: 'events.jsonl' });
+ * const src = fileSource({ path: 'events.jsonl', positions: localStore });
  * src.messages$.subscribe((m) => { handle(m); m.ack(); });
  */
 export function fileSource(options: FileSourceOptions): Source {
-  const { path, follow = false, pollMs = 500, maxInFlight = DEFAULTS.maxInFlight, chunkBytes = 65_536 } = options;
+  const {
+    path,
+    follow = false,
+    pollMs = 1_000,
+    fallbackPollMs = 250,
+    maxInFlight = DEFAULTS.maxInFlight,
+    chunkBytes = 65_536,
+    maxLineBytes = DEFAULTS.maxEventBytes,
+    positions,
+    onWarning,
+  } = options;
+  const positionKey = `file:${path}`;
   let stopped = false;
+  let kicked = false;
   let wake: (() => void) | undefined;
   const signal = (): void => {
+    kicked = true;
     const w = wake;
     wake = undefined;
     w?.();
@@ -56,19 +153,86 @@ export function fileSource(options: FileSourceOptions): Source {
   const messages$ = new Observable<SourceMessage>((subscriber) => {
     let inFlight = 0;
     const timers = new Set<NodeJS.Timeout>();
-    const waitForSignal = (): Promise<void> => new Promise((r) => (wake = r));
+    let watcher: FSWatcher | undefined;
+    let fh: FileHandle | undefined;
+    const waitForSignal = (ms?: number): Promise<void> =>
+      new Promise((r) => {
+        if (kicked) {
+          kicked = false;
+          r();
+          return;
+        }
+        let t: NodeJS.Timeout | undefined;
+        wake = () => {
+          if (t) clearTimeout(t);
+          r();
+        };
+        if (ms !== undefined) t = setTimeout(signal, ms);
+      });
 
-    const makeMessage = (line: string, lineNo: number): SourceMessage => {
+    // Position bookkeeping: emitted lines in file order, and what the next line starts at.
+    const unsettled: Unsettled[] = [];
+    let head = 0;
+    let nextStart = 0;
+    let nextLine = 0;
+    let readSoFar = 0;
+    let identity: { ino: number; dev: number } | undefined;
+    let hashed = { head: '', headBytes: -1 };
+    let lastSaved: string | undefined;
+    let saveQueued = false;
+    let saving: Promise<void> = Promise.resolve();
+
+    const current = (): { offset: number; line: number } => {
+      while (head < unsettled.length && unsettled[head].settled) head++;
+      if (head > 1024 && head * 2 > unsettled.length) {
+        unsettled.splice(0, head);
+        head = 0;
+      }
+      const first = unsettled[head];
+      return first ? { offset: first.start, line: first.lineNo - 1 } : { offset: nextStart, line: nextLine };
+    };
+    const save = (): Promise<void> => {
+      if (!positions || !fh || !identity) return saving;
+      const at = current();
+      const handle = fh;
+      const id = identity;
+      saving = saving.then(async () => {
+        const want = Math.min(HEAD_BYTES, at.offset);
+        if (hashed.headBytes !== want && hashed.headBytes < HEAD_BYTES) hashed = { head: await headHash(handle, want), headBytes: want };
+        const pos: FilePosition = { ...at, ino: id.ino, dev: id.dev, size: readSoFar, ...hashed };
+        const text = JSON.stringify(pos);
+        if (text === lastSaved) return;
+        lastSaved = text;
+        await positions.setPosition(positionKey, pos);
+      }).catch((err: unknown) => {
+        onWarning?.('file source: cannot record the read position (lines may be read again after a restart)', { path, err });
+      });
+      return saving;
+    };
+    const queueSave = (): void => {
+      if (!positions || saveQueued) return;
+      saveQueued = true;
+      setImmediate(() => {
+        saveQueued = false;
+        void save();
+      });
+    };
+
+    const makeMessage = (line: Line): SourceMessage => {
       let settled = false;
+      const mark: Unsettled = { lineNo: line.lineNo, start: line.start, settled: false };
+      unsettled.push(mark);
       const msg: SourceMessage = {
-        data: line,
-        key: `file:${path}:${lineNo}`,
-        seq: lineNo,
+        data: line.data,
+        key: `file:${path}:${line.lineNo}`,
+        seq: line.lineNo,
         receivedAt: Date.now(),
         ack: () => {
           if (settled) return;
           settled = true;
+          mark.settled = true;
           inFlight--;
+          queueSave();
           signal();
         },
         working: () => {},
@@ -84,54 +248,131 @@ export function fileSource(options: FileSourceOptions): Source {
       return msg;
     };
 
+    /** Where to start: the stored position when it still fits this file, else the start. */
+    const startAt = async (handle: FileHandle): Promise<{ offset: number; line: number }> => {
+      const st = await handle.stat();
+      identity = { ino: st.ino, dev: st.dev };
+      const stored = positions ? await positions.getPosition(positionKey) : undefined;
+      if (!stored) return { offset: 0, line: 0 };
+      let why: string | undefined;
+      if (stored.ino !== st.ino || stored.dev !== st.dev) why = 'replaced (another inode)';
+      else if (st.size < stored.offset) why = `truncated (${st.size} bytes, position ${stored.offset})`;
+      else if ((await headHash(handle, stored.headBytes)) !== stored.head) why = 'replaced (its first bytes changed)';
+      if (why) {
+        onWarning?.(`file source: ${path} was ${why} since the last run: reading it from the start`, { path });
+        return { offset: 0, line: 0 };
+      }
+      hashed = { head: stored.head, headBytes: stored.headBytes };
+      return { offset: stored.offset, line: stored.line };
+    };
+
     const run = async (): Promise<void> => {
-      const fh = await open(path, 'r');
+      fh = await open(path, 'r');
       try {
-        const buf = Buffer.alloc(chunkBytes);
-        // Keeps a multi-byte character split across two reads whole.
-        const decoder = new StringDecoder('utf8');
-        let offset = 0;
-        let lineNo = 0;
-        let rest = '';
+        const start = await startAt(fh);
+        if (follow) {
+          try {
+            watcher = watch(path, { persistent: false }, () => signal());
+            watcher.on('error', () => {
+              watcher?.close();
+              watcher = undefined;
+            });
+          } catch {
+            watcher = undefined; // no notifications here: the poll alone notices appends
+          }
+        }
+        let offset = start.offset;
+        readSoFar = offset;
+        nextStart = offset;
+        nextLine = start.line;
+        let lineNo = start.line;
+        // The line being read: its parts (at most maxLineBytes + 1 bytes kept) and its length.
+        let parts: Buffer[] = [];
+        let kept = 0;
+        const take = (chunk: Buffer, from: number, to: number): void => {
+          const room = maxLineBytes + 1 - kept;
+          if (room <= 0 || to <= from) return;
+          const n = Math.min(room, to - from);
+          parts.push(Buffer.from(chunk.subarray(from, from + n)));
+          kept += n;
+        };
+        const finishLine = async (end: number): Promise<boolean> => {
+          const data = parts.length === 1 ? parts[0] : Buffer.concat(parts, kept);
+          parts = [];
+          kept = 0;
+          const body = data.length > 0 && data[data.length - 1] === 0x0d && data.length <= maxLineBytes ? data.subarray(0, -1) : data;
+          if (!isBlank(body)) {
+            while (inFlight >= maxInFlight && !subscriber.closed && !stopped) await waitForSignal();
+            // Not emitted: the position stays before this line, so the next run reads it.
+            if (subscriber.closed || stopped) return false;
+          }
+          lineNo++;
+          const lineStart = nextStart;
+          nextStart = end;
+          nextLine = lineNo;
+          if (isBlank(body)) return true;
+          inFlight++;
+          subscriber.next(makeMessage({ data: body, lineNo, start: lineStart }));
+          return true;
+        };
+
+        const chunk = Buffer.allocUnsafe(chunkBytes);
         while (!stopped && !subscriber.closed) {
-          const { bytesRead } = await fh.read(buf, 0, chunkBytes, offset);
+          kicked = false;
+          const { bytesRead } = await fh.read(chunk, 0, chunkBytes, offset);
           if (bytesRead === 0) {
             if (!follow) break;
-            await Promise.race([sleep(pollMs), waitForSignal()]);
+            const { size } = await fh.stat();
+            if (size < offset) {
+              onWarning?.(`file source: ${path} was truncated while followed: reading it from the start`, { path });
+              offset = nextStart = readSoFar = 0;
+              lineNo = nextLine = 0;
+              parts = [];
+              kept = 0;
+              hashed = { head: '', headBytes: -1 };
+              continue;
+            }
+            await waitForSignal(watcher ? pollMs : fallbackPollMs);
             continue;
           }
+          const base = offset;
           offset += bytesRead;
-          const text = rest + decoder.write(buf.subarray(0, bytesRead));
-          const lines = text.split('\n');
-          rest = lines.pop() ?? '';
-          for (const raw of lines) {
-            if (stopped) break;
-            lineNo++;
-            const line = raw.endsWith('\r') ? raw.slice(0, -1) : raw;
-            if (line.trim() === '') continue;
-            while (inFlight >= maxInFlight && !subscriber.closed && !stopped) await waitForSignal();
-            if (subscriber.closed) return;
-            if (stopped) break;
-            inFlight++;
-            subscriber.next(makeMessage(line, lineNo));
+          readSoFar = offset;
+          let i = 0;
+          let go = true;
+          while (i < bytesRead && go) {
+            const nl = chunk.indexOf(0x0a, i);
+            if (nl === -1 || nl >= bytesRead) {
+              take(chunk, i, bytesRead);
+              break;
+            }
+            take(chunk, i, nl);
+            i = nl + 1;
+            go = await finishLine(base + i);
           }
+          if (!go) break;
         }
         // A last line without a newline is a whole event at the end of a finished file.
-        if (!follow && !stopped && rest.trim() !== '' && !subscriber.closed) {
-          lineNo++;
-          inFlight++;
-          subscriber.next(makeMessage(rest, lineNo));
-        }
+        if (!follow && !stopped && kept > 0 && !subscriber.closed) await finishLine(offset);
+        watcher?.close();
+        watcher = undefined;
+        while (inFlight > 0 && !subscriber.closed) await waitForSignal();
+        await save();
       } finally {
-        await fh.close();
+        watcher?.close();
+        const handle = fh;
+        await saving;
+        fh = undefined;
+        await handle.close();
       }
-      while (inFlight > 0 && !subscriber.closed) await waitForSignal();
       subscriber.complete();
     };
     run().catch((err: unknown) => subscriber.error(err));
     return () => {
       for (const t of timers) clearTimeout(t);
       timers.clear();
+      watcher?.close();
+      watcher = undefined;
       signal();
     };
   });

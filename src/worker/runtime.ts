@@ -1,12 +1,14 @@
 /**
  * Builds the stores and sinks a config names, behind their interfaces. The embedded
- * default (file source, memory store, JSON Lines failed requests) needs no server; the real
+ * default (file source, local store with failed requests in it) needs no server; the real
  * backbone (JetStream, Redis) is loaded only when the config asks for it.
  */
 import type { AppConfig, DataflowConfig } from '../config/load.js';
 import type { RateLimiter } from '../stores/rate-limiter.js';
 import type { Logger } from '../observability/logger.js';
 import { FileFailedRequestStore, FileRejectedEventStore } from '../sinks/failed-file-store.js';
+import { LocalFailedRequestStore, LocalRejectedEventStore } from '../sinks/failed-local-store.js';
+import { LocalSnapshotStore } from '../stores/local-snapshot-store.js';
 import { createSinks, type HttpSinks } from '../sinks/http/sink.js';
 import type { FailedRequestStore, RejectedEventStore } from '../sinks/types.js';
 import { MemorySnapshotStore } from '../stores/memory-snapshot-store.js';
@@ -22,6 +24,11 @@ export interface FailureStores {
 /** The failed-request and rejected-event stores of a config. */
 export async function openFailureStores(config: AppConfig): Promise<FailureStores> {
   const f = config.failedRequests;
+  if (f.kind === 'local') {
+    const failed = new LocalFailedRequestStore({ path: f.path });
+    const rejected = new LocalRejectedEventStore({ path: f.path });
+    return { failed, rejected, close: async () => void (await Promise.all([failed.close(), rejected.close()])) };
+  }
   if (f.kind === 'file') {
     const failed = new FileFailedRequestStore({ path: f.path });
     const rejected = new FileRejectedEventStore({ path: f.rejectedPath });
@@ -31,10 +38,19 @@ export async function openFailureStores(config: AppConfig): Promise<FailureStore
   return openJetStreamFailureStores(f);
 }
 
+export interface OpenSnapshotStoreOptions {
+  /**
+   * Take the local store's run lock (`run`): one `run` per local store; a second one fails
+   * with `StoreLockedError` naming the store's path. Other commands leave it. @default false
+   */
+  exclusive?: boolean;
+}
+
 /** The snapshot store of a config. */
-export async function openSnapshotStore(config: AppConfig, logger?: Logger): Promise<SnapshotStore> {
+export async function openSnapshotStore(config: AppConfig, logger?: Logger, options: OpenSnapshotStoreOptions = {}): Promise<SnapshotStore> {
   const s = config.store;
   if (s.kind === 'memory') return new MemorySnapshotStore({ maxSnapshotBytes: config.worker.maxSnapshotBytes });
+  if (s.kind === 'local') return LocalSnapshotStore.open({ path: s.path, exclusive: options.exclusive, maxSnapshotBytes: config.worker.maxSnapshotBytes });
   const { openRedisSnapshotStore } = await import('./backbone.js');
   return openRedisSnapshotStore(s, logger, { maxSnapshotBytes: config.worker.maxSnapshotBytes });
 }

@@ -10,6 +10,8 @@ import { retry, timer } from 'rxjs';
 import { backfillSource } from '../streams/backfill.js';
 import { exportPipeline } from './pipeline.js';
 import { openFailureStores, openSinks, openSnapshotStore } from './runtime.js';
+import { LocalSnapshotStore } from '../stores/local-snapshot-store.js';
+import type { SnapshotStore } from '../stores/types.js';
 
 export interface RunSummary {
   eventsRead: number;
@@ -41,9 +43,19 @@ export interface WorkerOptions {
   metrics?: Metrics;
 }
 
-async function openSource(config: AppConfig, once: boolean, logger: Logger): Promise<Source> {
+async function openSource(config: AppConfig, once: boolean, logger: Logger, store: SnapshotStore): Promise<Source> {
   const s = config.source;
-  if (s.kind === 'file') return fileSource({ path: s.path, follow: !once, maxInFlight: config.worker.maxInFlight });
+  if (s.kind === 'file') {
+    return fileSource({
+      path: s.path,
+      follow: !once,
+      maxInFlight: config.worker.maxInFlight,
+      maxLineBytes: config.worker.maxEventBytes,
+      // The local store keeps the read position: a new run goes on where this one stops.
+      positions: store instanceof LocalSnapshotStore ? store : undefined,
+      onWarning: (message, details) => logger.warn(details, message),
+    });
+  }
   const { openJetStreamSource, openJetStreamPoolSource } = await import('./backbone.js');
   if (config.store.kind === 'redis') {
     return openJetStreamPoolSource(s, config.store, {
@@ -79,11 +91,11 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
       logger.warn({ destinationId: d.id }, 'tls.rejectUnauthorized is false: the endpoint\'s certificate is NOT verified');
     }
   }
-  const store = await openSnapshotStore(config, logger);
+  const store = await openSnapshotStore(config, logger, { exclusive: true });
   const failures = await openFailureStores(config);
   const limiters = config.store.kind === 'redis' ? (await import('./backbone.js')).openRedisLimiters(config.store, logger) : undefined;
   const sinks = openSinks(config, { failed: failures.failed, logger, limiterFor: limiters?.limiterFor });
-  const source = await openSource(config, once, logger);
+  const source = await openSource(config, once, logger, store);
 
   let abandoned = 0;
   let drainTimer: NodeJS.Timeout | undefined;

@@ -208,12 +208,9 @@ describe('defaults', () => {
   it('a minimal JSON config gets every documented default', () => {
     const { file, folder } = writeConfig('min.json', JSON.stringify(minimal()));
     const cfg = loadConfigFile(file, { env: {} });
-    expect(cfg.store).toEqual({ kind: 'memory' });
-    expect(cfg.failedRequests).toEqual({
-      kind: 'file',
-      path: join(folder, 'failed.jsonl'),
-      rejectedPath: join(folder, 'rejected.jsonl'),
-    });
+    // The embedded default is durable: the local store beside the config file, failed requests in it.
+    expect(cfg.store).toEqual({ kind: 'local', path: join(folder, 'http-destination.state') });
+    expect(cfg.failedRequests).toEqual({ kind: 'local', path: join(folder, 'http-destination.state') });
     expect(cfg.audiences[0].origin).toBe('segmentation');
     const d = cfg.destinations[0];
     expect(d.url).toBe('https://collector.example.com/profiles');
@@ -360,6 +357,17 @@ describe('errors name the field path', () => {
     const err = onlyIssue(() => resolve(raw));
     expect(err.path).toBe('destinations[0].auth.credentialsType');
     expect(err.message).toMatch(/^destinations\[0\]\.auth\.credentialsType: .*body-form.*basic/);
+  });
+
+  it('store.kind: local resolves its path against the config folder, and failedRequests.kind: local follows it', () => {
+    const raw = minimal();
+    raw.store = { kind: 'local', path: 'data/state' };
+    raw.failedRequests = { kind: 'local' };
+    const cfg = resolveConfig(raw, { baseDir: '/base', env: {} });
+    expect(cfg.store).toEqual({ kind: 'local', path: '/base/data/state' });
+    expect(cfg.failedRequests).toEqual({ kind: 'local', path: '/base/data/state' });
+    raw.store = { kind: 'local', path: 'x', colour: 'blue' };
+    expect(onlyIssue(() => resolve(raw)).path).toBe('store.colour');
   });
 
   it('a bad store.kind names store.kind', () => {

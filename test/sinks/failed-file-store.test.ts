@@ -1,5 +1,5 @@
 import { describe, it, expect, beforeEach, afterEach } from 'vitest';
-import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { StoreError } from '../../src/errors.js';
@@ -48,6 +48,19 @@ describe('FileFailedRequestStore', () => {
     expect(lines(path).map((l) => (JSON.parse(l) as FailedRequest).id)).toEqual(['r1', 'r2']);
     expect(await store.list()).toEqual([rec('r1'), rec('r2', { dataflowId: 'flow-2' })]);
     expect(await store.list({ dataflowId: 'flow-2' })).toEqual([rec('r2', { dataflowId: 'flow-2' })]);
+    await store.close();
+  });
+
+  it('creates its folders 0700 and its file 0600, also when remove rewrites it', async () => {
+    const path = join(dir, 'a', 'b', 'failed.jsonl');
+    const store = new FileFailedRequestStore({ path });
+    await store.put(rec('r1'));
+    await store.put(rec('r2'));
+    expect(statSync(join(dir, 'a')).mode & 0o777).toBe(0o700);
+    expect(statSync(join(dir, 'a', 'b')).mode & 0o777).toBe(0o700);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+    await store.remove(['r1']);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
     await store.close();
   });
 

@@ -56,6 +56,9 @@ async function file(name: string, text: string): Promise<string> {
   return path;
 }
 
+/** A message's bytes as text (the source emits raw bytes). */
+const asText = (d: string | Uint8Array): string => (typeof d === 'string' ? d : Buffer.from(d).toString('utf8'));
+
 const lines = (n: number): string => Array.from({ length: n }, (_, i) => `{"n":${i + 1}}\n`).join('');
 
 describe('fileSource', () => {
@@ -64,7 +67,7 @@ describe('fileSource', () => {
     const before = Date.now();
     const run = subscribe({ path }, { autoAck: true });
     await until(run.done);
-    expect(run.got.map((m) => ({ data: m.data, key: m.key, seq: m.seq }))).toEqual([
+    expect(run.got.map((m) => ({ data: asText(m.data), key: m.key, seq: m.seq }))).toEqual([
       { data: '{"n":1}', key: `file:${path}:1`, seq: 1 },
       { data: '{"n":2}', key: `file:${path}:4`, seq: 4 },
       { data: '{"n":3}', key: `file:${path}:6`, seq: 6 },
@@ -95,7 +98,7 @@ describe('fileSource', () => {
     const path = await file('utf8.jsonl', text);
     const run = subscribe({ path, chunkBytes: 4 }, { autoAck: true });
     await until(run.done);
-    expect(run.got.map((m) => m.data)).toEqual(['{"n":"héllo wörld ✓"}', '{"n":"ünïcødé"}']);
+    expect(run.got.map((m) => asText(m.data))).toEqual(['{"n":"héllo wörld ✓"}', '{"n":"ünïcødé"}']);
   });
 
   it('reads lines longer than one chunk', async () => {
@@ -103,7 +106,7 @@ describe('fileSource', () => {
     const path = await file('long.jsonl', `${long}\n${long}\n`);
     const run = subscribe({ path, chunkBytes: 16 }, { autoAck: true });
     await until(run.done);
-    expect(run.got.map((m) => [m.data, m.seq])).toEqual([
+    expect(run.got.map((m) => [asText(m.data), m.seq])).toEqual([
       [long, 1],
       [long, 2],
     ]);
@@ -184,7 +187,7 @@ describe('fileSource', () => {
     expect(run.done()).toBe(false);
     await appendFile(path, '4}\n');
     await until(() => run.got.length === 4);
-    expect(run.got.map((m) => [m.data, m.seq])).toEqual([
+    expect(run.got.map((m) => [asText(m.data), m.seq])).toEqual([
       ['{"n":1}', 1],
       ['{"n":2}', 2],
       ['{"n":3}', 3],
@@ -209,7 +212,7 @@ describe('fileSource', () => {
     await sleep(50);
     run.got[1].ack();
     await until(run.done);
-    expect(run.got.map((m) => m.data)).toEqual(['{"n":1}', '{"n":2}']);
+    expect(run.got.map((m) => asText(m.data))).toEqual(['{"n":1}', '{"n":2}']);
   });
 
   it('emits nothing more after stop(), also while reading is paused at maxInFlight', async () => {

@@ -1,0 +1,137 @@
+/**
+ * LocalSnapshotStore (LMDB): the SnapshotStore contract, then what only a durable store owes —
+ * state that outlives the process, private file modes, the run lock, and read positions.
+ */
+import { mkdtemp, rm, stat, readdir, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { LocalSnapshotStore } from '../../src/stores/local-snapshot-store.js';
+import { MAX_PENDING_PER_PROFILE } from '../../src/stores/memory-snapshot-store.js';
+import { openLocalEnv } from '../../src/stores/local-env.js';
+import { StoreLockedError } from '../../src/stores/local-lock.js';
+import { describeSnapshotStoreContract } from './snapshot-store-contract.js';
+
+const dirs: string[] = [];
+async function freshDir(): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), 'local-store-'));
+  dirs.push(d);
+  return d;
+}
+afterEach(async () => {
+  await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+});
+
+describeSnapshotStoreContract('LocalSnapshotStore', async () => {
+  const path = join(await freshDir(), 'state');
+  const store = await LocalSnapshotStore.open({ path });
+  return {
+    store,
+    cleanup: () => store.close(),
+    loseFrozenMembers: async (id) => {
+      // Behind the store's back, as a lost file would: another handle on the same folder.
+      const env = openLocalEnv(path);
+      const frozen = env.db('frozen');
+      await env.root.transaction(() => {
+        for (const key of frozen.getKeys({ start: `${id}\u0000`, end: `${id}\u0001` })) frozen.remove(key);
+        frozen.remove(id);
+      });
+      await env.release();
+    },
+  };
+});
+
+describe('LocalSnapshotStore (durable)', () => {
+  let path: string;
+  beforeEach(async () => {
+    path = join(await freshDir(), 'sub', 'state');
+  });
+
+  it('keeps snapshots, memberships, replay records, backfills and positions across a close and reopen', async () => {
+    const a = await LocalSnapshotStore.open({ path });
+    await a.apply({ profileId: 'p-1', attributes: { n: 1 }, segmentMembership: { ups: { aud: { status: 'realized' } } } }, { key: 'k1', seq: 1 });
+    const first = await a.apply({ profileId: 'p-1', attributes: { n: 2 } }, { key: 'k2', seq: 2 });
+    await a.confirm('p-1', 'k1');
+    await a.setBackfill('bf', { done: false, cursor: '3', sent: 3 });
+    await a.setPosition('file:/x', { offset: 10, line: 2, ino: 1, dev: 2, size: 10, head: 'h', headBytes: 10 });
+    await a.close();
+
+    const b = await LocalSnapshotStore.open({ path });
+    expect((await b.get('p-1'))?.attributes).toEqual({ n: 2 });
+    const members: string[][] = [];
+    for await (const batch of b.members('aud')) members.push(batch);
+    expect(members).toEqual([['p-1']]);
+    // k2 was never confirmed: a redelivery after the restart gets its first result back.
+    const again = await b.apply({ profileId: 'p-1', attributes: { n: 2 } }, { key: 'k2', seq: 2 });
+    expect(again.replayed).toBe(true);
+    expect(again.before).toEqual(first.before);
+    // k1 was confirmed: merged again.
+    expect((await b.apply({ profileId: 'p-1', attributes: { n: 1 } }, { key: 'k1', seq: 1 })).replayed).toBe(false);
+    expect(await b.getBackfill('bf')).toEqual({ done: false, cursor: '3', sent: 3 });
+    expect(await b.getPosition('file:/x')).toMatchObject({ offset: 10, line: 2 });
+    await b.close();
+  });
+
+  it('confirmed applications do not push an unconfirmed one out of the replay bound', async () => {
+    const s = await LocalSnapshotStore.open({ path });
+    const first = await s.apply({ profileId: 'p', attributes: { n: 0 } }, { key: 'pending', seq: 0 });
+    for (let i = 1; i <= MAX_PENDING_PER_PROFILE + 5; i++) {
+      await s.apply({ profileId: 'p', attributes: { n: i } }, { key: `c${i}`, seq: i });
+      await s.confirm('p', `c${i}`);
+    }
+    const again = await s.apply({ profileId: 'p', attributes: { n: 0 } }, { key: 'pending', seq: 0 });
+    expect(again.replayed).toBe(true);
+    expect(again.after).toEqual(first.after);
+    await s.close();
+  });
+
+  it('creates its folder 0700 and its files 0600', async () => {
+    const s = await LocalSnapshotStore.open({ path, exclusive: true });
+    await s.apply({ profileId: 'p', attributes: { a: 1 } }, { key: 'k', seq: 1 });
+    expect((await stat(path)).mode & 0o777).toBe(0o700);
+    const files = await readdir(path);
+    expect(files.sort()).toEqual(['data.mdb', 'data.mdb-lock', 'run.lock']);
+    for (const f of files) expect([f, (await stat(join(path, f))).mode & 0o777]).toEqual([f, 0o600]);
+    await s.close();
+  });
+
+  it('the run lock: a second exclusive open fails naming the path; after close it can be taken again', async () => {
+    const a = await LocalSnapshotStore.open({ path, exclusive: true });
+    const err = await LocalSnapshotStore.open({ path, exclusive: true }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StoreLockedError);
+    expect((err as StoreLockedError).code).toBe('ERR_STORE_LOCKED');
+    expect((err as Error).message).toContain(path);
+    // A reader (failed list, explain) does not need the lock.
+    const reader = await LocalSnapshotStore.open({ path });
+    expect(await reader.get('nobody')).toBeNull();
+    await reader.close();
+    await a.close();
+    const b = await LocalSnapshotStore.open({ path, exclusive: true });
+    await b.close();
+  });
+
+  it('takes over a lock left by a process that is gone', async () => {
+    const s = await LocalSnapshotStore.open({ path });
+    await s.close();
+    // A pid far above pid_max is never alive.
+    await writeFile(join(path, 'run.lock'), '99999999\n');
+    const b = await LocalSnapshotStore.open({ path, exclusive: true });
+    await b.close();
+    expect(await readdir(path)).not.toContain('run.lock');
+  });
+
+  it('writes of one event-loop turn share a transaction (hundreds of applies, far fewer commits)', async () => {
+    const s = await LocalSnapshotStore.open({ path });
+    const env = openLocalEnv(path);
+    const before = env.root.getStats() as { lastTxnId?: number; txnId?: number };
+    await Promise.all(Array.from({ length: 500 }, (_, i) => s.apply({ profileId: `p-${i}`, attributes: { i } }, { key: `k${i}`, seq: i })));
+    await env.root.committed;
+    expect(env.root.getStats()).toMatchObject({ entryCount: expect.any(Number) });
+    const after = env.root.getStats() as { lastTxnId?: number; txnId?: number };
+    const txns = (after.lastTxnId ?? after.txnId ?? 0) - (before.lastTxnId ?? before.txnId ?? 0);
+    expect(txns).toBeGreaterThan(0);
+    expect(txns).toBeLessThan(10);
+    await env.release();
+    await s.close();
+  });
+});
