@@ -44,7 +44,7 @@ function serveMetrics(metrics: Metrics, port: number): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.url === '/metrics') {
       res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
-      res.end(metrics.render());
+      void metrics.render().then((t) => res.end(t));
     } else if (req.url === '/healthz') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ status: 'ok', inFlight: metrics.inFlight }));
