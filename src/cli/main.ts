@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { ConfigError, ConfigErrors, HttpDestinationError, UsageError } from '../errors.js';
 import { createRedactor } from '../observability/redact.js';
 import { commands } from './commands.js';
+import { registerStatus } from './status.js';
 
 function version(): string {
   try {
@@ -33,8 +34,9 @@ export function buildProgram(): Command {
     .addOption(config())
     .option('--once', 'process the source to its current end, wait for every export, print a summary, exit')
     .option('--json', 'with --once: print the summary as JSON')
-    .option('--metrics-port <port>', 'serve /metrics and /healthz on this port (127.0.0.1)', (v) => parsePort(v))
-    .action(async (o: { config: string; once?: boolean; json?: boolean; metricsPort?: number }) => {
+    .option('--metrics-port <port>', 'serve the admin server (/metrics, /healthz, /readyz, /api/) on this port', (v) => parsePort(v))
+    .option('--metrics-host <host>', 'bind the admin server to this host (default 127.0.0.1; any other needs admin.token)')
+    .action(async (o: { config: string; once?: boolean; json?: boolean; metricsPort?: number; metricsHost?: string }) => {
       await commands.run(o);
     });
 
@@ -114,6 +116,7 @@ export function buildProgram(): Command {
       await commands.audiencesImport({ ...o, csv });
     });
 
+  registerStatus(program);
   return program;
 }
 

@@ -69,6 +69,8 @@ export interface AppConfig {
   dataflows: DataflowConfig[];
   worker: RawConfig['worker'];
   log: RawConfig['log'];
+  /** The admin server's settings; `token` is a secret. */
+  admin?: RawConfig['admin'];
   /** Every secret value in this config, for the redactor. Never print this. */
   secrets: string[];
 }
@@ -176,7 +178,8 @@ export function resolveConfig(raw: unknown, opts: LoadOptions = {}): AppConfig {
     dataflows,
     worker: c.worker,
     log: c.log,
-    secrets: [...new Set(secrets.concat(collectSecrets(destinations)))],
+    admin: c.admin,
+    secrets: [...new Set(secrets.concat(collectSecrets(destinations), c.admin?.token ? [c.admin.token] : []))],
   };
 }
 

@@ -21,6 +21,8 @@ export const DEFAULTS = {
   drainTimeoutMs: 30_000,
   /** Largest accepted input event, in bytes. */
   maxEventBytes: 1_048_576,
+  /** How long a starting worker retries reaching NATS and Redis before it exits 1. */
+  startupTimeoutMs: 30_000,
 } as const;
 
 const nonEmpty = z.string().trim().min(1, 'must not be empty');
@@ -211,12 +213,16 @@ export const configSchema = z.strictObject({
       maxInFlight: z.number().int().positive().default(DEFAULTS.maxInFlight),
       drainTimeoutMs: z.number().int().positive().default(DEFAULTS.drainTimeoutMs),
       maxEventBytes: z.number().int().positive().default(DEFAULTS.maxEventBytes),
+      startupTimeoutMs: z.number().int().nonnegative().default(DEFAULTS.startupTimeoutMs),
     })
     .default({
       maxInFlight: DEFAULTS.maxInFlight,
       drainTimeoutMs: DEFAULTS.drainTimeoutMs,
       maxEventBytes: DEFAULTS.maxEventBytes,
+      startupTimeoutMs: DEFAULTS.startupTimeoutMs,
     }),
+  /** The admin server (`run --metrics-port`): `token` guards actions and any non-loopback bind. */
+  admin: z.strictObject({ token: nonEmpty.optional() }).optional(),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
