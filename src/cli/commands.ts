@@ -121,6 +121,8 @@ export const commands = {
       if (o.once) out(o.json ? JSON.stringify(summary) : formatSummary(summary));
       else logger.info({ summary }, 'worker stopped');
     } catch (err) {
+      // Stop what may still run (the --once end watcher, the source) so nothing keeps the process alive.
+      running.stop();
       // The pool's partition count differs from this worker's: a config error (exit 2, no restart loop).
       if (err instanceof HttpDestinationError && err.code === 'ERR_POOL_PARTITIONS') throw new ConfigError('source.partitions', err.message);
       throw err;

@@ -169,6 +169,9 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 main(process.argv).then(
   (code) => {
     process.exitCode = code;
+    // A failed command exits even if a connection it opened is still closing (a supervisor
+    // must see the exit); an unref'd timer, so a clean run exits as soon as it is done.
+    if (code !== 0) setTimeout(() => process.exit(code), 5_000).unref();
   },
   (err: unknown) => {
     process.stderr.write(`fatal: ${err instanceof Error ? err.message : String(err)}\n`);
