@@ -11,7 +11,7 @@ import type { AdminApi } from './server.js';
 
 /** Active alerts as the API shows them (`alerts.ts` provides them). */
 export interface ActiveAlerts {
-  active(): Promise<Array<{ dataflowId?: string } & Record<string, unknown>>>;
+  active(): Promise<Array<{ dataflowId?: string }>>;
 }
 
 /** The figures report of a config from its store (shared by `status` and `/api/dataflows`). */

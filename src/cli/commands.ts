@@ -9,6 +9,9 @@ import { workerApi } from '../admin/api.js';
 import { ADMIN_DEFAULTS, isLoopback, startAdminServer, type AdminServer } from '../admin/server.js';
 import { Health } from '../observability/health.js';
 import { openFiguresStore, startFiguresFlush } from '../observability/figures.js';
+import { startAlerts, type AlertEngine } from '../observability/alerts.js';
+import { openAlertChannels } from '../observability/alert-channels.js';
+import { openAlertStateStore } from '../observability/alerts-redis.js';
 import type { Logger } from '../observability/logger.js';
 import { createLogger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
@@ -76,11 +79,14 @@ export const commands = {
     let worker: WorkerHandle | undefined;
     const figures = await openFiguresStore(config);
     const flush = startFiguresFlush({ metrics, store: figures, onError: figuresError(logger) });
+    const alertState = config.alerts && config.alerts.rules.length > 0 ? await openAlertStateStore(config) : undefined;
+    let alerts: AlertEngine | undefined;
     const closeMonitoring = async (): Promise<void> => {
       await admin?.close();
       await health.close();
+      await alerts?.close();
       await flush.close();
-      await figures.close();
+      await Promise.allSettled([figures.close(), alertState?.close()]);
     };
     try {
       if (o.metricsPort !== undefined) {
@@ -92,11 +98,15 @@ export const commands = {
           token: config.admin?.token,
           redact: createRedactor(config.secrets).value,
           logger,
-          api: workerApi({ config, logger, figures, flush: () => flush.flush(), failed: () => worker?.failed }),
+          api: workerApi({ config, logger, figures, flush: () => flush.flush(), alerts: alertState, failed: () => worker?.failed }),
         });
         logger.info({ host, port: admin.port }, 'admin server listening');
       }
       worker = await startWorker({ config, logger, once: o.once, metrics, health });
+      if (config.alerts && alertState) {
+        const channels = openAlertChannels(config.alerts.channels, { logger, natsServers: config.source.kind === 'jetstream' ? config.source.servers : undefined });
+        alerts = startAlerts({ config: config.alerts, dataflowIds: config.dataflows.map((d) => d.id), figures, state: alertState, channels, logger, metrics, flush: () => flush.flush() });
+      }
     } catch (err) {
       await closeMonitoring();
       if (err instanceof HttpDestinationError && err.code === 'ERR_POOL_PARTITIONS') throw new ConfigError('source.partitions', err.message);

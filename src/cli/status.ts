@@ -9,6 +9,7 @@ import { loadConfigFile, type AppConfig } from '../config/load.js';
 import { UsageError } from '../errors.js';
 import { readFiguresReport } from '../admin/api.js';
 import { openFiguresStore, type FiguresReport } from '../observability/figures.js';
+import { openAlertStateStore } from '../observability/alerts-redis.js';
 
 const fmtMs = (ms: number | null): string => (ms === null ? '-' : ms >= 1000 ? `${(ms / 1000).toFixed(ms >= 10_000 ? 0 : 1)} s` : `${Math.round(ms)} ms`);
 
@@ -42,11 +43,12 @@ export async function status(o: { config: string; json?: boolean }): Promise<voi
     );
   }
   const figures = await openFiguresStore(config);
+  const alerts = await openAlertStateStore(config);
   try {
-    const report = await readFiguresReport(config, figures);
+    const report = await readFiguresReport(config, figures, alerts);
     process.stdout.write(`${o.json ? JSON.stringify(report) : formatStatus(report)}\n`);
   } finally {
-    await figures.close();
+    await Promise.allSettled([figures.close(), alerts.close()]);
   }
 }
 
