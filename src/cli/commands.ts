@@ -212,6 +212,8 @@ export const commands = {
       })),
       dataflows: config.dataflows,
       worker: config.worker,
+      admin: config.admin && { token: config.admin.token ? MASK : undefined },
+      alerts: config.alerts,
     };
     out(`config ${o.config} is valid\n`);
     for (const d of config.destinations) {

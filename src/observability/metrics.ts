@@ -7,8 +7,9 @@
  * The per-message path is plain field increments on a per-dataflow record cached in a Map (no
  * label hashing, no prom-client call): the prom-client metrics read those records when they are
  * scraped (`collect` callbacks, and histograms whose `get()` reads the record's buckets).
- * Measured (tsx, this machine): `exportSettled` ~40 ns; a prom-client labelled child's
- * `observe()` alone costs ~210 ns.
+ * Measured (tsx, best of 8 runs of 2M calls on a shared 2-core VM): `exportSettled` 58–80 ns
+ * (the hand-written metrics before: 44–50 ns; the difference is the figures' latency bucket);
+ * a prom-client labelled child's `observe()` alone costs ~210 ns, `Date.now()` ~200 ns here.
  */
 import { collectDefaultMetrics, Counter, type MetricType, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValueWithName } from 'prom-client';
 
