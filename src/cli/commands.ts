@@ -102,7 +102,7 @@ export const commands = {
         });
         logger.info({ host, port: admin.port }, 'admin server listening');
       }
-      worker = await startWorker({ config, logger, once: o.once, metrics, health });
+      worker = await startWorker({ config, logger, once: o.once, metrics, health: admin ? health : undefined });
       if (config.alerts && alertState) {
         const channels = openAlertChannels(config.alerts.channels, { logger, natsServers: config.source.kind === 'jetstream' ? config.source.servers : undefined });
         alerts = startAlerts({ config: config.alerts, dataflowIds: config.dataflows.map((d) => d.id), figures, state: alertState, channels, logger, metrics, flush: () => flush.flush() });

@@ -10,10 +10,13 @@ import {
   runCli,
   runOnce,
   singleFlow,
+  sleep,
+  spawnCli,
   useBackboneAndReceiver,
   type Backbone,
   type RecordingReceiver,
 } from '../support/backbone.js';
+import { freePort } from '../support/redis-server.js';
 
 describe('status: dataflow figures equal the deliveries', () => {
   let bb: Backbone;
@@ -67,5 +70,26 @@ describe('status: dataflow figures equal the deliveries', () => {
     expect(table.code).toBe(0);
     expect(table.stdout).toMatch(new RegExp(`flow-1\\s+${received}\\s+${delivered}\\s+${received - delivered - failed}\\s+${failed}\\s`));
     expect(table.stdout).toContain('rejected input events: 2 this run, 2 in total');
+
+    // A running pool worker's admin server: ready (Redis, NATS, a lease), the same figures on /api/dataflows.
+    const port = await freePort();
+    const worker = spawnCli(['run', '--config', setup.cfg, '--metrics-port', String(port)]);
+    try {
+      let ready: { status: number; body: { ready?: boolean; checks?: Array<{ name: string; ok: boolean }> } } = { status: 0, body: {} };
+      for (const end = Date.now() + 30_000; Date.now() < end; await sleep(200)) {
+        const res = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => undefined);
+        if (!res) continue;
+        ready = { status: res.status, body: (await res.json()) as typeof ready.body };
+        if (res.status === 200) break;
+      }
+      expect(ready.status, JSON.stringify(ready.body) + worker.stderr.slice(-2000)).toBe(200);
+      expect(ready.body.checks?.map((c) => c.name).sort()).toEqual(['nats', 'pool', 'redis', 'worker']);
+      const api = (await (await fetch(`http://127.0.0.1:${port}/api/dataflows`)).json()) as typeof report;
+      expect(api.dataflows.find((d) => d.id === 'flow-1')!.total).toEqual(flow.total);
+      expect(api.rejected.total).toBe(2);
+    } finally {
+      worker.kill('SIGTERM');
+      await worker.exited;
+    }
   });
 });
