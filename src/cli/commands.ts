@@ -2,11 +2,18 @@
  * What each command of the CLI does. Output for people goes to stdout; logs (JSON) go to
  * stderr; secrets are masked everywhere.
  */
-import { createServer, type Server } from 'node:http';
 import { stringify as toYaml } from 'yaml';
 import { requireEnv, type UnsetVariable } from '../config/env.js';
 import { loadConfigFile, type AppConfig } from '../config/load.js';
-import { HttpDestinationError, UsageError } from '../errors.js';
+import { ConfigError, HttpDestinationError, UsageError } from '../errors.js';
+import { workerApi } from '../admin/api.js';
+import { ADMIN_DEFAULTS, isLoopback, startAdminServer, type AdminServer } from '../admin/server.js';
+import { Health } from '../observability/health.js';
+import { openFiguresStore, startFiguresFlush } from '../observability/figures.js';
+import { startAlerts, type AlertEngine } from '../observability/alerts.js';
+import { openAlertChannels } from '../observability/alert-channels.js';
+import { openAlertStateStore } from '../observability/alerts-redis.js';
+import type { Logger } from '../observability/logger.js';
 import { createLogger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { createRedactor, MASK } from '../observability/redact.js';
@@ -15,7 +22,7 @@ import type { PublishStats } from '../streams/publish.js';
 import { count, startProgress, wantsProgress, type ProgressFigures } from './progress.js';
 import type { FailedRequest } from '../sinks/types.js';
 import { openFailureStores, openSinks } from '../worker/runtime.js';
-import { startWorker, type RunSummary } from '../worker/worker.js';
+import { startWorker, type RunSummary, type WorkerHandle } from '../worker/worker.js';
 
 let secrets: readonly string[] = [];
 
@@ -111,22 +118,14 @@ function formatSummary(s: RunSummary): string {
   return lines.join('\n');
 }
 
-function serveMetrics(metrics: Metrics, port: number): Promise<Server> {
-  const server = createServer((req, res) => {
-    if (req.url === '/metrics') {
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
-      res.end(metrics.render());
-    } else if (req.url === '/healthz') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ status: 'ok', inFlight: metrics.inFlight }));
-    } else {
-      res.writeHead(404).end();
-    }
-  });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, '127.0.0.1', () => resolve(server));
-  });
+/** Warns about a figures store that cannot be written, at most every 10 s. */
+function figuresError(logger: Logger): (err: unknown) => void {
+  let last = 0;
+  return (err) => {
+    if (Date.now() - last < 10_000) return;
+    last = Date.now();
+    logger.warn({ err }, 'dataflow figures: cannot write to the store; kept and retried');
+  };
 }
 
 function describeFailed(r: FailedRequest): string {
@@ -137,12 +136,54 @@ function describeFailed(r: FailedRequest): string {
 export const commands = {
   knownSecrets: (): readonly string[] => secrets,
 
-  async run(o: { config: string; once?: boolean; json?: boolean; metricsPort?: number }): Promise<void> {
+  async run(o: { config: string; once?: boolean; json?: boolean; metricsPort?: number; metricsHost?: string }): Promise<void> {
     const config = load(o.config);
     const logger = createLogger({ level: config.log.level, secrets: config.secrets });
-    const metrics = new Metrics();
-    const server = o.metricsPort !== undefined ? await serveMetrics(metrics, o.metricsPort) : undefined;
-    const worker = await startWorker({ config, logger, once: o.once, metrics });
+    const metrics = new Metrics({ defaultMetrics: o.metricsPort !== undefined });
+    const health = new Health();
+    const host = o.metricsHost ?? ADMIN_DEFAULTS.host;
+    if (o.metricsHost !== undefined && o.metricsPort === undefined) throw new UsageError('--metrics-host: needs --metrics-port');
+    if (!isLoopback(host) && !config.admin?.token) {
+      throw new UsageError(`--metrics-host ${host}: serving the admin server beyond loopback needs admin.token in the config (admin: { token: "\${ADMIN_TOKEN}" })`);
+    }
+    let admin: AdminServer | undefined;
+    let worker: WorkerHandle | undefined;
+    const figures = await openFiguresStore(config);
+    const flush = startFiguresFlush({ metrics, store: figures, onError: figuresError(logger) });
+    const alertState = config.alerts && config.alerts.rules.length > 0 ? await openAlertStateStore(config) : undefined;
+    let alerts: AlertEngine | undefined;
+    const closeMonitoring = async (): Promise<void> => {
+      await admin?.close();
+      await health.close();
+      await alerts?.close();
+      await flush.close();
+      await Promise.allSettled([figures.close(), alertState?.close()]);
+    };
+    try {
+      if (o.metricsPort !== undefined) {
+        admin = await startAdminServer({
+          host,
+          port: o.metricsPort,
+          metrics,
+          health,
+          token: config.admin?.token,
+          redact: createRedactor(config.secrets).value,
+          logger,
+          api: workerApi({ config, logger, figures, flush: () => flush.flush(), alerts: alertState, failed: () => worker?.failed }),
+        });
+        logger.info({ host, port: admin.port }, 'admin server listening');
+      }
+      worker = await startWorker({ config, logger, once: o.once, metrics, health: admin ? health : undefined });
+      if (config.alerts && alertState) {
+        const channels = openAlertChannels(config.alerts.channels, { logger, natsServers: config.source.kind === 'jetstream' ? config.source.servers : undefined });
+        alerts = startAlerts({ config: config.alerts, dataflowIds: config.dataflows.map((d) => d.id), figures, state: alertState, channels, logger, metrics, flush: () => flush.flush() });
+      }
+    } catch (err) {
+      await closeMonitoring();
+      if (err instanceof HttpDestinationError && err.code === 'ERR_POOL_PARTITIONS') throw new ConfigError('source.partitions', err.message);
+      throw err;
+    }
+    const running = worker;
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals): void => {
       signals++;
@@ -151,19 +192,25 @@ export const commands = {
         process.exit(1);
       }
       logger.info({ signal: sig }, 'signal received');
-      worker.stop();
+      running.stop();
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
     if (!o.once) logger.info({ dataflows: config.dataflows.map((d) => d.id), source: config.source.kind }, 'worker started');
     try {
-      const summary = await worker.done;
+      const summary = await running.done;
       if (o.once) out(o.json ? JSON.stringify(summary) : formatSummary(summary));
       else logger.info({ summary }, 'worker stopped');
+    } catch (err) {
+      // Stop what may still run (the --once end watcher, the source) so nothing keeps the process alive.
+      running.stop();
+      // The pool's partition count differs from this worker's: a config error (exit 2, no restart loop).
+      if (err instanceof HttpDestinationError && err.code === 'ERR_POOL_PARTITIONS') throw new ConfigError('source.partitions', err.message);
+      throw err;
     } finally {
       process.off('SIGINT', onSignal);
       process.off('SIGTERM', onSignal);
-      server?.close();
+      await closeMonitoring();
     }
   },
 
@@ -257,6 +304,8 @@ export const commands = {
       })),
       dataflows: config.dataflows,
       worker: config.worker,
+      admin: config.admin && { token: config.admin.token ? MASK : undefined },
+      alerts: config.alerts,
     };
     out(`config ${o.config} is valid\n`);
     for (const d of config.destinations) {

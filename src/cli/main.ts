@@ -10,6 +10,7 @@ import { createRedactor } from '../observability/redact.js';
 import { commands } from './commands.js';
 import { registerPoolResetState } from './pool-reset-state.js';
 import { registerExplain } from './explain.js';
+import { registerStatus } from './status.js';
 
 function version(): string {
   try {
@@ -35,8 +36,9 @@ export function buildProgram(): Command {
     .addOption(config())
     .option('--once', 'process the source to its current end, wait for every export, print a summary, exit')
     .option('--json', 'with --once: print the summary as JSON')
-    .option('--metrics-port <port>', 'serve /metrics and /healthz on this port (127.0.0.1)', (v) => parsePort(v))
-    .action(async (o: { config: string; once?: boolean; json?: boolean; metricsPort?: number }) => {
+    .option('--metrics-port <port>', 'serve the admin server (/metrics, /healthz, /readyz, /api/) on this port', (v) => parsePort(v))
+    .option('--metrics-host <host>', 'bind the admin server to this host (default 127.0.0.1; any other needs admin.token)')
+    .action(async (o: { config: string; once?: boolean; json?: boolean; metricsPort?: number; metricsHost?: string }) => {
       await commands.run(o);
     });
 
@@ -126,6 +128,7 @@ export function buildProgram(): Command {
 
   registerExplain(program);
 
+  registerStatus(program);
   return program;
 }
 
@@ -190,6 +193,9 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 main(process.argv).then(
   (code) => {
     process.exitCode = code;
+    // A failed command exits even if a connection it opened is still closing (a supervisor
+    // must see the exit); an unref'd timer, so a clean run exits as soon as it is done.
+    if (code !== 0) setTimeout(() => process.exit(code), 5_000).unref();
   },
   (err: unknown) => {
     process.stderr.write(`fatal: ${err instanceof Error ? err.message : String(err)}\n`);

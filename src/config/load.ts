@@ -91,6 +91,10 @@ export interface AppConfig {
   dataflows: DataflowConfig[];
   worker: RawConfig['worker'];
   log: RawConfig['log'];
+  /** The admin server's settings; `token` is a secret. */
+  admin?: RawConfig['admin'];
+  /** Alert channels and rules (SPEC §10); webhook signing secrets are secrets. */
+  alerts?: RawConfig['alerts'];
   /** Every secret value in this config, for the redactor. Never print this. */
   secrets: string[];
   /** `${NAME}` references whose variable is not set; only when loaded with `allowUnsetEnv`. */
@@ -247,6 +251,7 @@ function resolveSubstituted(
     });
   });
 
+  checkAlerts(c, problems);
   if (problems.length > 0) throw new ConfigErrors(problems);
 
   return {
@@ -258,8 +263,55 @@ function resolveSubstituted(
     dataflows,
     worker: c.worker,
     log: c.log,
-    secrets: [...new Set(secrets.concat(collectSecrets(destinations), envProxy ? [...proxySecrets(envProxy.httpProxy), ...proxySecrets(envProxy.httpsProxy)] : []))],
+    admin: c.admin,
+    alerts: c.alerts,
+    secrets: [
+      ...new Set(
+        secrets.concat(
+          collectSecrets(destinations),
+          envProxy ? [...proxySecrets(envProxy.httpProxy), ...proxySecrets(envProxy.httpsProxy)] : [],
+          c.admin?.token ? [c.admin.token] : [],
+          alertSecrets(c),
+        ),
+      ),
+    ],
   };
+}
+
+/** Alerts: unique ids, channels and dataflows that exist, NATS channels only with a JetStream source. */
+function checkAlerts(c: RawConfig, problems: ConfigError[]): void {
+  if (!c.alerts) return;
+  uniqueIds(c.alerts.channels, 'alerts.channels', problems);
+  uniqueIds(c.alerts.rules, 'alerts.rules', problems);
+  const channels = new Set(c.alerts.channels.map((ch) => ch.id));
+  const flows = new Set(c.dataflows.map((f) => f.id));
+  c.alerts.channels.forEach((ch, i) => {
+    if (ch.kind === 'nats' && c.source.kind !== 'jetstream') {
+      problems.push(new ConfigError(`alerts.channels[${i}].kind`, 'a nats channel needs source.kind: jetstream (it publishes on the source\'s servers)'));
+    }
+  });
+  c.alerts.rules.forEach((r, i) => {
+    if (r.kind === 'delay') {
+      // Refused rather than accepted and never fired: the worker cannot yet see the age of the
+      // oldest update waiting (README, Alerts).
+      problems.push(new ConfigError(`alerts.rules[${i}].kind`, 'delay rules are not supported by this version yet (failedRequests, failureRate, latencyP95 are)'));
+    }
+    r.channels.forEach((id, j) => {
+      if (!channels.has(id)) problems.push(new ConfigError(`alerts.rules[${i}].channels[${j}]`, `unknown channel "${id}" (declare it under alerts.channels)`));
+    });
+    r.dataflows?.forEach((id, j) => {
+      if (!flows.has(id)) problems.push(new ConfigError(`alerts.rules[${i}].dataflows[${j}]`, `unknown dataflow "${id}"`));
+    });
+  });
+}
+
+function alertSecrets(c: RawConfig): string[] {
+  const out: string[] = [];
+  for (const ch of c.alerts?.channels ?? []) {
+    if (ch.kind !== 'webhook' || !ch.signing) continue;
+    for (const s of 'secret' in ch.signing ? [ch.signing.secret] : ch.signing.secrets) out.push(s, s.slice('whsec_'.length));
+  }
+  return out;
 }
 
 /** The local store's folder: `store.path`, default `http-destination.state` beside the config file. */

@@ -23,6 +23,8 @@ export const DEFAULTS = {
   maxEventBytes: 1_048_576,
   /** Largest profile snapshot (its JSON, in UTF-8 bytes); an update that would pass it is rejected. */
   maxSnapshotBytes: 1_048_576,
+  /** How long a starting worker retries reaching NATS and Redis before it exits 1. */
+  startupTimeoutMs: 30_000,
 } as const;
 
 /**
@@ -291,6 +293,26 @@ export const dataflowSchema = z.strictObject({
     .default(DEFAULTS.rateLimit),
 });
 
+/** Alerts (SPEC §10): where they go and when they fire. */
+const alertChannelSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ id: nonEmpty, kind: z.literal('webhook'), url: endpointUrl, signing: signingSchema.optional(), timeoutMs: durationMs(1).default(10_000) }),
+  z.strictObject({ id: nonEmpty, kind: z.literal('nats'), subject: nonEmpty }),
+]);
+const alertWindowMs = z.number().int().min(10_000).max(7_200_000, 'must be at most 7200000 (2 h: the figures kept per 10 s slot)');
+const alertRuleBase = { id: nonEmpty, channels: z.array(nonEmpty).default([]), dataflows: z.array(nonEmpty).optional() };
+const alertRuleSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ ...alertRuleBase, kind: z.literal('failedRequests'), threshold: z.number().int().positive(), windowMs: alertWindowMs }),
+  z.strictObject({ ...alertRuleBase, kind: z.literal('failureRate'), threshold: z.number().min(0).max(1), windowMs: alertWindowMs }),
+  z.strictObject({ ...alertRuleBase, kind: z.literal('latencyP95'), thresholdMs: z.number().int().positive(), windowMs: alertWindowMs }),
+  z.strictObject({ ...alertRuleBase, kind: z.literal('delay'), thresholdMs: z.number().int().positive() }),
+]);
+export const alertsSchema = z.strictObject({
+  channels: z.array(alertChannelSchema).default([]),
+  rules: z.array(alertRuleSchema).default([]),
+  /** How often the rules are evaluated (SPEC §10: at least every 5 s). */
+  evaluateEveryMs: z.number().int().min(100).max(5_000).default(5_000),
+});
+
 export const configSchema = z.strictObject({
   source: sourceSchema,
   store: storeSchema.default({ kind: 'local' }),
@@ -311,13 +333,18 @@ export const configSchema = z.strictObject({
       maxEventBytes: z.number().int().positive().default(DEFAULTS.maxEventBytes),
       /** 1 KiB … 256 MiB (Redis refuses larger strings than 512 MB; a snapshot is rewritten on every update). */
       maxSnapshotBytes: z.number().int().min(1_024).max(268_435_456).default(DEFAULTS.maxSnapshotBytes),
+      startupTimeoutMs: durationMs(0).default(DEFAULTS.startupTimeoutMs),
     })
     .default({
       maxInFlight: DEFAULTS.maxInFlight,
       drainTimeoutMs: DEFAULTS.drainTimeoutMs,
       maxEventBytes: DEFAULTS.maxEventBytes,
       maxSnapshotBytes: DEFAULTS.maxSnapshotBytes,
+      startupTimeoutMs: DEFAULTS.startupTimeoutMs,
     }),
+  /** The admin server (`run --metrics-port`): `token` guards actions and any non-loopback bind. */
+  admin: z.strictObject({ token: nonEmpty.optional() }).optional(),
+  alerts: alertsSchema.optional(),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -326,6 +353,9 @@ export const configSchema = z.strictObject({
 });
 
 export type RawConfig = z.output<typeof configSchema>;
+export type AlertsConfig = z.output<typeof alertsSchema>;
+export type AlertRuleConfig = AlertsConfig['rules'][number];
+export type AlertChannelConfig = AlertsConfig['channels'][number];
 export type RawDestination = z.output<typeof destinationSchema>;
 export type AuthConfig = z.output<typeof authSchema>;
 export type TlsConfig = z.output<typeof tlsSchema>;

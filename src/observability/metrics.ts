@@ -1,35 +1,84 @@
 /**
- * Process metrics: counters and a latency histogram, exposed in the Prometheus text format
- * (`/metrics`) and summarised at the end of `run --once`. Labels carry ids only, never
- * secrets or payload data.
+ * Process metrics on prom-client, one `Registry` per worker: counters and histograms exposed
+ * in the Prometheus text format (`/metrics`), the default Node metrics (process, heap, GC,
+ * event-loop lag) when asked for, and the raw per-dataflow counts the dataflow figures
+ * (SPEC §10, `figures.ts`) are flushed from. Labels carry ids only, never secrets or payload data.
+ *
+ * The per-message path is plain field increments on a per-dataflow record cached in a Map (no
+ * label hashing, no prom-client call): the prom-client metrics read those records when they are
+ * scraped (`collect` callbacks, and histograms whose `get()` reads the record's buckets).
+ * Measured (tsx, best of 8 runs of 2M calls on a shared 2-core VM): `exportSettled` 58–80 ns
+ * (the hand-written metrics before: 44–50 ns; the difference is the figures' latency bucket);
+ * a prom-client labelled child's `observe()` alone costs ~210 ns, `Date.now()` ~200 ns here.
  */
+import { collectDefaultMetrics, Counter, type MetricType, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValueWithName } from 'prom-client';
 
 /** Latency buckets in seconds (event timestamp → delivered). */
 export const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 600];
+/** Rate-limiter wait buckets in seconds. */
+export const WAIT_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
-class Histogram {
-  readonly counts = new Array<number>(LATENCY_BUCKETS.length + 1).fill(0);
+/**
+ * Fine latency buckets for the dataflow figures' p50/p95 (mergeable across workers: the
+ * figures store adds bucket counts). Bucket `i` holds latencies in (B^(i-1), B^i] ms, bucket 0
+ * those ≤ 1 ms; a quantile is reported as its bucket's upper bound (≤ 12.5% above the truth).
+ */
+export const FIGURE_BUCKET_BASE = 1.125;
+export const FIGURE_BUCKETS = 180; // 1.125^179 ms ≈ 4.6e9 ms: anything above lands in the last one
+
+/** Upper bounds (ms) of the figure buckets, for a binary search (cheaper than a logarithm here). */
+const FIGURE_BOUNDS = Float64Array.from({ length: FIGURE_BUCKETS }, (_, i) => (i === 0 ? 1 : Math.pow(FIGURE_BUCKET_BASE, i)));
+
+/** The figure bucket of a latency in milliseconds. */
+export function figureBucket(ms: number): number {
+  if (!(ms > 1)) return 0;
+  let lo = 1;
+  let hi = FIGURE_BUCKETS - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (ms > FIGURE_BOUNDS[mid]) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Upper bound (ms) of a figure bucket. */
+export function figureBucketUpperMs(i: number): number {
+  return i === 0 ? 1 : Math.pow(FIGURE_BUCKET_BASE, i);
+}
+
+/** A histogram's raw state: counts per bucket (the last one is +Inf), sum and count. */
+export class BucketCounts {
+  readonly counts: number[];
   sum = 0;
   count = 0;
-  observe(seconds: number): void {
+  constructor(readonly bounds: readonly number[]) {
+    this.counts = new Array<number>(bounds.length + 1).fill(0);
+  }
+  observe(v: number): void {
+    const b = this.bounds;
     let i = 0;
-    while (i < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[i]) i++;
+    while (i < b.length && v > b[i]) i++;
     this.counts[i]++;
-    this.sum += seconds;
+    this.sum += v;
     this.count++;
   }
-  /** Approximate quantile (upper bound of the bucket holding it). */
+  /** Approximate quantile (upper bound of the bucket holding it); undefined when empty. */
   quantile(q: number): number | undefined {
     if (this.count === 0) return undefined;
     const rank = q * this.count;
     let seen = 0;
     for (let i = 0; i < this.counts.length; i++) {
       seen += this.counts[i];
-      if (seen >= rank) return i < LATENCY_BUCKETS.length ? LATENCY_BUCKETS[i] : Infinity;
+      if (seen >= rank) return i < this.bounds.length ? this.bounds[i] : Infinity;
     }
     return Infinity;
   }
 }
+
+/** HTTP response classes of `http_destination_http_responses_total`. */
+export const HTTP_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'error'] as const;
+export type HttpClass = (typeof HTTP_CLASSES)[number];
 
 export interface DataflowCounters {
   /** Valid updates that reached this dataflow's decision (SPEC §10 "received"). */
@@ -39,13 +88,72 @@ export interface DataflowCounters {
   delivered: number;
   failed: number;
   attempts: number;
-  latency: Histogram;
+  /** Event time → delivered, in seconds (Prometheus buckets). */
+  latency: BucketCounts;
+  /** Event time → delivered, counts per figure bucket (`figureBucket`), for p50/p95. */
+  figureLatency: number[];
+  /** When the last delivery settled (ms since the epoch, to the `stamp()` interval), 0 before any. */
+  lastDeliveredAt: number;
+  /** `delivered` at the last `stamp()`. */
+  stampedDelivered: number;
+  /** HTTP responses by class, indexed like `HTTP_CLASSES`. */
+  responses: number[];
+  /** Time spent waiting for the rate limiter, in seconds. */
+  rateLimitWait: BucketCounts;
+}
+
+export interface MetricsOptions {
+  /** Also export prom-client's default metrics (process, heap, GC, event-loop lag). @default false */
+  defaultMetrics?: boolean;
+  /** Clock of `stamp()`. @default Date.now */
+  now?: () => number;
+}
+
+/** A prom-client histogram whose values are read, at scrape time, from `BucketCounts` records. */
+class RecordHistogram extends Histogram<'dataflow'> {
+  constructor(
+    private readonly metricName: string,
+    private readonly helpText: string,
+    registry: Registry,
+    private readonly read: () => Iterable<[string, BucketCounts]>,
+  ) {
+    super({ name: metricName, help: helpText, labelNames: ['dataflow'], buckets: [1], registers: [registry] });
+  }
+  private snapshot(): MetricObjectWithValues<MetricValueWithName<string>> {
+    const name = this.metricName;
+    const values: Array<MetricValueWithName<string>> = [];
+    for (const [dataflow, h] of this.read()) {
+      let cum = 0;
+      h.bounds.forEach((le, i) => {
+        cum += h.counts[i];
+        values.push({ metricName: `${name}_bucket`, labels: { dataflow, le }, value: cum });
+      });
+      values.push({ metricName: `${name}_bucket`, labels: { dataflow, le: '+Inf' }, value: h.count });
+      values.push({ metricName: `${name}_sum`, labels: { dataflow }, value: h.sum });
+      values.push({ metricName: `${name}_count`, labels: { dataflow }, value: h.count });
+    }
+    // prom-client types `type` as a numeric enum that does not exist at run time; the
+    // registry prints the string, as for its own histograms.
+    const type = 'histogram' as unknown as MetricType;
+    return { name, help: this.helpText, type, values, aggregator: 'sum', collect: () => undefined };
+  }
+  // prom-client's Histogram typing says MetricObjectWithValues<MetricValue<'dataflow'>>; ours
+  // carries `le` too, like the one it builds itself.
+  override async get(): Promise<never> {
+    return this.snapshot() as never;
+  }
+  async getForPromString(): Promise<MetricObjectWithValues<MetricValueWithName<string>>> {
+    return this.snapshot();
+  }
 }
 
 /**
  * The metrics of one worker process.
  *
- * @example metrics.exportSettled('flow-1', 'delivered', 1, 0.012)
+ * @example
+ * const metrics = new Metrics({ defaultMetrics: true });
+ * metrics.exportSettled('flow-1', 'delivered', 1, 0.012);
+ * res.end(await metrics.render());
  */
 export class Metrics {
   eventsRead = 0;
@@ -55,11 +163,163 @@ export class Metrics {
   backfillItems = 0;
   inFlight = 0;
   readonly startedAt = Date.now();
+  /** This worker's registry (not prom-client's global one). */
+  readonly registry = new Registry();
   private readonly flows = new Map<string, DataflowCounters>();
+  private readonly now: () => number;
+  private sourceLag?: { source: string; read: () => number | undefined | Promise<number | undefined> };
+  private activeAlerts = 0;
+
+  constructor(options: MetricsOptions = {}) {
+    this.now = options.now ?? Date.now;
+    const registers = [this.registry];
+    // Counters and gauges read the plain fields when scraped: the hot path never calls prom-client.
+    // eslint-style note: `collect` runs with `this` = the metric; `self` is this Metrics.
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const self = this;
+    new Counter({
+      name: 'http_destination_events_total',
+      help: 'Input events read, by result.',
+      labelNames: ['result'],
+      registers,
+      collect() {
+        this.reset();
+        this.inc({ result: 'accepted' }, Math.max(0, self.eventsRead - self.eventsRejected));
+        this.inc({ result: 'rejected' }, self.eventsRejected);
+      },
+    });
+    new Counter({
+      name: 'http_destination_store_errors_total',
+      help: 'Updates whose snapshot step failed (redelivered).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(self.storeErrors);
+      },
+    });
+    new Counter({
+      name: 'http_destination_backfill_items_total',
+      help: 'Profiles considered by backfills of newly mapped audiences.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(self.backfillItems);
+      },
+    });
+    new Gauge({
+      name: 'http_destination_in_flight_messages',
+      help: 'Source messages being processed.',
+      registers,
+      collect() {
+        this.set(self.inFlight);
+      },
+    });
+    new Counter({
+      name: 'http_destination_exports_total',
+      help: 'Exports by dataflow and result (failed = stored as failed request).',
+      labelNames: ['dataflow', 'result'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [dataflow, c] of self.flows) {
+          this.inc({ dataflow, result: 'delivered' }, c.delivered);
+          this.inc({ dataflow, result: 'failed' }, c.failed);
+        }
+      },
+    });
+    new Counter({
+      name: 'http_destination_export_attempts_total',
+      help: 'HTTP attempts made by settled exports.',
+      labelNames: ['dataflow'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [dataflow, c] of self.flows) this.inc({ dataflow }, c.attempts);
+      },
+    });
+    new Counter({
+      name: 'http_destination_decisions_total',
+      help: 'Valid updates that reached a dataflow\'s export decision, by outcome (SPEC §10 received = exported + excluded).',
+      labelNames: ['dataflow', 'outcome'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [dataflow, c] of self.flows) {
+          this.inc({ dataflow, outcome: 'export' }, c.received - c.excluded);
+          this.inc({ dataflow, outcome: 'excluded' }, c.excluded);
+        }
+      },
+    });
+    new Counter({
+      name: 'http_destination_http_responses_total',
+      help: 'HTTP attempts by dataflow and response class (error = no response: connection, TLS, timeout).',
+      labelNames: ['dataflow', 'class'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [dataflow, c] of self.flows) {
+          c.responses.forEach((n, i) => {
+            if (n > 0 || i === 1 || i >= 3) this.inc({ dataflow, class: HTTP_CLASSES[i] }, n);
+          });
+        }
+      },
+    });
+    new RecordHistogram('http_destination_export_latency_seconds', 'Event timestamp to delivery.', this.registry, () =>
+      [...this.flows].map(([id, c]) => [id, c.latency] as [string, BucketCounts]),
+    );
+    new RecordHistogram(
+      'http_destination_rate_limit_wait_seconds',
+      'Time an export waited for its dataflow\'s rate limiter before being sent.',
+      this.registry,
+      () => [...this.flows].map(([id, c]) => [id, c.rateLimitWait] as [string, BucketCounts]),
+    );
+    new Gauge({
+      name: 'http_destination_source_pending_messages',
+      help: 'Messages of the source not yet delivered to this worker (JetStream: the consumers\' num_pending); absent when unknown.',
+      labelNames: ['source'],
+      registers,
+      async collect() {
+        this.reset();
+        const lag = self.sourceLag;
+        if (!lag) return;
+        let v: number | undefined;
+        try {
+          v = await lag.read();
+        } catch {
+          v = undefined;
+        }
+        if (v !== undefined && Number.isFinite(v)) this.set({ source: lag.source }, v);
+      },
+    });
+    new Gauge({
+      name: 'http_destination_alerts_active',
+      help: 'Alerts raised and not yet cleared (SPEC §10).',
+      registers,
+      collect() {
+        this.set(self.activeAlerts);
+      },
+    });
+    if (options.defaultMetrics) collectDefaultMetrics({ register: this.registry });
+  }
 
   flow(id: string): DataflowCounters {
     let c = this.flows.get(id);
-    if (!c) this.flows.set(id, (c = { received: 0, excluded: 0, delivered: 0, failed: 0, attempts: 0, latency: new Histogram() }));
+    if (!c) {
+      c = {
+        received: 0,
+        excluded: 0,
+        delivered: 0,
+        failed: 0,
+        attempts: 0,
+        latency: new BucketCounts(LATENCY_BUCKETS),
+        figureLatency: new Array<number>(FIGURE_BUCKETS).fill(0),
+        lastDeliveredAt: 0,
+        stampedDelivered: 0,
+        responses: new Array<number>(HTTP_CLASSES.length).fill(0),
+        rateLimitWait: new BucketCounts(WAIT_BUCKETS),
+      };
+      this.flows.set(id, c);
+    }
     return c;
   }
 
@@ -73,11 +333,58 @@ export class Metrics {
     if (!exported) c.excluded++;
   }
 
+  /** An export ended: delivered (2xx) or stored as failed, after `attempts` HTTP attempts. */
   exportSettled(dataflowId: string, result: 'delivered' | 'failed', attempts: number, latencySeconds?: number): void {
     const c = this.flow(dataflowId);
     c[result]++;
     c.attempts += attempts;
-    if (result === 'delivered' && latencySeconds !== undefined && latencySeconds >= 0) c.latency.observe(latencySeconds);
+    if (result === 'delivered' && latencySeconds !== undefined && latencySeconds >= 0) {
+      c.latency.observe(latencySeconds);
+      c.figureLatency[figureBucket(latencySeconds * 1000)]++;
+    }
+  }
+
+  /**
+   * Stamps `lastDeliveredAt` of every dataflow that delivered since the last call with `now`
+   * (reading the clock per delivery costs ~200 ns on some VMs; the figures flush calls this
+   * every second, so the time is exact to that interval).
+   */
+  stamp(now: number = this.now()): void {
+    for (const c of this.flows.values()) {
+      if (c.delivered !== c.stampedDelivered) {
+        c.stampedDelivered = c.delivered;
+        c.lastDeliveredAt = now;
+      }
+    }
+  }
+
+  /**
+   * One HTTP attempt of an export ended: `status` is the response's status code, or
+   * undefined when there was no response (connection refused, TLS, timeout). For the sink,
+   * once per attempt.
+   */
+  httpResponse(dataflowId: string, status: number | undefined): void {
+    const c = this.flow(dataflowId);
+    const i = status === undefined || status < 100 || status > 599 ? 5 : Math.floor(status / 100) - 1;
+    c.responses[i]++;
+  }
+
+  /** An export waited `seconds` for its dataflow's rate limiter (0 when it went at once). */
+  rateLimitWaited(dataflowId: string, seconds: number): void {
+    if (seconds >= 0) this.flow(dataflowId).rateLimitWait.observe(seconds);
+  }
+
+  /**
+   * The source (`source`: its kind, the gauge's label) says how many messages wait for this
+   * worker; read at each scrape (undefined or a throw: unknown, the sample is left out).
+   */
+  setSourceLag(source: string, read: () => number | undefined | Promise<number | undefined>): void {
+    this.sourceLag = { source, read };
+  }
+
+  /** The alert engine's count of alerts raised and not cleared. */
+  setAlertsActive(n: number): void {
+    this.activeAlerts = n;
   }
 
   totals(): { delivered: number; failed: number } {
@@ -95,44 +402,12 @@ export class Metrics {
   }
 
   /** The Prometheus text exposition. */
-  render(): string {
-    const lines: string[] = [];
-    const esc = (s: string): string => s.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
-    lines.push('# HELP http_destination_events_total Input events read, by result.');
-    lines.push('# TYPE http_destination_events_total counter');
-    lines.push(`http_destination_events_total{result="accepted"} ${this.eventsRead - this.eventsRejected}`);
-    lines.push(`http_destination_events_total{result="rejected"} ${this.eventsRejected}`);
-    lines.push('# HELP http_destination_store_errors_total Updates whose snapshot step failed (redelivered).');
-    lines.push('# TYPE http_destination_store_errors_total counter');
-    lines.push(`http_destination_store_errors_total ${this.storeErrors}`);
-    lines.push('# HELP http_destination_backfill_items_total Profiles considered by backfills of newly mapped audiences.');
-    lines.push('# TYPE http_destination_backfill_items_total counter');
-    lines.push(`http_destination_backfill_items_total ${this.backfillItems}`);
-    lines.push('# HELP http_destination_in_flight_messages Source messages being processed.');
-    lines.push('# TYPE http_destination_in_flight_messages gauge');
-    lines.push(`http_destination_in_flight_messages ${this.inFlight}`);
-    lines.push('# HELP http_destination_exports_total Exports by dataflow and result (failed = stored as failed request).');
-    lines.push('# TYPE http_destination_exports_total counter');
-    for (const [id, c] of this.flows) {
-      lines.push(`http_destination_exports_total{dataflow="${esc(id)}",result="delivered"} ${c.delivered}`);
-      lines.push(`http_destination_exports_total{dataflow="${esc(id)}",result="failed"} ${c.failed}`);
-    }
-    lines.push('# HELP http_destination_export_attempts_total HTTP attempts made by settled exports.');
-    lines.push('# TYPE http_destination_export_attempts_total counter');
-    for (const [id, c] of this.flows) lines.push(`http_destination_export_attempts_total{dataflow="${esc(id)}"} ${c.attempts}`);
-    lines.push('# HELP http_destination_export_latency_seconds Event timestamp to delivery.');
-    lines.push('# TYPE http_destination_export_latency_seconds histogram');
-    for (const [id, c] of this.flows) {
-      let cum = 0;
-      LATENCY_BUCKETS.forEach((b, i) => {
-        cum += c.latency.counts[i];
-        lines.push(`http_destination_export_latency_seconds_bucket{dataflow="${esc(id)}",le="${b}"} ${cum}`);
-      });
-      cum += c.latency.counts[LATENCY_BUCKETS.length];
-      lines.push(`http_destination_export_latency_seconds_bucket{dataflow="${esc(id)}",le="+Inf"} ${cum}`);
-      lines.push(`http_destination_export_latency_seconds_sum{dataflow="${esc(id)}"} ${c.latency.sum}`);
-      lines.push(`http_destination_export_latency_seconds_count{dataflow="${esc(id)}"} ${c.latency.count}`);
-    }
-    return lines.join('\n') + '\n';
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /** Content type of `render()`. */
+  get contentType(): string {
+    return this.registry.contentType;
   }
 }

@@ -9,7 +9,7 @@ import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type ConsumerIn
 import { Observable, Subject, takeUntil, type MonoTypeOperatorFunction } from 'rxjs';
 import type { AppConfig, DataflowConfig, FailedRequestsConfig, SourceConfig, StoreConfig } from '../config/load.js';
 import { partitionSubject } from '../domain/partition.js';
-import { UsageError } from '../errors.js';
+import { HttpDestinationError, UsageError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import { openJetStreamStores } from '../sinks/failed-jetstream-store.js';
 import { RedisSnapshotStore } from '../stores/redis-snapshot-store.js';
@@ -22,7 +22,7 @@ import { Redis } from 'ioredis';
 import { redisTokenBucket } from '../stores/redis-rate-limiter.js';
 import type { RateLimiter } from '../stores/rate-limiter.js';
 import { listPartitionConsumers, openPoolSource } from './pool-source.js';
-import { poolKeys, readPoolStatus, type PoolStatus } from './pool.js';
+import { poolKeys, readPoolStatus, type PoolCoordinator, type PoolStatus } from './pool.js';
 import type { SourceMessage } from '../streams/types.js';
 import { publishJsonl, type PublishJsonlResult, type PublishStats } from '../streams/publish.js';
 import type { FailureStores } from './runtime.js';
@@ -275,7 +275,7 @@ export async function openJetStreamPoolSource(
   s: JetStreamSourceConfig,
   store: Extract<StoreConfig, { kind: 'redis' }>,
   options: { once: boolean; maxInFlight: number; drainTimeoutMs: number; logger: Logger },
-): Promise<Source> {
+): Promise<Source & { coordinator: PoolCoordinator }> {
   const pool = openPoolSource({
     source: s,
     redisUrl: store.url,
@@ -295,7 +295,7 @@ export async function openJetStreamPoolSource(
       (await listPartitionConsumers(jsm, s.stream, s.durable, s.partitions)).map((list) => list[0]?.info);
     void watchForEnd(s, { current }, () => stopped, stop, options.logger);
   }
-  return { messages$: pool.messages$, stop };
+  return { messages$: pool.messages$, stop, coordinator: pool.coordinator };
 }
 
 /** The pool-wide rate limiters (one Redis token bucket per dataflow) and their client. */
@@ -445,4 +445,79 @@ export async function importAudience(
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** The backbone (NATS, Redis) could not be reached within `worker.startupTimeoutMs`. */
+export class StartupError extends HttpDestinationError {
+  declare readonly code: 'ERR_STARTUP';
+  constructor(message: string) {
+    super('ERR_STARTUP', message);
+  }
+}
+
+/** Backoff of `waitForBackbone`. */
+const STARTUP_RETRY = { firstDelayMs: 250, maxDelayMs: 5_000, connectTimeoutMs: 2_000 } as const;
+
+/**
+ * Waits until every server the config needs answers: NATS (a JetStream source or failed-request
+ * stores) and Redis (the store). Retries with a doubling delay (250 ms → 5 s), logging each
+ * failed try, for `worker.startupTimeoutMs`; then throws `StartupError` (exit 1, so a
+ * supervisor restarts the worker). Every probe connection is closed before it returns.
+ */
+export async function waitForBackbone(config: AppConfig, logger: Logger): Promise<void> {
+  const deadline = Date.now() + config.worker.startupTimeoutMs;
+  const nats = new Set<string>();
+  if (config.source.kind === 'jetstream') nats.add(config.source.servers.join(','));
+  if (config.failedRequests.kind === 'jetstream') nats.add(config.failedRequests.servers.join(','));
+  const redisUrl = config.store.kind === 'redis' ? config.store.url : undefined;
+  const missing = async (): Promise<string[]> => {
+    const down: string[] = [];
+    for (const servers of nats) {
+      try {
+        const h = await connectNats({ servers, name: 'http-destination:startup', connectTimeoutMs: STARTUP_RETRY.connectTimeoutMs });
+        await h.close().catch(() => {});
+      } catch (err) {
+        down.push(err instanceof Error ? err.message : String(err));
+      }
+    }
+    if (redisUrl !== undefined) {
+      const redis = new Redis(redisUrl, {
+        lazyConnect: true,
+        maxRetriesPerRequest: 0,
+        enableOfflineQueue: false,
+        connectTimeout: STARTUP_RETRY.connectTimeoutMs,
+        retryStrategy: () => null,
+      });
+      redis.on('error', () => {});
+      try {
+        await redis.connect();
+        await redis.ping();
+      } catch (err) {
+        down.push(`cannot reach redis at ${redactRedisUrl(redisUrl)}: ${(err as NodeJS.ErrnoException).code ?? (err instanceof Error ? err.message : String(err))}`);
+      } finally {
+        redis.disconnect();
+      }
+    }
+    return down;
+  };
+  let delay: number = STARTUP_RETRY.firstDelayMs;
+  for (let attempt = 1; ; attempt++) {
+    const down = await missing();
+    if (down.length === 0) {
+      if (attempt > 1) logger.info({ attempt }, 'startup: the backbone answers');
+      return;
+    }
+    const left = deadline - Date.now();
+    if (left <= 0) {
+      throw new StartupError(`gave up after ${attempt} tries in ${config.worker.startupTimeoutMs} ms (worker.startupTimeoutMs): ${down.join('; ')}`);
+    }
+    const wait = Math.min(delay, left);
+    logger.warn({ attempt, retryInMs: wait, down }, 'startup: backbone not reachable yet; retrying');
+    await new Promise((r) => setTimeout(r, wait));
+    delay = Math.min(delay * 2, STARTUP_RETRY.maxDelayMs);
+  }
+}
+
+function redactRedisUrl(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, '//');
 }

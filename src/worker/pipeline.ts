@@ -122,6 +122,7 @@ export function exportPipeline(options: PipelineOptions): OperatorFunction<Sourc
               plan,
               dataflows,
               warnStore,
+              metrics,
               settled,
               unsettled,
             });
@@ -141,6 +142,7 @@ interface MessageRunDeps {
   plan: (env: DecidedEnvelope) => PlannedEnvelope['jobs'];
   dataflows: readonly DataflowRules[];
   warnStore: (err: unknown, what: string) => void;
+  metrics: Metrics;
   settled: (done: SettledEnvelope) => void;
   unsettled: (env: Envelope, err: unknown) => void;
 }
@@ -214,6 +216,8 @@ class MessageRun {
     const done: SettledEnvelope = { ...this.env, applied, decisions: [], jobs: [], outcomes: [] };
     try {
       done.decisions = decisionsFor(done, this.deps.dataflows);
+      // SPEC §10 received/excluded: every valid update, once per dataflow (not backfill items).
+      if (!done.backfill) for (const f of this.deps.dataflows) this.deps.metrics.decided(f.id, done.decisions.some((d) => d.dataflowId === f.id));
       done.jobs = this.deps.plan(done);
     } catch (err) {
       return this.fail(err);

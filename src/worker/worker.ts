@@ -9,6 +9,9 @@ import { fileSource, type Source } from '../streams/file.js';
 import { retry, timer } from 'rxjs';
 import { backfillSource } from '../streams/backfill.js';
 import { exportPipeline } from './pipeline.js';
+import type { Health } from '../observability/health.js';
+import type { FailedRequestStore } from '../sinks/types.js';
+import type { PoolCoordinator } from './pool.js';
 import { openFailureStores, openSinks, openSnapshotStore } from './runtime.js';
 import { LocalSnapshotStore } from '../stores/local-snapshot-store.js';
 import type { SnapshotStore } from '../stores/types.js';
@@ -33,6 +36,8 @@ export interface WorkerHandle {
   /** Graceful stop: no new messages; in-flight exports finish (up to the drain timeout). */
   stop(): void;
   readonly metrics: Metrics;
+  /** The failed-request store this worker writes (the admin API lists it). */
+  readonly failed: FailedRequestStore;
 }
 
 export interface WorkerOptions {
@@ -41,9 +46,11 @@ export interface WorkerOptions {
   /** Process the source to its current end, then stop. */
   once?: boolean;
   metrics?: Metrics;
+  /** Readiness checks of what this worker opens are added to it (admin server, `/readyz`). */
+  health?: Health;
 }
 
-async function openSource(config: AppConfig, once: boolean, logger: Logger, store: SnapshotStore): Promise<Source> {
+async function openSource(config: AppConfig, once: boolean, logger: Logger, store: SnapshotStore): Promise<Source & { coordinator?: PoolCoordinator }> {
   const s = config.source;
   if (s.kind === 'file') {
     return fileSource({
@@ -91,11 +98,21 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
       logger.warn({ destinationId: d.id }, 'tls.rejectUnauthorized is false: the endpoint\'s certificate is NOT verified');
     }
   }
+  // Monitoring wiring: wait for the backbone (exit 1 after worker.startupTimeoutMs).
+  if (config.source.kind === 'jetstream' || config.store.kind === 'redis' || config.failedRequests.kind === 'jetstream') {
+    await (await import('./backbone.js')).waitForBackbone(config, logger);
+  }
   const store = await openSnapshotStore(config, logger, { exclusive: true });
   const failures = await openFailureStores(config);
   const limiters = config.store.kind === 'redis' ? (await import('./backbone.js')).openRedisLimiters(config.store, logger) : undefined;
   const sinks = openSinks(config, { failed: failures.failed, logger, limiterFor: limiters?.limiterFor });
   const source = await openSource(config, once, logger, store);
+  // Monitoring wiring: readiness checks of what was opened.
+  if (options.health) {
+    const { checksFor } = await import('../observability/health-probes.js');
+    for (const check of checksFor(config, { coordinator: source.coordinator })) options.health.add(check);
+    options.health.ready();
+  }
 
   let abandoned = 0;
   let drainTimer: NodeJS.Timeout | undefined;
@@ -155,6 +172,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
 
   const stop = (): void => {
     if (drainTimer) return;
+    options.health?.stop();
     logger.info({ inFlight: metrics.inFlight }, 'stopping: draining in-flight exports');
     source.stop();
     drainTimer = setTimeout(() => {
@@ -191,5 +209,5 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     };
   })();
 
-  return { done, stop, metrics };
+  return { done, stop, metrics, failed: failures.failed };
 }

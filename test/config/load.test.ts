@@ -232,7 +232,7 @@ describe('defaults', () => {
       includeSegmentTimestamps: false,
       rateLimit: 10000,
     });
-    expect(cfg.worker).toEqual({ maxInFlight: 512, drainTimeoutMs: 30000, maxEventBytes: 1048576, maxSnapshotBytes: 1048576 });
+    expect(cfg.worker).toEqual({ maxInFlight: 512, drainTimeoutMs: 30000, maxEventBytes: 1048576, maxSnapshotBytes: 1048576, startupTimeoutMs: 30000 });
     expect(cfg.log).toEqual({ level: 'info' });
     expect(cfg.secrets).toEqual([]);
   });
