@@ -9,7 +9,7 @@ import type { DestinationConfig } from '../../src/config/load.js';
 import { FileFailedRequestStore } from '../../src/sinks/failed-file-store.js';
 import { HttpSink } from '../../src/sinks/http/sink.js';
 import { replayFailedRequests } from '../../src/sinks/replay.js';
-import type { DeliveryOutcome, ExportJob, ExportSink, FailedRequest, FailedRequestStore } from '../../src/sinks/types.js';
+import type { DeliveryOutcome, ExportJob, ExportSender, FailedRequest, FailedRequestStore } from '../../src/sinks/types.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -51,7 +51,7 @@ function rec(id: string, over: Partial<FailedRequest> = {}): FailedRequest {
 }
 
 /** A sink whose answer is chosen per job; records what it was sent and how many ran at once. */
-function fakeSink(answer: (job: ExportJob) => DeliveryOutcome): ExportSink & { sent: ExportJob[]; maxActive: number } {
+function fakeSink(answer: (job: ExportJob) => DeliveryOutcome): ExportSender & { sent: ExportJob[]; maxActive: number } {
   let active = 0;
   const sink = {
     sent: [] as ExportJob[],
