@@ -130,13 +130,20 @@ function renewed(err: unknown): boolean {
 function attempt(sink: ExportSink, job: ExportJob, renewOn401: boolean): Observable<{ statusCode: number }> {
   return new Observable((subscriber) => {
     const cancellation = new AttemptHandle();
+    let done = false;
     sink.attempt(job, cancellation, { renewOn401 }).then(
       (res) => {
+        done = true;
         subscriber.next(res);
         subscriber.complete();
       },
-      (err: unknown) => subscriber.error(err),
+      (err: unknown) => {
+        done = true;
+        subscriber.error(err);
+      },
     );
-    return () => cancellation.cancel();
+    return () => {
+      if (!done) cancellation.cancel();
+    };
   });
 }
