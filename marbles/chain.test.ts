@@ -277,7 +277,7 @@ describe('the chain (exportPipeline) in virtual time', () => {
     });
     expect(rejected.records.map((r) => [r.sourceKey, r.code, r.reason.slice(0, 40)])).toEqual([
       ['m1', 'ERR_EVENT_SHAPE', 'attributes: "__proto__" is not allowed'],
-      ['m5', 'ERR_EVENT_SHAPE', 'event: could not be processed (detect: Ty'],
+      ['m5', 'ERR_EVENT_SHAPE', 'event: could not be processed (detect: T'],
     ]);
     expect(log).toContain('1 ack proto');
     expect(log.filter((l) => l.includes('ack bug'))).toHaveLength(1);
