@@ -2,6 +2,7 @@
  * Loads, validates and resolves a configuration file (YAML or JSON) once, at start.
  * Every problem becomes a ConfigError naming its field path; several are reported together.
  */
+import type { ExportFilter } from '../operators/filter-exports.js';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { createSecureContext } from 'node:tls';
@@ -49,6 +50,8 @@ export interface DestinationConfig {
 
 export interface DataflowConfig extends DataflowRules {
   rateLimit: number;
+  /** Export only the profiles this condition selects (operators/filter-exports.ts). */
+  filter?: ExportFilter;
 }
 
 export type SourceConfig = RawConfig['source'];
@@ -162,6 +165,7 @@ export function resolveConfig(raw: unknown, opts: LoadOptions = {}): AppConfig {
       includeSegmentNames: dest?.includeSegmentNames ?? false,
       includeSegmentTimestamps: dest?.includeSegmentTimestamps ?? false,
       rateLimit: f.rateLimit,
+      ...(f.filter ? { filter: f.filter as ExportFilter } : {}),
     });
   });
 

@@ -176,6 +176,31 @@ const attributePath = z
   .trim()
   .regex(/^[^.\s]+(\.[^.\s]+)*$/, 'must be a dotted attribute path like person.name.firstName');
 
+const filterScalar = z.union([z.string(), z.number(), z.boolean()]);
+
+/**
+ * `dataflows[].filter`: export only profiles whose attribute passes one test (see
+ * operators/filter-exports.ts). Exactly one of equals, notEquals, in, notIn, exists.
+ */
+export const filterSchema = z
+  .strictObject({
+    attribute: attributePath,
+    equals: filterScalar.optional(),
+    notEquals: filterScalar.optional(),
+    in: z.array(filterScalar).min(1, 'must list at least one value').optional(),
+    notIn: z.array(filterScalar).min(1, 'must list at least one value').optional(),
+    exists: z.boolean().optional(),
+  })
+  .superRefine((f, ctx) => {
+    const tests = (['equals', 'notEquals', 'in', 'notIn', 'exists'] as const).filter((k) => f[k] !== undefined);
+    if (tests.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message: tests.length === 0 ? 'needs one of equals, notEquals, in, notIn, exists' : `takes one test, got ${tests.join(' and ')}`,
+      });
+    }
+  });
+
 export const dataflowSchema = z.strictObject({
   id: nonEmpty,
   destination: nonEmpty,
@@ -192,6 +217,7 @@ export const dataflowSchema = z.strictObject({
     )
     .min(1, 'must map at least one audience'),
   attributes: z.array(attributePath).default([]),
+  filter: filterSchema.optional(),
   rateLimit: z
     .number()
     .positive()
