@@ -113,7 +113,13 @@ class Gate<T> implements ProfileGate<T> {
   }
 
   private arrive(value: T): void {
-    const k = this.key(value);
+    let k: string;
+    try {
+      k = this.key(value);
+    } catch (err) {
+      this.out?.error(err);
+      return;
+    }
     const queue = this.keys.get(k);
     if (queue !== undefined) {
       // An earlier value of this key is inside (or ready): queue behind it.
