@@ -12,7 +12,7 @@ import type { ApplyContext, ApplyResult } from '../../src/stores/types.js';
 import { backfillId, backfillSource } from '../../src/streams/backfill.js';
 import type { SourceMessage } from '../../src/streams/types.js';
 import { exportPipeline, type PipelineOptions } from '../../src/worker/pipeline.js';
-import { FencedError, StoreError } from '../../src/errors.js';
+import { EventRejectedError, FencedError, StoreError } from '../../src/errors.js';
 import { fakeMessage, type FakeMessage } from '../support/messages.js';
 import { fakeSink, openLimiter } from '../support/sinks.js';
 
@@ -511,5 +511,44 @@ describe('exportPipeline', () => {
     // The failing profile's backoff stopped with the subscription.
     expect(applies).toBe(appliesAtStop);
     for (const m of msgs) expect(m.calls).toEqual([]);
+  });
+
+  it('rejects poison events (the merge throws EventRejectedError; a pure step throws a TypeError) and acks them; the others flow; maxInFlight 2 does not wedge', async () => {
+    const log: Log = [];
+    class PoisonStore extends MemorySnapshotStore {
+      override async apply(update: ProfileUpdate, ctx: ApplyContext): Promise<ApplyResult> {
+        if (update.profileId === 'p-proto') throw new EventRejectedError('ERR_EVENT_SHAPE', 'attributes: "__proto__" is not allowed');
+        const r = await super.apply(update, ctx);
+        // A malformed result: detect meets a TypeError on this event's data.
+        return update.profileId === 'p-bug' ? { ...r, after: null as unknown as ApplyResult['after'] } : r;
+      }
+    }
+    const events = [
+      ev('proto1', 'p-proto', joins('aud-1')),
+      ev('bug1', 'p-bug', joins('aud-1')),
+      ev('proto2', 'p-proto', joins('aud-1')),
+      ev('ok1', 'p-1', joins('aud-1')),
+      ev('bug2', 'p-bug', joins('aud-1')),
+      ev('ok2', 'p-2', joins('aud-1')),
+    ];
+    const msgs = messages(log, events);
+    const rejected = rejectedStore(log);
+    const { jobs, sinkFor, tagOf } = recordingSinks(log, events);
+    const opts = options(log, { sinkFor, rejected, store: new PoisonStore(), concurrency: 2 });
+    const settled = await run(from(msgs), opts);
+
+    expect(tagsOf(jobs['flow-1'], tagOf)).toEqual(['ok1', 'ok2']);
+    expect(settled).toHaveLength(6);
+    for (const m of msgs) expect(m.calls).toEqual(['ack']);
+    expect(rejected.records.map((r) => [r.sourceKey, r.code])).toEqual([
+      ['test:1', 'ERR_EVENT_SHAPE'],
+      ['test:2', 'ERR_EVENT_SHAPE'],
+      ['test:3', 'ERR_EVENT_SHAPE'],
+      ['test:5', 'ERR_EVENT_SHAPE'],
+    ]);
+    expect(rejected.records[1]!.reason).toMatch(/^event: could not be processed \(detect: TypeError: /);
+    expect(opts.metrics.eventsRejected).toBe(4);
+    expect(opts.metrics.storeErrors).toBe(0);
+    expect(opts.metrics.inFlight).toBe(0);
   });
 });
