@@ -4,6 +4,7 @@ import { TestScheduler } from 'rxjs/testing';
 import { applyUpdate, emptySnapshot } from '../src/domain/merge.js';
 import type { ProfileSnapshot, ProfileUpdate } from '../src/domain/types.js';
 import { applySnapshot, type AppliedEnvelope } from '../src/operators/apply-snapshot.js';
+import { EventRejectedError, FencedError } from '../src/errors.js';
 import type { Envelope } from '../src/streams/envelope.js';
 import { MemorySnapshotStore } from '../src/stores/memory-snapshot-store.js';
 import type { ApplyContext, ApplyResult, SnapshotStore } from '../src/stores/types.js';
@@ -136,25 +137,25 @@ describe('applySnapshot', () => {
     expect(store.calls).toEqual([{ at: 1, op: 'apply', profileId: 'p-1', ctx: { key: 'test:7', seq: 7 } }]);
   });
 
-  it('applies many updates one at a time in arrival order, each seeing the previous result', () => {
+  it('applies many updates concurrently, emitting each as its store step answers (order per profile is the gate\'s job)', () => {
     const ts = scheduler();
     const store = virtualStore(ts, { delay: 2 });
-    const v = { a: upd(1, 'p-1', 1), b: upd(2, 'p-1', 2), c: upd(3, 'p-2', 3) };
+    const v = { a: upd(1, 'p-1', 1), b: upd(2, 'p-2', 2), c: upd(3, 'p-3', 3) };
     ts.run(({ cold, expectObservable, expectSubscriptions }) => {
-      const src = cold<Envelope>('abc|      ', v);
-      const expected = '          --a-b-(c|)';
+      const src = cold<Envelope>('abc|    ', v);
+      const expected = '          --ab(c|)';
       expectObservable(src.pipe(applySnapshot({ store }), map(brief))).toBe(expected, {
         a: 'p-1:->1',
-        b: 'p-1:1>2',
-        c: 'p-2:->3',
+        b: 'p-2:->2',
+        c: 'p-3:->3',
       });
-      expectSubscriptions(src.subscriptions).toBe('^--!      ');
+      expectSubscriptions(src.subscriptions).toBe('^--!    ');
     });
-    // concatMap: the next apply only starts when the previous one has answered.
+    // No waiting for the previous answer: one subscription, a counter of steps in flight.
     expect(store.calls.map((c) => [c.at, c.ctx?.seq])).toEqual([
       [0, 1],
-      [2, 2],
-      [4, 3],
+      [1, 2],
+      [2, 3],
     ]);
   });
 
@@ -211,46 +212,76 @@ describe('applySnapshot', () => {
     });
   });
 
-  it('errors when the store rejects an apply, unsubscribing the source and applying nothing after', () => {
+  it('retries a failing store step in place with backoff on the scheduler: that message waits, the others go on', () => {
     const ts = scheduler();
-    const boom = new Error('redis down');
-    const store = virtualStore(ts, { delay: 1, fails: (op, id) => (op === 'apply' && id === 'p-2' ? boom : undefined) });
+    let failures = 2;
+    const store = virtualStore(ts, {
+      delay: 1,
+      fails: (op, id) => (op === 'apply' && id === 'p-2' && failures-- > 0 ? new Error('redis down') : undefined),
+    });
+    const errors: string[] = [];
     ts.run(({ cold, expectObservable, expectSubscriptions }) => {
       const src = cold<Envelope>('ab-c|', { a: upd(1, 'p-1', 1), b: upd(2, 'p-2', 2), c: upd(3, 'p-3', 3) });
-      const expected = '          -a#   ';
-      expectObservable(src.pipe(applySnapshot({ store }), map(brief))).toBe(expected, { a: 'p-1:->1' }, boom);
-      expectSubscriptions(src.subscriptions).toBe('^-!   ');
+      // b fails at 2 (waits 2), fails again at 5 (waits 4), succeeds at 10.
+      const expected = '          -a--c-----(b|)';
+      const op = applySnapshot({ store, retryMinDelayMs: 2, random: () => 1, scheduler: ts, onStoreError: (e) => errors.push(`${ts.now()} ${(e as Error).message}`) });
+      expectObservable(src.pipe(op, map(brief)), ).toBe(expected, { a: 'p-1:->1', b: 'p-2:->2', c: 'p-3:->3' });
+      expectSubscriptions(src.subscriptions).toBe('^---!');
     });
-    expect(store.calls.map((c) => c.profileId)).toEqual(['p-1', 'p-2']);
+    expect(store.calls.filter((c) => c.profileId === 'p-2').map((c) => c.at)).toEqual([1, 4, 9]);
+    expect(errors).toEqual(['2 redis down', '5 redis down']);
   });
 
-  it('errors when the store rejects the read of a backfill item', () => {
+  it('retries a backfill item\'s failing read, and a store that throws synchronously, the same way', () => {
     const ts = scheduler();
-    const boom = new Error('redis down');
-    const store = virtualStore(ts, { delay: 2, fails: (op) => (op === 'get' ? boom : undefined) });
-    ts.run(({ cold, expectObservable, expectSubscriptions }) => {
-      const src = cold<Envelope>('-b-|', { b: backfill(1, 'p-1') });
-      const expected = '          ---#';
-      expectObservable(src.pipe(applySnapshot({ store }))).toBe(expected, undefined, boom);
-      expectSubscriptions(src.subscriptions).toBe('^--!');
-    });
-  });
-
-  it('errors when the store throws synchronously', () => {
-    const ts = scheduler();
-    const inner = virtualStore(ts);
+    let reads = 1;
+    let throws = 1;
+    const inner = virtualStore(ts, { delay: 1, fails: (op) => (op === 'get' && reads-- > 0 ? new Error('redis down') : undefined) });
     const store: SnapshotStore = {
       ...inner,
       apply: (u: ProfileUpdate, ctx: ApplyContext) => {
-        if (u.profileId === 'p-2') throw new Error('not connected');
+        if (throws-- > 0) throw new Error('not connected');
         return inner.apply(u, ctx);
       },
     };
-    ts.run(({ cold, expectObservable, expectSubscriptions }) => {
-      const src = cold<Envelope>('a-b-c|', { a: upd(1, 'p-1', 1), b: upd(2, 'p-2', 2), c: upd(3, 'p-3', 3) });
-      const expected = '          a-#   ';
-      expectObservable(src.pipe(applySnapshot({ store }), map(brief))).toBe(expected, { a: 'p-1:->1' }, new Error('not connected'));
-      expectSubscriptions(src.subscriptions).toBe('^-!   ');
+    ts.run(({ cold, expectObservable }) => {
+      const src = cold<Envelope>('ab|', { a: upd(1, 'p-1', 1), b: backfill(2, 'p-2') });
+      expectObservable(src.pipe(applySnapshot({ store, retryMinDelayMs: 2, random: () => 1, scheduler: ts }), map(brief))).toBe('---a-(b|)', {
+        a: 'p-1:->1',
+        b: 'p-2:->_',
+      });
+    });
+  });
+
+  it('does not retry a poison event (EventRejectedError) nor a fenced write: marks the envelope and goes on', () => {
+    const ts = scheduler();
+    const store = virtualStore(ts, {
+      fails: (_op, id) =>
+        id === 'p-poison' ? new EventRejectedError('ERR_EVENT_TOO_LARGE', 'snapshot over its size limit') : id === 'p-lost' ? new FencedError('lease lost') : undefined,
+    });
+    ts.run(({ cold, expectObservable }) => {
+      const src = cold<Envelope>('xyz|', { x: upd(1, 'p-poison', 1), y: upd(2, 'p-lost', 2), z: upd(3, 'p-ok', 3) });
+      const out = src.pipe(
+        applySnapshot({ store, scheduler: ts }),
+        map((e) => (e.fault ? `${e.fault.kind} ${(e.fault.error as { code: string }).code}` : brief(e))),
+      );
+      expectObservable(out).toBe('xyz|', { x: 'rejected ERR_EVENT_TOO_LARGE', y: 'unsettled ERR_FENCED', z: 'p-ok:->3' });
+    });
+    expect(store.calls).toHaveLength(3);
+  });
+
+  it('errors the output when onStoreError throws', () => {
+    const ts = scheduler();
+    const store = virtualStore(ts, { fails: () => new Error('redis down') });
+    ts.run(({ cold, expectObservable }) => {
+      const op = applySnapshot({
+        store,
+        scheduler: ts,
+        onStoreError: () => {
+          throw new Error('metrics broke');
+        },
+      });
+      expectObservable(cold<Envelope>('a|', { a: upd(1, 'p-1', 1) }).pipe(op)).toBe('#', undefined, new Error('metrics broke'));
     });
   });
 
@@ -265,20 +296,21 @@ describe('applySnapshot', () => {
     });
   });
 
-  it('unsubscribes the source and drops the pending apply when unsubscribed early; later ones never start', () => {
+  it('unsubscribes the source and drops the pending applies when unsubscribed early', () => {
     const ts = scheduler();
     const store = virtualStore(ts, { delay: 3 });
     ts.run(({ cold, expectObservable, expectSubscriptions }) => {
       const src = cold<Envelope>('abc---|', { a: upd(1, 'p-1', 1), b: upd(2, 'p-1', 2), c: upd(3, 'p-1', 3) });
       const unsub = '             -----!  ';
-      const expected = '          ---a-   ';
-      expectObservable(src.pipe(applySnapshot({ store }), map(brief)), unsub).toBe(expected, { a: 'p-1:->1' });
+      const expected = '          ---ab   ';
+      expectObservable(src.pipe(applySnapshot({ store }), map(brief)), unsub).toBe(expected, { a: 'p-1:->1', b: 'p-1:1>2' });
       expectSubscriptions(src.subscriptions).toBe('^----!  ');
     });
-    // b was applied at 3 (its answer, due at 6, is dropped); c never reached the store.
+    // b and c were asked at 1 and 2; c's answer (due at 5) came with the unsubscription: dropped.
     expect(store.calls.map((c) => [c.at, c.ctx?.seq])).toEqual([
       [0, 1],
-      [3, 2],
+      [1, 2],
+      [2, 3],
     ]);
   });
 });
@@ -294,16 +326,20 @@ describe('applySnapshot with a Promise-based store (MemorySnapshotStore)', () =>
     expect(await store.get('p-9')).toBeNull();
   });
 
-  it('rejects the stream when apply rejects', async () => {
+  it('retries a rejected apply in place until it passes (real timers)', async () => {
     const store = new MemorySnapshotStore();
-    store.apply = () => Promise.reject(new Error('store down'));
-    await expect(lastValueFrom(from([upd(1, 'p-1', 1)]).pipe(applySnapshot({ store })))).rejects.toThrow('store down');
+    const apply = store.apply.bind(store);
+    let failures = 2;
+    store.apply = (u, ctx) => (failures-- > 0 ? Promise.reject(new Error('store down')) : apply(u, ctx));
+    const out = await lastValueFrom(from([upd(1, 'p-1', 1)]).pipe(applySnapshot({ store, retryMinDelayMs: 1 }), toArray()));
+    expect(out.map(brief)).toEqual(['p-1:->1']);
   });
 
   it('returns the first result again for a redelivered, unconfirmed message (replayed)', async () => {
     const store = new MemorySnapshotStore();
     const a = upd(1, 'p-1', 1);
-    const [first, again] = await lastValueFrom(from([a, a]).pipe(applySnapshot({ store }), toArray()));
+    const first = await lastValueFrom(from([a]).pipe(applySnapshot({ store })));
+    const again = await lastValueFrom(from([{ ...a }]).pipe(applySnapshot({ store })));
     expect(first.applied.replayed).toBe(false);
     expect(again.applied).toEqual({ ...first.applied, replayed: true });
   });

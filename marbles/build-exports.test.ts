@@ -213,19 +213,23 @@ describe('buildExports', () => {
     });
   });
 
-  it('errors on a decision for an unknown dataflow, unsubscribing the source', () => {
+  it('rejects the event when building throws (a decision for an unknown dataflow), with no jobs, and goes on', () => {
     const ts = scheduler();
     const update: ProfileUpdate = { profileId: 'p-1' };
     const v = { a: decided(1, update, []), x: decided(2, update, [decision('flow-1'), decision('flow-404')]), b: decided(3, update, []) };
     ts.run(({ cold, expectObservable, expectSubscriptions }) => {
       const src = cold<DecidedEnvelope>('a-x-b|', v);
-      const expected = '                 a-#   ';
-      expectObservable(src.pipe(buildExports({ dataflows, audiences }), map(jobs))).toBe(
-        expected,
-        { a: [] },
-        new Error('no payload rules for dataflow flow-404'),
+      const expected = '                 a-x-b|';
+      const out = src.pipe(
+        buildExports({ dataflows, audiences }),
+        map((e) => (e.fault ? `${e.fault.kind}: ${(e.fault.error as Error).message} (${e.jobs.length} jobs)` : jobs(e))),
       );
-      expectSubscriptions(src.subscriptions).toBe('^-!   ');
+      expectObservable(out).toBe(expected, {
+        a: [],
+        x: 'rejected: event: could not be processed (build: Error: no payload rules for dataflow flow-404) (0 jobs)',
+        b: [],
+      });
+      expectSubscriptions(src.subscriptions).toBe('^----!');
     });
   });
 

@@ -97,7 +97,7 @@ describe('decodeEvents', () => {
     ts.run(({ cold, expectObservable }) => {
       const src = cold<SourceMessage>('-x-a|', { x: broken, a: msgs.a });
       expectObservable(summarize(src.pipe(decodeEvents()))).toBe('-x-a|', {
-        x: { ok: false, seq: 9, code: 'ERR_EVENT_SHAPE', reason: 'event: could not be decoded (TypeError: detached buffer)' },
+        x: { ok: false, seq: 9, code: 'ERR_EVENT_SHAPE', reason: 'event: could not be processed (decode: TypeError: detached buffer)' },
         a: ok(1, 'p-a'),
       });
     });

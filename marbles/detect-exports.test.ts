@@ -171,16 +171,28 @@ describe('detectExports', () => {
     });
   });
 
-  it('errors when deciding throws (a malformed applied result), unsubscribing the source', () => {
+  it('rejects the event when deciding throws (a poison event: a malformed applied result), and goes on', () => {
     const ts = scheduler();
     const a = applied(inAud1, { attributes: firstName });
     const broken = { ...applied(inAud1, {}), applied: { update: { profileId: 'p-1' }, before: null, replayed: false } } as unknown as AppliedEnvelope;
     ts.run(({ cold, expectObservable, expectSubscriptions }) => {
       const src = cold<AppliedEnvelope>('a-x-a|', { a, x: broken });
-      const expected = '                 a-#   ';
-      const out = src.pipe(detectExports({ dataflows }), map(decisions));
-      expectObservable(out).toBe(expected, { a: [d('flow-1', ['attribute'])] }, expect.any(TypeError) as unknown as Error);
-      expectSubscriptions(src.subscriptions).toBe('^-!   ');
+      const expected = '                 a-x-a|';
+      const out = src.pipe(
+        detectExports({ dataflows }),
+        map((e) => (e.fault ? `${e.fault.kind} ${(e.fault.error as { code?: string }).code} ${/detect: TypeError/.test(String((e.fault.error as Error).message))}` : decisions(e))),
+      );
+      expectObservable(out).toBe(expected, { a: [d('flow-1', ['attribute'])], x: 'rejected ERR_EVENT_SHAPE true' });
+      expectSubscriptions(src.subscriptions).toBe('^----!');
+    });
+  });
+
+  it('passes a faulted envelope through without deciding', () => {
+    const ts = scheduler();
+    const a = applied(inAud1, { attributes: firstName });
+    a.fault = { kind: 'unsettled', error: new Error('fenced') };
+    ts.run(({ cold, expectObservable }) => {
+      expectObservable(cold<AppliedEnvelope>('a|', { a }).pipe(detectExports({ dataflows }), map(decisions))).toBe('a|', { a: [] });
     });
   });
 

@@ -167,28 +167,48 @@ describe('rateLimit', () => {
     });
   });
 
-  it('keeps source order when a limiter grants out of order', () => {
+  it('emits each value when its own grant comes (a limiter per value: a slow dataflow does not hold a fast one)', () => {
     const ts = scheduler();
     ts.run(({ cold, expectObservable }) => {
-      // Grants the 1st permit at 30, the 2nd at 10, the 3rd at 20.
-      const delays = [30, 10, 20];
-      let n = 0;
-      const limiter: RateLimiter = { acquire: () => timer(delays[n++], ts).pipe(map(() => undefined)) };
-      expectObservable(cold('abc|').pipe(rateLimit({ limiter }))).toBe('30ms (abc|)');
+      const slow = tokenBucket({ rate: 10, burst: 1, scheduler: ts });
+      const fast = tokenBucket({ rate: 1000, burst: 1, scheduler: ts });
+      const src = cold('abcd|', { a: 'slow', b: 'slow', c: 'fast', d: 'fast' });
+      const out = src.pipe(rateLimit<string>({ limiter: (v) => (v === 'slow' ? slow : fast) }));
+      expectObservable(out).toBe('a-cd 96ms (b|)', { a: 'slow', b: 'slow', c: 'fast', d: 'fast' });
     });
   });
 
-  it('emits undefined values too when reordering', () => {
+  it('takes a free slot without subscribing (tryAcquire), and queues through acquire() otherwise', () => {
     const ts = scheduler();
+    let subscribed = 0;
     ts.run(({ cold, expectObservable }) => {
-      const delays = [20, 10];
-      let n = 0;
-      const limiter: RateLimiter = { acquire: () => timer(delays[n++], ts).pipe(map(() => undefined)) };
-      expectObservable(cold('ab|', { a: undefined, b: 'x' }).pipe(rateLimit({ limiter }))).toBe('20ms (ab|)', {
-        a: undefined,
-        b: 'x',
-      });
+      const bucket = tokenBucket({ rate: 10, burst: 1, scheduler: ts });
+      const limiter: RateLimiter = {
+        tryAcquire: () => bucket.tryAcquire?.() ?? false,
+        acquire: () => {
+          subscribed++;
+          return bucket.acquire();
+        },
+      };
+      expectObservable(cold('ab|').pipe(rateLimit({ limiter }))).toBe('a 99ms (b|)');
     });
+    expect(subscribed).toBe(1);
+  });
+
+  it('refuses a value whose limiter errors or completes without granting: marked and passed on with `refused`, else the output errors', () => {
+    const ts = scheduler();
+    const refusedBy: string[] = [];
+    ts.run(({ cold, expectObservable }) => {
+      const closed: RateLimiter = { acquire: () => cold('--|') };
+      const broken: RateLimiter = { acquire: () => cold('-#', undefined, new Error('redis limiter closed')) };
+      const src = cold('ab|', { a: 'closed', b: 'broken' });
+      const marked = src.pipe(
+        rateLimit<string>({ limiter: (v) => (v === 'closed' ? closed : broken), refused: (v, err) => refusedBy.push(`${v} ${(err as { code?: string; message: string }).code ?? (err as Error).message}`) }),
+      );
+      expectObservable(marked).toBe('--(ab|)', { a: 'closed', b: 'broken' });
+      expectObservable(cold('a|').pipe(rateLimit({ limiter: closed }))).toBe('--#', undefined, expect.objectContaining({ code: 'ERR_RATE_LIMITER' }) as unknown as Error);
+    });
+    expect(refusedBy).toEqual(['closed ERR_RATE_LIMITER', 'broken redis limiter closed']);
   });
 });
 

@@ -14,17 +14,22 @@ export * from './errors.js';
 export type { SourceMessage, SourceStatus } from './streams/types.js';
 export { fileSource, type Source, type FileSourceOptions } from './streams/file.js';
 
-export type { Envelope } from './streams/envelope.js';
+export type { Envelope, EnvelopeFault } from './streams/envelope.js';
 export { decodeEvents, type Decoded } from './operators/decode-events.js';
 export { divertRejected } from './operators/divert-rejected.js';
-export { serializeBy } from './operators/serialize-by.js';
+export { profileGate, type ProfileGate } from './operators/profile-gate.js';
+export { step, type StepOutput } from './operators/step.js';
 export { applySnapshot, type AppliedEnvelope } from './operators/apply-snapshot.js';
 export { detectExports, type DecidedEnvelope } from './operators/detect-exports.js';
 export { buildExports, type PlannedEnvelope } from './operators/build-exports.js';
-export { deliverExports, type SettledEnvelope } from './operators/deliver-exports.js';
+export { filterExports, matchesFilter, type ExportFilter } from './operators/filter-exports.js';
+export { deliverExports, type SettledEnvelope, type ExportTask } from './operators/deliver-exports.js';
+export { attemptExports } from './operators/attempt-exports.js';
+export { retryExports } from './operators/retry-exports.js';
+export { storeFailedExports } from './operators/store-failed-exports.js';
 export { acknowledge } from './operators/acknowledge.js';
 export { rateLimit } from './operators/rate-limit.js';
-export { retryWithBackoff } from './operators/retry-with-backoff.js';
+export { retryWithBackoff, backoffDelay } from './operators/retry-with-backoff.js';
 
 export type * from './sinks/types.js';
 export { HttpSink, createSinks, type HttpSinkOptions } from './sinks/http/sink.js';

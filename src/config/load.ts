@@ -3,6 +3,7 @@
  * Every problem becomes a ConfigError naming its field path; several are reported together.
  */
 import { closeSync, constants as fsConstants, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import type { ExportFilter } from '../operators/filter-exports.js';
 import { dirname, resolve } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
@@ -68,6 +69,8 @@ export interface DestinationConfig {
 
 export interface DataflowConfig extends DataflowRules {
   rateLimit: number;
+  /** Export only the profiles this condition selects (operators/filter-exports.ts). */
+  filter?: ExportFilter;
 }
 
 export type SourceConfig = RawConfig['source'];
@@ -248,6 +251,7 @@ function resolveSubstituted(
       includeSegmentNames: dest?.includeSegmentNames ?? false,
       includeSegmentTimestamps: dest?.includeSegmentTimestamps ?? false,
       rateLimit: f.rateLimit,
+      ...(f.filter ? { filter: f.filter as ExportFilter } : {}),
     });
   });
 

@@ -269,6 +269,31 @@ const attributePath = z
   .trim()
   .regex(/^[^.\s]+(\.[^.\s]+)*$/, 'must be a dotted attribute path like person.name.firstName');
 
+const filterScalar = z.union([z.string(), z.number(), z.boolean()]);
+
+/**
+ * `dataflows[].filter`: export only profiles whose attribute passes one test (see
+ * operators/filter-exports.ts). Exactly one of equals, notEquals, in, notIn, exists.
+ */
+export const filterSchema = z
+  .strictObject({
+    attribute: attributePath,
+    equals: filterScalar.optional(),
+    notEquals: filterScalar.optional(),
+    in: z.array(filterScalar).min(1, 'must list at least one value').optional(),
+    notIn: z.array(filterScalar).min(1, 'must list at least one value').optional(),
+    exists: z.boolean().optional(),
+  })
+  .superRefine((f, ctx) => {
+    const tests = (['equals', 'notEquals', 'in', 'notIn', 'exists'] as const).filter((k) => f[k] !== undefined);
+    if (tests.length !== 1) {
+      ctx.addIssue({
+        code: 'custom',
+        message: tests.length === 0 ? 'needs one of equals, notEquals, in, notIn, exists' : `takes one test, got ${tests.join(' and ')}`,
+      });
+    }
+  });
+
 export const dataflowSchema = z.strictObject({
   id: nonEmpty,
   destination: nonEmpty,
@@ -286,6 +311,7 @@ export const dataflowSchema = z.strictObject({
     .min(1, 'must map at least one audience')
     .max(LIMITS.maxAudiences, `must map at most ${LIMITS.maxAudiences} audiences`),
   attributes: z.array(attributePath).default([]),
+  filter: filterSchema.optional(),
   rateLimit: z
     .number()
     .min(LIMITS.minRateLimit, `must be at least ${LIMITS.minRateLimit} (one request every ${1 / LIMITS.minRateLimit} s)`)

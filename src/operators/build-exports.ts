@@ -1,8 +1,12 @@
+/**
+ * `buildExports`: the HTTP jobs of each decided envelope, one per exporting dataflow.
+ */
 import { map, type OperatorFunction } from 'rxjs';
 import { exitedAudiences } from '../domain/diff.js';
 import { eventIdentity, eventTime, idempotencyKey } from '../domain/keys.js';
 import { buildPayload, preparePayloadRules, type PayloadRules } from '../domain/payload.js';
 import type { Audience, DataflowRules } from '../domain/types.js';
+import { toEventRejection } from '../errors.js';
 import type { ExportJob } from '../sinks/types.js';
 import type { DecidedEnvelope } from './detect-exports.js';
 
@@ -18,28 +22,23 @@ export interface BuildExportsOptions {
 }
 
 /**
- * Builds one export job per decision: the payload of SPEC §4 and an Idempotency-Key that
- * is the same for every retry, redelivery and replay of that export.
+ * Builds one export job per decision: the payload of SPEC §4 and an Idempotency-Key that is
+ * the same for every retry, redelivery and replay of that export. Sets `jobs` on the same
+ * envelope (no copy); the payload rules are prepared once.
+ *
+ * A throw while building (a decision naming an unknown dataflow, a bug met on this event's
+ * data) rejects the event (`fault: rejected`, `ERR_EVENT_SHAPE`). A faulted envelope passes
+ * through untouched, with no jobs.
  *
  * @example
  * decided$.pipe(buildExports({ dataflows: config.dataflows, audiences: config.audiences }))
  */
 export function buildExports(options: BuildExportsOptions): OperatorFunction<DecidedEnvelope, PlannedEnvelope> {
-  const plan = exportPlanner(options);
-  return map((env) => ({ ...env, jobs: plan(env) }));
-}
-
-/**
- * The job-building step of {@link buildExports} as a plain function, with the payload rules
- * prepared once (the fused per-message path of the worker's pipeline calls it directly).
- * Throws when a decision names a dataflow it has no rules for.
- */
-export function exportPlanner(options: BuildExportsOptions): (env: DecidedEnvelope) => ExportJob[] {
   const rules = new Map<string, { rules: PayloadRules; destinationId: string }>();
   for (const flow of options.dataflows) {
     rules.set(flow.id, { rules: preparePayloadRules(flow, options.audiences), destinationId: flow.destinationId });
   }
-  return (env) => {
+  const jobsOf = (env: DecidedEnvelope): ExportJob[] => {
     if (env.decisions.length === 0) return [];
     const { update } = env;
     const event = eventIdentity(update, env.msg.key);
@@ -61,4 +60,15 @@ export function exportPlanner(options: BuildExportsOptions): (env: DecidedEnvelo
       };
     });
   };
+  return map((env) => {
+    const planned = env as PlannedEnvelope;
+    planned.jobs = [];
+    if (env.fault) return planned;
+    try {
+      planned.jobs = jobsOf(env);
+    } catch (err) {
+      env.fault = { kind: 'rejected', error: toEventRejection(err, 'build') };
+    }
+    return planned;
+  });
 }

@@ -5,7 +5,7 @@ import { map, type OperatorFunction } from 'rxjs';
 import { DEFAULTS } from '../config/schema.js';
 import { decodeEvent } from '../domain/validate.js';
 import type { ProfileUpdate } from '../domain/types.js';
-import { EventRejectedError } from '../errors.js';
+import { EventRejectedError, toEventRejection } from '../errors.js';
 import type { SourceMessage } from '../streams/types.js';
 
 /** One decoded message: its update, or why it was rejected. */
@@ -45,12 +45,7 @@ export function decodeEvents(options: DecodeEventsOptions = {}): OperatorFunctio
 }
 
 function asRejection(err: unknown): EventRejectedError {
-  if (err instanceof EventRejectedError) return err;
   // Not expected (decodeEvent throws only EventRejectedError), but a message must never
   // take the stream down: e.g. a RangeError from an exotic input becomes a rejection.
-  const text = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
-  return new EventRejectedError(
-    'ERR_EVENT_SHAPE',
-    `event: could not be decoded (${text.length > 200 ? `${text.slice(0, 199)}…` : text})`,
-  );
+  return toEventRejection(err, 'decode');
 }

@@ -1,18 +1,10 @@
 /**
  * `divertRejected`: lets valid updates through and files rejected events away.
  */
-import {
-  asyncScheduler,
-  catchError,
-  defer,
-  EMPTY,
-  map,
-  mergeMap,
-  of,
-  type ObservableInput,
-  type OperatorFunction,
-  type SchedulerLike,
-} from 'rxjs';
+import { asyncScheduler, type OperatorFunction, type SchedulerLike } from 'rxjs';
+import type { EventRejectedError } from '../errors.js';
+import type { SourceMessage } from '../streams/types.js';
+import { settle, step } from './step.js';
 import type { RejectedEvent, RejectedEventStore } from '../sinks/types.js';
 import type { Decoded } from './decode-events.js';
 import type { Envelope } from '../streams/envelope.js';
@@ -61,36 +53,53 @@ export function divertRejected(options: DivertRejectedOptions): OperatorFunction
   const rawLimit = options.rawLimit ?? DIVERT_REJECTED_DEFAULTS.rawLimit;
   const scheduler = options.scheduler ?? DIVERT_REJECTED_DEFAULTS.scheduler;
 
-  // mergeMap, unbounded: a valid one is a synchronous `of` and goes out in order at once;
-  // a rejected one is a pending write that holds back only the completion.
-  return mergeMap((decoded): ObservableInput<Envelope> => {
-    if (decoded.ok) return of({ msg: decoded.msg, update: decoded.update });
+  // A valid one goes out at once (one `next`, no inner Observable); a rejected one is a
+  // pending write that holds back only the completion.
+  return step<Decoded, Envelope>(() => (decoded, out) => {
+    if (decoded.ok) return out.next({ msg: decoded.msg, update: decoded.update });
     const { msg, error } = decoded;
-    const record: RejectedEvent = {
-      sourceKey: msg.key,
-      code: error.code,
-      reason: error.message,
-      raw: rawText(msg.data, rawLimit),
-      rejectedAt: new Date(scheduler.now()).toISOString(),
-    };
-    // `defer` calls `put` on subscription: a synchronous throw lands in catchError like a
-    // rejected promise, and a store whose promise settles in virtual time keeps this
-    // marble-testable (no `async`/`await` here, which would always add a microtask).
-    return defer(() => store.put(record)).pipe(
-      map(() => undefined),
-      catchError((error: unknown) => of({ error })),
-      mergeMap((failure) => {
-        if (failure === undefined) {
-          msg.ack();
+    const record = rejectedRecord(msg, error, scheduler.now(), rawLimit);
+    out.hold();
+    settle(
+      () => store.put(record),
+      () => {
+        if (out.closed) return;
+        msg.ack();
+        try {
           onRejected?.(record);
-        } else {
-          msg.nak();
-          onStoreError?.(failure.error, record);
+        } catch (err) {
+          return out.error(err);
         }
-        return EMPTY;
-      }),
+        out.release();
+      },
+      (err: unknown) => {
+        if (out.closed) return;
+        msg.nak();
+        try {
+          onStoreError?.(err, record);
+        } catch (thrown) {
+          return out.error(thrown);
+        }
+        out.release();
+      },
     );
   });
+}
+
+/** The record of a rejected event: its source key, code, reason and raw text (cut to `rawLimit`). */
+export function rejectedRecord(
+  msg: SourceMessage,
+  error: EventRejectedError,
+  now: number,
+  rawLimit: number = DIVERT_REJECTED_DEFAULTS.rawLimit,
+): RejectedEvent {
+  return {
+    sourceKey: msg.key,
+    code: error.code,
+    reason: error.message,
+    raw: rawText(msg.data, rawLimit),
+    rejectedAt: new Date(now).toISOString(),
+  };
 }
 
 const lenient = new TextDecoder('utf-8');

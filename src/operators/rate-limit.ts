@@ -1,64 +1,119 @@
 /**
- * `rateLimit`: holds each value until a rate limiter grants it a permit.
+ * `rateLimit`: holds each value until its rate limiter grants it a send slot.
  */
-import { defer, mergeMap, take, throwIfEmpty, type MonoTypeOperatorFunction, type Observable } from 'rxjs';
+import { Observable, type MonoTypeOperatorFunction, type Observer, type Subscription } from 'rxjs';
 import { HttpDestinationError } from '../errors.js';
 import type { RateLimiter } from '../stores/rate-limiter.js';
+import { step, type StepOutput } from './step.js';
 
-export interface RateLimitOptions {
-  /** Hands out permits: `tokenBucket` for one worker, a Redis-backed limiter for a pool. */
-  limiter: RateLimiter;
+export interface RateLimitOptions<T> {
+  /**
+   * The limiter of a value (one per dataflow: `tokenBucket` for one worker, the Redis-backed
+   * one for a pool), or one limiter for every value.
+   */
+  limiter: RateLimiter | ((value: T) => RateLimiter);
+  /**
+   * A value whose limiter errored or completed without granting (it is closing): when given,
+   * called (mark the value) and the value goes on; when not, the output errors with it.
+   * @default none — the output errors
+   */
+  refused?: (value: T, err: unknown) => void;
 }
 
 /**
- * Emits each value once `limiter` has granted it a permit, in source order. Every value asks
- * for its permit on arrival (so a pooled limiter can serve many at once); a permit granted
- * out of order is held until the values before it are out. Completes once the source has
- * completed and every value is out; an error of the source or of the limiter errors the
- * output; unsubscribing gives up the places still queued.
+ * Emits each value once its limiter has granted it a slot. Every value asks on arrival, so a
+ * pooled limiter can serve many at once; a limiter serves its waiters in order, so values of
+ * one limiter go out in source order. A limiter with a slot free and nobody waiting grants at
+ * once through `tryAcquire()` (no subscription). Completes once the source has completed and
+ * every value is out; unsubscribing gives up the places still queued.
  *
- * A limiter that completes without granting errors the output with `ERR_RATE_LIMITER`.
+ * A limiter that completes without granting refuses with `ERR_RATE_LIMITER`.
  *
  * @example
  * const limiter = tokenBucket({ rate: dataflow.rateLimit });
- * jobs$.pipe(rateLimit({ limiter }), mergeMap((job) => sink.send(job)))
+ * tasks$.pipe(rateLimit({ limiter: (task) => limiters.get(task.job.dataflowId)! }))
  */
-export function rateLimit<T>(options: RateLimitOptions): MonoTypeOperatorFunction<T> {
-  const { limiter } = options;
-  return (source) =>
-    defer(() => {
-      // Reorder buffer: index → value, only for permits that arrive ahead of their turn.
-      const early = new Map<number, T>();
-      let nextOut = 0;
-      return source.pipe(
-        mergeMap((value, index) =>
-          permit(limiter).pipe(
-            mergeMap(() => {
-              if (index !== nextOut) {
-                early.set(index, value);
-                return [];
-              }
-              nextOut++;
-              if (early.size === 0) return [value];
-              const out: T[] = [value];
-              while (early.has(nextOut)) {
-                out.push(early.get(nextOut) as T);
-                early.delete(nextOut++);
-              }
-              return out;
-            }),
-          ),
-        ),
-      );
-    });
+export function rateLimit<T>(options: RateLimitOptions<T>): MonoTypeOperatorFunction<T> {
+  const { limiter, refused } = options;
+  const limiterOf = typeof limiter === 'function' ? limiter : (): RateLimiter => limiter;
+  return step<T, T>(() => (value, out) => {
+    const l = limiterOf(value);
+    if (l.tryAcquire?.() === true) return out.next(value);
+    out.hold();
+    const waiter = new Waiter(value, out, refused);
+    const sub: Subscription = l.acquire().subscribe(waiter);
+    if (!waiter.over) {
+      waiter.sub = sub;
+      out.add(sub);
+    }
+  });
 }
 
-/** One permit: the limiter's first emission; completing without one is an error. */
-function permit(limiter: RateLimiter): Observable<void> {
-  return limiter.acquire().pipe(
-    take(1),
-    throwIfEmpty(
-      () => new HttpDestinationError('ERR_RATE_LIMITER', 'the rate limiter completed without granting a permit'),
-    ),
-  );
+/** One value waiting for its slot: the limiter's observer (only the first grant counts). */
+class Waiter<T> implements Observer<void> {
+  over = false;
+  sub: Subscription | null = null;
+
+  constructor(
+    private readonly value: T,
+    private readonly out: StepOutput<T>,
+    private readonly refused: ((value: T, err: unknown) => void) | undefined,
+  ) {}
+
+  next(): void {
+    if (this.over) return;
+    this.end();
+    this.out.next(this.value);
+    this.out.release();
+  }
+
+  error(err: unknown): void {
+    if (this.over) return;
+    this.end();
+    if (this.refused === undefined) return this.out.error(err);
+    this.refused(this.value, err);
+    this.out.next(this.value);
+    this.out.release();
+  }
+
+  complete(): void {
+    if (!this.over) this.error(new HttpDestinationError('ERR_RATE_LIMITER', 'the rate limiter completed without granting a send slot'));
+  }
+
+  private end(): void {
+    this.over = true;
+    if (this.sub !== null) {
+      this.out.remove(this.sub);
+      this.sub.unsubscribe();
+      this.sub = null;
+    }
+  }
+}
+
+/**
+ * One slot of `limiter` as an Observable: emits once and completes; a limiter that completes
+ * without granting errors with `ERR_RATE_LIMITER`. For the slow paths (a retry's attempt).
+ */
+export function slot(limiter: RateLimiter): Observable<void> {
+  return new Observable<void>((subscriber) => {
+    if (limiter.tryAcquire?.() === true) {
+      subscriber.next();
+      subscriber.complete();
+      return undefined;
+    }
+    let granted = false;
+    const sub = limiter.acquire().subscribe({
+      next: () => {
+        if (granted) return;
+        granted = true;
+        subscriber.next();
+        subscriber.complete();
+      },
+      error: (err: unknown) => subscriber.error(err),
+      complete: () => {
+        if (!granted) subscriber.error(new HttpDestinationError('ERR_RATE_LIMITER', 'the rate limiter completed without granting a send slot'));
+      },
+    });
+    return sub;
+  });
 }

@@ -53,19 +53,27 @@ export const RETRY_WITH_BACKOFF_DEFAULTS = {
 } as const;
 
 /**
- * The wait before retry `attempt` (1-based): `min(maxDelayMs, minDelayMs * 2^(attempt-1))`
- * with equal jitter (uniform in [d/2, d]); when the server asked for `retryAfter` ms, the
- * wait is `min(retryAfterMaxMs, max(retryAfter, jittered))`. Rounded to whole ms.
+ * The one backoff of the project (HTTP retries, the snapshot-store step, backfill restarts,
+ * the Redis limiter): the wait before retry `attempt` (1-based) is
+ * `min(maxDelayMs, minDelayMs * 2^(attempt-1))` with equal jitter (uniform in [d/2, d]); when
+ * the server asked for `retryAfter` ms, the wait is `min(retryAfterMaxMs, max(retryAfter,
+ * jittered))`. Rounded to whole ms.
+ *
+ * @example backoffDelay({ attempt: 1, minDelayMs: 1_000, maxDelayMs: 60_000 }) // 500…1000
+ * @param options.retryAfterMaxMs @default maxDelayMs
+ * @param options.random @default Math.random
  */
 export function backoffDelay(options: {
   attempt: number;
   minDelayMs: number;
   maxDelayMs: number;
-  retryAfterMaxMs: number;
-  random: () => number;
+  retryAfterMaxMs?: number;
+  random?: () => number;
   retryAfter?: number;
 }): number {
-  const { attempt, minDelayMs, maxDelayMs, retryAfterMaxMs, random, retryAfter } = options;
+  const { attempt, minDelayMs, maxDelayMs, retryAfter } = options;
+  const retryAfterMaxMs = options.retryAfterMaxMs ?? maxDelayMs;
+  const random = options.random ?? Math.random;
   const exp = Math.min(maxDelayMs, minDelayMs * 2 ** Math.max(0, attempt - 1));
   const jittered = exp / 2 + random() * (exp / 2);
   const wait =

@@ -2,7 +2,7 @@
  * `failed replay`: sends stored failed requests again through the dataflows' sinks.
  */
 import { concatMap, firstValueFrom, from, lastValueFrom, mergeMap, toArray } from 'rxjs';
-import type { DeliveryOutcome, ExportSink, FailedRequest, FailedRequestStore } from './types.js';
+import type { DeliveryOutcome, ExportSender, FailedRequest, FailedRequestStore } from './types.js';
 
 /** The defaults of `replayFailedRequests`, named in one place. */
 export const REPLAY_DEFAULTS = {
@@ -19,7 +19,7 @@ export interface ReplayOptions {
    * credentials apply); `undefined` for a dataflow that no longer exists. The sink should be
    * made with `storeFailures: false`: replay updates the records itself.
    */
-  sinkFor: (dataflowId: string) => ExportSink | undefined;
+  sinkFor: (dataflowId: string) => ExportSender | undefined;
   /** Replay only this dataflow's records. @default every dataflow */
   dataflowId?: string;
   /**

@@ -36,10 +36,53 @@ export type DeliveryOutcome =
       error: string;
     };
 
-/** Delivers export jobs. `send` never errors: a failure becomes a `failed` outcome (already stored). */
+/**
+ * Cancels one attempt in flight: the chain cancels it when it is unsubscribed (shutdown, a
+ * lost partition); the sink attaches what to cancel (the HTTP transport's `Cancellation` fits).
+ */
+export interface AttemptCancellation {
+  readonly cancelled: boolean;
+  cancel(): void;
+  /** The sink's hook: `target.cancel()` runs when (or if already) cancelled. */
+  attach(target: { cancel(): void }): void;
+}
+
+/** The retry waits of a sink's destination (config `destinations[].retry`). */
+export interface RetryDelays {
+  minDelayMs: number;
+  maxDelayMs: number;
+  /** Longest `Retry-After` honoured. */
+  retryAfterMaxMs: number;
+}
+
+/**
+ * Delivers export jobs to one destination for one dataflow, as the stages of the chain's tail
+ * use it (see `deliverExports`): the rate limit and the retries are the chain's operators,
+ * not the sink's.
+ */
 export interface ExportSink {
-  send(job: ExportJob): Observable<DeliveryOutcome>;
+  /**
+   * ONE attempt: credentials, request, fence check (`job.guard()`) right before the request
+   * is handed to the transport. Resolves with the 2xx status; rejects with a `DeliveryError`
+   * (`retryable`, `retryAfterMs`; `credentialsRenewed` when a 401 was answered to credentials
+   * that were just renewed: resend once at once) or a `FencedError`.
+   */
+  attempt(job: ExportJob, cancellation: AttemptCancellation, options?: { renewOn401?: boolean }): Promise<{ statusCode: number }>;
+  /** How long the retries of this sink wait. */
+  readonly retryDelays: RetryDelays;
+  /**
+   * A final failure after `attempts` attempts: stored as a failed request (secret-free
+   * reason) unless the sink was made not to store, and returned as a `failed` outcome.
+   * Rejects with `StoreError` when the record cannot be stored (the message must not be acked).
+   */
+  fail(job: ExportJob, attempts: number, err: unknown): Promise<DeliveryOutcome>;
   close(): Promise<void>;
+}
+
+/** Delivers one job end to end (rate limit, attempts, retries, failed store); `failed replay` uses it. */
+export interface ExportSender {
+  /** Cold; emits exactly one outcome; errors with `StoreError` / `FencedError`. */
+  send(job: ExportJob): Observable<DeliveryOutcome>;
 }
 
 /** A stored failed request (SPEC §6). Holds no secret: no auth header, no URL credentials. */

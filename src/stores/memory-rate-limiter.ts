@@ -115,6 +115,10 @@ class TokenBucket implements RateLimiter {
     });
   }
 
+  tryAcquire(): boolean {
+    return this.head === null && this.tryTake(this.scheduler.now());
+  }
+
   /** Takes a permit if one has accrued by `now`. */
   private tryTake(now: number): boolean {
     if (now + EPSILON_MS < this.tat - this.tolerance) return false;

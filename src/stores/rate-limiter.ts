@@ -11,4 +11,9 @@ export interface RateLimiter {
    * order they subscribed. Unsubscribing before the emission gives the place up.
    */
   acquire(): Observable<void>;
+  /**
+   * Takes a slot at once when one is free and nobody waits (`true`), else does nothing
+   * (`false`: use `acquire()`). Optional: the chain's fast path, no subscription per request.
+   */
+  tryAcquire?(): boolean;
 }

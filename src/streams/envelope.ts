@@ -1,8 +1,10 @@
 /**
  * What flows through the pipeline after decoding: the source message (for ack/nak and its
- * stable key) beside the validated update it carried.
+ * stable key) beside the validated update it carried. One object per message goes down the
+ * whole chain; each step fills in its fields (`applied`, `decisions`, `jobs`, `outcomes`).
  */
 import type { ProfileUpdate } from '../domain/types.js';
+import type { EventRejectedError } from '../errors.js';
 import type { SourceMessage } from './types.js';
 
 export interface Envelope {
@@ -15,7 +17,20 @@ export interface Envelope {
    * the profile is exported to the target dataflow from its current snapshot.
    */
   backfill?: BackfillTarget;
+  /**
+   * Set by the step that gave up on this message. Later steps let a faulted envelope through
+   * untouched (it never leaves the chain, so its profile's gate is always left), and
+   * `acknowledge` settles it: a rejected one is stored and acked, an unsettled one nak'ed.
+   */
+  fault?: EnvelopeFault;
 }
+
+/** Why a message stopped short of its exports. */
+export type EnvelopeFault =
+  /** A poison event (a deterministic failure of a pure step): rejected, stored, acked. */
+  | { kind: 'rejected'; error: EventRejectedError }
+  /** Not settled now (fenced, the failed-request store down…): nak'ed, it comes back. */
+  | { kind: 'unsettled'; error: unknown };
 
 /** A backfill item (SPEC §8): export the profile to this dataflow if it is in this audience. */
 export interface BackfillTarget {

@@ -6,7 +6,8 @@ import type { AppConfig } from '../config/load.js';
 import type { Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { fileSource, type Source } from '../streams/file.js';
-import { retry, timer } from 'rxjs';
+import { retryWithBackoff } from '../operators/retry-with-backoff.js';
+import type { HttpSink } from '../sinks/http/sink.js';
 import { backfillSource } from '../streams/backfill.js';
 import { exportPipeline } from './pipeline.js';
 import type { Health } from '../observability/health.js';
@@ -114,6 +115,11 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     options.health.ready();
   }
 
+  const sinkFor = (id: string): HttpSink => {
+    const sink = sinks.get(id);
+    if (!sink) throw new Error(`no sink for dataflow ${id}`);
+    return sink;
+  };
   let abandoned = 0;
   let drainTimer: NodeJS.Timeout | undefined;
   let resolveStopped!: () => void;
@@ -130,11 +136,8 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
         audiences: config.audiences,
         store,
         rejected: failures.rejected,
-        sinkFor: (id) => {
-          const sink = sinks.get(id);
-          if (!sink) throw new Error(`no sink for dataflow ${id}`);
-          return sink;
-        },
+        sinkFor,
+        limiterFor: (id) => sinkFor(id).limiter,
         metrics,
         logger,
         concurrency: config.worker.maxInFlight,
@@ -156,11 +159,11 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
           },
         }).pipe(
           // A store outage during a backfill: start again from the last checkpoint.
-          retry({
-            delay: (err: unknown) => {
-              logger.warn({ err }, 'backfill interrupted; resuming from its last checkpoint');
-              return timer(1_000);
-            },
+          retryWithBackoff({
+            retries: Infinity,
+            minDelayMs: 1_000,
+            maxDelayMs: 30_000,
+            onRetry: ({ error, delayMs }) => logger.warn({ err: error, delayMs }, 'backfill interrupted; resuming from its last checkpoint'),
           }),
         ),
       }),

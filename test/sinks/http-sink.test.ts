@@ -544,30 +544,29 @@ describe('HttpSink against a real HTTP server', () => {
     expect(store.records.size).toBe(0);
   });
 
-  it('completes with no outcome when the limiter completes without a permit', async () => {
+  it('errors with ERR_RATE_LIMITER and no outcome when the limiter completes without a permit', async () => {
     const s = await startServer((_h, res) => res.writeHead(200).end());
     const limiter: RateLimiter = { acquire: () => new Observable<void>((sub) => sub.complete()) };
     const { sink, store } = makeSink(destination(s.url), { limiter });
     const outcomes: DeliveryOutcome[] = [];
-    let completed = false;
-    sink.send(job()).subscribe({ next: (o) => outcomes.push(o), complete: () => (completed = true) });
-    expect(completed).toBe(true);
+    let failed: unknown;
+    sink.send(job()).subscribe({ next: (o) => outcomes.push(o), error: (e: unknown) => (failed = e) });
+    expect(failed).toMatchObject({ code: 'ERR_RATE_LIMITER' });
     expect(outcomes).toEqual([]);
     await tick();
     expect(s.hits).toHaveLength(0);
     expect(store.records.size).toBe(0);
   });
 
-  it('a limiter error fails the attempt like any permanent failure: stored after one attempt', async () => {
+  it('a limiter error abandons the export: nothing sent, nothing stored, send errors (the message is nak\'ed)', async () => {
     const s = await startServer((_h, res) => res.writeHead(200).end());
     const limiter: RateLimiter = {
       acquire: () => new Observable<void>((sub) => sub.error(new HttpDestinationError('ERR_RATE_LIMITER', 'the redis rate limiter is closed'))),
     };
     const { sink, store } = makeSink(destination(s.url), { limiter });
-    const j = job();
-    const out = await firstValueFrom(sink.send(j));
-    expect(out).toMatchObject({ status: 'failed', attempts: 1, code: 'ERR_RATE_LIMITER' });
-    expect(store.records.get(j.idempotencyKey)).toMatchObject({ attempts: 1, lastErrorCode: 'ERR_RATE_LIMITER' });
+    const err = await firstValueFrom(sink.send(job())).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'ERR_RATE_LIMITER' });
+    expect(store.records.size).toBe(0);
     expect(s.hits).toHaveLength(0);
   });
 

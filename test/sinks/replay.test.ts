@@ -9,7 +9,7 @@ import type { DestinationConfig } from '../../src/config/load.js';
 import { FileFailedRequestStore } from '../../src/sinks/failed-file-store.js';
 import { HttpSink } from '../../src/sinks/http/sink.js';
 import { replayFailedRequests } from '../../src/sinks/replay.js';
-import type { DeliveryOutcome, ExportJob, ExportSink, FailedRequest, FailedRequestStore } from '../../src/sinks/types.js';
+import type { DeliveryOutcome, ExportJob, ExportSender, FailedRequest, FailedRequestStore } from '../../src/sinks/types.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -51,7 +51,7 @@ function rec(id: string, over: Partial<FailedRequest> = {}): FailedRequest {
 }
 
 /** A sink whose answer is chosen per job; records what it was sent and how many ran at once. */
-function fakeSink(answer: (job: ExportJob) => DeliveryOutcome): ExportSink & { sent: ExportJob[]; maxActive: number } {
+function fakeSink(answer: (job: ExportJob) => DeliveryOutcome): ExportSender & { sent: ExportJob[]; maxActive: number } {
   let active = 0;
   const sink = {
     sent: [] as ExportJob[],
@@ -148,7 +148,7 @@ describe('replayFailedRequests', () => {
     let maxActive = 0;
     let running = 0;
     const sent: string[] = [];
-    const sink: ExportSink = {
+    const sink: ExportSender = {
       send: (job) =>
         defer(async () => {
           const k = `${job.dataflowId}/${job.profileId}`;
@@ -163,7 +163,6 @@ describe('replayFailedRequests', () => {
           running -= 1;
           return { status: 'delivered', job, attempts: 1, statusCode: 200 } as DeliveryOutcome;
         }),
-      close: async () => undefined,
     };
     const summary = await replayFailedRequests({ store, sinkFor: () => sink, concurrency: 8 });
     expect(summary).toMatchObject({ stored: 8, selected: 8, replayed: 8, delivered: 8 });

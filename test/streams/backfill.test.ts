@@ -1,16 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { lastValueFrom, Subject, timer, map, toArray, type Subscription } from 'rxjs';
+import { lastValueFrom, Subject, toArray, type Subscription } from 'rxjs';
 import { idempotencyKey } from '../../src/domain/keys.js';
 import type { DataflowRules, MembershipStatus } from '../../src/domain/types.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { Metrics } from '../../src/observability/metrics.js';
-import type { DeliveryOutcome, ExportJob, ExportSink } from '../../src/sinks/types.js';
+import type { ExportJob } from '../../src/sinks/types.js';
 import type { Envelope } from '../../src/streams/envelope.js';
 import type { SourceMessage } from '../../src/streams/types.js';
 import { MemorySnapshotStore } from '../../src/stores/memory-snapshot-store.js';
 import { BACKFILL_DEFAULTS, backfillId, backfillSource, type BackfillOptions } from '../../src/streams/backfill.js';
 import { exportPipeline } from '../../src/worker/pipeline.js';
 import { fakeMessage } from '../support/messages.js';
+import { fakeSink, openLimiter } from '../support/sinks.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -339,8 +340,8 @@ describe('backfillSource', () => {
       { profileId: 'p-5', eventId: 'e-5', segmentMembership: { ups: { 'aud-1': { status: 'exited' as const } } } },
     ];
     const jobs: ExportJob[] = [];
-    const sink: ExportSink = {
-      send: (job) => {
+    const sink = fakeSink(() => ({ delayMs: 20 }), {
+      onAttempt: (job) => {
         jobs.push(job);
         // The first export (a backfill item of page 1) lets the live updates in, and the page
         // is acked (and the next one read) only after they were applied.
@@ -348,10 +349,8 @@ describe('backfillSource', () => {
           liveEvents.forEach((e, i) => live.next(fakeMessage(JSON.stringify(e), i + 1)));
           live.complete();
         }
-        return timer(20).pipe(map((): DeliveryOutcome => ({ status: 'delivered', job, attempts: 1, statusCode: 200 })));
       },
-      close: () => Promise.resolve(),
-    };
+    });
     const settled = await lastValueFrom(
       live.pipe(
         exportPipeline({
@@ -360,6 +359,7 @@ describe('backfillSource', () => {
           store,
           rejected: { put: () => Promise.resolve(), list: () => Promise.resolve([]), close: () => Promise.resolve() },
           sinkFor: () => sink,
+          limiterFor: () => openLimiter,
           metrics: new Metrics(),
           logger: createLogger({ level: 'silent' }),
           concurrency: 4,

@@ -12,8 +12,9 @@ import type { ApplyContext, ApplyResult } from '../../src/stores/types.js';
 import { backfillId, backfillSource } from '../../src/streams/backfill.js';
 import type { SourceMessage } from '../../src/streams/types.js';
 import { exportPipeline, type PipelineOptions } from '../../src/worker/pipeline.js';
-import { FencedError } from '../../src/errors.js';
+import { EventRejectedError, FencedError, StoreError } from '../../src/errors.js';
 import { fakeMessage, type FakeMessage } from '../support/messages.js';
+import { fakeSink, openLimiter } from '../support/sinks.js';
 
 const audiences: Audience[] = [
   { id: 'aud-1', name: 'Audience one', mergePolicyId: 'mp-1', createdAt: 1, updatedAt: 2, origin: 'segmentation' },
@@ -78,8 +79,9 @@ function messages(log: Log, events: Event[]): FakeMessage[] {
 }
 
 /**
- * Sinks that record each job and answer after `answer(job).delayMs` (real time) with a
- * delivered or failed outcome. `tagOf` names a job by its event's tag (from its Idempotency-Key).
+ * Sinks that record each attempt and answer after `answer(job).delayMs` (real time): 2xx, or
+ * `status: 'failed'` → 503 (retried twice, then stored as failed by `fail`). `tagOf` names a
+ * job by its event's tag (from its Idempotency-Key).
  */
 function recordingSinks(
   log: Log,
@@ -94,25 +96,34 @@ function recordingSinks(
   }
   const tagOf = (job: ExportJob): string => tags.get(job.idempotencyKey) ?? `${job.profileId}?`;
   const jobs: Record<string, ExportJob[]> = {};
-  const sinkFor = (dataflowId: string): ExportSink => ({
-    send: (job) =>
-      defer(() => {
+  const sinks = new Map<string, ExportSink>();
+  const sinkFor = (dataflowId: string): ExportSink => {
+    let sink = sinks.get(dataflowId);
+    if (sink) return sink;
+    const inner = fakeSink((job) => {
+      const { delayMs, status = 'delivered' } = answer(job, tagOf(job));
+      return { delayMs, status: status === 'delivered' ? 200 : 503 };
+    });
+    sink = {
+      ...inner,
+      attempt: (job, cancellation, opts) => {
         const tag = tagOf(job);
         (jobs[dataflowId] ??= []).push(job);
         log.push(`send ${tag} ${dataflowId}`);
-        const { delayMs, status = 'delivered' } = answer(job, tag);
-        return timer(delayMs).pipe(
-          map(
-            (): DeliveryOutcome =>
-              status === 'delivered'
-                ? { status, job, attempts: 1, statusCode: 200 }
-                : { status, job, attempts: 3, statusCode: 503, code: 'ERR_HTTP_STATUS', error: 'HTTP 503' },
-          ),
-          tap(() => log.push(`settle ${tag} ${dataflowId}`)),
-        );
-      }),
-    close: () => Promise.resolve(),
-  });
+        return inner.attempt(job, cancellation, opts).then((r) => {
+          log.push(`settle ${tag} ${dataflowId}`);
+          return r;
+        });
+      },
+      fail: (job, attempts, err) =>
+        inner.fail(job, attempts, err).then((o) => {
+          log.push(`settle ${tagOf(job)} ${dataflowId}`);
+          return o;
+        }),
+    };
+    sinks.set(dataflowId, sink);
+    return sink;
+  };
   return { jobs, sinkFor, tagOf };
 }
 
@@ -137,6 +148,7 @@ function options(log: Log, over: Partial<PipelineOptions> & Pick<PipelineOptions
     audiences,
     store: new MemorySnapshotStore(),
     rejected: rejectedStore(log),
+    limiterFor: () => openLimiter,
     metrics: new Metrics(),
     logger: createLogger({ level: 'silent' }),
     concurrency: 16,
@@ -145,8 +157,10 @@ function options(log: Log, over: Partial<PipelineOptions> & Pick<PipelineOptions
   };
 }
 
+/** Every envelope out of the chain; `acked()` of them: the ones that settled with their exports (no fault). */
 const run = (source: Observable<SourceMessage>, opts: PipelineOptions): Promise<SettledEnvelope[]> =>
   lastValueFrom(source.pipe(exportPipeline(opts), toArray()));
+const acked = (all: SettledEnvelope[]): SettledEnvelope[] => all.filter((s) => s.fault === undefined);
 
 const tagsOf = (jobs: ExportJob[] | undefined, tagOf: (j: ExportJob) => string): string[] => (jobs ?? []).map(tagOf);
 const at = (log: Log, entry: string): number => {
@@ -208,7 +222,7 @@ describe('exportPipeline', () => {
     const opts = options(log, { sinkFor, rejected });
     const settled = await run(from(msgs), opts);
 
-    expect(settled.map((s) => s.msg.key)).toEqual(['test:2', 'test:4']);
+    expect(acked(settled).map((s) => s.msg.key)).toEqual(['test:2', 'test:4']);
     expect(tagsOf(jobs['flow-1'], tagOf)).toEqual(['ok1', 'ok2']);
     expect(rejected.records.map((r) => [r.sourceKey, r.code])).toEqual([
       ['test:1', 'ERR_EVENT_JSON'],
@@ -430,14 +444,15 @@ describe('exportPipeline', () => {
     const settled = await run(from(msgs), opts);
 
     expect(applies).toBe(2);
-    expect(settled.map((s) => s.msg.key)).toEqual(['test:2']);
+    expect(acked(settled).map((s) => s.msg.key)).toEqual(['test:2']);
+    expect(settled.find((s) => s.msg.key === 'test:1')?.fault).toMatchObject({ kind: 'unsettled', error: { code: 'ERR_FENCED' } });
     expect(tagsOf(jobs['flow-1'], tagOf)).toEqual(['k1']);
     expect(msgs[0].calls).toEqual(['nak:1000']);
     expect(msgs[1].calls).toEqual(['ack']);
     expect(opts.metrics.inFlight).toBe(0);
   });
 
-  it('naks a message whose sink completes without an outcome or errors, and goes on with the others', async () => {
+  it('naks a message whose export cannot be settled (fenced, failed-request store down), and goes on with the others', async () => {
     const log: Log = [];
     const events = [
       ev('n1', 'p-1', { segmentMembership: { ups: { 'aud-1': { status: 'realized' }, 'aud-2': { status: 'realized' } } } }),
@@ -446,44 +461,31 @@ describe('exportPipeline', () => {
     ];
     const msgs = messages(log, events);
     const ok = recordingSinks(log, events);
-    let cancelled = 0;
-    const sinkFor = (dataflowId: string): ExportSink => {
-      if (dataflowId === 'flow-1') return ok.sinkFor(dataflowId);
-      return {
-        // flow-2: the first send ends empty (a sink shutting down), the next one errors.
-        send: () => new Observable<DeliveryOutcome>((sub) => {
-          if (log.includes('empty')) sub.error(new Error('sink broke'));
-          else {
-            log.push('empty');
-            sub.complete();
-          }
-          return () => cancelled++;
-        }),
-        close: () => Promise.resolve(),
-      };
-    };
+    // flow-2: p-1's export is fenced; p-2's fails for good and its record cannot be stored.
+    const broken = fakeSink(
+      (job) => (job.profileId === 'p-1' ? { error: new FencedError('lease lost') } : { status: 400 }),
+      { failStore: () => new StoreError('failed-request store down') },
+    );
+    const sinkFor = (dataflowId: string): ExportSink => (dataflowId === 'flow-1' ? ok.sinkFor(dataflowId) : broken);
     const opts = options(log, { sinkFor });
     const settled = await run(from(msgs), opts);
 
-    // n1 and n2 export to both flows: flow-2 gave no outcome (n1) or errored (n2), so they are
-    // nak'ed and their flow-1 sends are cancelled; n3 (flow-1 only) settles normally.
+    // n1 and n2 export to both flows: flow-2 could not settle, so they are nak'ed (their flow-1
+    // exports were delivered: the redelivery sends them again, same Idempotency-Key); n3 settles.
     expect(msgs[0].calls).toEqual(['nak:1000']);
     expect(msgs[1].calls).toEqual(['nak:1000']);
     expect(msgs[2].calls).toEqual(['ack']);
-    expect(settled.map((s) => s.msg.key)).toEqual(['test:3']);
-    expect(log).toContain('send n1 flow-1');
-    expect(log).toContain('send n2 flow-1');
-    expect(log).not.toContain('settle n1 flow-1');
-    expect(log).not.toContain('settle n2 flow-1');
-    expect(log).toContain('settle n3 flow-1');
-    expect(cancelled).toBe(2);
+    expect(acked(settled).map((s) => s.msg.key)).toEqual(['test:3']);
+    expect(settled.find((s) => s.msg.key === 'test:1')?.fault).toMatchObject({ kind: 'unsettled', error: { code: 'ERR_FENCED' } });
+    expect(settled.find((s) => s.msg.key === 'test:2')?.fault).toMatchObject({ kind: 'unsettled', error: { code: 'ERR_STORE' } });
+    // n3 (same profile as n1) went out only after n1 had left the gate.
+    expect(at(log, 'send n3 flow-1')).toBeGreaterThan(at(log, 'nak n1'));
     expect(opts.metrics.inFlight).toBe(0);
     expect(opts.metrics.storeErrors).toBe(2);
   });
 
   it('cancels sends in flight and backoff timers when unsubscribed, and acks nothing more', async () => {
     const log: Log = [];
-    let sendsCancelled = 0;
     let applies = 0;
     class DownStore extends MemorySnapshotStore {
       override apply(update: ProfileUpdate, ctx: ApplyContext): Promise<ApplyResult> {
@@ -494,14 +496,8 @@ describe('exportPipeline', () => {
     }
     const events = [ev('s1', 'p-slow', joins('aud-1')), ev('d1', 'p-down', joins('aud-1'))];
     const msgs = messages(log, events);
-    const sinkFor = (): ExportSink => ({
-      send: () =>
-        new Observable<DeliveryOutcome>(() => {
-          log.push('sending');
-          return () => sendsCancelled++;
-        }),
-      close: () => Promise.resolve(),
-    });
+    const sink = fakeSink(() => ({ delayMs: 60_000 }), { onAttempt: () => log.push('sending') });
+    const sinkFor = (): ExportSink => sink;
     const opts = options(log, { sinkFor, store: new DownStore(), storeRetryMaxMs: 20 });
     const sub = from(msgs).pipe(exportPipeline(opts)).subscribe();
     await new Promise((resolve) => setTimeout(resolve, 100));
@@ -511,9 +507,48 @@ describe('exportPipeline', () => {
     sub.unsubscribe();
     await new Promise((resolve) => setTimeout(resolve, 100));
 
-    expect(sendsCancelled).toBe(1);
+    expect(sink.cancelled).toBe(1);
     // The failing profile's backoff stopped with the subscription.
     expect(applies).toBe(appliesAtStop);
     for (const m of msgs) expect(m.calls).toEqual([]);
+  });
+
+  it('rejects poison events (the merge throws EventRejectedError; a pure step throws a TypeError) and acks them; the others flow; maxInFlight 2 does not wedge', async () => {
+    const log: Log = [];
+    class PoisonStore extends MemorySnapshotStore {
+      override async apply(update: ProfileUpdate, ctx: ApplyContext): Promise<ApplyResult> {
+        if (update.profileId === 'p-proto') throw new EventRejectedError('ERR_EVENT_SHAPE', 'attributes: "__proto__" is not allowed');
+        const r = await super.apply(update, ctx);
+        // A malformed result: detect meets a TypeError on this event's data.
+        return update.profileId === 'p-bug' ? { ...r, after: null as unknown as ApplyResult['after'] } : r;
+      }
+    }
+    const events = [
+      ev('proto1', 'p-proto', joins('aud-1')),
+      ev('bug1', 'p-bug', joins('aud-1')),
+      ev('proto2', 'p-proto', joins('aud-1')),
+      ev('ok1', 'p-1', joins('aud-1')),
+      ev('bug2', 'p-bug', joins('aud-1')),
+      ev('ok2', 'p-2', joins('aud-1')),
+    ];
+    const msgs = messages(log, events);
+    const rejected = rejectedStore(log);
+    const { jobs, sinkFor, tagOf } = recordingSinks(log, events);
+    const opts = options(log, { sinkFor, rejected, store: new PoisonStore(), concurrency: 2 });
+    const settled = await run(from(msgs), opts);
+
+    expect(tagsOf(jobs['flow-1'], tagOf)).toEqual(['ok1', 'ok2']);
+    expect(settled).toHaveLength(6);
+    for (const m of msgs) expect(m.calls).toEqual(['ack']);
+    expect(rejected.records.map((r) => [r.sourceKey, r.code])).toEqual([
+      ['test:1', 'ERR_EVENT_SHAPE'],
+      ['test:2', 'ERR_EVENT_SHAPE'],
+      ['test:3', 'ERR_EVENT_SHAPE'],
+      ['test:5', 'ERR_EVENT_SHAPE'],
+    ]);
+    expect(rejected.records[1]!.reason).toMatch(/^event: could not be processed \(detect: TypeError: /);
+    expect(opts.metrics.eventsRejected).toBe(4);
+    expect(opts.metrics.storeErrors).toBe(0);
+    expect(opts.metrics.inFlight).toBe(0);
   });
 });

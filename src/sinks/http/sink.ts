@@ -1,41 +1,39 @@
 /**
- * The HTTP sink: export jobs in, delivery outcomes out. Each attempt waits for the
- * dataflow's rate limiter, takes the destination's auth headers, builds and sends the
- * request; retryable failures are retried with backoff (two retries, three attempts);
- * a final failure is stored in the failed-request store and reported as a `failed` outcome.
+ * The HTTP sink: one attempt of an export job (credentials → request → fence check → the
+ * transport), and the record of a final failure. The rate limit and the retries are the
+ * chain's operators (`rateLimit`, `retryExports`); `send(job)` composes the same operators
+ * for one job (what `failed replay` uses).
  */
-import {
-  asyncScheduler,
-  catchError,
-  concatMap,
-  defer,
-  from,
-  map,
-  Observable,
-  of,
-  take,
-  throwError,
-  type Observer,
-  type SchedulerLike,
-  type Subscriber,
-  type Unsubscribable,
-} from 'rxjs';
+import { asyncScheduler, Observable, of, type SchedulerLike } from 'rxjs';
 import { SENSITIVE_HEADER, type AppConfig, type DataflowConfig, type DestinationConfig } from '../../config/load.js';
 import { DeliveryError, FencedError, HttpDestinationError, StoreError } from '../../errors.js';
-import { retryWithBackoff, type RetryInfo } from '../../operators/retry-with-backoff.js';
+import { throttledWarn, type WarnLogger } from '../../observability/throttled-warn.js';
+import { attemptExports } from '../../operators/attempt-exports.js';
+import { rateLimit } from '../../operators/rate-limit.js';
+import { retryExports } from '../../operators/retry-exports.js';
+import type { RetryInfo } from '../../operators/retry-with-backoff.js';
+import { storeFailedExports } from '../../operators/store-failed-exports.js';
+import type { ExportTask } from '../../operators/deliver-exports.js';
 import { tokenBucket } from '../../stores/memory-rate-limiter.js';
 import type { RateLimiter } from '../../stores/rate-limiter.js';
-import type { DeliveryOutcome, ExportJob, ExportSink, FailedRequest, FailedRequestStore } from '../types.js';
+import type {
+  AttemptCancellation,
+  DeliveryOutcome,
+  ExportJob,
+  ExportSender,
+  ExportSink,
+  FailedRequest,
+  FailedRequestStore,
+  RetryDelays,
+} from '../types.js';
 import { createAuthProvider, type AuthDeps } from './auth/index.js';
 import type { AuthProvider } from './auth/types.js';
 import { createRedactor, type Redactor } from '../../observability/redact.js';
-import { requestBuilder, type HttpRequest, type RequestBuilder } from './request.js';
-import { Cancellation, createTransport, type HttpTransport, type TransportResponse } from './transport.js';
+import { requestBuilder, type RequestBuilder } from './request.js';
+import { createTransport, type HttpTransport } from './transport.js';
 
 /** The least a sink needs of a logger (pino's `Logger` fits). */
-export interface SinkLogger {
-  warn(obj: object, msg: string): void;
-}
+export type SinkLogger = WarnLogger;
 
 /** Every default of the HTTP sink, named in one place. */
 export const HTTP_SINK_DEFAULTS = {
@@ -47,6 +45,8 @@ export const HTTP_SINK_DEFAULTS = {
   now: Date.now,
   /** Shortest header value treated as a secret when scrubbing error reasons. */
   minSecretLength: 4,
+  /** Auth header values remembered for scrubbing (the newest; tokens are renewed now and then). */
+  maxRememberedSecrets: 64,
   /** At most one "stored as failed" warning per sink in this window; the others are counted in the next. */
   warnIntervalMs: 10_000,
 } as const;
@@ -54,7 +54,7 @@ export const HTTP_SINK_DEFAULTS = {
 export interface HttpSinkOptions {
   /** The destination, as resolved by the config loader. */
   destination: DestinationConfig;
-  /** The dataflow's limiter; every attempt (and a 401 resend) waits for one permit. */
+  /** The dataflow's limiter: the chain's `rateLimit` and `send` take one slot per attempt from it. */
   limiter: RateLimiter;
   /** Where final failures go. */
   failedStore: FailedRequestStore;
@@ -62,9 +62,9 @@ export interface HttpSinkOptions {
   auth?: AuthProvider;
   /** @default createTransport({ destination }) */
   transport?: HttpTransport;
-  /** Scheduler of the backoff waits. @default asyncScheduler */
+  /** Scheduler of the backoff waits of `send`. @default asyncScheduler */
   scheduler?: SchedulerLike;
-  /** Jitter source, in [0, 1). @default Math.random */
+  /** Jitter source of `send`, in [0, 1). @default Math.random */
   random?: () => number;
   /** Clock (signature timestamps, `failedAt`), ms since epoch. @default Date.now */
   now?: () => number;
@@ -83,26 +83,8 @@ export interface HttpSinkOptions {
    * forms, in every reason before it is stored or emitted. @default none
    */
   secrets?: readonly string[];
-  /** Called before each retry wait (metrics). @default none */
+  /** Called before each retry wait of `send` (metrics). @default none */
   onRetry?: (info: RetryInfo & { job: ExportJob }) => void;
-}
-
-/**
- * Runs a promise-returning function as a cold Observable; unsubscribing cancels it (the
- * transport rejects a cancelled or cancelling request, and the result is then ignored).
- */
-function fromCancellable<T>(fn: (cancellation: Cancellation) => Promise<T>): Observable<T> {
-  return new Observable<T>((subscriber) => {
-    const cancellation = new Cancellation();
-    fn(cancellation).then(
-      (value) => {
-        subscriber.next(value);
-        subscriber.complete();
-      },
-      (err: unknown) => subscriber.error(err),
-    );
-    return () => cancellation.cancel();
-  });
 }
 
 function isStatus(err: unknown, status: number): boolean {
@@ -120,17 +102,19 @@ function fenced(job: ExportJob): FencedError {
 }
 
 /**
- * Delivers export jobs to one destination for one dataflow. `send(job)` is cold: nothing
- * happens until it is subscribed, and unsubscribing cancels the request or the wait in
- * progress. It emits exactly one outcome: `delivered` (any 2xx) or `failed` (after the
- * last retry, or at once for a permanent failure; the record is then already stored unless
- * `storeFailures` is false). It errors only when the failed-request store cannot keep the
- * record (`StoreError`), so that the source message is not acknowledged. (If the limiter
- * completes without granting, e.g. while shutting down, `send` completes with no outcome.)
+ * Delivers export jobs to one destination for one dataflow.
  *
- * A 401 answered to credentials that `auth.invalidate()` can renew is resent once at once
- * (through the limiter) before the attempt counts as failed. Error reasons are scrubbed of
- * every auth and sensitive header value; stored records hold no header, URL or secret.
+ * - `attempt(job, cancellation)` — THE attempt: auth headers, request, then the fence check
+ *   (`job.guard()`) immediately before the request is handed to the transport (after every
+ *   await), then the transport. A 401 answered to credentials that `auth.invalidate()` can
+ *   renew rejects with `credentialsRenewed` (the retry stage resends once at once).
+ * - `fail(job, attempts, err)` — a final failure: the record (no header, URL or secret; every
+ *   auth and sensitive header value scrubbed from the reason) goes to the failed-request store
+ *   (unless `storeFailures` is false), a throttled warning, a `failed` outcome; `StoreError`
+ *   when it cannot be stored.
+ * - `send(job)` — one job end to end through the chain's own delivery operators (rate limit →
+ *   attempt → retries → failed store): cold, emits exactly one outcome; errors with
+ *   `FencedError`, `StoreError`, or `ERR_RATE_LIMITER` when the limiter closes first.
  *
  * @example
  * ```ts
@@ -148,9 +132,11 @@ function fenced(job: ExportJob): FencedError {
  * @param options.logger @default none
  * @param options.warnIntervalMs @default 10_000
  */
-export class HttpSink implements ExportSink {
+export class HttpSink implements ExportSink, ExportSender {
   readonly destination: DestinationConfig;
-  private readonly limiter: RateLimiter;
+  /** The dataflow's limiter (the chain's `rateLimit` takes its slots from it). */
+  readonly limiter: RateLimiter;
+  readonly retryDelays: RetryDelays;
   private readonly failedStore: FailedRequestStore;
   private readonly transport: HttpTransport;
   private readonly auth: AuthProvider;
@@ -158,23 +144,21 @@ export class HttpSink implements ExportSink {
   private readonly random: () => number;
   private readonly now: () => number;
   private readonly storeFailures: boolean;
-  private readonly logger?: SinkLogger;
   private readonly onRetry?: HttpSinkOptions['onRetry'];
-  private readonly warnIntervalMs: number;
-  private lastWarnAt = Number.NEGATIVE_INFINITY;
-  private storedSinceWarn = 0;
-  /** Values of sensitive custom headers, scrubbed from reasons. */
-  private readonly staticSecrets: string[];
+  private readonly warnStored: (obj: object, msg: string) => void;
+  /** Values of sensitive custom headers: scrubbed from reasons. */
+  private readonly staticSecrets: readonly string[];
+  /** Auth header values seen (the newest few): scrubbed from reasons. */
+  private readonly seenSecrets = new Set<string>();
   private readonly redactor: Redactor;
   private readonly build: RequestBuilder;
-  /** What a first attempt (`FirstAttempt`) uses of this sink. */
-  private readonly parts: FirstAttemptParts;
   private closed?: Promise<void>;
 
   constructor(options: HttpSinkOptions) {
     const d = HTTP_SINK_DEFAULTS;
     this.destination = options.destination;
     this.limiter = options.limiter;
+    this.retryDelays = { ...options.destination.retry };
     this.failedStore = options.failedStore;
     this.transport = options.transport ?? createTransport({ destination: options.destination });
     this.auth =
@@ -184,114 +168,54 @@ export class HttpSink implements ExportSink {
     this.random = options.random ?? d.random;
     this.now = options.now ?? d.now;
     this.storeFailures = options.storeFailures ?? d.storeFailures;
-    this.logger = options.logger;
     this.onRetry = options.onRetry;
-    this.warnIntervalMs = options.warnIntervalMs ?? d.warnIntervalMs;
+    this.warnStored = throttledWarn({
+      logger: options.logger,
+      intervalMs: options.warnIntervalMs ?? d.warnIntervalMs,
+      now: this.now,
+      countAs: 'storedSinceLastWarning',
+    });
     this.redactor = createRedactor(options.secrets ?? []);
     this.staticSecrets = Object.entries(options.destination.headers)
       .filter(([k, v]) => SENSITIVE_HEADER.test(k) && v.length >= d.minSecretLength)
       .map(([, v]) => v);
     this.build = requestBuilder(options.destination);
-    this.parts = {
-      limiter: this.limiter,
-      auth: this.auth,
-      transport: this.transport,
-      build: (job) => this.build(job, this.now()),
-      retryFrom: (job, err, used) => this.retryFrom(job, err, used),
-    };
   }
 
-  send(job: ExportJob): Observable<DeliveryOutcome> {
-    // The first attempt runs without operators (`FirstAttempt`); only a failure builds the
-    // retry chain, which goes on from there exactly as if it had made that attempt itself.
-    return new Observable<DeliveryOutcome>((subscriber) => {
-      const first = new FirstAttempt(this.parts, job, subscriber);
-      first.start();
-      return first;
-    });
+  async attempt(job: ExportJob, cancellation: AttemptCancellation, options?: { renewOn401?: boolean }): Promise<{ statusCode: number }> {
+    const authHeaders = lowerKeys(await this.auth.authorize());
+    for (const k in authHeaders) this.rememberSecret(authHeaders[k]!);
+    const req = this.build(job, this.now());
+    for (const k in authHeaders) req.headers[k] = authHeaders[k]!;
+    // Fencing at the last moment: after every await (the slot, the credentials), right
+    // before the request leaves. Pool mode: after a pause past the lease, nothing goes out.
+    if (job.guard && !job.guard()) throw fenced(job);
+    try {
+      return await this.transport.send(req, { cancellation });
+    } catch (err) {
+      if ((options?.renewOn401 ?? true) && isStatus(err, 401) && this.auth.invalidate(authHeaders)) {
+        const e = err as DeliveryError;
+        throw new DeliveryError(e.code, e.message, {
+          retryable: e.retryable,
+          statusCode: e.statusCode,
+          retryAfterMs: e.retryAfterMs,
+          dataflowId: e.dataflowId,
+          credentialsRenewed: true,
+          cause: e,
+        });
+      }
+      throw err;
+    }
   }
 
-  /**
-   * The rest of a delivery whose first attempt failed with `err` (`used`: the auth headers
-   * it was sent with, if it got that far): a renewable 401 resends at once, as part of attempt
-   * 1; then retries with backoff from attempt 2 on, and the outcome or the failed record.
-   */
-  private retryFrom(job: ExportJob, err: unknown, used: Record<string, string> | undefined): Observable<DeliveryOutcome> {
-    return defer(() => {
-      const secrets = new Set(this.staticSecrets);
-      if (used) for (const k in used) rememberSecret(secrets, used[k]!);
-      // What the first attempt's own catchError does (see `attempt`), decided once and now.
-      const first =
-        used !== undefined && isStatus(err, 401) && this.auth.invalidate(used)
-          ? this.attempt(job, false, secrets)
-          : throwError(() => err);
-      return this.deliver(job, secrets, first);
-    });
-  }
-
-  /**
-   * Attempts with backoff: attempt 1 is `first`, every later one `attempt(job, …)`; maps the
-   * result to the outcome, a final failure to `fail` (a fenced job errors instead).
-   */
-  private deliver(job: ExportJob, secrets: Set<string>, first: Observable<TransportResponse>): Observable<DeliveryOutcome> {
-    let attempts = 0;
-    const { retry } = this.destination;
-    return defer(() => {
-      attempts += 1;
-      return attempts === 1 ? first : this.attempt(job, true, secrets);
-    }).pipe(
-      retryWithBackoff<TransportResponse>({
-        retries: HTTP_SINK_DEFAULTS.retries,
-        minDelayMs: retry.minDelayMs,
-        maxDelayMs: retry.maxDelayMs,
-        retryAfterMaxMs: retry.retryAfterMaxMs,
-        isRetryable: (err) => err instanceof DeliveryError && err.retryable,
-        retryAfterMs: (err) => (err instanceof DeliveryError ? err.retryAfterMs : undefined),
-        random: this.random,
-        scheduler: this.scheduler,
-        onRetry: this.onRetry ? (info) => this.onRetry?.({ ...info, job }) : undefined,
-      }),
-      map((res): DeliveryOutcome => ({ status: 'delivered', job, attempts, statusCode: res.statusCode })),
-      // Fenced: not a delivery failure, and not to be stored: the new owner exports it.
-      catchError((err: unknown) => (err instanceof FencedError ? throwError(() => err) : this.fail(job, attempts, err, secrets))),
-    );
-  }
-
-  /** One attempt: permit → auth headers → request; a renewable 401 is resent once. */
-  private attempt(job: ExportJob, renewOn401: boolean, secrets: Set<string>): Observable<TransportResponse> {
-    return defer(() => {
-      let used: Record<string, string> | undefined;
-      return this.limiter.acquire().pipe(
-        take(1),
-        concatMap(() =>
-          fromCancellable(async (cancellation) => {
-            // Pool mode: after a pause past the lease, nothing may go out for this partition.
-            if (job.guard && !job.guard()) throw fenced(job);
-            const authHeaders = lowerKeys(await this.auth.authorize());
-            used = authHeaders;
-            for (const k in authHeaders) rememberSecret(secrets, authHeaders[k]!);
-            const req = this.build(job, this.now());
-            for (const k in authHeaders) req.headers[k] = authHeaders[k]!;
-            return this.transport.send(req, { cancellation });
-          }),
-        ),
-        catchError((err: unknown) =>
-          renewOn401 && used !== undefined && isStatus(err, 401) && this.auth.invalidate(used)
-            ? this.attempt(job, false, secrets)
-            : throwError(() => err),
-        ),
-      );
-    });
-  }
-
-  private fail(job: ExportJob, attempts: number, err: unknown, secrets: Set<string>): Observable<DeliveryOutcome> {
+  async fail(job: ExportJob, attempts: number, err: unknown): Promise<DeliveryOutcome> {
     const code = err instanceof HttpDestinationError ? err.code : 'ERR_INTERNAL';
     const statusCode = err instanceof DeliveryError ? err.statusCode : undefined;
     const rawReason = err instanceof Error ? err.message : String(err);
     // An endpoint may echo the request (URL, headers) in its error body: mask what we know.
-    const reason = this.redactor.text(scrub(rawReason, secrets));
+    const reason = this.redactor.text(scrub(rawReason, new Set([...this.staticSecrets, ...this.seenSecrets])));
     const outcome: DeliveryOutcome = { status: 'failed', job, attempts, statusCode, code, error: reason };
-    if (!this.storeFailures) return of(outcome);
+    if (!this.storeFailures) return outcome;
     const record: FailedRequest = {
       id: job.idempotencyKey,
       dataflowId: job.dataflowId,
@@ -305,41 +229,64 @@ export class HttpSink implements ExportSink {
       lastError: reason,
       failedAt: new Date(this.now()).toISOString(),
     };
-    return from(this.failedStore.put(record)).pipe(
-      catchError((storeErr: unknown) =>
-        throwError(
-          () =>
-            new StoreError(
-              `could not store the failed request ${job.idempotencyKey} of dataflow ${job.dataflowId}`,
-              { cause: storeErr },
-            ),
-        ),
-      ),
-      map(() => {
-        this.warnStored(job, { attempts, code, statusCode, reason });
-        return outcome;
-      }),
-    );
-  }
-
-  private warnStored(job: ExportJob, info: { attempts: number; code: string; statusCode?: number; reason: string }): void {
-    if (!this.logger) return;
-    this.storedSinceWarn += 1;
-    const at = this.now();
-    if (at - this.lastWarnAt < this.warnIntervalMs) return;
-    this.lastWarnAt = at;
-    const storedSinceLastWarning = this.storedSinceWarn;
-    this.storedSinceWarn = 0;
+    try {
+      await this.failedStore.put(record);
+    } catch (storeErr) {
+      throw new StoreError(`could not store the failed request ${job.idempotencyKey} of dataflow ${job.dataflowId}`, {
+        cause: storeErr,
+      });
+    }
     // The logger is the dataflow's child logger (it carries dataflowId already).
-    this.logger.warn(
-      {
-        destinationId: this.destination.id,
-        idempotencyKey: job.idempotencyKey,
-        ...info,
-        storedSinceLastWarning,
-      },
+    this.warnStored(
+      { destinationId: this.destination.id, idempotencyKey: job.idempotencyKey, attempts, code, statusCode, reason },
       'export failed; stored as a failed request',
     );
+    return outcome;
+  }
+
+  send(job: ExportJob): Observable<DeliveryOutcome> {
+    return new Observable<DeliveryOutcome>((subscriber) => {
+      // One job through the same delivery operators as the chain's tail.
+      const task: ExportTask = { job, attempts: 0 };
+      return of(task)
+        .pipe(
+          rateLimit<ExportTask>({ limiter: this.limiter, refused: (t, err) => (t.abandoned = err) }),
+          attemptExports({ sinkFor: () => this }),
+          retryExports({
+            sinkFor: () => this,
+            limiterFor: () => this.limiter,
+            retries: HTTP_SINK_DEFAULTS.retries,
+            scheduler: this.scheduler,
+            random: this.random,
+            onRetry: this.onRetry,
+          }),
+          storeFailedExports({ sinkFor: () => this }),
+        )
+        .subscribe({
+          next: (t) => {
+            if (t.outcome !== undefined) {
+              subscriber.next(t.outcome);
+              subscriber.complete();
+            } else subscriber.error(t.abandoned ?? t.error);
+          },
+          error: (err: unknown) => subscriber.error(err),
+        });
+    });
+  }
+
+  private rememberSecret(value: string): void {
+    const min = HTTP_SINK_DEFAULTS.minSecretLength;
+    const seen = this.seenSecrets;
+    if (value.length < min || seen.has(value)) return;
+    while (seen.size >= HTTP_SINK_DEFAULTS.maxRememberedSecrets) {
+      const oldest = seen.values().next().value;
+      if (oldest === undefined) break;
+      seen.delete(oldest);
+    }
+    seen.add(value);
+    // `Bearer abc…` / `Basic …`: the credential alone may be echoed too
+    const sp = value.indexOf(' ');
+    if (sp > 0 && value.length - sp - 1 >= min) seen.add(value.slice(sp + 1));
   }
 
   /** Closes the transport and the auth provider (idempotent). */
@@ -350,114 +297,6 @@ export class HttpSink implements ExportSink {
     });
     return this.closed;
   }
-}
-
-/** What `FirstAttempt` needs of its sink. */
-interface FirstAttemptParts {
-  readonly limiter: RateLimiter;
-  readonly auth: AuthProvider;
-  readonly transport: HttpTransport;
-  /** The request of a job, without auth headers. */
-  build(job: ExportJob): HttpRequest;
-  /** The rest of the delivery after a failed first attempt (`HttpSink.retryFrom`). */
-  retryFrom(job: ExportJob, err: unknown, used: Record<string, string> | undefined): Observable<DeliveryOutcome>;
-}
-
-/**
- * The first attempt of one `send`, without operators: this object is the limiter's observer
- * (taking the first permit, synchronous or later), runs fence check → `authorize()` →
- * request, emits `delivered` and completes. Any failure (limiter error, fence, auth, HTTP)
- * hands over to `retryFrom`, subscribed with the same subscriber, so retries, the 401 renewal
- * and storing follow the usual rules with the attempt count going on from 1. It is also the
- * teardown: unsubscribing gives up a waiting permit and cancels the request in flight (the
- * retry chain, subscribed with the same subscriber, is torn down by RxJS).
- */
-class FirstAttempt implements Observer<void>, Unsubscribable {
-  private permit: Unsubscribable | undefined;
-  private granted = false;
-  /** Unsubscribed, or handed over to the retry chain: this object does nothing more. */
-  private over = false;
-  private readonly cancellation = new Cancellation();
-  /** The auth headers the request went out with (lower-cased). */
-  private used: Record<string, string> | undefined;
-
-  constructor(
-    private readonly parts: FirstAttemptParts,
-    private readonly job: ExportJob,
-    private readonly out: Subscriber<DeliveryOutcome>,
-  ) {}
-
-  start(): void {
-    let sub: Unsubscribable;
-    try {
-      sub = this.parts.limiter.acquire().subscribe(this);
-    } catch (err) {
-      // As inside the retry chain's `defer`: a throwing limiter fails the attempt.
-      if (!this.over) this.handOver(err);
-      return;
-    }
-    // The in-memory bucket grants (and completes) inside subscribe(); a later grant finds `permit` set.
-    if (this.granted || this.over) sub.unsubscribe();
-    else this.permit = sub;
-  }
-
-  /** The limiter granted a permit (only the first one counts, as with `take(1)`). */
-  next(): void {
-    if (this.granted || this.over) return;
-    this.granted = true;
-    this.permit?.unsubscribe();
-    this.permit = undefined;
-    void this.run();
-  }
-
-  error(err: unknown): void {
-    if (!this.granted && !this.over) this.handOver(err);
-  }
-
-  /** The limiter completed: without a permit (shutting down), `send` completes with no outcome. */
-  complete(): void {
-    if (!this.granted && !this.over) this.out.complete();
-  }
-
-  private async run(): Promise<void> {
-    const { job, parts } = this;
-    try {
-      // Pool mode: after a pause past the lease, nothing may go out for this partition.
-      if (job.guard && !job.guard()) throw fenced(job);
-      const authHeaders = lowerKeys(await parts.auth.authorize());
-      this.used = authHeaders;
-      if (this.over) return;
-      const req = parts.build(job);
-      for (const k in authHeaders) req.headers[k] = authHeaders[k]!;
-      // Unsubscribing from here on cancels the request.
-      const res = await parts.transport.send(req, { cancellation: this.cancellation });
-      if (this.over) return;
-      this.out.next({ status: 'delivered', job, attempts: 1, statusCode: res.statusCode });
-      this.out.complete();
-    } catch (err) {
-      if (!this.over) this.handOver(err);
-    }
-  }
-
-  private handOver(err: unknown): void {
-    this.over = true;
-    this.parts.retryFrom(this.job, err, this.used).subscribe(this.out);
-  }
-
-  unsubscribe(): void {
-    this.over = true;
-    this.permit?.unsubscribe();
-    this.permit = undefined;
-    this.cancellation.cancel();
-  }
-}
-
-function rememberSecret(secrets: Set<string>, value: string): void {
-  if (value.length < HTTP_SINK_DEFAULTS.minSecretLength) return;
-  secrets.add(value);
-  // `Bearer abc…` / `Basic …`: the credential alone may be echoed too
-  const sp = value.indexOf(' ');
-  if (sp > 0 && value.length - sp - 1 >= HTTP_SINK_DEFAULTS.minSecretLength) secrets.add(value.slice(sp + 1));
 }
 
 /** Masks every known secret value in a reason. */

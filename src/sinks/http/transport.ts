@@ -75,7 +75,7 @@ export interface SendOptions {
   /** Aborting it cancels the request. */
   signal?: AbortSignal;
   /** Cancelling it cancels the request: the same as `signal`, cheaper. */
-  cancellation?: Cancellation;
+  cancellation?: Pick<Cancellation, 'cancelled' | 'attach'>;
 }
 
 export interface HttpTransport {
