@@ -43,6 +43,29 @@ export function backfillId(dataflowId: string, audienceId: string, mappingCreate
 }
 
 /**
+ * Freezes the members of every newly mapped audience (`SnapshotStore.beginBackfill`) at once,
+ * before any live update is applied, so "already in the audience" means "in it when the worker
+ * started": a profile entering afterwards is exported by its own update only, never by the
+ * backfill as well (with a different Idempotency-Key). `backfillSource` then finds them begun
+ * and reads the frozen copies. Resolves with what was begun (done ones left out).
+ *
+ * @example
+ * await beginBackfills({ store, dataflows });   // then subscribe the source and backfillSource
+ */
+export async function beginBackfills(options: Pick<BackfillOptions, 'store' | 'dataflows'>): Promise<Array<{ id: string; dataflowId: string; audienceId: string; phase: 'start' | 'resume' | 'restart' }>> {
+  const begun: Array<{ id: string; dataflowId: string; audienceId: string; phase: 'start' | 'resume' | 'restart' }> = [];
+  for (const flow of options.dataflows) {
+    for (const mapping of flow.audiences) {
+      const id = backfillId(flow.id, mapping.id, mapping.mappingCreatedAt);
+      if ((await options.store.getBackfill(id))?.done) continue;
+      const { state, phase } = await options.store.beginBackfill(id, mapping.id);
+      if (!state.done) begun.push({ id, dataflowId: flow.id, audienceId: mapping.id, phase });
+    }
+  }
+  return begun;
+}
+
+/**
  * Emits one backfill envelope per member of each newly mapped audience as it was when its
  * backfill began (frozen then), page by page. A page is checkpointed in the store (the scan's
  * cursor in the frozen copy) once every item of it is acked, so a backfill cut short by a

@@ -8,7 +8,7 @@ import { Metrics } from '../observability/metrics.js';
 import { fileSource, type Source } from '../streams/file.js';
 import { retryWithBackoff } from '../operators/retry-with-backoff.js';
 import type { HttpSink } from '../sinks/http/sink.js';
-import { backfillSource } from '../streams/backfill.js';
+import { backfillSource, beginBackfills } from '../streams/backfill.js';
 import { exportPipeline } from './pipeline.js';
 import type { Health } from '../observability/health.js';
 import type { FailedRequestStore } from '../sinks/types.js';
@@ -128,6 +128,17 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     resolveStopped = res;
     rejectStopped = rej;
   });
+
+  // Freeze every new mapping's members before the first live update is applied (SPEC §8: the
+  // profiles already in the audience, once). A store that fails here is retried by the
+  // backfill source itself, which then begins them lazily.
+  try {
+    for (const b of await beginBackfills({ store, dataflows: config.dataflows })) {
+      if (b.phase === 'restart') logger.warn(b, 'backfill restart: its frozen member list was lost (store data loss); frozen again, scanning from the start');
+    }
+  } catch (err) {
+    logger.warn({ err }, 'could not begin the backfills at start; they begin when the store answers');
+  }
 
   const subscription = source.messages$
     .pipe(
