@@ -57,6 +57,23 @@ function prng(seed: number): () => number {
 }
 
 describe('rateLimit', () => {
+  it('tells `waited` how long each value waited for its slot (0 when one was free)', () => {
+    const ts = scheduler();
+    const waits: Array<[number, number]> = [];
+    ts.run(() => {
+      const limiter = tokenBucket({ rate: 10, burst: 1, scheduler: ts });
+      from([0, 1, 2])
+        .pipe(rateLimit({ limiter, waited: (v, ms) => waits.push([v, ms]), now: () => ts.now() }))
+        .subscribe();
+    });
+    // one slot at once, then one every 100 ms at 10/s
+    expect(waits).toEqual([
+      [0, 0],
+      [1, 100],
+      [2, 200],
+    ]);
+  });
+
   it('completes at once on an empty source', () => {
     const ts = scheduler();
     ts.run(({ cold, expectObservable, expectSubscriptions }) => {

@@ -18,6 +18,13 @@ export interface RateLimitOptions<T> {
    * @default none — the output errors
    */
   refused?: (value: T, err: unknown) => void;
+  /**
+   * Told how long each value waited for its slot, in ms (0 when one was free at once): the
+   * rate-limiter wait metric. Must not throw. @default none
+   */
+  waited?: (value: T, ms: number) => void;
+  /** Clock of `waited`, ms. @default Date.now */
+  now?: () => number;
 }
 
 /**
@@ -34,13 +41,17 @@ export interface RateLimitOptions<T> {
  * tasks$.pipe(rateLimit({ limiter: (task) => limiters.get(task.job.dataflowId)! }))
  */
 export function rateLimit<T>(options: RateLimitOptions<T>): MonoTypeOperatorFunction<T> {
-  const { limiter, refused } = options;
+  const { limiter, refused, waited } = options;
+  const now = options.now ?? Date.now;
   const limiterOf = typeof limiter === 'function' ? limiter : (): RateLimiter => limiter;
   return step<T, T>(() => (value, out) => {
     const l = limiterOf(value);
-    if (l.tryAcquire?.() === true) return out.next(value);
+    if (l.tryAcquire?.() === true) {
+      waited?.(value, 0);
+      return out.next(value);
+    }
     out.hold();
-    const waiter = new Waiter(value, out, refused);
+    const waiter = new Waiter(value, out, refused, waited, now);
     const sub: Subscription = l.acquire().subscribe(waiter);
     if (!waiter.over) {
       waiter.sub = sub;
@@ -58,11 +69,15 @@ class Waiter<T> implements Observer<void> {
     private readonly value: T,
     private readonly out: StepOutput<T>,
     private readonly refused: ((value: T, err: unknown) => void) | undefined,
+    private readonly waited: ((value: T, ms: number) => void) | undefined,
+    private readonly now: () => number,
+    private readonly since = waited === undefined ? 0 : now(),
   ) {}
 
   next(): void {
     if (this.over) return;
     this.end();
+    this.waited?.(this.value, this.now() - this.since);
     this.out.next(this.value);
     this.out.release();
   }

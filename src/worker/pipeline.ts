@@ -139,7 +139,11 @@ export function exportPipeline(options: PipelineOptions): OperatorFunction<Sourc
         countDecisions,
         buildExports({ dataflows, audiences: options.audiences }),
         deliverExports(
-          rateLimit<ExportTask>({ limiter: (task) => limiterFor(task.job.dataflowId), refused: (task, err) => (task.abandoned = err) }),
+          rateLimit<ExportTask>({
+            limiter: (task) => limiterFor(task.job.dataflowId),
+            refused: (task, err) => (task.abandoned = err),
+            waited: (task, ms) => metrics.rateLimitWaited(task.job.dataflowId, ms / 1000),
+          }),
           attemptExports({ sinkFor }),
           retryExports({ sinkFor, limiterFor, scheduler, random }),
           storeFailedExports({ sinkFor }),

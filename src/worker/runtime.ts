@@ -6,6 +6,7 @@
 import type { AppConfig, DataflowConfig } from '../config/load.js';
 import type { RateLimiter } from '../stores/rate-limiter.js';
 import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
 import { FileFailedRequestStore, FileRejectedEventStore } from '../sinks/failed-file-store.js';
 import { LocalFailedRequestStore, LocalRejectedEventStore } from '../sinks/failed-local-store.js';
 import { LocalSnapshotStore } from '../stores/local-snapshot-store.js';
@@ -58,7 +59,14 @@ export async function openSnapshotStore(config: AppConfig, logger?: Logger, opti
 /** One HTTP sink per dataflow, each with its own rate limiter (per worker, unless `limiterFor` gives pool-wide ones). */
 export function openSinks(
   config: AppConfig,
-  deps: { failed: FailedRequestStore; logger: Logger; storeFailures?: boolean; limiterFor?: (flow: DataflowConfig) => RateLimiter },
+  deps: {
+    failed: FailedRequestStore;
+    logger: Logger;
+    storeFailures?: boolean;
+    limiterFor?: (flow: DataflowConfig) => RateLimiter;
+    /** Counts every attempt's answer by dataflow and status class. @default none */
+    metrics?: Pick<Metrics, 'httpResponse'>;
+  },
 ): HttpSinks {
   return createSinks(config, {
     failedStore: deps.failed,
@@ -67,5 +75,6 @@ export function openSinks(
     loggerFor: (id) => deps.logger.child({ dataflowId: id }),
     authLoggerFor: (id) => deps.logger.child({ destinationId: id }),
     storeFailures: deps.storeFailures,
+    onResponse: deps.metrics ? (id, status) => deps.metrics?.httpResponse(id, status) : undefined,
   });
 }

@@ -106,7 +106,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
   const store = await openSnapshotStore(config, logger, { exclusive: true });
   const failures = await openFailureStores(config);
   const limiters = config.store.kind === 'redis' ? (await import('./backbone.js')).openRedisLimiters(config.store, logger) : undefined;
-  const sinks = openSinks(config, { failed: failures.failed, logger, limiterFor: limiters?.limiterFor });
+  const sinks = openSinks(config, { failed: failures.failed, logger, limiterFor: limiters?.limiterFor, metrics });
   const source = await openSource(config, once, logger, store);
   // Monitoring wiring: readiness checks of what was opened.
   if (options.health) {

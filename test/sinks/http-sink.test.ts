@@ -195,6 +195,18 @@ describe('HttpSink against a real HTTP server', () => {
     expect(store.records.size).toBe(0);
   });
 
+  it('tells onResponse the status of every attempt, and undefined when no answer came', async () => {
+    const s = await startServer((_h, res, n) => res.writeHead(n === 1 ? 503 : 200).end());
+    const seen: Array<number | undefined> = [];
+    const { sink } = makeSink(destination(s.url, { retry: { minDelayMs: 1, maxDelayMs: 2, retryAfterMaxMs: 2 } }), { onResponse: (st) => seen.push(st) });
+    const out = await firstValueFrom(sink.send(job()));
+    expect(out.status).toBe('delivered');
+    expect(seen).toEqual([503, 200]);
+    const dead = makeSink(destination('http://127.0.0.1:9/x', { retry: { minDelayMs: 1, maxDelayMs: 2, retryAfterMaxMs: 2 } }), { onResponse: (st) => seen.push(st) });
+    expect((await firstValueFrom(dead.sink.send(job()))).status).toBe('failed');
+    expect(seen.slice(2)).toEqual([undefined, undefined, undefined]);
+  });
+
   it('is cold: nothing is sent before subscription', async () => {
     const s = await startServer((_h, res) => res.writeHead(200).end());
     const { sink, limiter } = makeSink(destination(s.url));

@@ -85,6 +85,11 @@ export interface HttpSinkOptions {
   secrets?: readonly string[];
   /** Called before each retry wait of `send` (metrics). @default none */
   onRetry?: (info: RetryInfo & { job: ExportJob }) => void;
+  /**
+   * Told the status of every HTTP attempt's answer (`undefined`: no answer — connection error,
+   * timeout), for the per-dataflow response-class metric. Must not throw. @default none
+   */
+  onResponse?: (statusCode: number | undefined) => void;
 }
 
 function isStatus(err: unknown, status: number): boolean {
@@ -145,6 +150,7 @@ export class HttpSink implements ExportSink, ExportSender {
   private readonly now: () => number;
   private readonly storeFailures: boolean;
   private readonly onRetry?: HttpSinkOptions['onRetry'];
+  private readonly onResponse?: HttpSinkOptions['onResponse'];
   private readonly warnStored: (obj: object, msg: string) => void;
   /** Values of sensitive custom headers: scrubbed from reasons. */
   private readonly staticSecrets: readonly string[];
@@ -169,6 +175,7 @@ export class HttpSink implements ExportSink, ExportSender {
     this.now = options.now ?? d.now;
     this.storeFailures = options.storeFailures ?? d.storeFailures;
     this.onRetry = options.onRetry;
+    this.onResponse = options.onResponse;
     this.warnStored = throttledWarn({
       logger: options.logger,
       intervalMs: options.warnIntervalMs ?? d.warnIntervalMs,
@@ -191,8 +198,11 @@ export class HttpSink implements ExportSink, ExportSender {
     // before the request leaves. Pool mode: after a pause past the lease, nothing goes out.
     if (job.guard && !job.guard()) throw fenced(job);
     try {
-      return await this.transport.send(req, { cancellation });
+      const res = await this.transport.send(req, { cancellation });
+      this.onResponse?.(res.statusCode);
+      return res;
     } catch (err) {
+      this.onResponse?.(err instanceof DeliveryError ? err.statusCode : undefined);
       if ((options?.renewOn401 ?? true) && isStatus(err, 401) && this.auth.invalidate(authHeaders)) {
         const e = err as DeliveryError;
         throw new DeliveryError(e.code, e.message, {
@@ -359,6 +369,8 @@ export interface CreateSinksOptions {
   random?: () => number;
   now?: () => number;
   onRetry?: HttpSinkOptions['onRetry'];
+  /** Every attempt's answer status, per dataflow (see `HttpSinkOptions.onResponse`). @default none */
+  onResponse?: (dataflowId: string, statusCode: number | undefined) => void;
 }
 
 /**
@@ -424,6 +436,7 @@ export function createSinks(
         logger: options.loggerFor?.(flow.id),
         warnIntervalMs: options.warnIntervalMs,
         onRetry: options.onRetry,
+        onResponse: options.onResponse ? (status) => options.onResponse?.(flow.id, status) : undefined,
       }),
     );
   }
