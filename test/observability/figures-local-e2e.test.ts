@@ -4,23 +4,26 @@
  * dataflow) exports to a real receiver that fails every attempt of about a quarter of the
  * exports; `status --json` then shows exactly what was delivered, stored as failed, excluded and
  * rejected. A second `run --once` over more events adds to the totals: the figures are durable,
- * kept in the store folder.
+ * kept in the store folder. Beside a running `run` with an alert rule, `status` shows the figures
+ * so far and the active alert, which that run raised in the same folder.
  */
 import { appendFileSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ensureBuilt, jsonLines, removeTempDirs, runCli, stopAll, tempDir, writeConfig, writeEvents } from '../support/cli.js';
+import { ensureBuilt, jsonLines, removeTempDirs, runCli, startCli, stopAll, tempDir, writeConfig, writeEvents } from '../support/cli.js';
 import { startReceiver, type Receiver } from '../support/receiver.js';
 
 const RETRY = { minDelayMs: 10, maxDelayMs: 50 };
 const AUD1 = { id: 'aud-1', name: 'A', mergePolicyId: 'mp-1', createdAt: 1, updatedAt: 2 };
 const HOUR = 3_600_000;
 const PATH = '/figures-local';
+const FAILING = '/figures-local-failing';
 
 let rx: Receiver;
 beforeAll(async () => {
   await ensureBuilt();
   // About a quarter of the exports fail every attempt (decided by the Idempotency-Key, so the retries fail too).
-  rx = await startReceiver({ respond: (r) => (r.path === PATH && /^[0-3]/.test(r.key) ? { status: 500 } : undefined) });
+  // Every attempt to FAILING fails.
+  rx = await startReceiver({ respond: (r) => ((r.path === PATH && /^[0-3]/.test(r.key)) || r.path === FAILING ? { status: 500 } : undefined) });
 });
 afterEach(() => stopAll());
 afterAll(async () => {
@@ -31,7 +34,7 @@ afterAll(async () => {
 interface Report {
   runStart: string;
   rejected: { run: number; total: number };
-  dataflows: Array<{ id: string; run: Record<string, number>; total: Record<string, number>; lastDeliveryAt: string | null; latencyMs: { p50: number | null; p95: number | null } }>;
+  dataflows: Array<{ id: string; run: Record<string, number>; total: Record<string, number>; lastDeliveryAt: string | null; latencyMs: { p50: number | null; p95: number | null }; alerts: unknown[] }>;
   alerts: unknown[];
 }
 
@@ -131,4 +134,34 @@ describe('status on the local store: figures equal the deliveries, durable acros
     expect(Date.parse(f2.lastDeliveryAt!)).toBeLessThanOrEqual(ended2 + 1_000);
     expect(r2.alerts).toEqual([]);
   }, 120_000);
+
+  it('beside a running run: the figures so far and the alert it raised', async () => {
+    const dir = tempDir();
+    writeEvents(dir, events('c', 5, 2).lines);
+    const cfg = writeConfig(dir, {
+      source: { kind: 'file', path: 'events.jsonl' },
+      audiences: [AUD1],
+      destinations: [{ id: 'dest-1', endpoint: `${rx.url}${FAILING}`, retry: RETRY }],
+      dataflows: [{ id: 'flow-1', destination: 'dest-1', audiences: ['aud-1'] }],
+      alerts: { rules: [{ id: 'failures', kind: 'failedRequests', threshold: 3, windowMs: 60_000 }], evaluateEveryMs: 200 },
+      log: { level: 'warn' },
+    });
+    const worker = startCli(['run', '--config', cfg]);
+    await worker.waitForOutput(/alert raised/, 30_000);
+    let report: Report | undefined;
+    for (const end = Date.now() + 10_000; Date.now() < end; await new Promise((r) => setTimeout(r, 200))) {
+      report = await status(cfg);
+      if (report.dataflows[0].total.failed === 5) break;
+    }
+    const flow = report!.dataflows.find((d) => d.id === 'flow-1')!;
+    expect(flow.total).toEqual({ received: 7, exported: 0, excluded: 2, failed: 5 });
+    expect(flow.lastDeliveryAt).toBeNull();
+    expect(report!.rejected.total).toBe(2);
+    expect(report!.alerts).toMatchObject([{ alertId: 'failures:flow-1', rule: 'failures', kind: 'failedRequests', dataflowId: 'flow-1' }]);
+    expect(flow.alerts).toEqual(report!.alerts);
+    const table = await runCli(['status', '--config', cfg]);
+    expect(table.stdout).toMatch(/1 active alert:\n\s+failures:flow-1\s+since /);
+    worker.signal('SIGTERM');
+    expect((await worker.exited).code).toBe(0);
+  }, 60_000);
 });
