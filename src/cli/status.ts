@@ -1,7 +1,10 @@
 /**
  * `http-destination status --config F [--json]` (SPEC §10): per dataflow the figures of the
  * current one-hour run and in total, the last delivery time, the p50/p95 latency of the run,
- * and the active alerts. Pool-wide with `store.kind: redis` (the figures live there).
+ * and the active alerts. Pool-wide with `store.kind: redis` (the figures live there); on the
+ * embedded default (`store.kind: local`) the host's, read from the local store's folder beside a
+ * running `run` (LMDB: readers never blocked). With `store.kind: memory` the figures live only in
+ * the running worker (exit 2, pointing at its admin API).
  */
 import type { Command } from 'commander';
 import { Option } from 'commander';
@@ -37,9 +40,9 @@ export function formatStatus(r: FiguresReport): string {
 
 export async function status(o: { config: string; json?: boolean }): Promise<void> {
   const config: AppConfig = loadConfigFile(o.config);
-  if (config.store.kind !== 'redis') {
+  if (config.store.kind === 'memory') {
     throw new UsageError(
-      `status reads the figures a pool keeps in Redis (store.kind: redis); with store.kind: ${config.store.kind} they live in the running worker: GET /api/dataflows on its admin port (run --metrics-port)`,
+      'status reads the figures kept in the store (store.kind: local or redis); with store.kind: memory they live in the running worker: GET /api/dataflows on its admin port (run --metrics-port)',
     );
   }
   const figures = await openFiguresStore(config);
@@ -56,7 +59,7 @@ export async function status(o: { config: string; json?: boolean }): Promise<voi
 export function registerStatus(program: Command): void {
   program
     .command('status')
-    .description('dataflow monitoring: per dataflow the figures of the current run and in total, latency, active alerts (pool-wide)')
+    .description('dataflow monitoring: per dataflow the figures of the current run and in total, latency, active alerts (pool-wide with Redis, the host\'s with the local store)')
     .addOption(new Option('-c, --config <file>', 'configuration file (YAML or JSON)').makeOptionMandatory())
     .option('--json', 'one JSON object')
     .action(async (opts: { config: string; json?: boolean }) => {

@@ -6,7 +6,8 @@
  * The worker counts in process (`Metrics`: plain field increments, nothing per message here);
  * `startFiguresFlush` adds what changed since its last flush to a `FiguresStore` about every
  * second, and once more when the worker stops. In a pool every worker adds to the same Redis
- * store, so the figures are the pool's. Latency is kept as counts per fine bucket (`Metrics`'
+ * store, so the figures are the pool's; on the embedded default they are in the local store's
+ * folder (`figures-local.ts`), durable across runs. Latency is kept as counts per fine bucket (`Metrics`'
  * figure buckets), which add up across workers; a quantile is its bucket's upper bound.
  * Deltas are attributed to the run (and the 10-second slot) of the flush that carries them.
  */
@@ -323,15 +324,20 @@ export function startFiguresFlush(options: {
 
 /**
  * The figures store of a config: the pool's in Redis (`store.kind: redis`; the pool's name is
- * the JetStream durable), otherwise one in this process.
+ * the JetStream durable), the host's in the local store's folder (`store.kind: local`, durable
+ * across runs), otherwise one in this process (`store.kind: memory`).
  */
 export async function openFiguresStore(config: {
-  store: { kind: string; url?: string; keyPrefix?: string };
+  store: { kind: string; url?: string; keyPrefix?: string; path?: string };
   source: { kind: string; durable?: string };
 }): Promise<FiguresStore> {
   if (config.store.kind === 'redis' && config.store.url !== undefined) {
     const { RedisFiguresStore } = await import('./figures-redis.js');
     return new RedisFiguresStore({ url: config.store.url, keyPrefix: config.store.keyPrefix, pool: config.source.durable });
+  }
+  if (config.store.kind === 'local' && config.store.path !== undefined) {
+    const { LocalFiguresStore } = await import('./figures-local.js');
+    return new LocalFiguresStore({ path: config.store.path });
   }
   return new MemoryFiguresStore();
 }

@@ -2,8 +2,9 @@
  * The local store's LMDB environment: one folder on this host (`store.path`, default
  * `http-destination.state` beside the config file) holding `data.mdb` and LMDB's own
  * `data.mdb-lock`. Every part of the local store (snapshots, memberships, backfills, read
- * positions, failed requests, rejected events) is a named database in this one environment,
- * so one process opens it once, whatever part asks first (reference counted here).
+ * positions, failed requests, rejected events, dataflow figures, active alerts) is a named
+ * database in this one environment, so one process opens it once, whatever part asks first
+ * (reference counted here).
  *
  * LMDB is multi-process safe: readers never block, one writer at a time (its own lock), so
  * `run`, `failed list`, `failed replay` and `rejected list` can use the folder at once.
@@ -14,7 +15,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { StoreError } from '../errors.js';
 
 /** The named databases of the local store. */
-export type LocalDbName = 'profiles' | 'replays' | 'members' | 'backfills' | 'frozen' | 'positions' | 'failed' | 'rejected' | 'meta';
+export type LocalDbName = 'profiles' | 'replays' | 'members' | 'backfills' | 'frozen' | 'positions' | 'failed' | 'rejected' | 'meta' | 'figures' | 'alerts';
 
 export interface LocalEnv {
   /** The store's folder (absolute). */
