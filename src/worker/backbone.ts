@@ -486,6 +486,9 @@ export async function waitForBackbone(config: AppConfig, logger: Logger): Promis
         maxRetriesPerRequest: 0,
         enableOfflineQueue: false,
         connectTimeout: STARTUP_RETRY.connectTimeoutMs,
+        // A Redis that accepts the connection but does not answer (stopped, overloaded) is a
+        // failed try too: logged and retried, not waited for without end.
+        commandTimeout: STARTUP_RETRY.connectTimeoutMs,
         retryStrategy: () => null,
       });
       redis.on('error', () => {});

@@ -204,7 +204,8 @@ describe('pool ownership: three workers, 16 partitions', () => {
       process.kill(redisPid, 'SIGSTOP');
       try {
         w = s.start();
-        await rx.waitFor(() => w?.logs().some((l) => l.msg === 'worker started') === true || !w?.running, 20_000, 'the worker started');
+        // The worker waits for the backbone at start (logging each try) while Redis is stopped.
+        await rx.waitFor(() => w?.logs().some((l) => l.msg === 'worker started' || String(l.msg).startsWith('startup:')) === true || !w?.running, 20_000, 'the worker starting');
         await sleep(1_500);
       } finally {
         process.kill(redisPid, 'SIGCONT');
