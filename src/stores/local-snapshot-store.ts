@@ -98,10 +98,11 @@ const frozenKey = (id: string, n: number): string => `${id}${SEP}${String(n).pad
 
 /**
  * The writes of one event-loop turn. Every write of the store is staged here and issued to
- * LMDB at once when the turn's callbacks and promise reactions are done (`process.nextTick`,
- * before the event loop goes on to I/O), so they land in one transaction, in the order their
- * turns ran: a value written twice in a turn is written once, and a replay record put and
- * removed in the same turn (applied and confirmed) is never written at all.
+ * LMDB at once in a `setImmediate` (the check phase of this event-loop iteration, or of the
+ * next one when staged from an immediate), so they land in one transaction, in the order
+ * they were staged: a value written twice meanwhile is written once, and a replay record put
+ * and removed meanwhile (applied and confirmed) is never written at all. (A flush per
+ * callback, `process.nextTick`, measured ~15 µs more CPU per update with 512 in flight.)
  */
 class Turn {
   private readonly dirty = new Set<Overlaid<never>>();
@@ -179,21 +180,27 @@ class Overlaid<V> {
 
   /** Issues the staged writes to LMDB (`Turn.flush`), pushing their promises on `writes`. */
   flush(writes: Array<Promise<unknown>>): void {
+    const from = writes.length;
+    const slots: Array<[string, { value: V | undefined }]> = [];
+    let last: Promise<unknown> | undefined;
     for (const [key, value] of this.staged) {
       const p = this.pending.get(key);
       // A removal of what was never written (put and removed in the same turn): nothing to do.
       if (value === undefined && (p ? p.value === undefined : !this.db.doesExist(key))) continue;
       const slot = { value };
       this.pending.set(key, slot);
+      slots.push([key, slot]);
       const write =
         value === undefined ? this.db.remove(key) : this.db.put(key, this.codec ? this.codec.encode(value) : value);
-      const forget = (): void => {
-        if (this.pending.get(key) === slot) this.pending.delete(key);
-      };
-      write.then(forget, forget);
-      writes.push(write);
+      // The writes of one transaction share one promise (lmdb-js): wait for each once.
+      if (write !== last) writes.push((last = write));
     }
     this.staged.clear();
+    if (slots.length === 0) return;
+    const forget = (): void => {
+      for (const [key, slot] of slots) if (this.pending.get(key) === slot) this.pending.delete(key);
+    };
+    Promise.all(writes.slice(from)).then(forget, forget);
   }
 
   /** Keys in [start, end): the committed ones with this process's pending and staged writes applied, sorted. */
