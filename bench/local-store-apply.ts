@@ -77,7 +77,7 @@ try {
     const memory = new MemorySnapshotStore();
     runs.m1.push(await sequential(memory, async () => undefined));
     runs.m2.push(await concurrent(memory, async () => undefined));
-    const local = await LocalSnapshotStore.open({ path: join(dir, `state-${r}`) });
+    const local = await LocalSnapshotStore.open({ path: join(dir, `state-${r}`), exclusive: true });
     // The store's pending writes are committed when a position write resolves (awaited).
     const flush = () => local.setPosition('bench', { offset: 0, line: 0, ino: 0, dev: 0, size: 0, head: '', headBytes: 0 });
     runs.l1.push(await sequential(local, flush));

@@ -90,6 +90,9 @@ const replayCodec: Codec<Replay> = {
   },
 };
 
+/** The decoded profiles a store with the run lock keeps: 16 Mi characters of their JSON. */
+const PROFILE_CACHE_CHARS = 16 * 1024 * 1024;
+
 const SEP = '\u0000';
 /** Sorts after every key that starts with `<prefix>\0`. */
 const rangeEnd = (prefix: string): string => `${prefix}\u0001`;
@@ -141,6 +144,46 @@ class Turn {
 }
 
 /**
+ * Decoded values by key, at most `budget` characters of their stored text in all, the least
+ * recently written or read let go first: a profile updated again is not read back from LMDB
+ * and parsed. Only for a store holding the run lock (`exclusive`): no other process writes
+ * its profiles then (the other commands only read), so what is kept is what is on disk.
+ */
+class TextBoundCache<V> {
+  private readonly map = new Map<string, { value: V; size: number }>();
+  private size = 0;
+
+  constructor(private readonly budget: number) {}
+
+  get(key: string): V | undefined {
+    const hit = this.map.get(key);
+    if (!hit) return undefined;
+    this.map.delete(key);
+    this.map.set(key, hit);
+    return hit.value;
+  }
+
+  set(key: string, value: V, size: number): void {
+    this.delete(key);
+    if (size > this.budget) return;
+    this.map.set(key, { value, size });
+    this.size += size;
+    for (const [k, v] of this.map) {
+      if (this.size <= this.budget) break;
+      this.map.delete(k);
+      this.size -= v.size;
+    }
+  }
+
+  delete(key: string): void {
+    const hit = this.map.get(key);
+    if (!hit) return;
+    this.map.delete(key);
+    this.size -= hit.size;
+  }
+}
+
+/**
  * A database with read-your-writes: a value written is served from memory while it is staged
  * (see `Turn`) and until its transaction has committed, then read from LMDB again (and the
  * memory let go).
@@ -153,15 +196,21 @@ class Overlaid<V> {
     readonly db: Database<unknown, string>,
     private readonly turn: Turn,
     private readonly codec?: Codec<V>,
+    /** Decoded values kept after commit (only where this process is the only writer). */
+    private readonly cache?: TextBoundCache<V>,
   ) {}
 
   get(key: string): V | undefined {
     if (this.staged.has(key)) return this.staged.get(key);
     const p = this.pending.get(key);
     if (p) return p.value;
+    const cached = this.cache?.get(key);
+    if (cached) return cached;
     const raw = this.db.get(key);
     if (raw === undefined || !this.codec) return raw as V | undefined;
-    return this.codec.decode(raw as string);
+    const value = this.codec.decode(raw as string);
+    this.cache?.set(key, value, (raw as string).length);
+    return value;
   }
 
   /** Whether `key` has a value (without decoding it). */
@@ -190,8 +239,17 @@ class Overlaid<V> {
       const slot = { value };
       this.pending.set(key, slot);
       slots.push([key, slot]);
-      const write =
-        value === undefined ? this.db.remove(key) : this.db.put(key, this.codec ? this.codec.encode(value) : value);
+      let write: Promise<unknown>;
+      if (value === undefined) {
+        this.cache?.delete(key);
+        write = this.db.remove(key);
+      } else if (this.codec) {
+        const text = this.codec.encode(value);
+        this.cache?.set(key, value, text.length);
+        write = this.db.put(key, text);
+      } else {
+        write = this.db.put(key, value);
+      }
       // The writes of one transaction share one promise (lmdb-js): wait for each once.
       if (write !== last) writes.push((last = write));
     }
@@ -261,7 +319,8 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     private readonly lock: RunLock | undefined,
     private readonly maxSnapshotBytes: number,
   ) {
-    this.profiles = new Overlaid(env.db('profiles', 'string'), this.turn, entryCodec);
+    const cache = lock ? new TextBoundCache<Entry>(PROFILE_CACHE_CHARS) : undefined;
+    this.profiles = new Overlaid(env.db('profiles', 'string'), this.turn, entryCodec, cache);
     this.replays = new Overlaid(env.db('replays', 'string'), this.turn, replayCodec);
     this.backfills = new Overlaid(env.db('backfills'), this.turn);
     this.frozen = new Overlaid(env.db('frozen'), this.turn);

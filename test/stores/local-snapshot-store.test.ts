@@ -25,7 +25,8 @@ afterEach(async () => {
 
 describeSnapshotStoreContract('LocalSnapshotStore', async () => {
   const path = join(await freshDir(), 'state');
-  const store = await LocalSnapshotStore.open({ path });
+  // As a worker opens it: with the run lock (and so with its cache of decoded profiles).
+  const store = await LocalSnapshotStore.open({ path, exclusive: true });
   return {
     store,
     cleanup: () => store.close(),
@@ -77,14 +78,14 @@ describe('LocalSnapshotStore (durable)', () => {
     it(`stored records round-trip: a snapshot read back from disk is the before of the next replay record (maxSnapshotBytes ${maxSnapshotBytes})`, async () => {
       const attributes = JSON.parse('{"__proto__":{"polluted":1},"q":"a\\"b\\nc\\u2028"}') as JsonObject;
       const odd = 'k\n"1\u0001';
-      const a = await LocalSnapshotStore.open({ path, maxSnapshotBytes });
+      const a = await LocalSnapshotStore.open({ path, maxSnapshotBytes, exclusive: true });
       const first = await a.apply({ profileId: 'p-1', attributes }, { key: odd, seq: 1, watermark: 5 });
       await a.setPosition('file:/x', { offset: 1, line: 1, ino: 1, dev: 1, size: 1, head: 'h', headBytes: 1 }); // committed
       // A later turn: the entry comes from disk; its snapshot text becomes the record's before.
       const second = await a.apply({ profileId: 'p-1', attributes: { n: 2 } }, { key: 'k2', seq: 2, watermark: 6 });
       await a.close();
 
-      const b = await LocalSnapshotStore.open({ path, maxSnapshotBytes });
+      const b = await LocalSnapshotStore.open({ path, maxSnapshotBytes, exclusive: true });
       for (const [key, seq, watermark, result] of [[odd, 1, 5, first], ['k2', 2, 6, second]] as const) {
         const again = await b.apply({ profileId: 'p-1', attributes: {} }, { key, seq, watermark });
         expect(again.replayed).toBe(true);
