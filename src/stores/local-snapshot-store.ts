@@ -475,7 +475,11 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
 
   async setPosition(key: string, position: FilePosition): Promise<void> {
     this.assertOpen();
-    await this.settle([this.positions.put(key, { ...position })]);
+    const write = this.positions.put(key, { ...position });
+    // Issued now, with every write staged before it (so after them): the file source waits
+    // for it, and a position that lags its exports makes a restart read more lines again.
+    this.turn.flush();
+    await this.settle([write]);
   }
 
   async close(): Promise<void> {
