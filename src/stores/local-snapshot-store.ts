@@ -4,9 +4,10 @@
  * environment on this host (src/stores/local-env.ts). Same semantics as the memory and
  * Redis stores (the contract suite in test/stores runs against all three).
  *
- * Writes are asynchronous LMDB puts: every write issued in one event-loop turn lands in one
- * transaction (lmdb-js batches them), so a worker with hundreds of messages in flight commits
- * once per turn, not once per message. The read-modify-write of a profile is synchronous
+ * Writes are asynchronous LMDB puts, staged and issued together once per event-loop turn
+ * (`Turn`): they land in one transaction (lmdb-js batches them), so a worker with hundreds of
+ * messages in flight commits once per turn, not once per message. A store holding the run lock
+ * also keeps recently used profiles decoded (`TextBoundCache`). The read-modify-write of a profile is synchronous
  * (read the entry, merge, queue the write), so calls on one profile land in call order; an
  * overlay of written-but-not-yet-committed entries gives every read its own earlier writes.
  */
