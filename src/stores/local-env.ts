@@ -21,7 +21,12 @@ export interface LocalEnv {
   /** The store's folder (absolute). */
   readonly path: string;
   readonly root: RootDatabase<unknown, string>;
-  db(name: LocalDbName): Database<unknown, string>;
+  /**
+   * The named database `name`. Values are JSON (`json`), or strings the caller encodes
+   * itself (`string`: the snapshot store writes the JSON text it already has, see
+   * local-snapshot-store.ts); a database keeps the encoding it was first opened with here.
+   */
+  db(name: LocalDbName, encoding?: 'json' | 'string'): Database<unknown, string>;
   /** Releases this reference; the environment closes (after its pending writes) with the last one. */
   release(): Promise<void>;
 }
@@ -82,10 +87,10 @@ export function openLocalEnv(path: string): LocalEnv {
   return {
     path: abs,
     root: s.root,
-    db(name) {
+    db(name, encoding = 'json') {
       let db = s.dbs.get(name);
       if (!db) {
-        db = s.root.openDB<unknown, string>(name, { encoding: 'json' });
+        db = s.root.openDB<unknown, string>(name, { encoding });
         s.dbs.set(name, db);
       }
       return db;

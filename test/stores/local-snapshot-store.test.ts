@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { LocalSnapshotStore } from '../../src/stores/local-snapshot-store.js';
 import { MAX_PENDING_PER_PROFILE } from '../../src/stores/memory-snapshot-store.js';
+import type { JsonObject } from '../../src/domain/types.js';
 import { openLocalEnv } from '../../src/stores/local-env.js';
 import { StoreLockedError } from '../../src/stores/local-lock.js';
 import { describeSnapshotStoreContract } from './snapshot-store-contract.js';
@@ -24,7 +25,8 @@ afterEach(async () => {
 
 describeSnapshotStoreContract('LocalSnapshotStore', async () => {
   const path = join(await freshDir(), 'state');
-  const store = await LocalSnapshotStore.open({ path });
+  // As a worker opens it: with the run lock (and so with its cache of decoded profiles).
+  const store = await LocalSnapshotStore.open({ path, exclusive: true });
   return {
     store,
     cleanup: () => store.close(),
@@ -70,6 +72,50 @@ describe('LocalSnapshotStore (durable)', () => {
     expect(await b.getBackfill('bf')).toEqual({ done: false, cursor: '3', sent: 3 });
     expect(await b.getPosition('file:/x')).toMatchObject({ offset: 10, line: 2 });
     await b.close();
+  });
+
+  for (const maxSnapshotBytes of [undefined, Infinity]) {
+    it(`stored records round-trip: a snapshot read back from disk is the before of the next replay record (maxSnapshotBytes ${maxSnapshotBytes})`, async () => {
+      const attributes = JSON.parse('{"__proto__":{"polluted":1},"q":"a\\"b\\nc\\u2028"}') as JsonObject;
+      const odd = 'k\n"1\u0001';
+      const a = await LocalSnapshotStore.open({ path, maxSnapshotBytes, exclusive: true });
+      const first = await a.apply({ profileId: 'p-1', attributes }, { key: odd, seq: 1, watermark: 5 });
+      await a.setPosition('file:/x', { offset: 1, line: 1, ino: 1, dev: 1, size: 1, head: 'h', headBytes: 1 }); // committed
+      // A later turn: the entry comes from disk; its snapshot text becomes the record's before.
+      const second = await a.apply({ profileId: 'p-1', attributes: { n: 2 } }, { key: 'k2', seq: 2, watermark: 6 });
+      await a.close();
+
+      const b = await LocalSnapshotStore.open({ path, maxSnapshotBytes, exclusive: true });
+      for (const [key, seq, watermark, result] of [[odd, 1, 5, first], ['k2', 2, 6, second]] as const) {
+        const again = await b.apply({ profileId: 'p-1', attributes: {} }, { key, seq, watermark });
+        expect(again.replayed).toBe(true);
+        expect(again.before).toEqual(result.before);
+        expect(again.after).toEqual(result.after);
+      }
+      const replayed = (await b.apply({ profileId: 'p-1', attributes: {} }, { key: 'k2', seq: 2 })).before?.attributes as Record<string, unknown>;
+      expect(Object.getPrototypeOf(replayed)).toBe(Object.prototype);
+      expect(Object.keys(replayed)).toEqual(['__proto__', 'q']);
+      expect(replayed.q).toBe('a"b\nc\u2028');
+      expect(((await b.get('p-1'))?.attributes as Record<string, unknown>).n).toBe(2);
+      // The watermark came back too: an older one is stale.
+      expect((await b.apply({ profileId: 'p-1', attributes: { n: 9 } }, { key: 'k3', seq: 3, watermark: 4 })).stale).toBe(true);
+      await b.close();
+    });
+  }
+
+  it('reads profiles and replay records as earlier versions wrote them (one JSON object each)', async () => {
+    const s = await LocalSnapshotStore.open({ path });
+    const env = openLocalEnv(path);
+    const snapshot = { profileId: 'p-old', attributes: { n: 1 }, identityMap: {}, memberships: {} };
+    await env.db('profiles', 'string').put('p-old', JSON.stringify({ snapshot, watermark: 3, keys: ['x'] }));
+    await env.db('replays', 'string').put('p-old\u0000x', JSON.stringify({ before: null, after: snapshot }));
+    expect(await s.get('p-old')).toEqual(snapshot);
+    const again = await s.apply({ profileId: 'p-old', attributes: { n: 5 } }, { key: 'x', seq: 1 });
+    expect(again).toMatchObject({ replayed: true, before: null, after: snapshot });
+    const next = await s.apply({ profileId: 'p-old', attributes: { n: 5 } }, { key: 'y', seq: 2, watermark: 4 });
+    expect(next.before).toEqual(snapshot);
+    await env.release();
+    await s.close();
   });
 
   it('confirmed applications do not push an unconfirmed one out of the replay bound', async () => {
@@ -125,6 +171,7 @@ describe('LocalSnapshotStore (durable)', () => {
     const env = openLocalEnv(path);
     const before = env.root.getStats() as { lastTxnId?: number; txnId?: number };
     await Promise.all(Array.from({ length: 500 }, (_, i) => s.apply({ profileId: `p-${i}`, attributes: { i } }, { key: `k${i}`, seq: i })));
+    await new Promise<void>((r) => setImmediate(r)); // the store issues a turn's writes at its end
     await env.root.committed;
     expect(env.root.getStats()).toMatchObject({ entryCount: expect.any(Number) });
     const after = env.root.getStats() as { lastTxnId?: number; txnId?: number };
