@@ -164,7 +164,7 @@ async function jetstreamCeiling(t: Extract<CeilingTask, { kind: 'jetstream' }>):
 // batched confirm), used the way the store uses them.
 
 interface Scripts {
-  benchRead(key: string, field: string): Promise<[string | null, string | null, string | null, string | null]>;
+  benchRead(key: string, field: string, epochKey: string, epoch: string): Promise<[string | null, string | null, string | null, string | null]>;
   /** 1 when written; otherwise what the read script answers (the guess was wrong). */
   benchCas(numKeys: number, ...args: string[]): Promise<number | (string | null)[]>;
   benchConfirm(numKeys: number, ...args: string[]): Promise<number>;
@@ -195,6 +195,10 @@ async function redisCeiling(t: Extract<CeilingTask, { kind: 'redis' }>): Promise
   // Pool mode: every write is fenced by its partition's lease.
   const leaseKey = `${t.keyPrefix}pool:bench:lease:0`;
   await redis.set(leaseKey, 'bench-worker:1');
+  // As the store: every script first checks the epoch marker (store-loss detection).
+  const epochKey = `${t.keyPrefix}epoch`;
+  const epoch = 'init:bench';
+  await redis.set(epochKey, epoch);
   // As the store: the version this client last wrote is its guess (no read on a hit); the
   // confirms of one event-loop turn go out as one script call.
   const versions = new Map<string, number>();
@@ -232,7 +236,7 @@ async function redisCeiling(t: Extract<CeilingTask, { kind: 'redis' }>): Promise
     const cached = versions.get(id);
     if (cached === undefined) {
       reads++;
-      [raw, version] = await s.benchRead(key, field);
+      [raw, version] = await s.benchRead(key, field, epochKey, epoch);
     } else {
       version = String(cached);
       raw = snapshot;
@@ -253,6 +257,8 @@ async function redisCeiling(t: Extract<CeilingTask, { kind: 'redis' }>): Promise
       String(i + 1),
       leaseKey,
       'bench-worker:1',
+      epochKey,
+      epoch,
     );
     if (ok !== 1) throw new Error('unexpected CAS conflict');
     versions.set(id, next);
