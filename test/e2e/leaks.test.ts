@@ -240,6 +240,12 @@ describe('no secret, in any form, at any cut, in any output (issue 14)', () => {
     }
     expect(failedLine(metrics), metrics).toBe(FAILED);
     outputs.push({ where: 'file run: /metrics', text: metrics });
+    // the admin server's JSON API (the console reads it) and its readiness answer
+    for (const path of ['/api/dataflows', '/api/failed', '/api/alerts', '/readyz']) {
+      const res = await fetch(`http://127.0.0.1:${port}${path}`);
+      outputs.push({ where: `file run: ${path}`, text: await res.text() });
+    }
+    expect(outputs.find((o) => o.where === 'file run: /api/failed')?.text).toContain('HTTP 400');
     run.signal('SIGTERM');
     const done = await run.exited;
     outputs.push({ where: 'file run: stdout', text: done.stdout }, { where: 'file run: stderr (trace)', text: done.stderr });
@@ -247,6 +253,10 @@ describe('no secret, in any form, at any cut, in any output (issue 14)', () => {
     expect(done.stderr).toContain('"level":20');
     expect(done.stderr).toContain('"level":40');
 
+    const status = await cli('file', ['status', '--json'], configPath);
+    expect(status.code, status.stderr).toBe(0);
+    expect(status.stdout).toContain('"failed"');
+    expect((await cli('file', ['status'], configPath)).code).toBe(0);
     const list = await cli('file', ['failed', 'list'], configPath);
     const json = await cli('file', ['failed', 'list', '--json'], configPath);
     expect(list.code, list.stderr).toBe(0);
