@@ -164,3 +164,35 @@ export function toEventRejection(err: unknown, stepName: string): EventRejectedE
   const cut = text.length > 200 ? `${text.slice(0, 199)}…` : text;
   return new EventRejectedError('ERR_EVENT_SHAPE', `event: could not be processed (${stepName}: ${cut})`);
 }
+
+/** Another live process holds the local store's run lock (one `run` per local store). */
+export class StoreLockedError extends HttpDestinationError {
+  readonly path: string;
+  readonly pid: number;
+  constructor(path: string, pid: number) {
+    super(
+      'ERR_STORE_LOCKED',
+      `local store ${path} is in use by another run (pid ${pid}): one run per local store; stop it first, or give this run another store.path`,
+    );
+    this.path = path;
+    this.pid = pid;
+  }
+}
+
+/**
+ * The Redis store lost its data (its epoch marker is missing or changed): nothing is applied or
+ * exported until an operator runs `http-destination pool reset-state` (README, Operations).
+ */
+export class StoreLostError extends HttpDestinationError {
+  constructor(message: string) {
+    super('ERR_STORE_LOST', message);
+  }
+}
+
+/** NATS or Redis did not answer for `worker.startupTimeoutMs` at start (the worker exits 1). */
+export class StartupError extends HttpDestinationError {
+  declare readonly code: 'ERR_STARTUP';
+  constructor(message: string) {
+    super('ERR_STARTUP', message);
+  }
+}

@@ -7,21 +7,9 @@
  */
 import { link, readFile, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { HttpDestinationError } from '../errors.js';
+import { StoreLockedError } from '../errors.js';
 
-/** Another live process holds the store's run lock. */
-export class StoreLockedError extends HttpDestinationError {
-  readonly path: string;
-  readonly pid: number;
-  constructor(path: string, pid: number) {
-    super(
-      'ERR_STORE_LOCKED',
-      `local store ${path} is in use by another run (pid ${pid}): one run per local store; stop it first, or give this run another store.path`,
-    );
-    this.path = path;
-    this.pid = pid;
-  }
-}
+export { StoreLockedError };
 
 export interface RunLock {
   readonly file: string;

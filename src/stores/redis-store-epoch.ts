@@ -8,7 +8,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { HttpDestinationError, StoreError } from '../errors.js';
+import { HttpDestinationError, StoreError, StoreLostError } from '../errors.js';
 
 export const EPOCH_DEFAULTS = {
   keyPrefix: 'hd:',
@@ -16,19 +16,7 @@ export const EPOCH_DEFAULTS = {
   lostRecheckMs: 1_000,
 } as const;
 
-/**
- * The store lost its data (issue 13): its epoch marker (`<prefix>epoch`, written when the
- * store is first initialised) is missing or changed — Redis restarted empty, FLUSHALL, a
- * failover to an empty replica. Merging into the empty snapshots would look like "no change"
- * and silently export nothing, so nothing is applied until an operator runs
- * `http-destination pool reset-state` (README, Operations). Retried like any store error: the
- * messages wait, unacknowledged.
- */
-export class StoreLostError extends HttpDestinationError {
-  constructor(message: string) {
-    super('ERR_STORE_LOST', message);
-  }
-}
+export { StoreLostError };
 
 /**
  * Values of the epoch marker: `init:<hex>` written by the first store that found none,

@@ -9,7 +9,7 @@ import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type ConsumerIn
 import { Observable, Subject, takeUntil, type MonoTypeOperatorFunction } from 'rxjs';
 import type { AppConfig, DataflowConfig, FailedRequestsConfig, SourceConfig, StoreConfig } from '../config/load.js';
 import { partitionSubject } from '../domain/partition.js';
-import { HttpDestinationError, UsageError } from '../errors.js';
+import { HttpDestinationError, StartupError, UsageError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import { openJetStreamStores } from '../sinks/failed-jetstream-store.js';
 import { RedisSnapshotStore } from '../stores/redis-snapshot-store.js';
@@ -447,13 +447,7 @@ export async function importAudience(
   }
 }
 
-/** The backbone (NATS, Redis) could not be reached within `worker.startupTimeoutMs`. */
-export class StartupError extends HttpDestinationError {
-  declare readonly code: 'ERR_STARTUP';
-  constructor(message: string) {
-    super('ERR_STARTUP', message);
-  }
-}
+export { StartupError };
 
 /** Backoff of `waitForBackbone`. */
 const STARTUP_RETRY = { firstDelayMs: 250, maxDelayMs: 5_000, connectTimeoutMs: 2_000 } as const;
