@@ -9,7 +9,7 @@ import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type ConsumerIn
 import { Observable, Subject, takeUntil, type MonoTypeOperatorFunction } from 'rxjs';
 import type { AppConfig, DataflowConfig, FailedRequestsConfig, SourceConfig, StoreConfig } from '../config/load.js';
 import { partitionSubject } from '../domain/partition.js';
-import { HttpDestinationError, StartupError, UsageError } from '../errors.js';
+import { StartupError, UsageError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import { openJetStreamStores } from '../sinks/failed-jetstream-store.js';
 import { RedisSnapshotStore } from '../stores/redis-snapshot-store.js';
