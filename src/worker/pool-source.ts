@@ -11,7 +11,7 @@ import type { ConsumerInfo, JetStreamManager } from '@nats-io/jetstream';
 import { Redis } from 'ioredis';
 import { Observable, Subject, takeUntil, type Subscription } from 'rxjs';
 import type { SourceConfig } from '../config/load.js';
-import { FencedError } from '../errors.js';
+import { FencedError, hasCode } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Source } from '../streams/file.js';
 import {
@@ -399,8 +399,7 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
         },
         error: (err: unknown) => {
           statusSub.unsubscribe();
-          const code = (err as { code?: unknown }).code;
-          if (code === 'ERR_FENCED' || code === 'ERR_JETSTREAM_CONSUMER_GONE') {
+          if (hasCode(err, 'ERR_FENCED') || hasCode(err, 'ERR_JETSTREAM_CONSUMER_GONE')) {
             logger.warn({ err, partition: p }, 'pool: partition taken over by another worker; giving it up');
           } else logger.error({ err, partition: p }, 'pool: partition source failed; giving the partition up');
           part.draining = true;
