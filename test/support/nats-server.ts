@@ -71,9 +71,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function startNatsServer(options: NatsServerOptions = {}): Promise<NatsServer> {
   const ownDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? mkdtempSync(join(tmpdir(), 'hd-nats-'));
-  const port = options.port ?? (await freePort());
-  const url = `nats://127.0.0.1:${port}`;
-  const monitorPort = await freePort();
+  let port = options.port ?? (await freePort());
+  let url = `nats://127.0.0.1:${port}`;
+  let monitorPort = await freePort();
   let child: ChildProcess | undefined;
   let log = '';
 
@@ -144,7 +144,22 @@ export async function startNatsServer(options: NatsServerOptions = {}): Promise<
     }
   }
 
-  await start();
+  // A port found free a moment ago can be taken by another process before nats-server binds
+  // it (tests run two files at once): on the first start, take other ports and try again.
+  for (let tries = 1; ; tries++) {
+    try {
+      await start();
+      break;
+    } catch (err) {
+      const inUse = err instanceof Error && /address already in use/.test(err.message);
+      if (!inUse || tries >= 5) throw err;
+      if (options.port === undefined) {
+        port = await freePort();
+        url = `nats://127.0.0.1:${port}`;
+      }
+      monitorPort = await freePort();
+    }
+  }
 
   return {
     url,

@@ -90,7 +90,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   const startTimeoutMs = options.startTimeoutMs ?? DEFAULTS.startTimeoutMs;
   const ownDir = options.dataDir === undefined;
   const dataDir = options.dataDir ?? (await mkdtemp(join(tmpdir(), 'hd-redis-')));
-  const port = options.port ?? (await freePort());
+  let port = options.port ?? (await freePort());
 
   let child: ChildProcess | undefined;
   let output = '';
@@ -149,7 +149,18 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     }
   }
 
-  await launch();
+  // A port found free a moment ago can be taken by another process before redis-server binds
+  // it (tests run two files at once): on the first start, take another port and try again.
+  for (let tries = 1; ; tries++) {
+    try {
+      await launch();
+      break;
+    } catch (err) {
+      const inUse = err instanceof Error && /already in use/i.test(err.message);
+      if (!inUse || tries >= 5 || options.port !== undefined) throw err;
+      port = await freePort();
+    }
+  }
 
   return {
     url: `redis://127.0.0.1:${port}`,
