@@ -104,7 +104,8 @@ export async function listPartitionConsumers(
   const out: PartitionConsumer[][] = Array.from({ length: partitions }, () => []);
   const prefix = `${durable}-p`;
   for await (const info of jsm.consumers.list(stream)) {
-    if (!info.name.startsWith(prefix)) continue;
+    // nats-server 2.9 lists a consumer deleted while the list is read as null: skip it.
+    if (!info?.name?.startsWith(prefix)) continue;
     const partition = Number.parseInt(info.name.slice(prefix.length), 10);
     if (!(partition >= 0 && partition < partitions)) continue;
     // (Exact: `…-p03`, `…-p3-x` are not the partition's.)

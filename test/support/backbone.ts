@@ -554,6 +554,8 @@ export async function consumerState(
     const jsm = await jetstreamManager(nc);
     const out = { pending: 0, ackPending: 0, redelivered: 0, consumers: 0 };
     for await (const info of jsm.consumers.list(stream)) {
+      // nats-server 2.9 lists a consumer deleted while the list is read as null
+      if (!info) continue;
       const name = info.name;
       if (name !== durable && !name.startsWith(`${durable}-`)) continue;
       out.consumers++;
