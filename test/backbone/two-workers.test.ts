@@ -6,7 +6,7 @@
  * per-profile order).
  *
  * The two configs differ only in the destination's endpoint path (`/w1`, `/w2`), so the
- * receiver tells which worker sent an export: both must have worked.
+ * receiver tells which worker sent an export (both must have worked), and in the log level.
  */
 import { isDeepStrictEqual } from 'node:util';
 import { describe, expect, it } from 'vitest';
@@ -36,8 +36,10 @@ describe('two workers on one stream, one durable, one Redis', () => {
   function twoConfigs(name: string, rateLimit?: number) {
     // A small in-flight window, so partitions that move have little to drain first.
     const s = singleFlow({ bb, rx, name, ackWaitMs: 3_000, rateLimit, worker: { maxInFlight: 256 } });
-    const config2 = JSON.parse(JSON.stringify(s.config)) as { destinations: Array<{ endpoint: string }> };
+    const config2 = JSON.parse(JSON.stringify(s.config)) as { destinations: Array<{ endpoint: string }>; log: { level: string } };
     config2.destinations[0].endpoint = `${rx.url}/${name}-w2`;
+    // Worker 2 logs at info so the test sees it take a partition ('pool: partition acquired').
+    config2.log = { level: 'info' };
     const cfg2 = bb.writeFile(`${name}-w2.json`, config2);
     return { s, cfg2, path2: `/${name}-w2`, start2: (): CliProcess => spawnCli(['run', '--config', cfg2]) };
   }
@@ -48,7 +50,11 @@ describe('two workers on one stream, one durable, one Redis', () => {
     const expected = oracle(events, { audiences: s.audiences, dataflows: [s.rules] });
     expect(expected.exports).toHaveLength(events.length);
     await s.prime();
-    await publish(bb, s.cfg, `${name}.jsonl`, events);
+    // When the second worker joins mid-run, the last part of the stream is published only once
+    // it holds a partition: on a fast host the first worker could otherwise finish everything
+    // before the handover and the second would have nothing to do.
+    const held = startSecondAfter > 0 ? Math.floor(events.length * 0.3) : 0;
+    await publish(bb, s.cfg, `${name}.jsonl`, events.slice(0, events.length - held));
 
     const both = (): Recorded[] => rx.delivered().filter((r) => r.path === s.path || r.path === path2);
     const w1 = s.start();
@@ -56,6 +62,10 @@ describe('two workers on one stream, one durable, one Redis', () => {
       await rx.waitFor(() => both().length >= startSecondAfter || !w1.running, 30_000, `${startSecondAfter} exports`);
     }
     const w2 = start2();
+    if (held > 0) {
+      await rx.waitFor(() => w2.stderr.includes('pool: partition acquired') || !w2.running, 30_000, 'worker 2 holding a partition');
+      await publish(bb, s.cfg, `${name}-rest.jsonl`, events.slice(events.length - held));
+    }
     await settle({ bb, rx, stream: s.stream, durable: s.durable, done: () => coverage(both(), expected).missing.length === 0, timeoutMs: 60_000 });
 
     const got = both();
