@@ -10,7 +10,8 @@ import { FencedError } from '../src/errors.js';
 import type { ExportTask } from '../src/operators/deliver-exports.js';
 import { storeFailedExports } from '../src/operators/store-failed-exports.js';
 import type { DeliveryOutcome, ExportSink } from '../src/sinks/types.js';
-import { brief, httpError as http, later, markedJob as job, markedSink as sink, markedTask as task } from '../test/support/sinks.js';
+import { brief, httpError as http, markedJob as job, markedSink as sink, markedTask as task } from '../test/support/sinks.js';
+import { later } from '../test/support/virtual-time.js';
 
 const scheduler = (): TestScheduler => new TestScheduler((a, b) => expect(a).toEqual(b));
 

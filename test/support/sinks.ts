@@ -5,6 +5,7 @@
  */
 import { of } from 'rxjs';
 import type { TestScheduler } from 'rxjs/testing';
+import { later } from './virtual-time.js';
 import { DeliveryError, StoreError } from '../../src/errors.js';
 import type { ExportTask } from '../../src/operators/deliver-exports.js';
 import type { AttemptCancellation, DeliveryOutcome, ExportJob, ExportSink } from '../../src/sinks/types.js';
@@ -83,32 +84,6 @@ export function fakeSink(
 export const openLimiter: RateLimiter = { acquire: () => of(undefined), tryAcquire: () => true };
 
 // ---- In virtual time: the delivery stages' marble tests (marbles/*-exports.test.ts) ----
-
-/**
- * A promise in virtual time: a thenable that runs `work` `delay` frames later on the
- * TestScheduler (at once, synchronously, for 0) and settles with its result or its throw.
- */
-export function later<T>(ts: TestScheduler, delay: number, work: () => T): Promise<T> {
-  const t = {
-    then(ok: (v: T) => void, fail: (e: unknown) => void) {
-      const go = (): void => {
-        let v: T;
-        try {
-          v = work();
-        } catch (err) {
-          fail(err);
-          return;
-        }
-        ok(v);
-      };
-      if (delay > 0) ts.schedule(go, delay);
-      else go();
-      return t;
-    },
-  };
-  // A thenable is all the stages use of the promise (`settle`, `.then(ok, fail)`).
-  return t as unknown as Promise<T>;
-}
 
 /** A job of dataflow `f` whose profile id and idempotency key are `id`. */
 export const markedJob = (id: string): ExportJob => ({ dataflowId: 'f', destinationId: 'd', profileId: id, idempotencyKey: id, payload: {} });
