@@ -59,7 +59,6 @@ export function attemptExports(options: AttemptExportsOptions): MonoTypeOperator
 export class AttemptHandle implements AttemptCancellation {
   private target: { cancel(): void } | undefined;
   cancelled = false;
-  closed = false;
 
   cancel(): void {
     if (this.cancelled) return;
@@ -74,7 +73,6 @@ export class AttemptHandle implements AttemptCancellation {
 
   /** As a teardown of the chain. */
   unsubscribe(): void {
-    this.closed = true;
     this.cancel();
   }
 }
