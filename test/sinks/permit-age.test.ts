@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { firstValueFrom, Observable, type Subscriber } from 'rxjs';
 import type { Dispatcher } from 'undici';
 import type { DestinationConfig } from '../../src/config/load.js';
-import { HttpDestinationError } from '../../src/errors.js';
+import { DeliveryError, HttpDestinationError } from '../../src/errors.js';
 import { AttemptHandle } from '../../src/operators/attempt-exports.js';
 import type { AuthProvider } from '../../src/sinks/http/auth/types.js';
 import { HttpSink } from '../../src/sinks/http/sink.js';
@@ -229,5 +229,44 @@ describe('HttpSink: the age of a send permit right before the socket', () => {
     expect(outcome).toMatchObject({ status: 'delivered', attempts: 1 });
     expect(l.tried).toBe(2);
     expect(transport.sent).toHaveLength(1);
+  });
+
+  it('through send: every attempt (the first and a retry) starts in the same synchronous run as its permit, so its age is measured from the grant', async () => {
+    let granting = false;
+    const inGrant: boolean[] = [];
+    // grants each permit a little later, from a timer, flagging the grant's synchronous run
+    const l: RateLimiter = {
+      maxPermitAgeMs: MAX_AGE,
+      acquire: () =>
+        new Observable<void>((s) => {
+          const t = setTimeout(() => {
+            granting = true;
+            s.next();
+            granting = false;
+            s.complete();
+          }, 1);
+          return () => clearTimeout(t);
+        }),
+    };
+    const auth: AuthProvider = {
+      authorize: async () => {
+        inGrant.push(granting);
+        return { authorization: 'Bearer tok-123456' };
+      },
+      invalidate: () => false,
+      close: async () => undefined,
+    };
+    let n = 0;
+    const transport: HttpTransport = {
+      ...fakeTransport(),
+      send: () =>
+        ++n === 1
+          ? Promise.reject(new DeliveryError('ERR_HTTP_STATUS', 'HTTP 503', { retryable: true, statusCode: 503 }))
+          : Promise.resolve({ statusCode: 200, headers: {} }),
+    };
+    const sink = new HttpSink({ destination, limiter: l, failedStore: new NoStore(), transport, auth });
+    const outcome = await firstValueFrom(sink.send(job()));
+    expect(outcome).toMatchObject({ status: 'delivered', attempts: 2 });
+    expect(inGrant).toEqual([true, true]);
   });
 });
