@@ -15,7 +15,8 @@ export interface AttemptExportsOptions {
 /**
  * Makes one attempt (`sink.attempt`) for each open task that has not failed yet: a 2xx sets
  * `outcome: delivered`; a failure sets `error` (for the retry stage) — a `FencedError` sets
- * `abandoned` instead (the new owner of the partition exports it). Tasks go on in the order
+ * `abandoned` instead (the new owner of the partition exports it), and so does the limiter's
+ * refusal of a new permit (`ERR_RATE_LIMITER`: it is closing; the message comes back). Tasks go on in the order
  * their attempts end. Other tasks pass through at once. Unsubscribing cancels the requests
  * in flight.
  *
@@ -42,7 +43,7 @@ export function attemptExports(options: AttemptExportsOptions): MonoTypeOperator
       (err: unknown) => {
         if (out.closed) return;
         out.remove(cancellation);
-        if (hasCode(err, 'ERR_FENCED')) task.abandoned = err;
+        if (hasCode(err, 'ERR_FENCED') || hasCode(err, 'ERR_RATE_LIMITER')) task.abandoned = err;
         else task.error = err;
         out.next(task);
         out.release();
@@ -58,7 +59,6 @@ export function attemptExports(options: AttemptExportsOptions): MonoTypeOperator
 export class AttemptHandle implements AttemptCancellation {
   private target: { cancel(): void } | undefined;
   cancelled = false;
-  closed = false;
 
   cancel(): void {
     if (this.cancelled) return;
@@ -73,7 +73,6 @@ export class AttemptHandle implements AttemptCancellation {
 
   /** As a teardown of the chain. */
   unsubscribe(): void {
-    this.closed = true;
     this.cancel();
   }
 }

@@ -63,9 +63,13 @@ export interface RetryDelays {
 export interface ExportSink {
   /**
    * ONE attempt: credentials, request, fence check (`job.guard()`) right before the request
-   * is handed to the transport. Resolves with the 2xx status; rejects with a `DeliveryError`
-   * (`retryable`, `retryAfterMs`; `credentialsRenewed` when a 401 was answered to credentials
-   * that were just renewed: resend once at once) or a `FencedError`.
+   * is handed to the transport. Call it as its send permit is granted (in the same
+   * synchronous run): a sink may measure the permit's age from the call and take a new one
+   * when it grew too old before the socket (`RateLimiter.maxPermitAgeMs`). Resolves with
+   * the 2xx status; rejects with a `DeliveryError` (`retryable`, `retryAfterMs`;
+   * `credentialsRenewed` when a 401 was answered to credentials that were just renewed:
+   * resend once at once), a `FencedError`, or the limiter's refusal of a new permit
+   * (`ERR_RATE_LIMITER`).
    */
   attempt(job: ExportJob, cancellation: AttemptCancellation, options?: { renewOn401?: boolean }): Promise<{ statusCode: number }>;
   /** How long the retries of this sink wait. */

@@ -16,4 +16,12 @@ export interface RateLimiter {
    * (`false`: use `acquire()`). Optional: the chain's fast path, no subscription per request.
    */
   tryAcquire?(): boolean;
+  /**
+   * How long a granted permit stays good for a send, in ms: a request whose permit is older
+   * than this at the last moment before the socket (credentials awaited, an event loop
+   * stalled) takes a new one instead, so the time from permit to the wire varies by no more
+   * than the limiter's schedule budgets for. Optional: a limiter without it lets a permit be
+   * used whenever. (The Redis-backed limiter sets its `deliveryJitterMs`.)
+   */
+  readonly maxPermitAgeMs?: number;
 }

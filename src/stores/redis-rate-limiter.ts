@@ -30,7 +30,9 @@ export interface RedisTokenBucketOptions {
    * worker's event loop between the permit and the write, the network, the endpoint's own
    * loop before it reads), in ms: the schedule leaves room for it, so the 1-second bound holds
    * where the endpoint counts, not only where the permits are handed out. Only the variation
-   * counts; a constant delay shifts every window alike. @default 50
+   * counts; a constant delay shifts every window alike. It is also the limiter's
+   * `maxPermitAgeMs`: the HTTP sink takes a new permit for a request whose permit is older
+   * than this right before the socket. @default 50
    */
   deliveryJitterMs?: number;
   /**
@@ -261,6 +263,7 @@ export function redisTokenBucket(options: RedisTokenBucketOptions): RedisTokenBu
     tokenTtlMs,
     catchUpMs: d.catchUpMs(tokenTtlMs),
     aheadMs: d.aheadMs(tokenTtlMs),
+    deliveryJitterMs,
     requestTimeoutMs: options.requestTimeoutMs ?? d.requestTimeoutMs,
     retryMinDelayMs: options.retryMinDelayMs ?? d.retryMinDelayMs,
     retryMaxDelayMs: options.retryMaxDelayMs ?? d.retryMaxDelayMs,
@@ -289,6 +292,7 @@ interface Settings {
   tokenTtlMs: number;
   catchUpMs: number;
   aheadMs: number;
+  deliveryJitterMs: number;
   requestTimeoutMs: number;
   retryMinDelayMs: number;
   retryMaxDelayMs: number;
@@ -335,6 +339,8 @@ class ClockOffset {
 }
 
 class RedisBucket implements RedisTokenBucket {
+  /** A permit older than the schedule's delivery jitter is not used (the sink takes a new one). */
+  readonly maxPermitAgeMs: number;
   private readonly scripts: ScriptCommands;
   /** Script arguments that never change. */
   private readonly intervalArg: string;
@@ -366,6 +372,7 @@ class RedisBucket implements RedisTokenBucket {
   private closed = false;
 
   constructor(private readonly s: Settings) {
+    this.maxPermitAgeMs = s.deliveryJitterMs;
     s.redis.defineCommand('hdRateLimitSlots', { numberOfKeys: 1, lua: TAKE_LUA });
     // defineCommand adds methods ioredis can only type through module augmentation.
     this.scripts = s.redis as unknown as ScriptCommands;

@@ -11,7 +11,9 @@
  * of 315. The time from permit to arrival varies (a worker's loop stalls between its permit
  * and the write, the receiver's loop before it reads; a stall squeezes arrivals together):
  * the pool limiter's schedule budgets 50 ms of that (`deliveryJitterMs`) besides the 50 ms a
- * permit may be handed out late (`tokenTtlMs`), and so runs at ≈95% of the rate. (It budgeted
+ * permit may be handed out late (`tokenTtlMs`), and so runs at ≈95% of the rate; a request
+ * whose permit is older than that 50 ms right before the socket (credentials, a stalled loop)
+ * takes a new one (`HttpSink.attempt`). (It budgeted
  * only the lateness before, and sliding windows at the receiver reached 526 and 532 at
  * `rateLimit: 500`, bound 525.)
  *
@@ -118,13 +120,11 @@ describe('pool-wide rate limit: three workers, one dataflow at 300/s', () => {
       expect(c.missing, `seed ${seed}: exports that never arrived${explainMissing(c.missing, expected, events, rx.requests, t0)}`).toEqual([]);
       expect(c.unexpected).toEqual([]);
       expect(slow.deliveredWhenPublished, 'exports already delivered when the backlog was published (it must be a backlog)').toBeLessThanOrEqual(N / 2);
-      // The limit, pool-wide, once this test's own publisher (the CLI, another process on the
-      // same two cores) has finished: while it runs, CPU contention can hold requests that got
-      // their send slots and let them arrive together (one run saw 330 in such a window), which
-      // no limiter upstream of the socket can prevent; that period gets a 10% allowance.
-      const afterPublish = times.filter((t) => t >= t0 + slow.published);
-      expect(maxInWindow(afterPublish, 1_000), 'most requests in any sliding 1-second window at the receiver, after the publisher finished').toBeLessThanOrEqual(LIMIT);
-      expect(inSecond, 'most requests in any sliding 1-second window at the receiver, publisher running').toBeLessThanOrEqual(Math.floor(LIMIT * 1.1));
+      // The limit, pool-wide, over the whole run (SPEC §7), the publisher's run included: a
+      // request held between its permit and the socket longer than the schedule budgets for
+      // (CPU contention with the publisher on the same two cores once let 330 arrive in one
+      // window) takes a new permit first (HttpSink.attempt).
+      expect(inSecond, 'most requests in any sliding 1-second window at the receiver').toBeLessThanOrEqual(LIMIT);
       expect(inTwo, 'most requests in any sliding 2-second window at the receiver').toBeLessThanOrEqual(2 * LIMIT);
       // …and the backlog drains at about the limit.
       expect(last - first, 'first to last request (ms)').toBeGreaterThanOrEqual(4_500);

@@ -1,9 +1,13 @@
 /**
  * Test doubles for the chain's tail: an ExportSink whose attempts answer as a test says, and
- * a rate limiter that always has a slot.
+ * a rate limiter that always has a slot; and, in virtual time, the sink and tasks of the
+ * delivery stages' marble tests.
  */
 import { of } from 'rxjs';
-import { DeliveryError } from '../../src/errors.js';
+import type { TestScheduler } from 'rxjs/testing';
+import { later } from './virtual-time.js';
+import { DeliveryError, StoreError } from '../../src/errors.js';
+import type { ExportTask } from '../../src/operators/deliver-exports.js';
 import type { AttemptCancellation, DeliveryOutcome, ExportJob, ExportSink } from '../../src/sinks/types.js';
 import type { RateLimiter } from '../../src/stores/rate-limiter.js';
 
@@ -78,3 +82,68 @@ export function fakeSink(
 
 /** A limiter that always grants at once. */
 export const openLimiter: RateLimiter = { acquire: () => of(undefined), tryAcquire: () => true };
+
+// ---- In virtual time: the delivery stages' marble tests (marbles/*-exports.test.ts) ----
+
+/** A job of dataflow `f` whose profile id and idempotency key are `id`. */
+export const markedJob = (id: string): ExportJob => ({ dataflowId: 'f', destinationId: 'd', profileId: id, idempotencyKey: id, payload: {} });
+
+/** A task of `markedJob(id)`. */
+export const markedTask = (id: string, over: Partial<ExportTask> = {}): ExportTask => ({ job: markedJob(id), attempts: 0, ...over });
+
+/** The error of an HTTP answer: retryable for 5xx. */
+export const httpError = (status: number): DeliveryError =>
+  new DeliveryError('ERR_HTTP_STATUS', `HTTP ${status}`, { retryable: status >= 500, statusCode: status });
+
+/**
+ * An ExportSink in virtual time: each attempt logs `<frame> attempt <id>#<n>`, attaches a
+ * cancellation that logs `<frame> cancel <id>#<n>`, and answers `answer(id, n)` 2 frames later
+ * (a status: 2xx delivered, else `httpError`; an Error: thrown). `fail` logs
+ * `<frame> fail <id> after <attempts>` and answers a `failed` outcome 1 frame later, or rejects
+ * at once with a `StoreError` when `failStore`.
+ */
+export function markedSink(
+  ts: TestScheduler,
+  log: string[],
+  answer: (id: string, n: number) => number | Error,
+  opts: { failStore?: boolean } = {},
+): ExportSink {
+  const n = new Map<string, number>();
+  return {
+    retryDelays: { minDelayMs: 10, maxDelayMs: 40, retryAfterMaxMs: 40 },
+    attempt(j, cancellation) {
+      const k = (n.get(j.profileId) ?? 0) + 1;
+      n.set(j.profileId, k);
+      log.push(`${ts.now()} attempt ${j.profileId}#${k}`);
+      cancellation.attach({ cancel: () => log.push(`${ts.now()} cancel ${j.profileId}#${k}`) });
+      return later(ts, 2, () => {
+        const a = answer(j.profileId, k);
+        if (a instanceof Error) throw a;
+        if (a >= 300) throw httpError(a);
+        return { statusCode: a };
+      });
+    },
+    fail(j, attempts, err) {
+      log.push(`${ts.now()} fail ${j.profileId} after ${attempts}`);
+      if (opts.failStore) {
+        return later(ts, 0, () => {
+          throw new StoreError('store down');
+        });
+      }
+      return later(ts, 1, (): DeliveryOutcome => ({ status: 'failed', job: j, attempts, code: 'ERR_HTTP_STATUS', error: String(err) }));
+    },
+    close: () => Promise.resolve(),
+  };
+}
+
+/** A task in one word: `<id>:delivered/<attempts>`, `failed/…`, `abandoned <code>`, `error/<attempts>` or `open`. */
+export const brief = (t: ExportTask): string =>
+  `${t.job.profileId}:${
+    t.outcome
+      ? `${t.outcome.status}/${t.outcome.attempts}`
+      : t.abandoned
+        ? `abandoned ${(t.abandoned as { code?: string }).code}`
+        : t.error
+          ? `error/${t.attempts}`
+          : 'open'
+  }`;

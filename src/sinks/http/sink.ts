@@ -4,12 +4,13 @@
  * chain's operators (`rateLimit`, `retryExports`); `send(job)` composes the same operators
  * for one job (what `failed replay` uses).
  */
+import { performance } from 'node:perf_hooks';
 import { asyncScheduler, Observable, of, type SchedulerLike } from 'rxjs';
 import { SENSITIVE_HEADER, type AppConfig, type DataflowConfig, type DestinationConfig } from '../../config/load.js';
 import { DeliveryError, FencedError, HttpDestinationError, StoreError } from '../../errors.js';
 import { throttledWarn, type WarnLogger } from '../../observability/throttled-warn.js';
 import { attemptExports } from '../../operators/attempt-exports.js';
-import { rateLimit } from '../../operators/rate-limit.js';
+import { rateLimit, slot } from '../../operators/rate-limit.js';
 import { retryExports } from '../../operators/retry-exports.js';
 import type { RetryInfo } from '../../operators/retry-with-backoff.js';
 import { storeFailedExports } from '../../operators/store-failed-exports.js';
@@ -43,6 +44,8 @@ export const HTTP_SINK_DEFAULTS = {
   scheduler: asyncScheduler as SchedulerLike,
   random: Math.random,
   now: Date.now,
+  /** Monotonic clock of a permit's age, ms. */
+  clock: (): number => performance.now(),
   /** Shortest header value treated as a secret when scrubbing error reasons. */
   minSecretLength: 4,
   /** Auth header values remembered for scrubbing (the newest; tokens are renewed now and then). */
@@ -68,6 +71,8 @@ export interface HttpSinkOptions {
   random?: () => number;
   /** Clock (signature timestamps, `failedAt`), ms since epoch. @default Date.now */
   now?: () => number;
+  /** Monotonic clock (ms) of a send permit's age (see `attempt`). @default performance.now */
+  clock?: () => number;
   /** Store final failures; `failed replay` passes `false` and updates records itself. @default true */
   storeFailures?: boolean;
   /**
@@ -109,9 +114,10 @@ function fenced(job: ExportJob): FencedError {
 /**
  * Delivers export jobs to one destination for one dataflow.
  *
- * - `attempt(job, cancellation)` — THE attempt: auth headers, request, then the fence check
- *   (`job.guard()`) immediately before the request is handed to the transport (after every
- *   await), then the transport. A 401 answered to credentials that `auth.invalidate()` can
+ * - `attempt(job, cancellation)` — THE attempt, called as its send permit is granted: auth
+ *   headers; a new permit from the limiter when the first is older than the limiter's
+ *   `maxPermitAgeMs` by then; the request; the fence check (`job.guard()`) immediately before
+ *   the request is handed to the transport (after every await); the transport. A 401 answered to credentials that `auth.invalidate()` can
  *   renew rejects with `credentialsRenewed` (the retry stage resends once at once).
  * - `fail(job, attempts, err)` — a final failure: the record (no header, URL or secret; every
  *   auth and sensitive header value scrubbed from the reason) goes to the failed-request store
@@ -133,6 +139,7 @@ function fenced(job: ExportJob): FencedError {
  * @param options.scheduler @default asyncScheduler
  * @param options.random @default Math.random
  * @param options.now @default Date.now
+ * @param options.clock @default performance.now
  * @param options.storeFailures @default true
  * @param options.logger @default none
  * @param options.warnIntervalMs @default 10_000
@@ -148,6 +155,9 @@ export class HttpSink implements ExportSink, ExportSender {
   private readonly scheduler: SchedulerLike;
   private readonly random: () => number;
   private readonly now: () => number;
+  private readonly clock: () => number;
+  /** The limiter's `maxPermitAgeMs`: Infinity when it has none (a permit is used whenever). */
+  private readonly maxPermitAgeMs: number;
   private readonly storeFailures: boolean;
   private readonly onRetry?: HttpSinkOptions['onRetry'];
   private readonly onResponse?: HttpSinkOptions['onResponse'];
@@ -173,6 +183,8 @@ export class HttpSink implements ExportSink, ExportSender {
     this.scheduler = options.scheduler ?? d.scheduler;
     this.random = options.random ?? d.random;
     this.now = options.now ?? d.now;
+    this.clock = options.clock ?? d.clock;
+    this.maxPermitAgeMs = options.limiter.maxPermitAgeMs ?? Infinity;
     this.storeFailures = options.storeFailures ?? d.storeFailures;
     this.onRetry = options.onRetry;
     this.onResponse = options.onResponse;
@@ -190,12 +202,19 @@ export class HttpSink implements ExportSink, ExportSender {
   }
 
   async attempt(job: ExportJob, cancellation: AttemptCancellation, options?: { renewOn401?: boolean }): Promise<{ statusCode: number }> {
+    // The caller's permit was granted just now: the delivery operators call `attempt` in the
+    // same synchronous run as the limiter's grant (rateLimit → attemptExports; slot → attempt).
+    const permitAt = this.clock();
     const authHeaders = lowerKeys(await this.auth.authorize());
     for (const k in authHeaders) this.rememberSecret(authHeaders[k]!);
+    // A permit grown old on the way (credentials awaited, an event loop stalled) would let
+    // requests that waited reach the endpoint together with fresh ones, past the limiter's
+    // bound: such a request takes a new permit. No limiter call while the permit is fresh.
+    if (this.clock() - permitAt > this.maxPermitAgeMs) await this.freshPermit(cancellation);
     const req = this.build(job, this.now());
     for (const k in authHeaders) req.headers[k] = authHeaders[k]!;
-    // Fencing at the last moment: after every await (the slot, the credentials), right
-    // before the request leaves. Pool mode: after a pause past the lease, nothing goes out.
+    // Fencing at the last moment: after every await (the slot, the credentials, a new permit),
+    // right before the request leaves. Pool mode: after a pause past the lease, nothing goes out.
     if (job.guard && !job.guard()) throw fenced(job);
     try {
       const res = await this.transport.send(req, { cancellation });
@@ -281,6 +300,35 @@ export class HttpSink implements ExportSink, ExportSender {
           },
           error: (err: unknown) => subscriber.error(err),
         });
+    });
+  }
+
+  /**
+   * A new permit from the limiter (honouring its wait). Cancelling the attempt gives the place
+   * up and resolves: the transport then rejects at once ("request cancelled"). Rejects as the
+   * limiter refuses (`ERR_RATE_LIMITER` when it closes).
+   */
+  private freshPermit(cancellation: AttemptCancellation): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let over = false;
+      const sub = slot(this.limiter).subscribe({
+        next: () => {
+          over = true;
+          resolve();
+        },
+        error: (err: unknown) => {
+          over = true;
+          reject(err);
+        },
+      });
+      if (!over) {
+        cancellation.attach({
+          cancel: () => {
+            sub.unsubscribe();
+            resolve();
+          },
+        });
+      }
     });
   }
 
