@@ -6,11 +6,18 @@
  * (Redis): only the worker that wins it logs and notifies, so there is one alert per condition.
  * Notifications go to the log (warning on raise, info on clear) and to the rule's channels
  * (`alert-channels.ts`) without ever waiting on them.
+ *
+ * `delay` rules read the source lag instead (`source-lag.ts`): the age of the oldest update
+ * waiting in the source, unacknowledged or not yet read. A source message is acknowledged once
+ * every export it caused has settled, so that age is the same for every dataflow of the rule
+ * (each gets its alert, as with the other rules). In a pool every worker measures the whole
+ * stream, so each judges the pool's condition, and the claim makes it one alert.
  */
 import type { AlertRuleConfig, AlertsConfig } from '../config/schema.js';
 import { latencyQuantileMs, type FiguresStore, type WindowFigures } from './figures.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
+import type { LagTotals } from './source-lag.js';
 
 /** An active alert, as the state store keeps it and `status` shows it. */
 export interface ActiveAlert {
@@ -103,8 +110,20 @@ export function readRule(rule: AlertRuleConfig, w: WindowFigures): RuleReading |
       return { value: p95, threshold: rule.thresholdMs, firing: p95 > rule.thresholdMs, message: `p95 latency ${Math.round(p95)} ms over the last ${secs}` };
     }
     case 'delay':
-      return undefined; // refused by the config loader (not supported yet)
+      return undefined; // read from the source lag (`readDelay`), not from the figures
   }
+}
+
+/** Evaluates a `delay` rule against the source lag. */
+export function readDelay(rule: Extract<AlertRuleConfig, { kind: 'delay' }>, lag: LagTotals): RuleReading {
+  const age = lag.oldestWaitingMs;
+  const waiting = `${lag.pending} not yet read, ${lag.ackPending} unacknowledged`;
+  return {
+    value: age,
+    threshold: rule.thresholdMs,
+    firing: age > rule.thresholdMs,
+    message: lag.pending + lag.ackPending === 0 ? 'no update waiting' : `the oldest update waiting is ${(age / 1000).toFixed(1)} s old (${waiting})`,
+  };
 }
 
 export interface AlertEngine {
@@ -130,6 +149,11 @@ export function startAlerts(o: {
   metrics?: Metrics;
   /** Flushes this worker's figures first (so an evaluation sees its last second). */
   flush?: () => Promise<void>;
+  /**
+   * The source lag for `delay` rules, once per evaluation; undefined (or a throw): unknown now,
+   * the rules' alerts keep their state. Without it `delay` rules never fire.
+   */
+  delay?: () => Promise<LagTotals | undefined>;
   now?: () => number;
   /** Evaluate on a timer. @default true */
   timer?: boolean;
@@ -151,15 +175,27 @@ export function startAlerts(o: {
     const t = now();
     const at = new Date(t).toISOString();
     const active = new Map((await o.state.active()).map((a) => [a.alertId, a]));
-    for (const rule of o.config.rules) {
-      if (!('windowMs' in rule)) continue;
-      const ids = rule.dataflows ?? o.dataflowIds;
+    let lag: Promise<LagTotals | undefined> | undefined;
+    const readings = async (rule: AlertRuleConfig, ids: readonly string[]): Promise<Map<string, RuleReading>> => {
+      const out = new Map<string, RuleReading>();
+      if (rule.kind === 'delay') {
+        lag ??= o.delay ? o.delay().catch(() => undefined) : Promise.resolve(undefined);
+        const totals = await lag;
+        if (totals) for (const id of ids) out.set(id, readDelay(rule, totals));
+        return out;
+      }
       const windows = await o.figures.window(ids, t - rule.windowMs, t + 1);
-      for (const dataflowId of ids) {
-        const reading = readRule(rule, windows[dataflowId] ?? { exported: 0, failed: 0, latency: {} });
-        if (!reading) continue;
+      for (const id of ids) {
+        const reading = readRule(rule, windows[id] ?? { exported: 0, failed: 0, latency: {} });
+        if (reading) out.set(id, reading);
+      }
+      return out;
+    };
+    for (const rule of o.config.rules) {
+      const ids = rule.dataflows ?? o.dataflowIds;
+      for (const [dataflowId, reading] of await readings(rule, ids)) {
         const alertId = `${rule.id}:${dataflowId}`;
-        const base = { alertId, rule: rule.id, kind: rule.kind, dataflowId, value: reading.value, threshold: reading.threshold, windowMs: rule.windowMs, message: reading.message };
+        const base = { alertId, rule: rule.id, kind: rule.kind, dataflowId, value: reading.value, threshold: reading.threshold, ...('windowMs' in rule ? { windowMs: rule.windowMs } : {}), message: reading.message };
         if (reading.firing && !active.has(alertId)) {
           if (await o.state.raise({ ...base, since: at })) notify(rule, { ...base, state: 'raised', at });
         } else if (!reading.firing && active.has(alertId)) {

@@ -16,6 +16,7 @@
 import { open, stat } from 'node:fs/promises';
 import type { FileProgress } from '../streams/file.js';
 import type { Metrics } from './metrics.js';
+import { throttledWarn, type WarnLogger } from './throttled-warn.js';
 
 /** One consumer's (or the file's) share of the source. */
 export interface PartitionLag {
@@ -213,4 +214,31 @@ export function startSourceLag(o: { meter: LagMeter; metrics?: Metrics; interval
       await o.meter.close();
     },
   };
+}
+
+/**
+ * The source-lag measurement of a worker's source (the JetStream meter is loaded only for a
+ * JetStream source): the file source's own progress, or the durable consumer (one worker) or
+ * every partition's current consumer (a pool: `store.kind: redis`).
+ */
+export async function openSourceLag(
+  config: { source: { kind: 'file'; path: string } | { kind: 'jetstream'; servers: string[]; stream: string; subject: string; durable: string; partitions: number }; store: { kind: string } },
+  source: { progress?: () => FileProgress | undefined },
+  o: { metrics?: Metrics; intervalMs?: number; logger?: WarnLogger } = {},
+): Promise<SourceLagMonitor | undefined> {
+  const warn = throttledWarn({ logger: o.logger, intervalMs: 60_000 });
+  const onError = (err: unknown): void => warn({ err }, 'source lag: cannot measure it now (gauges left out, delay alerts keep their state)');
+  const s = config.source;
+  if (s.kind === 'file') {
+    const progress = source.progress;
+    if (!progress) return undefined;
+    return startSourceLag({ ...o, onError, meter: fileLagMeter({ path: s.path, progress }) });
+  }
+  const { jetstreamLagMeter } = await import('./source-lag-jetstream.js');
+  const pool = config.store.kind === 'redis';
+  return startSourceLag({
+    ...o,
+    onError,
+    meter: jetstreamLagMeter({ servers: s.servers, stream: s.stream, subject: s.subject, durable: s.durable, ...(pool ? { partitions: s.partitions } : {}) }),
+  });
 }
