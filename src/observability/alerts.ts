@@ -47,29 +47,45 @@ export interface AlertMessage {
   message: string;
 }
 
-/** Where active alerts live; `raise`/`clear` are atomic claims (true: this caller made the transition). */
+/**
+ * Where active alerts live; `raise`/`clear` are atomic claims (true: this caller made the
+ * transition). A clear leaves the time of its evaluation behind, and a raise from an evaluation
+ * that started before it is refused: in a pool, a worker whose reading predates another
+ * worker's clear cannot raise the alert again from that stale reading (no flapping).
+ */
 export interface AlertStateStore {
-  raise(alert: ActiveAlert): Promise<boolean>;
-  /** Removes the alert; the removed record when this caller removed it. */
-  clear(alertId: string): Promise<ActiveAlert | undefined>;
+  /** @param evaluatedAt when the evaluation that saw the condition started (ms since the epoch) */
+  raise(alert: ActiveAlert, evaluatedAt: number): Promise<boolean>;
+  /** Removes the alert; the removed record when this caller removed it. @param evaluatedAt as for `raise` */
+  clear(alertId: string, evaluatedAt: number): Promise<ActiveAlert | undefined>;
   active(): Promise<ActiveAlert[]>;
   close(): Promise<void>;
 }
 
+/** What a state store keeps per alert id: the active alert, or when it was last cleared. */
+export type AlertRecord = ActiveAlert | { clearedAt: number };
+
+export const isCleared = (r: AlertRecord | undefined): r is { clearedAt: number } => r !== undefined && 'clearedAt' in r;
+
+/** Whether a raise from an evaluation started at `evaluatedAt` may replace `current`. */
+export const mayRaise = (current: AlertRecord | undefined, evaluatedAt: number): boolean =>
+  current === undefined || (isCleared(current) && current.clearedAt < evaluatedAt);
+
 export class MemoryAlertStateStore implements AlertStateStore {
-  private readonly alerts = new Map<string, ActiveAlert>();
-  async raise(alert: ActiveAlert): Promise<boolean> {
-    if (this.alerts.has(alert.alertId)) return false;
+  private readonly alerts = new Map<string, AlertRecord>();
+  async raise(alert: ActiveAlert, evaluatedAt: number): Promise<boolean> {
+    if (!mayRaise(this.alerts.get(alert.alertId), evaluatedAt)) return false;
     this.alerts.set(alert.alertId, alert);
     return true;
   }
-  async clear(alertId: string): Promise<ActiveAlert | undefined> {
+  async clear(alertId: string, evaluatedAt: number): Promise<ActiveAlert | undefined> {
     const a = this.alerts.get(alertId);
-    this.alerts.delete(alertId);
+    if (a === undefined || isCleared(a)) return undefined;
+    this.alerts.set(alertId, { clearedAt: evaluatedAt });
     return a;
   }
   async active(): Promise<ActiveAlert[]> {
-    return [...this.alerts.values()].sort((a, b) => a.alertId.localeCompare(b.alertId));
+    return [...this.alerts.values()].filter((a): a is ActiveAlert => !isCleared(a)).sort((a, b) => a.alertId.localeCompare(b.alertId));
   }
   async close(): Promise<void> {}
 }
@@ -197,9 +213,9 @@ export function startAlerts(o: {
         const alertId = `${rule.id}:${dataflowId}`;
         const base = { alertId, rule: rule.id, kind: rule.kind, dataflowId, value: reading.value, threshold: reading.threshold, ...('windowMs' in rule ? { windowMs: rule.windowMs } : {}), message: reading.message };
         if (reading.firing && !active.has(alertId)) {
-          if (await o.state.raise({ ...base, since: at })) notify(rule, { ...base, state: 'raised', at });
+          if (await o.state.raise({ ...base, since: at }, t)) notify(rule, { ...base, state: 'raised', at });
         } else if (!reading.firing && active.has(alertId)) {
-          if (await o.state.clear(alertId)) notify(rule, { ...base, state: 'cleared', at });
+          if (await o.state.clear(alertId, t)) notify(rule, { ...base, state: 'cleared', at });
         }
       }
     }

@@ -188,6 +188,15 @@ describe('alert engine against real servers', () => {
     await sleep(500);
     expect(hook.messages.map((m) => m.state)).toEqual(['raised']);
     expect(await workers[1].state.active()).toMatchObject([{ alertId: 'failures:flow-1', value: 3 }]);
+    // A worker whose evaluation started before another's clear cannot raise it again from that stale reading.
+    const [a, b] = workers.map((w) => w.state);
+    const alert = (await a.active())[0];
+    expect(await a.clear(alert.alertId, now + 10)).toMatchObject({ alertId: alert.alertId });
+    expect(await b.clear(alert.alertId, now + 11)).toBeUndefined();
+    expect(await b.raise(alert, now + 9)).toBe(false);
+    expect(await b.active()).toEqual([]);
+    expect(await b.raise(alert, now + 12)).toBe(true);
+    expect(await a.raise(alert, now + 13)).toBe(false);
     for (const w of workers) {
       await w.engine.close();
       await w.figures.close();
