@@ -179,8 +179,8 @@ export const commands = {
         const channels = openAlertChannels(config.alerts.channels, { logger, natsServers: config.source.kind === 'jetstream' ? config.source.servers : undefined });
         const lag = worker.lag;
         const delay = lag && (async () => {
-          const reading = await lag.measure();
-          return reading && lagTotals(reading);
+          const reading = await lag.measure(0);
+          return reading && { ...lagTotals(reading), at: reading.at };
         });
         alerts = startAlerts({ config: config.alerts, dataflowIds: config.dataflows.map((d) => d.id), figures, state: alertState, channels, logger, metrics, flush: () => flush.flush(), delay });
       }

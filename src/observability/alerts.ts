@@ -54,7 +54,7 @@ export interface AlertMessage {
  * worker's clear cannot raise the alert again from that stale reading (no flapping).
  */
 export interface AlertStateStore {
-  /** @param evaluatedAt when the evaluation that saw the condition started (ms since the epoch) */
+  /** @param evaluatedAt when the data the evaluation judged was observed (its start, or the source-lag measurement's time; ms since the epoch) */
   raise(alert: ActiveAlert, evaluatedAt: number): Promise<boolean>;
   /** Removes the alert; the removed record when this caller removed it. @param evaluatedAt as for `raise` */
   clear(alertId: string, evaluatedAt: number): Promise<ActiveAlert | undefined>;
@@ -166,10 +166,11 @@ export function startAlerts(o: {
   /** Flushes this worker's figures first (so an evaluation sees its last second). */
   flush?: () => Promise<void>;
   /**
-   * The source lag for `delay` rules, once per evaluation; undefined (or a throw): unknown now,
-   * the rules' alerts keep their state. Without it `delay` rules never fire.
+   * The source lag for `delay` rules, once per evaluation, with when it was measured (`at`, ms);
+   * undefined (or a throw): unknown now, the rules' alerts keep their state. Without it `delay`
+   * rules never fire.
    */
-  delay?: () => Promise<LagTotals | undefined>;
+  delay?: () => Promise<(LagTotals & { at?: number }) | undefined>;
   now?: () => number;
   /** Evaluate on a timer. @default true */
   timer?: boolean;
@@ -191,31 +192,33 @@ export function startAlerts(o: {
     const t = now();
     const at = new Date(t).toISOString();
     const active = new Map((await o.state.active()).map((a) => [a.alertId, a]));
-    let lag: Promise<LagTotals | undefined> | undefined;
-    const readings = async (rule: AlertRuleConfig, ids: readonly string[]): Promise<Map<string, RuleReading>> => {
-      const out = new Map<string, RuleReading>();
+    let lag: Promise<(LagTotals & { at?: number }) | undefined> | undefined;
+    /** The rule's readings per dataflow, and when the data they judge was observed. */
+    const readings = async (rule: AlertRuleConfig, ids: readonly string[]): Promise<{ observedAt: number; byFlow: Map<string, RuleReading> }> => {
+      const byFlow = new Map<string, RuleReading>();
       if (rule.kind === 'delay') {
         lag ??= o.delay ? o.delay().catch(() => undefined) : Promise.resolve(undefined);
         const totals = await lag;
-        if (totals) for (const id of ids) out.set(id, readDelay(rule, totals));
-        return out;
+        if (totals) for (const id of ids) byFlow.set(id, readDelay(rule, totals));
+        return { observedAt: Math.min(t, totals?.at ?? t), byFlow };
       }
       const windows = await o.figures.window(ids, t - rule.windowMs, t + 1);
       for (const id of ids) {
         const reading = readRule(rule, windows[id] ?? { exported: 0, failed: 0, latency: {} });
-        if (reading) out.set(id, reading);
+        if (reading) byFlow.set(id, reading);
       }
-      return out;
+      return { observedAt: t, byFlow };
     };
     for (const rule of o.config.rules) {
       const ids = rule.dataflows ?? o.dataflowIds;
-      for (const [dataflowId, reading] of await readings(rule, ids)) {
+      const { observedAt, byFlow } = await readings(rule, ids);
+      for (const [dataflowId, reading] of byFlow) {
         const alertId = `${rule.id}:${dataflowId}`;
         const base = { alertId, rule: rule.id, kind: rule.kind, dataflowId, value: reading.value, threshold: reading.threshold, ...('windowMs' in rule ? { windowMs: rule.windowMs } : {}), message: reading.message };
         if (reading.firing && !active.has(alertId)) {
-          if (await o.state.raise({ ...base, since: at }, t)) notify(rule, { ...base, state: 'raised', at });
+          if (await o.state.raise({ ...base, since: at }, observedAt)) notify(rule, { ...base, state: 'raised', at });
         } else if (!reading.firing && active.has(alertId)) {
-          if (await o.state.clear(alertId, t)) notify(rule, { ...base, state: 'cleared', at });
+          if (await o.state.clear(alertId, observedAt)) notify(rule, { ...base, state: 'cleared', at });
         }
       }
     }

@@ -50,7 +50,9 @@ async function consumerLag(jsm: JetStreamManager, stream: string, info: Consumer
 export function jetstreamLagMeter(o: JetStreamLagOptions): LagMeter {
   let nats: Promise<NatsHandle> | undefined;
   let jsm: Promise<JetStreamManager> | undefined;
+  let closed = false;
   const manager = (): Promise<JetStreamManager> => {
+    if (closed) return Promise.reject(new Error('source lag: the meter is closed'));
     nats ??= connectNats({ servers: o.servers, name: 'http-destination:lag' });
     jsm ??= nats.then((h) => jetstreamManager(h.nc));
     return jsm.catch((err: unknown) => {
@@ -104,6 +106,7 @@ export function jetstreamLagMeter(o: JetStreamLagOptions): LagMeter {
       return { source: 'jetstream', at, partitions };
     },
     async close() {
+      closed = true;
       const h = nats;
       nats = undefined;
       jsm = undefined;

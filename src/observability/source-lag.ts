@@ -176,6 +176,8 @@ export function startSourceLag(o: { meter: LagMeter; metrics?: Metrics; interval
   let closed = false;
 
   const take = (): Promise<SourceLag | undefined> => {
+    // Closed: nothing measures again (a measurement would open a connection nobody closes).
+    if (closed) return Promise.resolve(undefined);
     running ??= o.meter
       .measure()
       .then(
