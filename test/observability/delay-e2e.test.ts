@@ -182,6 +182,12 @@ describe('delay alert on JetStream', () => {
     expect(split).toMatchObject({ mode: 'pool', pool: 'delay-pool-worker', partitionCount: 4 });
     expect(split.workers.filter((w) => w.live)).toHaveLength(2);
     for (const p of split.partitions) expect(p.epoch).toBeGreaterThan(0);
+    // Both ready, the pool check included (each holds a lease).
+    for (const port of ports) {
+      const ready = (await until('/readyz to answer 200', () => getJson(port, '/readyz'), 30_000, logs)) as { ready: boolean; checks: Array<{ name: string; ok: boolean }> };
+      expect(ready.ready).toBe(true);
+      expect(ready.checks.map((c) => c.name).sort()).toEqual(['nats', 'pool', 'redis', 'worker']);
+    }
     const events = Array.from({ length: 12 }, (_, i) => enter(`pool-${i}`));
     await publish(bb, cfg, 'delay-pool.jsonl', events);
     await until('the delay alert to be raised', () => transitions(...workers.map((w) => w.stderr)).length >= 1 || undefined, 60_000, logs);
