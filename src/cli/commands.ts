@@ -11,6 +11,7 @@ import { ADMIN_DEFAULTS, isLoopback, startAdminServer, type AdminServer } from '
 import { Health } from '../observability/health.js';
 import { openFiguresStore, startFiguresFlush } from '../observability/figures.js';
 import { startAlerts, type AlertEngine } from '../observability/alerts.js';
+import { lagTotals } from '../observability/source-lag.js';
 import { openAlertChannels } from '../observability/alert-channels.js';
 import { openAlertStateStore } from '../observability/alerts-redis.js';
 import type { Logger } from '../observability/logger.js';
@@ -169,14 +170,19 @@ export const commands = {
           token: config.admin?.token,
           redact: createRedactor(config.secrets).value,
           logger,
-          api: workerApi({ config, logger, figures, flush: () => flush.flush(), alerts: alertState, failed: () => worker?.failed }),
+          api: workerApi({ config, logger, figures, flush: () => flush.flush(), alerts: alertState, failed: () => worker?.failed, source: () => worker }),
         });
         logger.info({ host, port: admin.port }, 'admin server listening');
       }
       worker = await startWorker({ config, logger, once: o.once, metrics, health: admin ? health : undefined });
       if (config.alerts && alertState) {
         const channels = openAlertChannels(config.alerts.channels, { logger, natsServers: config.source.kind === 'jetstream' ? config.source.servers : undefined });
-        alerts = startAlerts({ config: config.alerts, dataflowIds: config.dataflows.map((d) => d.id), figures, state: alertState, channels, logger, metrics, flush: () => flush.flush() });
+        const lag = worker.lag;
+        const delay = lag && (async () => {
+          const reading = await lag.measure(0);
+          return reading && { ...lagTotals(reading), at: reading.at };
+        });
+        alerts = startAlerts({ config: config.alerts, dataflowIds: config.dataflows.map((d) => d.id), figures, state: alertState, channels, logger, metrics, flush: () => flush.flush(), delay });
       }
     } catch (err) {
       await closeMonitoring();

@@ -295,11 +295,6 @@ function checkAlerts(c: RawConfig, problems: ConfigError[]): void {
     }
   });
   c.alerts.rules.forEach((r, i) => {
-    if (r.kind === 'delay') {
-      // Refused rather than accepted and never fired: the worker cannot yet see the age of the
-      // oldest update waiting (README, Alerts).
-      problems.push(new ConfigError(`alerts.rules[${i}].kind`, 'delay rules are not supported by this version yet (failedRequests, failureRate, latencyP95 are)'));
-    }
     r.channels.forEach((id, j) => {
       if (!channels.has(id)) problems.push(new ConfigError(`alerts.rules[${i}].channels[${j}]`, `unknown channel "${id}" (declare it under alerts.channels)`));
     });

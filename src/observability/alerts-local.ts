@@ -8,7 +8,7 @@
  */
 import type { Database } from 'lmdb';
 import { openLocalEnv, type LocalEnv } from '../stores/local-env.js';
-import type { ActiveAlert, AlertStateStore } from './alerts.js';
+import { isCleared, mayRaise, type ActiveAlert, type AlertRecord, type AlertStateStore } from './alerts.js';
 
 /**
  * @example
@@ -24,28 +24,30 @@ export class LocalAlertStateStore implements AlertStateStore {
     this.db = this.env.db('alerts');
   }
 
-  async raise(alert: ActiveAlert): Promise<boolean> {
+  async raise(alert: ActiveAlert, evaluatedAt: number): Promise<boolean> {
     let raised = false;
     await this.env.root.transaction(() => {
-      if (this.db.get(alert.alertId) !== undefined) return;
+      if (!mayRaise(this.db.get(alert.alertId) as AlertRecord | undefined, evaluatedAt)) return;
       this.db.put(alert.alertId, alert);
       raised = true;
     });
     return raised;
   }
 
-  async clear(alertId: string): Promise<ActiveAlert | undefined> {
+  async clear(alertId: string, evaluatedAt: number): Promise<ActiveAlert | undefined> {
     let removed: ActiveAlert | undefined;
     await this.env.root.transaction(() => {
-      removed = this.db.get(alertId) as ActiveAlert | undefined;
-      if (removed !== undefined) this.db.remove(alertId);
+      const current = this.db.get(alertId) as AlertRecord | undefined;
+      if (current === undefined || isCleared(current)) return;
+      removed = current;
+      this.db.put(alertId, { clearedAt: evaluatedAt });
     });
     return removed;
   }
 
   async active(): Promise<ActiveAlert[]> {
     const out: ActiveAlert[] = [];
-    for (const { value } of this.db.getRange()) out.push(value as ActiveAlert);
+    for (const { value } of this.db.getRange()) if (!isCleared(value as AlertRecord)) out.push(value as ActiveAlert);
     return out.sort((a, b) => a.alertId.localeCompare(b.alertId));
   }
 

@@ -6,11 +6,18 @@
  * (Redis): only the worker that wins it logs and notifies, so there is one alert per condition.
  * Notifications go to the log (warning on raise, info on clear) and to the rule's channels
  * (`alert-channels.ts`) without ever waiting on them.
+ *
+ * `delay` rules read the source lag instead (`source-lag.ts`): the age of the oldest update
+ * waiting in the source, unacknowledged or not yet read. A source message is acknowledged once
+ * every export it caused has settled, so that age is the same for every dataflow of the rule
+ * (each gets its alert, as with the other rules). In a pool every worker measures the whole
+ * stream, so each judges the pool's condition, and the claim makes it one alert.
  */
 import type { AlertRuleConfig, AlertsConfig } from '../config/schema.js';
 import { latencyQuantileMs, type FiguresStore, type WindowFigures } from './figures.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
+import type { LagTotals } from './source-lag.js';
 
 /** An active alert, as the state store keeps it and `status` shows it. */
 export interface ActiveAlert {
@@ -40,29 +47,45 @@ export interface AlertMessage {
   message: string;
 }
 
-/** Where active alerts live; `raise`/`clear` are atomic claims (true: this caller made the transition). */
+/**
+ * Where active alerts live; `raise`/`clear` are atomic claims (true: this caller made the
+ * transition). A clear leaves the time of its evaluation behind, and a raise from an evaluation
+ * that started before it is refused: in a pool, a worker whose reading predates another
+ * worker's clear cannot raise the alert again from that stale reading (no flapping).
+ */
 export interface AlertStateStore {
-  raise(alert: ActiveAlert): Promise<boolean>;
-  /** Removes the alert; the removed record when this caller removed it. */
-  clear(alertId: string): Promise<ActiveAlert | undefined>;
+  /** @param evaluatedAt when the data the evaluation judged was observed (its start, or the source-lag measurement's time; ms since the epoch) */
+  raise(alert: ActiveAlert, evaluatedAt: number): Promise<boolean>;
+  /** Removes the alert; the removed record when this caller removed it. @param evaluatedAt as for `raise` */
+  clear(alertId: string, evaluatedAt: number): Promise<ActiveAlert | undefined>;
   active(): Promise<ActiveAlert[]>;
   close(): Promise<void>;
 }
 
+/** What a state store keeps per alert id: the active alert, or when it was last cleared. */
+export type AlertRecord = ActiveAlert | { clearedAt: number };
+
+export const isCleared = (r: AlertRecord | undefined): r is { clearedAt: number } => r !== undefined && 'clearedAt' in r;
+
+/** Whether a raise from an evaluation started at `evaluatedAt` may replace `current`. */
+export const mayRaise = (current: AlertRecord | undefined, evaluatedAt: number): boolean =>
+  current === undefined || (isCleared(current) && current.clearedAt < evaluatedAt);
+
 export class MemoryAlertStateStore implements AlertStateStore {
-  private readonly alerts = new Map<string, ActiveAlert>();
-  async raise(alert: ActiveAlert): Promise<boolean> {
-    if (this.alerts.has(alert.alertId)) return false;
+  private readonly alerts = new Map<string, AlertRecord>();
+  async raise(alert: ActiveAlert, evaluatedAt: number): Promise<boolean> {
+    if (!mayRaise(this.alerts.get(alert.alertId), evaluatedAt)) return false;
     this.alerts.set(alert.alertId, alert);
     return true;
   }
-  async clear(alertId: string): Promise<ActiveAlert | undefined> {
+  async clear(alertId: string, evaluatedAt: number): Promise<ActiveAlert | undefined> {
     const a = this.alerts.get(alertId);
-    this.alerts.delete(alertId);
+    if (a === undefined || isCleared(a)) return undefined;
+    this.alerts.set(alertId, { clearedAt: evaluatedAt });
     return a;
   }
   async active(): Promise<ActiveAlert[]> {
-    return [...this.alerts.values()].sort((a, b) => a.alertId.localeCompare(b.alertId));
+    return [...this.alerts.values()].filter((a): a is ActiveAlert => !isCleared(a)).sort((a, b) => a.alertId.localeCompare(b.alertId));
   }
   async close(): Promise<void> {}
 }
@@ -103,8 +126,20 @@ export function readRule(rule: AlertRuleConfig, w: WindowFigures): RuleReading |
       return { value: p95, threshold: rule.thresholdMs, firing: p95 > rule.thresholdMs, message: `p95 latency ${Math.round(p95)} ms over the last ${secs}` };
     }
     case 'delay':
-      return undefined; // refused by the config loader (not supported yet)
+      return undefined; // read from the source lag (`readDelay`), not from the figures
   }
+}
+
+/** Evaluates a `delay` rule against the source lag. */
+export function readDelay(rule: Extract<AlertRuleConfig, { kind: 'delay' }>, lag: LagTotals): RuleReading {
+  const age = lag.oldestWaitingMs;
+  const waiting = `${lag.pending} not yet read, ${lag.ackPending} unacknowledged`;
+  return {
+    value: age,
+    threshold: rule.thresholdMs,
+    firing: age > rule.thresholdMs,
+    message: lag.pending + lag.ackPending === 0 ? 'no update waiting' : `the oldest update waiting is ${(age / 1000).toFixed(1)} s old (${waiting})`,
+  };
 }
 
 export interface AlertEngine {
@@ -130,6 +165,12 @@ export function startAlerts(o: {
   metrics?: Metrics;
   /** Flushes this worker's figures first (so an evaluation sees its last second). */
   flush?: () => Promise<void>;
+  /**
+   * The source lag for `delay` rules, once per evaluation, with when it was measured (`at`, ms);
+   * undefined (or a throw): unknown now, the rules' alerts keep their state. Without it `delay`
+   * rules never fire.
+   */
+  delay?: () => Promise<(LagTotals & { at?: number }) | undefined>;
   now?: () => number;
   /** Evaluate on a timer. @default true */
   timer?: boolean;
@@ -151,19 +192,33 @@ export function startAlerts(o: {
     const t = now();
     const at = new Date(t).toISOString();
     const active = new Map((await o.state.active()).map((a) => [a.alertId, a]));
-    for (const rule of o.config.rules) {
-      if (!('windowMs' in rule)) continue;
-      const ids = rule.dataflows ?? o.dataflowIds;
+    let lag: Promise<(LagTotals & { at?: number }) | undefined> | undefined;
+    /** The rule's readings per dataflow, and when the data they judge was observed. */
+    const readings = async (rule: AlertRuleConfig, ids: readonly string[]): Promise<{ observedAt: number; byFlow: Map<string, RuleReading> }> => {
+      const byFlow = new Map<string, RuleReading>();
+      if (rule.kind === 'delay') {
+        lag ??= o.delay ? o.delay().catch(() => undefined) : Promise.resolve(undefined);
+        const totals = await lag;
+        if (totals) for (const id of ids) byFlow.set(id, readDelay(rule, totals));
+        return { observedAt: Math.min(t, totals?.at ?? t), byFlow };
+      }
       const windows = await o.figures.window(ids, t - rule.windowMs, t + 1);
-      for (const dataflowId of ids) {
-        const reading = readRule(rule, windows[dataflowId] ?? { exported: 0, failed: 0, latency: {} });
-        if (!reading) continue;
+      for (const id of ids) {
+        const reading = readRule(rule, windows[id] ?? { exported: 0, failed: 0, latency: {} });
+        if (reading) byFlow.set(id, reading);
+      }
+      return { observedAt: t, byFlow };
+    };
+    for (const rule of o.config.rules) {
+      const ids = rule.dataflows ?? o.dataflowIds;
+      const { observedAt, byFlow } = await readings(rule, ids);
+      for (const [dataflowId, reading] of byFlow) {
         const alertId = `${rule.id}:${dataflowId}`;
-        const base = { alertId, rule: rule.id, kind: rule.kind, dataflowId, value: reading.value, threshold: reading.threshold, windowMs: rule.windowMs, message: reading.message };
+        const base = { alertId, rule: rule.id, kind: rule.kind, dataflowId, value: reading.value, threshold: reading.threshold, ...('windowMs' in rule ? { windowMs: rule.windowMs } : {}), message: reading.message };
         if (reading.firing && !active.has(alertId)) {
-          if (await o.state.raise({ ...base, since: at })) notify(rule, { ...base, state: 'raised', at });
+          if (await o.state.raise({ ...base, since: at }, observedAt)) notify(rule, { ...base, state: 'raised', at });
         } else if (!reading.firing && active.has(alertId)) {
-          if (await o.state.clear(alertId)) notify(rule, { ...base, state: 'cleared', at });
+          if (await o.state.clear(alertId, observedAt)) notify(rule, { ...base, state: 'cleared', at });
         }
       }
     }

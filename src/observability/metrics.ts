@@ -102,6 +102,14 @@ export interface DataflowCounters {
   rateLimitWait: BucketCounts;
 }
 
+/** A source-lag measurement as the gauges read it (`SourceLag` of `source-lag.ts`). */
+export interface SourceLagSample {
+  source: string;
+  /** When measured, ms since the epoch. */
+  at: number;
+  partitions: ReadonlyArray<{ partition?: number; pending: number; ackPending: number; oldestAt?: number }>;
+}
+
 export interface MetricsOptions {
   /** Also export prom-client's default metrics (process, heap, GC, event-loop lag). @default false */
   defaultMetrics?: boolean;
@@ -167,7 +175,7 @@ export class Metrics {
   readonly registry = new Registry();
   private readonly flows = new Map<string, DataflowCounters>();
   private readonly now: () => number;
-  private sourceLag?: { source: string; read: () => number | undefined | Promise<number | undefined> };
+  private sourceLag?: SourceLagSample;
   private activeAlerts = 0;
 
   constructor(options: MetricsOptions = {}) {
@@ -273,22 +281,40 @@ export class Metrics {
       this.registry,
       () => [...this.flows].map(([id, c]) => [id, c.rateLimitWait] as [string, BucketCounts]),
     );
+    // The source lag, as last measured (`source-lag.ts`, every 5 s); absent while unknown.
+    const lagLabels = (p: { partition?: number }): { source: string; partition: string } => ({ source: self.sourceLag!.source, partition: p.partition === undefined ? 'all' : String(p.partition) });
     new Gauge({
       name: 'http_destination_source_pending_messages',
-      help: 'Messages of the source not yet delivered to this worker (JetStream: the consumers\' num_pending); absent when unknown.',
+      help: 'Messages of the source not yet delivered to a worker (JetStream: the consumer\'s num_pending; file: lines not yet read), per partition (all: the source read as a whole).',
+      labelNames: ['source', 'partition'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of self.sourceLag?.partitions ?? []) this.set(lagLabels(p), p.pending);
+      },
+    });
+    new Gauge({
+      name: 'http_destination_source_unacked_messages',
+      help: 'Messages of the source delivered (read) and not yet acknowledged, per partition.',
+      labelNames: ['source', 'partition'],
+      registers,
+      collect() {
+        this.reset();
+        for (const p of self.sourceLag?.partitions ?? []) this.set(lagLabels(p), p.ackPending);
+      },
+    });
+    new Gauge({
+      name: 'http_destination_source_oldest_waiting_seconds',
+      help: 'Age of the oldest message of the source waiting (unacknowledged or not yet read) at the last measurement; 0 when none waits.',
       labelNames: ['source'],
       registers,
-      async collect() {
+      collect() {
         this.reset();
         const lag = self.sourceLag;
         if (!lag) return;
-        let v: number | undefined;
-        try {
-          v = await lag.read();
-        } catch {
-          v = undefined;
-        }
-        if (v !== undefined && Number.isFinite(v)) this.set({ source: lag.source }, v);
+        let oldest = Infinity;
+        for (const p of lag.partitions) if (p.oldestAt !== undefined && p.oldestAt < oldest) oldest = p.oldestAt;
+        this.set({ source: lag.source }, oldest === Infinity ? 0 : Math.max(0, lag.at - oldest) / 1000);
       },
     });
     new Gauge({
@@ -374,12 +400,9 @@ export class Metrics {
     if (seconds >= 0) this.flow(dataflowId).rateLimitWait.observe(seconds);
   }
 
-  /**
-   * The source (`source`: its kind, the gauge's label) says how many messages wait for this
-   * worker; read at each scrape (undefined or a throw: unknown, the sample is left out).
-   */
-  setSourceLag(source: string, read: () => number | undefined | Promise<number | undefined>): void {
-    this.sourceLag = { source, read };
+  /** The source lag's last measurement (`source-lag.ts`); undefined: unknown, the gauges are left out. */
+  setSourceLag(lag: SourceLagSample | undefined): void {
+    this.sourceLag = lag;
   }
 
   /** The alert engine's count of alerts raised and not cleared. */

@@ -21,6 +21,18 @@ export interface Source {
 }
 
 /**
+ * How far a file source got, in bytes and lines: the first line not yet settled (`offset`,
+ * `line` lines before it) and the next line to read (`readOffset`, `readLine` lines before it).
+ * The source-lag meter compares them with the file's end.
+ */
+export interface FileProgress {
+  offset: number;
+  line: number;
+  readOffset: number;
+  readLine: number;
+}
+
+/**
  * Where a file source goes on from: the first line not yet settled, and the identity of the
  * file it belongs to (a file truncated or replaced since is read from its start).
  */
@@ -127,7 +139,7 @@ async function headHash(fh: FileHandle, bytes: number): Promise<string> {
  * const src = fileSource({ path: 'events.jsonl', positions: localStore });
  * src.messages$.subscribe((m) => { handle(m); m.ack(); });
  */
-export function fileSource(options: FileSourceOptions): Source {
+export function fileSource(options: FileSourceOptions): Source & { progress(): FileProgress | undefined } {
   const {
     path,
     follow = false,
@@ -140,6 +152,8 @@ export function fileSource(options: FileSourceOptions): Source {
     onWarning,
   } = options;
   const positionKey = `file:${path}`;
+  /** Set while subscribed and reading (`progress()`). */
+  let progress: (() => FileProgress) | undefined;
   let stopped = false;
   let kicked = false;
   let wake: (() => void) | undefined;
@@ -285,6 +299,7 @@ export function fileSource(options: FileSourceOptions): Source {
         readSoFar = offset;
         nextStart = offset;
         nextLine = start.line;
+        progress = () => ({ ...current(), readOffset: nextStart, readLine: nextLine });
         let lineNo = start.line;
         // The line being read: its parts (at most maxLineBytes + 1 bytes kept) and its length.
         let parts: Buffer[] = [];
@@ -359,6 +374,7 @@ export function fileSource(options: FileSourceOptions): Source {
         while (inFlight > 0 && !subscriber.closed) await waitForSignal();
         await save();
       } finally {
+        progress = undefined;
         watcher?.close();
         const handle = fh;
         await saving;
@@ -383,5 +399,6 @@ export function fileSource(options: FileSourceOptions): Source {
       stopped = true;
       signal();
     },
+    progress: () => progress?.(),
   };
 }

@@ -5,7 +5,8 @@
 import type { AppConfig } from '../config/load.js';
 import type { Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
-import { fileSource, type Source } from '../streams/file.js';
+import { fileSource, type FileProgress, type Source } from '../streams/file.js';
+import { openSourceLag, type SourceLagMonitor } from '../observability/source-lag.js';
 import { retryWithBackoff } from '../operators/retry-with-backoff.js';
 import type { HttpSink } from '../sinks/http/sink.js';
 import { backfillSource, beginBackfills } from '../streams/backfill.js';
@@ -39,6 +40,10 @@ export interface WorkerHandle {
   readonly metrics: Metrics;
   /** The failed-request store this worker writes (the admin API lists it). */
   readonly failed: FailedRequestStore;
+  /** The source lag, measured while an admin server runs or a delay rule needs it. */
+  readonly lag?: SourceLagMonitor;
+  /** The pool coordinator (pool mode). */
+  readonly pool?: PoolCoordinator;
 }
 
 export interface WorkerOptions {
@@ -51,7 +56,12 @@ export interface WorkerOptions {
   health?: Health;
 }
 
-async function openSource(config: AppConfig, once: boolean, logger: Logger, store: SnapshotStore): Promise<Source & { coordinator?: PoolCoordinator }> {
+async function openSource(
+  config: AppConfig,
+  once: boolean,
+  logger: Logger,
+  store: SnapshotStore,
+): Promise<Source & { coordinator?: PoolCoordinator; progress?: () => FileProgress | undefined }> {
   const s = config.source;
   if (s.kind === 'file') {
     return fileSource({
@@ -114,6 +124,11 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     for (const check of checksFor(config, { coordinator: source.coordinator })) options.health.add(check);
     options.health.ready();
   }
+  // Monitoring wiring: the source lag (gauges, delay alerts, /api/partitions).
+  const lag =
+    options.health !== undefined || config.alerts?.rules.some((r) => r.kind === 'delay')
+      ? await openSourceLag(config, source, { metrics, logger })
+      : undefined;
 
   const sinkFor = (id: string): HttpSink => {
     const sink = sinks.get(id);
@@ -203,7 +218,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     } finally {
       if (drainTimer) clearTimeout(drainTimer);
       subscription.unsubscribe();
-      await Promise.allSettled([sinks.close(), store.close(), failures.close(), limiters?.close()]);
+      await Promise.allSettled([sinks.close(), store.close(), failures.close(), limiters?.close(), lag?.close()]);
     }
     const totals = metrics.totals();
     const dataflows: RunSummary['dataflows'] = {};
@@ -223,5 +238,6 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     };
   })();
 
-  return { done, stop, metrics, failed: failures.failed };
+  return { done, stop, metrics, failed: failures.failed, lag, pool: source.coordinator };
 }
+

@@ -117,7 +117,9 @@ describe('alert config', () => {
     expect(problems({ rules: [{ id: 'x', kind: 'failedRequests', threshold: 1, windowMs: 60_000, channels: ['nope'] }] })).toMatch(/alerts\.rules\[0\]\.channels\[0\]: unknown channel "nope"/);
     expect(problems({ channels: [{ id: 'bus', kind: 'nats', subject: 'a.b' }] })).toMatch(/alerts\.channels\[0\]\.kind: a nats channel needs source\.kind: jetstream/);
     expect(problems({ rules: [{ id: 'x', kind: 'failedRequests', threshold: 1, windowMs: 60_000, dataflows: ['flow-9'] }] })).toMatch(/alerts\.rules\[0\]\.dataflows\[0\]: unknown dataflow "flow-9"/);
-    expect(problems({ rules: [{ id: 'x', kind: 'delay', thresholdMs: 1_000 }] })).toMatch(/alerts\.rules\[0\]\.kind: delay rules are not supported/);
+    expect(problems({ rules: [{ id: 'x', kind: 'delay', thresholdMs: 0 }] })).toMatch(/alerts\.rules\[0\]\.thresholdMs/);
+    expect(problems({ rules: [{ id: 'x', kind: 'delay', thresholdMs: 1_000, windowMs: 60_000 }] })).toMatch(/alerts\.rules\[0\]/);
+    expect(problems({ rules: [{ id: 'x', kind: 'delay', thresholdMs: 900_000 }] })).toBe('');
     expect(problems({ channels: [{ id: 'h', kind: 'webhook', url: 'http://x/y' }], rules: [{ id: 'x', kind: 'failureRate', threshold: 0.1, windowMs: 60_000, channels: ['h'] }] })).toBe('');
   });
   it('keeps webhook signing secrets masked', () => {
@@ -186,6 +188,15 @@ describe('alert engine against real servers', () => {
     await sleep(500);
     expect(hook.messages.map((m) => m.state)).toEqual(['raised']);
     expect(await workers[1].state.active()).toMatchObject([{ alertId: 'failures:flow-1', value: 3 }]);
+    // A worker whose evaluation started before another's clear cannot raise it again from that stale reading.
+    const [a, b] = workers.map((w) => w.state);
+    const alert = (await a.active())[0];
+    expect(await a.clear(alert.alertId, now + 10)).toMatchObject({ alertId: alert.alertId });
+    expect(await b.clear(alert.alertId, now + 11)).toBeUndefined();
+    expect(await b.raise(alert, now + 9)).toBe(false);
+    expect(await b.active()).toEqual([]);
+    expect(await b.raise(alert, now + 12)).toBe(true);
+    expect(await a.raise(alert, now + 13)).toBe(false);
     for (const w of workers) {
       await w.engine.close();
       await w.figures.close();

@@ -87,12 +87,17 @@ describe('alerts on the local store', () => {
     const b = new LocalAlertStateStore({ path });
     const alert: ActiveAlert = { alertId: 'x:flow-1', rule: 'x', kind: 'failedRequests', dataflowId: 'flow-1', since: new Date(0).toISOString(), value: 1, threshold: 1, windowMs: 60_000, message: 'm' };
     try {
-      const raised = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).raise({ ...alert, value: i })));
+      const raised = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).raise({ ...alert, value: i }, 1_000)));
       expect(raised.filter(Boolean)).toHaveLength(1);
       expect(await b.active()).toEqual([{ ...alert, value: raised.indexOf(true) }]);
-      const cleared = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).clear(alert.alertId)));
+      const cleared = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).clear(alert.alertId, 2_000)));
       expect(cleared.filter((c) => c !== undefined)).toHaveLength(1);
       expect(await a.active()).toEqual([]);
+      // A raise from an evaluation that started before that clear is stale: refused; a later one raises.
+      expect(await b.raise(alert, 1_999)).toBe(false);
+      expect(await a.active()).toEqual([]);
+      expect(await b.raise(alert, 2_001)).toBe(true);
+      expect(await a.active()).toEqual([alert]);
     } finally {
       await Promise.all([a.close(), b.close()]);
     }

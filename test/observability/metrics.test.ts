@@ -71,22 +71,25 @@ describe('Metrics (prom-client)', () => {
     expect(sample(text, 'http_destination_rate_limit_wait_seconds_count{dataflow="flow-1"}')).toBe(2);
   });
 
-  it('reads the source lag from the callback at each scrape, leaving it out when unknown', async () => {
+  it('shows the last source-lag measurement per partition, leaving it out when unknown', async () => {
     const m = new Metrics();
-    let lag: number | undefined = 42;
-    m.setSourceLag('jetstream', async () => lag);
+    const at = Date.UTC(2026, 11, 5, 10, 0, 0);
+    m.setSourceLag({ source: 'jetstream', at, partitions: [{ partition: 0, pending: 42, ackPending: 3, oldestAt: at - 12_500 }, { partition: 1, pending: 0, ackPending: 0 }] });
     m.setAlertsActive(2);
     let text = await m.render();
-    expect(sample(text, 'http_destination_source_pending_messages{source="jetstream"}')).toBe(42);
+    expect(sample(text, 'http_destination_source_pending_messages{source="jetstream",partition="0"}')).toBe(42);
+    expect(sample(text, 'http_destination_source_pending_messages{source="jetstream",partition="1"}')).toBe(0);
+    expect(sample(text, 'http_destination_source_unacked_messages{source="jetstream",partition="0"}')).toBe(3);
+    expect(sample(text, 'http_destination_source_oldest_waiting_seconds{source="jetstream"}')).toBe(12.5);
     expect(sample(text, 'http_destination_alerts_active')).toBe(2);
-    lag = undefined;
+    m.setSourceLag({ source: 'file', at, partitions: [{ pending: 0, ackPending: 0 }] });
     text = await m.render();
-    expect(sample(text, 'http_destination_source_pending_messages{source="jetstream"}')).toBeUndefined();
-    m.setSourceLag('jetstream', () => {
-      throw new Error('nats down');
-    });
+    expect(sample(text, 'http_destination_source_pending_messages{source="file",partition="all"}')).toBe(0);
+    expect(sample(text, 'http_destination_source_oldest_waiting_seconds{source="file"}')).toBe(0);
+    expect(text).not.toContain('source="jetstream"');
+    m.setSourceLag(undefined);
     text = await m.render();
-    expect(sample(text, 'http_destination_source_pending_messages{source="jetstream"}')).toBeUndefined();
+    expect(text).not.toMatch(/^http_destination_source_\w+\{/m);
   });
 
   it('adds the default Node metrics on request, in its own registry', async () => {

@@ -1,12 +1,12 @@
 /**
  * Startup that tells the truth, through the built command: a worker that cannot reach NATS
- * retries for worker.startupTimeoutMs, logging each try, then exits 1 (nothing it opened keeps
+ * (or Redis) retries for worker.startupTimeoutMs, logging each try, then exits 1 (nothing it opened keeps
  * it alive, the admin server included); a non-loopback admin bind without admin.token is a
  * usage error.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closedPort } from '../support/receiver.js';
-import { ensureBuilt, logLines, removeTempDirs, runCli, stopAll, tempDir, writeConfig } from '../support/cli.js';
+import { ensureBuilt, logLines, removeTempDirs, runCli, stopAll, tempDir, writeConfig, writeEvents } from '../support/cli.js';
 
 const base = (natsUrl: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
   source: { kind: 'jetstream', servers: natsUrl },
@@ -36,6 +36,23 @@ describe('startup', () => {
     const tries = logLines(r.stderr).filter((l) => l.msg === 'startup: backbone not reachable yet; retrying');
     expect(tries.length).toBeGreaterThanOrEqual(2);
     expect(r.stderr).toMatch(/error \(ERR_STARTUP\): gave up after \d+ tries in 2500 ms \(worker\.startupTimeoutMs\): cannot connect to NATS/);
+  });
+
+  it('exits 1 after worker.startupTimeoutMs when Redis does not answer, logging each try', async () => {
+    const port = await closedPort();
+    const dir = tempDir();
+    writeEvents(dir, []);
+    const cfg = writeConfig(dir, {
+      ...base('nats://127.0.0.1:4222'),
+      source: { kind: 'file', path: 'events.jsonl' },
+      store: { kind: 'redis', url: `redis://127.0.0.1:${port}` },
+      worker: { startupTimeoutMs: 2_500 },
+    });
+    const r = await runCli(['run', '--config', cfg, '--metrics-port', '0'], { timeoutMs: 40_000 });
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.durationMs).toBeGreaterThanOrEqual(2_500);
+    expect(logLines(r.stderr).filter((l) => l.msg === 'startup: backbone not reachable yet; retrying').length).toBeGreaterThanOrEqual(2);
+    expect(r.stderr).toMatch(/error \(ERR_STARTUP\): gave up after \d+ tries in 2500 ms \(worker\.startupTimeoutMs\): cannot reach redis at redis:\/\/127\.0\.0\.1:\d+/);
   });
 
   it('refuses --metrics-host beyond loopback without admin.token (exit 2), and accepts it with one', async () => {
