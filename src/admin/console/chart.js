@@ -22,7 +22,8 @@ export function niceMax(v) {
  * @param o.t sample times (ms)
  * @param o.series [{ name, values, cls }]
  * @param o.now right edge (ms); o.spanMs width of the time axis
- * @param o.unit shown after the y maximum
+ * @param o.unit shown after "now"
+ * @param o.log logarithmic y axis (from 1)
  * @param o.format formats the y maximum
  */
 export function lineChart(o) {
@@ -33,9 +34,13 @@ export function lineChart(o) {
   const T = 22;
   const B = 20;
   const from = o.now - o.spanMs;
-  const max = niceMax(Math.max(0, ...o.series.flatMap((s) => s.values.filter((v) => v !== null))));
+  const values = o.series.flatMap((s) => s.values.filter((v) => v !== null && v !== undefined));
+  // Linear from 0, or (o.log) logarithmic from 1 to a power of 10: latencies span ms to days.
+  const max = o.log ? 10 ** Math.max(1, Math.ceil(Math.log10(Math.max(1, ...values)))) : niceMax(Math.max(0, ...values));
   const x = (t) => L + ((t - from) / o.spanMs) * (W - L - R);
-  const y = (v) => T + (1 - v / max) * (H - T - B);
+  const y = o.log
+    ? (v) => T + (1 - Math.log10(Math.max(1, v)) / Math.log10(max)) * (H - T - B)
+    : (v) => T + (1 - v / max) * (H - T - B);
   const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart', role: 'img', 'aria-label': o.title, 'data-chart': o.id, 'data-points': o.t.length });
   for (const s of o.series) root.setAttribute(`data-sum-${s.name.replace(/[^a-z0-9]/gi, '').toLowerCase()}`, String(s.values.reduce((a, v) => a + (v ?? 0), 0)));
   root.append(svg('text', { x: L, y: 14, class: 'chart-title' }, o.title));
@@ -45,12 +50,14 @@ export function lineChart(o) {
     root.append(label);
     lx -= 16 + (s.name.length + 2) * 6;
   }
-  for (const f of [0, 0.5, 1]) {
-    const v = max * f;
+  const decades = Math.log10(max);
+  const ticks = o.log ? [0, Math.round(decades / 2), decades].map((k) => 10 ** k) : [0, max / 2, max];
+  for (const v of ticks) {
     root.append(svg('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), class: 'grid' }));
     root.append(svg('text', { x: L - 4, y: y(v) + 3, class: 'axis', 'text-anchor': 'end' }, o.format(v)));
   }
   root.append(svg('text', { x: L, y: H - 5, class: 'axis' }, `−${Math.round(o.spanMs / 60_000)} min`));
+  if (o.log) root.append(svg('text', { x: (L + W - R) / 2, y: H - 5, class: 'axis', 'text-anchor': 'middle' }, 'log scale'));
   root.append(svg('text', { x: W - R, y: H - 5, class: 'axis', 'text-anchor': 'end' }, `now${o.unit ? ` · ${o.unit}` : ''}`));
   for (const s of o.series) {
     let d = '';

@@ -46,7 +46,19 @@ function alertList(alerts) {
   );
 }
 
+/**
+ * The time axis: the last hour, or less while the worker is young (5-minute steps), so a fresh
+ * worker's first minutes are not squeezed against the right edge.
+ */
+function axisSpan(now) {
+  let oldest = now;
+  for (const s of series.flows.values()) if (s.t.length) oldest = Math.min(oldest, s.t[0]);
+  const step = 300_000;
+  return Math.min(series.spanMs, Math.max(step, Math.ceil((now - oldest) / step) * step));
+}
+
 function flowCard(d, setting, s, now) {
+  const spanMs = axisSpan(now);
   const limit = setting?.rateLimit;
   const recent = s ? meanLast(s.requests, 10) : 0;
   const peak = s ? Math.max(0, ...s.requests.slice(-60)) : 0;
@@ -70,7 +82,7 @@ function flowCard(d, setting, s, now) {
       title: 'exports/s and failures/s',
       t,
       now,
-      spanMs: series.spanMs,
+      spanMs,
       unit: 'per second',
       format: fmtRate,
       series: [
@@ -83,9 +95,10 @@ function flowCard(d, setting, s, now) {
       title: 'latency p50 / p95 (event → delivered)',
       t,
       now,
-      spanMs: series.spanMs,
+      spanMs,
       unit: 'ms',
       format: fmtMs,
+      log: true,
       series: [
         { name: 'p50', values: s?.p50 ?? [], cls: 'p50' },
         { name: 'p95', values: s?.p95 ?? [], cls: 'p95' },
@@ -173,7 +186,7 @@ export async function renderDataflows(main) {
       ' in total · ',
       el('span', { 'data-active-alerts': report.alerts.length }, report.alerts.length ? `${report.alerts.length} active alert(s)` : 'no active alert'),
     ),
-    el('p', { class: 'muted' }, 'Figures are the pool\'s (or the host\'s with the local store); charts and rate are this worker\'s, one sample a second over the last hour.'),
+    el('p', { class: 'muted' }, 'Figures are the pool\'s (or the host\'s with the local store); charts and rate are this worker\'s, one sample a second, up to the last hour.'),
     report.dataflows.map((d) => flowCard(d, byId.get(d.id), series.flows.get(d.id), now)),
     poolSection(partitions),
   );
