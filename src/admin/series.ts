@@ -43,6 +43,8 @@ export interface SeriesAnswer {
   dataflows: FlowSeries[];
 }
 
+const round = (v: number): number => Math.round(v * 1000) / 1000;
+
 interface Last {
   delivered: number;
   failed: number;
@@ -50,25 +52,25 @@ interface Last {
   latency: number[];
 }
 
-/** A fixed-size ring of one dataflow's samples. */
+/** A fixed-size ring of one dataflow's samples (values as 32-bit floats: ~100 KB an hour). */
 class FlowRing {
   readonly t: Float64Array;
-  readonly exported: Float64Array;
-  readonly failed: Float64Array;
-  readonly requests: Float64Array;
-  readonly p50: Float64Array;
-  readonly p95: Float64Array;
+  readonly exported: Float32Array;
+  readonly failed: Float32Array;
+  readonly requests: Float32Array;
+  readonly p50: Float32Array;
+  readonly p95: Float32Array;
   /** Next slot to write. */
   private head = 0;
   size = 0;
 
   constructor(readonly capacity: number) {
     this.t = new Float64Array(capacity);
-    this.exported = new Float64Array(capacity);
-    this.failed = new Float64Array(capacity);
-    this.requests = new Float64Array(capacity);
-    this.p50 = new Float64Array(capacity);
-    this.p95 = new Float64Array(capacity);
+    this.exported = new Float32Array(capacity);
+    this.failed = new Float32Array(capacity);
+    this.requests = new Float32Array(capacity);
+    this.p50 = new Float32Array(capacity);
+    this.p95 = new Float32Array(capacity);
   }
 
   push(t: number, exported: number, failed: number, requests: number, p50: number, p95: number): void {
@@ -87,22 +89,20 @@ class FlowRing {
   read(dataflowId: string, since: number): FlowSeries {
     const out: FlowSeries = { dataflowId, t: [], exported: [], failed: [], requests: [], p50: [], p95: [] };
     const start = (this.head - this.size + this.capacity) % this.capacity;
-    const nullable = (v: number): number | null => (Number.isNaN(v) ? null : v);
+    const nullable = (v: number): number | null => (Number.isNaN(v) ? null : round(v));
     for (let k = 0; k < this.size; k++) {
       const i = (start + k) % this.capacity;
       if (this.t[i] <= since) continue;
       out.t.push(this.t[i]);
-      out.exported.push(this.exported[i]);
-      out.failed.push(this.failed[i]);
-      out.requests.push(this.requests[i]);
+      out.exported.push(round(this.exported[i]));
+      out.failed.push(round(this.failed[i]));
+      out.requests.push(round(this.requests[i]));
       out.p50.push(nullable(this.p50[i]));
       out.p95.push(nullable(this.p95[i]));
     }
     return out;
   }
 }
-
-const round = (v: number): number => Math.round(v * 1000) / 1000;
 
 /**
  * Per-second samples of the dataflows' activity in this worker.

@@ -212,7 +212,7 @@ describe('the console in a real browser (issue 16)', () => {
     expect(status!.rejected.total).toBe(1);
     expect(shown!.flows.map((f) => f.rateLimit)).toEqual([50, 1000]);
     // no pool here: the partitions section says so
-    expect(await page.getAttribute('[data-pool]', 'data-pool')).toBe('not-available');
+    expect(await page.getAttribute('#pool', 'data-pool')).toBe('not-available');
     await shot('dataflows');
   }, 60_000);
 

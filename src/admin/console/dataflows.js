@@ -143,12 +143,12 @@ function objectTable(name, rows) {
 }
 
 function poolSection(partitions) {
-  const box = el('section', { class: 'card', id: 'pool' }, el('h2', {}, 'Pool: partitions, owners, lag'));
-  if (partitions.state === 'na') box.append(el('p', { class: 'muted', 'data-pool': 'not-available' }, 'Not available (not a pool, or this worker does not serve /api/partitions).'));
-  else if (partitions.state === 'error') box.append(el('p', { class: 'error', 'data-pool': 'error' }, partitions.error));
+  const state = { na: 'not-available', error: 'error', ok: 'available' }[partitions.state];
+  const box = el('section', { class: 'card', id: 'pool', 'data-pool': state }, el('h2', {}, 'Pool: partitions, owners, lag'));
+  if (partitions.state === 'na') box.append(el('p', { class: 'muted' }, 'Not available (not a pool, or this worker does not serve /api/partitions).'));
+  else if (partitions.state === 'error') box.append(el('p', { class: 'error' }, partitions.error));
   else {
     const p = partitions.body;
-    box.setAttribute('data-pool', 'available');
     const scalars = Object.entries(p ?? {}).filter(([, v]) => v === null || typeof v !== 'object');
     if (scalars.length) box.append(el('p', {}, scalars.map(([k, v]) => el('span', { class: 'kv' }, `${k}: `, el('strong', {}, String(v))))));
     for (const [k, v] of Object.entries(p ?? {})) if (Array.isArray(v)) box.append(objectTable(k, v));
