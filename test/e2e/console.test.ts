@@ -149,11 +149,11 @@ beforeAll(async () => {
   worker = startCli(['run', '--config', configPath, '--metrics-port', '0'], { env: SECRETS });
   await worker.waitForOutput(/admin server listening/, 30_000);
   base = `http://127.0.0.1:${adminPortFrom(worker.stderr)}`;
-  // every export settled: 20 delivered and 6 stored as failed per dataflow
+  // every export settled (20 delivered and 6 stored as failed per dataflow), the bad line rejected
   await until(
     'the first exports',
     async () => (await api<Report>('/api/dataflows')).body,
-    (r) => r.dataflows.every((d) => d.total.exported === OK.length && d.total.failed === BAD.length),
+    (r) => r.rejected.total === 1 && r.dataflows.every((d) => d.total.exported === OK.length && d.total.failed === BAD.length),
   );
   browser = await launchChromium();
   page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
