@@ -183,9 +183,11 @@ const PAGE_HEADERS = {
   'referrer-policy': 'no-referrer',
 };
 
-function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+/** Writes a JSON answer; true (the request was answered). */
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): true {
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
   res.end(JSON.stringify(body));
+  return true;
 }
 
 function int(v: string | null, fallback: number, max: number): number {
@@ -222,29 +224,29 @@ export function consoleRoutes(o: {
   const dir = consoleDir();
   const series = new SeriesRing({ metrics: o.metrics, dataflowIds: o.api?.dataflowIds });
   series.start();
-  const json = (res: ServerResponse, body: unknown): void => send(res, 200, o.redact(body));
+  const json = (res: ServerResponse, body: unknown): true => send(res, 200, o.redact(body));
 
   const routes = async (req: IncomingMessage, res: ServerResponse, url: URL, path: string, method: string): Promise<boolean> => {
     const q = url.searchParams;
     const api = o.api;
     if (path === '/api/failed/replay-selected') {
-      if (method !== 'POST') return send(res, 405, { error: 'method not allowed' }, { allow: 'POST' }), true;
-      if (!o.actions.enabled) return send(res, 403, { error: 'actions are disabled: set admin.token in the config' }), true;
-      if (!o.actions.authorized(req)) return send(res, 401, { error: 'missing or wrong bearer token' }, { 'www-authenticate': 'Bearer' }), true;
-      if (!api) return send(res, 404, { error: 'not found' }), true;
+      if (method !== 'POST') return send(res, 405, { error: 'method not allowed' }, { allow: 'POST' });
+      if (!o.actions.enabled) return send(res, 403, { error: 'actions are disabled: set admin.token in the config' });
+      if (!o.actions.authorized(req)) return send(res, 401, { error: 'missing or wrong bearer token' }, { 'www-authenticate': 'Bearer' });
+      if (!api) return send(res, 404, { error: 'not found' });
       const ids = q.getAll('id').filter((x) => x !== '');
       if (ids.length === 0) throw new UsageError('id: name at least one failed request (?id=…&id=…)');
       if (ids.length > CONSOLE_DEFAULTS.maxSelected) throw new UsageError(`id: at most ${CONSOLE_DEFAULTS.maxSelected} at once`);
-      return json(res, await api.replaySelected({ ids })), true;
+      return json(res, await api.replaySelected({ ids }));
     }
     const isPage = path === '/' || path === '/index.html' || path.startsWith('/console/');
     const isApi = ['/api/console', '/api/series', '/api/failed/search', '/api/explain'].includes(path);
     if (!isPage && !isApi) return false;
-    if (method !== 'GET' && method !== 'HEAD') return send(res, 405, { error: 'method not allowed' }, { allow: 'GET' }), true;
+    if (method !== 'GET' && method !== 'HEAD') return send(res, 405, { error: 'method not allowed' }, { allow: 'GET' });
     if (isPage) {
       const name = path.startsWith('/console/') ? path.slice('/console/'.length) : 'index.html';
       const file = join(dir, name);
-      if (!FILE.test(name) || !existsSync(file)) return send(res, 404, { error: 'not found' }), true;
+      if (!FILE.test(name) || !existsSync(file)) return send(res, 404, { error: 'not found' });
       const ext = name.slice(name.lastIndexOf('.') + 1);
       res.writeHead(200, { 'content-type': TYPES[ext] ?? 'application/octet-stream', 'cache-control': 'no-cache', ...PAGE_HEADERS });
       res.end(readFileSync(file));
@@ -252,12 +254,12 @@ export function consoleRoutes(o: {
     }
     if (path === '/api/series') {
       const dataflowId = q.get('dataflow') ?? undefined;
-      return json(res, series.read({ dataflowId, since: time('since', q.get('since')) })), true;
+      return json(res, series.read({ dataflowId, since: time('since', q.get('since')) }));
     }
-    if (!api) return send(res, 404, { error: 'not found' }), true;
+    if (!api) return send(res, 404, { error: 'not found' });
     switch (path) {
       case '/api/console':
-        return json(res, { ...(await api.settings()), actions: o.actions.enabled }), true;
+        return json(res, { ...(await api.settings()), actions: o.actions.enabled });
       case '/api/failed/search': {
         const offset = int(q.get('offset'), 0, Number.MAX_SAFE_INTEGER);
         const limit = Math.max(1, int(q.get('limit'), CONSOLE_DEFAULTS.pageSize, CONSOLE_DEFAULTS.maxPageSize));
@@ -271,13 +273,13 @@ export function consoleRoutes(o: {
           offset,
           limit,
         };
-        return json(res, { offset, limit, ...(await api.failed(query)) }), true;
+        return json(res, { offset, limit, ...(await api.failed(query)) });
       }
       default: {
         // '/api/explain'
         const profileId = (q.get('profile') ?? '').trim();
         if (profileId === '') throw new UsageError('profile: required (?profile=…)');
-        return json(res, await api.explain({ profileId, dataflowId: (q.get('dataflow') ?? '').trim() || undefined })), true;
+        return json(res, await api.explain({ profileId, dataflowId: (q.get('dataflow') ?? '').trim() || undefined }));
       }
     }
   };
