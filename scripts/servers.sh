@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Local NATS (JetStream) and Redis for people, tests and CI.
 #
-#   scripts/servers.sh install                 apt-get install nats-server redis-server when missing
+#   scripts/servers.sh install                 apt-get install nats-server redis-server chromium when missing
+#                                              (chromium: the console's browser tests; CHROMIUM_BIN overrides its path)
 #   scripts/servers.sh start [--nats-port N] [--redis-port N] [--data DIR]
 #   scripts/servers.sh stop [--data DIR]
 #   scripts/servers.sh status [--data DIR]     exit 0 when both run, 3 otherwise
@@ -20,7 +21,7 @@ READY_TIMEOUT_S=20
 STOP_TIMEOUT_S=10
 
 die() { echo "servers.sh: $*" >&2; exit 1; }
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 find_bin() { # name → path, or empty
   local name=$1 override=$2
@@ -53,8 +54,9 @@ cmd_install() {
   local missing=()
   [[ -n $(nats_bin) ]] || missing+=(nats-server)
   [[ -n $(redis_bin) ]] || missing+=(redis-server)
+  [[ -x ${CHROMIUM_BIN:-/usr/bin/chromium} ]] || missing+=(chromium)
   if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "nats-server and redis-server are installed"
+    echo "nats-server, redis-server and chromium are installed"
     return
   fi
   local sudo=()
@@ -67,6 +69,7 @@ cmd_install() {
   # policy-rc.d-free containers: the packages' own service start may warn; we never use it.
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
   [[ -n $(nats_bin) && -n $(redis_bin) ]] || die "installation did not provide both servers"
+  [[ -x ${CHROMIUM_BIN:-/usr/bin/chromium} ]] || die "installation did not provide chromium at ${CHROMIUM_BIN:-/usr/bin/chromium}"
 }
 
 alive() { # pidfile → 0 when its process runs

@@ -9,6 +9,7 @@ import { replayFailedRequests } from '../sinks/replay.js';
 import type { FailedRequestStore } from '../sinks/types.js';
 import { openSinks } from '../worker/runtime.js';
 import type { AdminApi } from './server.js';
+import { consoleApi } from './console-api.js';
 
 /** Active alerts as the API shows them (`alerts.ts` provides them). */
 export interface ActiveAlerts {
@@ -122,6 +123,7 @@ export function workerApi(o: {
     return s;
   };
   return {
+    console: consoleApi(o),
     async dataflows() {
       await o.flush?.();
       return readFiguresReport(o.config, o.figures, o.alerts);

@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { WorkerHealth } from '../observability/health.js';
+import { consoleRoutes, type ConsoleApi } from './console-api.js';
 
 /** What the JSON API reads and does; every method is optional (absent: 404). */
 export interface AdminApi {
@@ -24,6 +25,8 @@ export interface AdminApi {
   partitions?(): Promise<unknown>;
   /** `POST /api/failed/replay?dataflow=` (action): replays stored failed requests. */
   replay?(q: { dataflowId?: string }): Promise<unknown>;
+  /** The web console's own routes (`/`, `/api/console`, `/api/series`, …: console-api.ts). */
+  console?: ConsoleApi;
 }
 
 export interface AdminServerOptions {
@@ -104,10 +107,13 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
     send(res, 200, redact(await read()));
   };
 
+  const web = consoleRoutes({ metrics: options.metrics, api: api.console, redact, actions: { enabled: tokenDigest !== undefined, authorized } });
+
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const url = new URL(req.url ?? '/', 'http://admin');
     const path = url.pathname.replace(/\/+$/, '') || '/';
     const method = req.method ?? 'GET';
+    if (await web.handle(req, res, url, path)) return;
     const isAction = path === '/api/failed/replay';
     if (!isAction && method !== 'GET' && method !== 'HEAD') return send(res, 405, { error: 'method not allowed' }, { allow: 'GET' });
     switch (path) {
@@ -163,16 +169,21 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
       server.off('error', reject);
       resolve();
     });
+  }).catch(async (err: unknown) => {
+    await web.close();
+    throw err;
   });
   const port = (server.address() as AddressInfo).port;
   return {
     server,
     port,
     host,
-    close: () =>
-      new Promise<void>((resolve) => {
+    close: async () => {
+      await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
-      }),
+      });
+      await web.close();
+    },
   };
 }

@@ -7,7 +7,9 @@
  * base64url, base64 inside a larger blob, JSON-escaped), in the body of 4xx and 5xx answers,
  * some of them straddling the 200-character cut of the error excerpt. The built command runs
  * at trace level with `--metrics-port` (file store), then again with the JetStream failed
- * store (real nats-server); then the run logs, `/metrics`, `failed list` and `--json`, the
+ * store (real nats-server); then the run logs, `/metrics`, the admin API and the web console
+ * (its files, its API routes, its pages as chromium renders them, a replay made from the page
+ * with the admin token — itself one of the secrets), `failed list` and `--json`, the
  * files on disk and every message of the JetStream streams are searched for every form of
  * every secret and for any 8-character fragment of one. None may be found; the receivers
  * check the secrets were really sent, so the search is not vacuous.
@@ -22,6 +24,7 @@ import { ensureBuilt, jsonLines, removeTempDirs, runCli, startCli, stopAll, temp
 import { freePort, startNatsServer, type NatsServer } from '../support/nats-server.js';
 import { generatePki, type TestPki } from '../support/pki.js';
 import { startReceiver, type ReceivedRequest, type Receiver } from '../support/receiver.js';
+import { launchChromium } from '../support/browser.js';
 import { startTokenServer, type RecordedTokenRequest, type TokenServer, type TokenServerReply } from '../support/token-server.js';
 
 const hex = (n = 4): string => randomBytes(n).toString('hex');
@@ -35,6 +38,7 @@ const S = {
   querySecret: `qs ${hex()}!'${hex()}*/${hex()}é${hex()}`, // a `${ENV}` query value
   signing: `whsec_${randomBytes(32).toString('base64')}`,
   passphrase: `pp ${hex()}!'${hex()}()${hex()}`,
+  admin: `adm ${hex()}!'${hex()}~${hex()}`, // admin.token: the console's actions
 };
 const CC_ID = 'cc-client';
 const PW_ID = 'pw-client';
@@ -120,6 +124,7 @@ const env = (): Record<string, string> => ({
   HD_QUERY_SECRET: S.querySecret,
   HD_SIGNING: S.signing,
   HD_KEY_PASS: S.passphrase,
+  HD_ADMIN: S.admin,
 });
 
 /** A token endpoint that mints tokens full of characters that encodings change, with refresh tokens. */
@@ -167,6 +172,7 @@ function config(dir: string, failedRequests: unknown): string {
       },
     ],
     dataflows: [flow('flow-bearer', 'dest-bearer'), flow('flow-cc', 'dest-cc'), flow('flow-pw', 'dest-pw')],
+    admin: { token: '${HD_ADMIN}' },
     log: { level: 'trace' },
   });
 }
@@ -192,6 +198,41 @@ function snapshotFiles(d: string, when: string): void {
     const p = join(d, name);
     if (statSync(p).isDirectory()) snapshotFiles(p, when);
     else outputs.push({ where: `${p} (${when})`, text: readFileSync(p, 'utf8') });
+  }
+}
+
+/**
+ * The web console (issue 16): its files, its own API routes, and its pages as chromium renders
+ * them (Dataflows, Failed requests, a profile's explain view, the answer to a replay made from
+ * the page with the admin token).
+ */
+async function consolePages(base: string): Promise<void> {
+  const files = ['/', '/console/app.js', '/console/dom.js', '/console/chart.js', '/console/dataflows.js', '/console/failed.js', '/console/style.css'];
+  const routes = ['/api/console', '/api/series', '/api/failed/search', '/api/failed/search?status=5xx', '/api/explain?profile=all-1', '/api/partitions'];
+  for (const path of [...files, ...routes]) {
+    const res = await fetch(`${base}${path}`);
+    outputs.push({ where: `file run: ${path}`, text: await res.text() });
+  }
+  expect(outputs.find((o) => o.where === 'file run: /api/explain?profile=all-1')?.text).toContain('"verdict":"export"');
+  const browser = await launchChromium();
+  try {
+    const page = await browser.newPage();
+    const open = async (hash: string, ready: string): Promise<void> => {
+      await page.goto(`${base}/${hash}`);
+      await page.waitForSelector(`body[data-ready="${ready}"]`);
+      outputs.push({ where: `file run: console page ${hash}`, text: await page.content() });
+    };
+    await open('#/dataflows', 'dataflows');
+    await open('#/explain?profile=all-1&dataflow=flow-bearer', 'explain');
+    await open('#/failed', 'failed');
+    await page.fill('#token', S.admin);
+    await page.click('#token-save');
+    await page.click('tr[data-profile="all-1"][data-dataflow="flow-bearer"] [data-replay-one]');
+    await page.waitForSelector('#action-result.ok');
+    outputs.push({ where: 'file run: console page after a replay with the token', text: await page.content() });
+    expect(outputs.at(-1)?.text).toContain('failed again 1');
+  } finally {
+    await browser.close();
   }
 }
 
@@ -246,6 +287,7 @@ describe('no secret, in any form, at any cut, in any output (issue 14)', () => {
       outputs.push({ where: `file run: ${path}`, text: await res.text() });
     }
     expect(outputs.find((o) => o.where === 'file run: /api/failed')?.text).toContain('HTTP 400');
+    await consolePages(`http://127.0.0.1:${port}`);
     run.signal('SIGTERM');
     const done = await run.exited;
     outputs.push({ where: 'file run: stdout', text: done.stdout }, { where: 'file run: stderr (trace)', text: done.stderr });
