@@ -16,6 +16,8 @@ interface Entry {
   snapshot: ProfileSnapshot;
   /** Highest `ApplyContext.watermark` applied. */
   watermark?: number;
+  /** Upper bound of the snapshot's JSON size without `last` (`MergeChecked.coreBytes`). */
+  bytes?: number;
   /** message key → the result of its first application, until confirmed. */
   pending?: Map<string, { before: ProfileSnapshot | null; after: ProfileSnapshot }>;
 }
@@ -61,9 +63,16 @@ export class MemorySnapshotStore implements SnapshotStore {
     }
     if (ctx.fence) throw new FencedError('the memory store has no leases: pool mode needs store.kind: redis');
     const before = entry ? entry.snapshot : null;
-    const { after } = mergeChecked(before, update, { maxSnapshotBytes: this.maxSnapshotBytes });
+    // The size is measured only when a bound (the snapshot's before, plus the update's from its
+    // text) could pass the limit: an update of a small profile is never stringified.
+    const { after, coreBytes } = mergeChecked(before, update, {
+      maxSnapshotBytes: this.maxSnapshotBytes,
+      beforeBytes: entry?.bytes,
+      updateBytes: ctx.updateBytes,
+    });
     const next: Entry = entry ?? { snapshot: after };
     next.snapshot = after;
+    next.bytes = coreBytes;
     if (ctx.watermark !== undefined) next.watermark = ctx.watermark;
     const pending = (next.pending ??= new Map());
     pending.set(ctx.key, { before, after });
