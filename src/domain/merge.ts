@@ -64,34 +64,41 @@ export function mergeAttributes(base: JsonObject, patch: JsonObject): JsonObject
 
 /**
  * Adds identities (union by namespace + id) and removes the `removed` ones. Namespaces are
- * data: the work is done on a `Map`, so no namespace name can reach `Object.prototype`.
+ * data: they are read with `own` and written with `setOwn`, so no namespace name can reach
+ * `Object.prototype`. A namespace the update does not touch keeps its list (lists are never
+ * changed in place: a touched one is copied first).
  */
 export function mergeIdentities(
   base: IdentityMap,
   add: IdentityMap | undefined,
   removed: Record<string, string[]> | undefined,
 ): IdentityMap {
-  const lists = new Map<string, Identity[]>();
-  for (const ns of Object.keys(base)) lists.set(ns, base[ns].slice());
+  const out: IdentityMap = {};
+  for (const ns in base) if (Object.hasOwn(base, ns)) setOwn(out, ns, base[ns]);
   if (add) {
-    for (const ns of Object.keys(add)) {
-      let list = lists.get(ns);
-      if (!list) lists.set(ns, (list = []));
+    for (const ns in add) {
+      if (!Object.hasOwn(add, ns)) continue;
+      const known = own(out, ns);
+      let list: Identity[] | undefined;
       for (const identity of add[ns]) {
-        if (!list.some((i) => i.id === identity.id)) list.push({ ...identity } as Identity);
+        const current = list ?? known;
+        if (current !== undefined && current.some((i) => i.id === identity.id)) continue;
+        list ??= known ? known.slice() : [];
+        list.push({ ...identity } as Identity);
       }
+      if (list) setOwn(out, ns, list);
     }
   }
   if (removed) {
-    for (const ns of Object.keys(removed)) {
-      const list = lists.get(ns);
+    for (const ns in removed) {
+      if (!Object.hasOwn(removed, ns)) continue;
+      const list = own(out, ns);
       if (!list) continue;
-      const drop = new Set(removed[ns]);
-      lists.set(ns, list.filter((i) => !drop.has(i.id)));
+      const drop = removed[ns];
+      setOwn(out, ns, list.filter((i) => !drop.includes(i.id)));
     }
   }
-  const out: IdentityMap = {};
-  for (const [ns, list] of lists) if (list.length > 0) setOwn(out, ns, list);
+  for (const ns in out) if (out[ns].length === 0) delete out[ns];
   return out;
 }
 
