@@ -1,7 +1,7 @@
 /**
  * Deciding, per dataflow, whether an applied update must be exported (SPEC §3). Pure.
  */
-import { isPlainObject, own } from './merge.js';
+import { isEmptyObject, isPlainObject, own } from './merge.js';
 import type {
   AppliedUpdate,
   DataflowRules,
@@ -75,11 +75,6 @@ export function touches(written: string, mapped: string): boolean {
   return mapped.startsWith(written) && mapped.charCodeAt(written.length) === 46;
 }
 
-function isEmpty(o: object): boolean {
-  for (const k in o) if (Object.hasOwn(o, k)) return false;
-  return true;
-}
-
 /** Whether the map holds at least one identity (an empty namespace list holds none). */
 function hasIdentity(map: IdentityMap): boolean {
   for (const ns in map) if (Object.hasOwn(map, ns) && map[ns].length > 0) return true;
@@ -96,7 +91,7 @@ function identityKeys(map: IdentityMap): Set<string> {
 export function identityChanged(before: ProfileSnapshot | null, after: ProfileSnapshot): boolean {
   // The merge keeps the identity map object when the update touched no identity.
   if (before !== null && before.identityMap === after.identityMap) return false;
-  if (before === null || isEmpty(before.identityMap)) return hasIdentity(after.identityMap);
+  if (before === null || isEmptyObject(before.identityMap)) return hasIdentity(after.identityMap);
   const a = identityKeys(before ? before.identityMap : {});
   const b = identityKeys(after.identityMap);
   if (a.size !== b.size) return true;
@@ -109,7 +104,7 @@ export function exitedAudiences(applied: AppliedUpdate): string[] {
   const before = memberships(applied.before);
   const after = applied.after.memberships;
   const out: string[] = [];
-  for (const id of Object.keys(after)) if (isIn(own(before, id)) && !isIn(after[id])) out.push(id);
+  for (const id in after) if (Object.hasOwn(after, id) && isIn(own(before, id)) && !isIn(after[id])) out.push(id);
   return out;
 }
 
@@ -118,7 +113,7 @@ export function enteredAudiences(applied: AppliedUpdate): string[] {
   const before = memberships(applied.before);
   const after = applied.after.memberships;
   const out: string[] = [];
-  for (const id of Object.keys(after)) if (!isIn(own(before, id)) && isIn(after[id])) out.push(id);
+  for (const id in after) if (Object.hasOwn(after, id) && !isIn(own(before, id)) && isIn(after[id])) out.push(id);
   return out;
 }
 

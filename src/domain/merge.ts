@@ -12,6 +12,12 @@ import type {
 } from './types.js';
 import { withLastUpdate } from './explain.js';
 
+/** Whether `o` has no own enumerable key. */
+export function isEmptyObject(o: object): boolean {
+  for (const k in o) if (Object.hasOwn(o, k)) return false;
+  return true;
+}
+
 export function isPlainObject(v: unknown): v is JsonObject {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -46,14 +52,16 @@ export function emptySnapshot(profileId: string): ProfileSnapshot {
  */
 export function mergeAttributes(base: JsonObject, patch: JsonObject): JsonObject {
   const out: JsonObject = { ...base };
-  for (const key of Object.keys(patch)) {
+  // for…in with an own-key check instead of Object.keys: no array of keys per object.
+  for (const key in patch) {
+    if (!Object.hasOwn(patch, key)) continue;
     const value = patch[key] as JsonValue;
     if (value === null) {
       delete out[key];
     } else if (isPlainObject(value)) {
       const current = own(out, key);
       const merged = mergeAttributes(isPlainObject(current) ? current : {}, value);
-      if (Object.keys(merged).length === 0) delete out[key];
+      if (isEmptyObject(merged)) delete out[key];
       else setOwn(out, key, merged);
     } else {
       setOwn(out, key, value);
@@ -107,9 +115,10 @@ export function applyUpdate(before: ProfileSnapshot | null, update: ProfileUpdat
   const base = before ?? emptySnapshot(update.profileId);
   const ups = update.segmentMembership?.ups;
   let memberships = base.memberships;
-  if (ups && Object.keys(ups).length > 0) {
+  if (ups && !isEmptyObject(ups)) {
     memberships = { ...base.memberships };
-    for (const id of Object.keys(ups)) {
+    for (const id in ups) {
+      if (!Object.hasOwn(ups, id)) continue;
       const r = ups[id];
       const record: MembershipRecord = { status: r.status };
       if (r.lastQualificationTime !== undefined) record.lastQualificationTime = r.lastQualificationTime;

@@ -111,7 +111,8 @@ export function buildPayload(applied: AppliedUpdate, rules: PayloadRules, exited
   }
   const exited = exitedNow ?? exitedAudiences(applied);
   const ups: JsonObject = {};
-  for (const id of Object.keys(after.memberships)) {
+  for (const id in after.memberships) {
+    if (!Object.hasOwn(after.memberships, id)) continue;
     const record = after.memberships[id];
     if (!isIn(record) && !exited.includes(id)) continue;
     const audience = rules.visible.get(id);

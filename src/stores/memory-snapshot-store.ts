@@ -204,7 +204,8 @@ export class MemorySnapshotStore implements SnapshotStore {
 
   private index(before: ProfileSnapshot | null, after: ProfileSnapshot): void {
     if (before?.memberships === after.memberships) return;
-    for (const id of Object.keys(after.memberships)) {
+    for (const id in after.memberships) {
+      if (!Object.hasOwn(after.memberships, id)) continue;
       const was = isIn(membershipOf(before, id));
       const is = isIn(membershipOf(after, id));
       if (was === is) continue;
