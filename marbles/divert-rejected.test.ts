@@ -77,7 +77,8 @@ describe('divertRejected', () => {
     ts.run(({ cold, expectObservable, expectSubscriptions }) => {
       const src = cold<SourceMessage>('--a|', { a });
       const out = src.pipe(decodeEvents(), divertRejected({ store: virtualStore(ts) }));
-      expectObservable(out).toBe('--a|', { a: { msg: a, update: { profileId: 'p-1' } } });
+      // updateBytes: the bound of the update's JSON size from its text, for the store's size check.
+      expectObservable(out).toBe('--a|', { a: { msg: a, update: { profileId: 'p-1' }, updateBytes: 4 * String(a.data).length } });
       expectSubscriptions(src.subscriptions).toBe('^--!');
     });
     expect(a.calls).toEqual([]);

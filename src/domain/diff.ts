@@ -1,7 +1,7 @@
 /**
  * Deciding, per dataflow, whether an applied update must be exported (SPEC §3). Pure.
  */
-import { isPlainObject, own } from './merge.js';
+import { isEmptyObject, isPlainObject, own } from './merge.js';
 import type {
   AppliedUpdate,
   DataflowRules,
@@ -30,19 +30,38 @@ export function membershipOf(s: ProfileSnapshot | null | undefined, id: string):
   return s ? own(s.memberships, id) : undefined;
 }
 
+/** The patch `writtenPaths` walked last and its answer (see there). */
+let lastPatch: JsonObject | undefined;
+let lastPaths: string[] = [];
+
 /**
  * Every leaf path written by an attributes patch, dotted (`person.name.firstName`).
  * `null` (a removal), scalars and arrays are leaves; objects are walked into.
+ *
+ * The merge (the `last` record of the snapshot) and the export decision ask it about the same
+ * patch one after the other: the answer for the last patch is kept and given again for the
+ * same object. So the array is shared — callers never modify it — and a patch is never
+ * modified after it was decoded (an update is immutable down the chain).
  */
-export function writtenPaths(patch: JsonObject | undefined, prefix = '', out: string[] = []): string[] {
-  if (!patch) return out;
-  for (const key of Object.keys(patch)) {
+export function writtenPaths(patch: JsonObject | undefined): string[] {
+  if (!patch) return [];
+  if (patch === lastPatch) return lastPaths;
+  const out: string[] = [];
+  collectPaths(patch, '', out);
+  lastPatch = patch;
+  lastPaths = out;
+  return out;
+}
+
+function collectPaths(patch: JsonObject, prefix: string, out: string[]): void {
+  // for…in over a JSON object: its own keys (no array of keys allocated, unlike Object.keys).
+  for (const key in patch) {
+    if (!Object.hasOwn(patch, key)) continue;
     const value = patch[key];
     const path = prefix === '' ? key : `${prefix}.${key}`;
-    if (isPlainObject(value)) writtenPaths(value, path, out);
+    if (isPlainObject(value)) collectPaths(value, path, out);
     else out.push(path);
   }
-  return out;
 }
 
 /**
@@ -56,6 +75,12 @@ export function touches(written: string, mapped: string): boolean {
   return mapped.startsWith(written) && mapped.charCodeAt(written.length) === 46;
 }
 
+/** Whether the map holds at least one identity (an empty namespace list holds none). */
+function hasIdentity(map: IdentityMap): boolean {
+  for (const ns in map) if (Object.hasOwn(map, ns) && map[ns].length > 0) return true;
+  return false;
+}
+
 function identityKeys(map: IdentityMap): Set<string> {
   const keys = new Set<string>();
   for (const ns of Object.keys(map)) for (const i of map[ns]) keys.add(`${ns}\u0000${i.id}`);
@@ -64,6 +89,9 @@ function identityKeys(map: IdentityMap): Set<string> {
 
 /** Whether the set of (namespace, id) pairs differs between the two snapshots. */
 export function identityChanged(before: ProfileSnapshot | null, after: ProfileSnapshot): boolean {
+  // The merge keeps the identity map object when the update touched no identity.
+  if (before !== null && before.identityMap === after.identityMap) return false;
+  if (before === null || isEmptyObject(before.identityMap)) return hasIdentity(after.identityMap);
   const a = identityKeys(before ? before.identityMap : {});
   const b = identityKeys(after.identityMap);
   if (a.size !== b.size) return true;
@@ -76,7 +104,7 @@ export function exitedAudiences(applied: AppliedUpdate): string[] {
   const before = memberships(applied.before);
   const after = applied.after.memberships;
   const out: string[] = [];
-  for (const id of Object.keys(after)) if (isIn(own(before, id)) && !isIn(after[id])) out.push(id);
+  for (const id in after) if (Object.hasOwn(after, id) && isIn(own(before, id)) && !isIn(after[id])) out.push(id);
   return out;
 }
 
@@ -85,7 +113,7 @@ export function enteredAudiences(applied: AppliedUpdate): string[] {
   const before = memberships(applied.before);
   const after = applied.after.memberships;
   const out: string[] = [];
-  for (const id of Object.keys(after)) if (!isIn(own(before, id)) && isIn(after[id])) out.push(id);
+  for (const id in after) if (Object.hasOwn(after, id) && !isIn(own(before, id)) && isIn(after[id])) out.push(id);
   return out;
 }
 

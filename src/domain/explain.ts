@@ -41,15 +41,20 @@ export function summarizeUpdate(before: ProfileSnapshot | null, update: ProfileU
   const applied: AppliedUpdate = { update, before, after };
   const written = writtenPaths(update.attributes);
   const last: LastUpdate = {
-    written: written.slice(0, LAST_UPDATE_LIMITS.written),
+    // The arrays are kept as they are when within the limits (no copy per update).
+    written: atMost(written, LAST_UPDATE_LIMITS.written),
     writtenMore: Math.max(0, written.length - LAST_UPDATE_LIMITS.written),
     identityChanged: identityChanged(before, after),
-    entered: enteredAudiences(applied).slice(0, LAST_UPDATE_LIMITS.audiences),
-    exited: exitedAudiences(applied).slice(0, LAST_UPDATE_LIMITS.audiences),
+    entered: atMost(enteredAudiences(applied), LAST_UPDATE_LIMITS.audiences),
+    exited: atMost(exitedAudiences(applied), LAST_UPDATE_LIMITS.audiences),
   };
   if (update.eventId !== undefined) last.eventId = update.eventId;
   if (update.timestamp !== undefined) last.at = update.timestamp;
   return last;
+}
+
+function atMost(xs: string[], n: number): string[] {
+  return xs.length <= n ? xs : xs.slice(0, n);
 }
 
 /** `after` with its `last` set from this application (the merge calls it on the snapshot it just built). */

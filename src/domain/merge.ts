@@ -12,6 +12,12 @@ import type {
 } from './types.js';
 import { withLastUpdate } from './explain.js';
 
+/** Whether `o` has no own enumerable key. */
+export function isEmptyObject(o: object): boolean {
+  for (const k in o) if (Object.hasOwn(o, k)) return false;
+  return true;
+}
+
 export function isPlainObject(v: unknown): v is JsonObject {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -46,14 +52,16 @@ export function emptySnapshot(profileId: string): ProfileSnapshot {
  */
 export function mergeAttributes(base: JsonObject, patch: JsonObject): JsonObject {
   const out: JsonObject = { ...base };
-  for (const key of Object.keys(patch)) {
+  // for…in with an own-key check instead of Object.keys: no array of keys per object.
+  for (const key in patch) {
+    if (!Object.hasOwn(patch, key)) continue;
     const value = patch[key] as JsonValue;
     if (value === null) {
       delete out[key];
     } else if (isPlainObject(value)) {
       const current = own(out, key);
       const merged = mergeAttributes(isPlainObject(current) ? current : {}, value);
-      if (Object.keys(merged).length === 0) delete out[key];
+      if (isEmptyObject(merged)) delete out[key];
       else setOwn(out, key, merged);
     } else {
       setOwn(out, key, value);
@@ -64,34 +72,41 @@ export function mergeAttributes(base: JsonObject, patch: JsonObject): JsonObject
 
 /**
  * Adds identities (union by namespace + id) and removes the `removed` ones. Namespaces are
- * data: the work is done on a `Map`, so no namespace name can reach `Object.prototype`.
+ * data: they are read with `own` and written with `setOwn`, so no namespace name can reach
+ * `Object.prototype`. A namespace the update does not touch keeps its list (lists are never
+ * changed in place: a touched one is copied first).
  */
 export function mergeIdentities(
   base: IdentityMap,
   add: IdentityMap | undefined,
   removed: Record<string, string[]> | undefined,
 ): IdentityMap {
-  const lists = new Map<string, Identity[]>();
-  for (const ns of Object.keys(base)) lists.set(ns, base[ns].slice());
+  const out: IdentityMap = {};
+  for (const ns in base) if (Object.hasOwn(base, ns)) setOwn(out, ns, base[ns]);
   if (add) {
-    for (const ns of Object.keys(add)) {
-      let list = lists.get(ns);
-      if (!list) lists.set(ns, (list = []));
+    for (const ns in add) {
+      if (!Object.hasOwn(add, ns)) continue;
+      const known = own(out, ns);
+      let list: Identity[] | undefined;
       for (const identity of add[ns]) {
-        if (!list.some((i) => i.id === identity.id)) list.push({ ...identity } as Identity);
+        const current = list ?? known;
+        if (current !== undefined && current.some((i) => i.id === identity.id)) continue;
+        list ??= known ? known.slice() : [];
+        list.push({ ...identity } as Identity);
       }
+      if (list) setOwn(out, ns, list);
     }
   }
   if (removed) {
-    for (const ns of Object.keys(removed)) {
-      const list = lists.get(ns);
+    for (const ns in removed) {
+      if (!Object.hasOwn(removed, ns)) continue;
+      const list = own(out, ns);
       if (!list) continue;
-      const drop = new Set(removed[ns]);
-      lists.set(ns, list.filter((i) => !drop.has(i.id)));
+      const drop = removed[ns];
+      setOwn(out, ns, list.filter((i) => !drop.includes(i.id)));
     }
   }
-  const out: IdentityMap = {};
-  for (const [ns, list] of lists) if (list.length > 0) setOwn(out, ns, list);
+  for (const ns in out) if (out[ns].length === 0) delete out[ns];
   return out;
 }
 
@@ -100,9 +115,10 @@ export function applyUpdate(before: ProfileSnapshot | null, update: ProfileUpdat
   const base = before ?? emptySnapshot(update.profileId);
   const ups = update.segmentMembership?.ups;
   let memberships = base.memberships;
-  if (ups && Object.keys(ups).length > 0) {
+  if (ups && !isEmptyObject(ups)) {
     memberships = { ...base.memberships };
-    for (const id of Object.keys(ups)) {
+    for (const id in ups) {
+      if (!Object.hasOwn(ups, id)) continue;
       const r = ups[id];
       const record: MembershipRecord = { status: r.status };
       if (r.lastQualificationTime !== undefined) record.lastQualificationTime = r.lastQualificationTime;

@@ -64,13 +64,17 @@ function getPath(obj: JsonObject, path: string[]): JsonValue | undefined {
  * mapped path copied them) are copied before they are written into, so the snapshot is
  * never changed; `owned` holds the objects this body created.
  */
-function setPath(body: JsonObject, path: string[], value: JsonValue, owned: WeakSet<object>): void {
+function setPath(body: JsonObject, path: string[], value: JsonValue, owned: object[]): void {
   let cur = body;
   for (let i = 0; i < path.length - 1; i++) {
     let next = own(cur, path[i]);
-    if (!isPlainObject(next)) setOwn(cur, path[i], (next = {}));
-    else if (!owned.has(next)) setOwn(cur, path[i], (next = { ...next }));
-    owned.add(next);
+    if (!isPlainObject(next)) {
+      setOwn(cur, path[i], (next = {}));
+      owned.push(next);
+    } else if (!owned.includes(next)) {
+      setOwn(cur, path[i], (next = { ...next }));
+      owned.push(next);
+    }
     cur = next;
   }
   const last = path[path.length - 1];
@@ -78,7 +82,7 @@ function setPath(body: JsonObject, path: string[], value: JsonValue, owned: Weak
   // Two mapped paths where one lies under the other: the wider one already copied it.
   if (isPlainObject(existing) && isPlainObject(value)) {
     const merged = { ...value, ...existing };
-    owned.add(merged);
+    owned.push(merged);
     setOwn(cur, last, merged);
   } else {
     setOwn(cur, last, value);
@@ -98,16 +102,19 @@ function setPath(body: JsonObject, path: string[], value: JsonValue, owned: Weak
 export function buildPayload(applied: AppliedUpdate, rules: PayloadRules, exitedNow?: readonly string[]): ExportPayload {
   const { after } = applied;
   const body: JsonObject = {};
-  const owned = new WeakSet<object>([body]);
+  // The objects this body created: a few per mapped path, so an array (a WeakSet per export
+  // costs the garbage collector more than scanning a handful of entries).
+  const owned: object[] = [body];
   for (const path of rules.paths) {
     const value = getPath(after.attributes, path);
     if (value !== undefined) setPath(body, path, value, owned);
   }
-  const exited = new Set(exitedNow ?? exitedAudiences(applied));
+  const exited = exitedNow ?? exitedAudiences(applied);
   const ups: JsonObject = {};
-  for (const id of Object.keys(after.memberships)) {
+  for (const id in after.memberships) {
+    if (!Object.hasOwn(after.memberships, id)) continue;
     const record = after.memberships[id];
-    if (!isIn(record) && !exited.has(id)) continue;
+    if (!isIn(record) && !exited.includes(id)) continue;
     const audience = rules.visible.get(id);
     if (!audience) continue;
     const out: JsonObject = { status: record.status };

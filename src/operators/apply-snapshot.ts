@@ -95,7 +95,13 @@ export function applySnapshot(options: ApplySnapshotOptions): OperatorFunction<E
     const tryOnce = env.backfill
       ? (): void => settle(() => store.get(env.update.profileId), (snapshot) => done(backfillRead(env, snapshot)), failed)
       : (): void =>
-          settle(() => store.apply(env.update, { key: env.msg.key, seq: env.msg.seq, watermark: env.msg.watermark, fence: env.msg.fence }), done, failed);
+          settle(() => store.apply(env.update, {
+                key: env.msg.key,
+                seq: env.msg.seq,
+                watermark: env.msg.watermark,
+                fence: env.msg.fence,
+                updateBytes: env.updateBytes,
+              }), done, failed);
     tryOnce();
   });
 }

@@ -3,6 +3,7 @@
  */
 import { map, type OperatorFunction } from 'rxjs';
 import { DEFAULTS } from '../config/schema.js';
+import { updateBytesBound } from '../domain/merge-checked.js';
 import { decodeEvent } from '../domain/validate.js';
 import type { ProfileUpdate } from '../domain/types.js';
 import { EventRejectedError, toEventRejection } from '../errors.js';
@@ -10,7 +11,13 @@ import type { SourceMessage } from '../streams/types.js';
 
 /** One decoded message: its update, or why it was rejected. */
 export type Decoded =
-  | { ok: true; msg: SourceMessage; update: ProfileUpdate }
+  | {
+      ok: true;
+      msg: SourceMessage;
+      update: ProfileUpdate;
+      /** Upper bound of the update's JSON size in UTF-8 bytes (`updateBytesBound` of `msg.data`). */
+      updateBytes: number;
+    }
   | { ok: false; msg: SourceMessage; error: EventRejectedError };
 
 export interface DecodeEventsOptions {
@@ -37,7 +44,9 @@ export function decodeEvents(options: DecodeEventsOptions = {}): OperatorFunctio
   const decodeOptions = { maxBytes: options.maxBytes ?? DECODE_EVENTS_DEFAULTS.maxBytes };
   return map((msg): Decoded => {
     try {
-      return { ok: true, msg, update: decodeEvent(msg.data, decodeOptions) };
+      const update = decodeEvent(msg.data, decodeOptions);
+      const { data } = msg;
+      return { ok: true, msg, update, updateBytes: updateBytesBound(typeof data === 'string' ? data.length : data.byteLength) };
     } catch (err) {
       return { ok: false, msg, error: asRejection(err) };
     }

@@ -56,7 +56,7 @@ export function divertRejected(options: DivertRejectedOptions): OperatorFunction
   // A valid one goes out at once (one `next`, no inner Observable); a rejected one is a
   // pending write that holds back only the completion.
   return step<Decoded, Envelope>(() => (decoded, out) => {
-    if (decoded.ok) return out.next({ msg: decoded.msg, update: decoded.update });
+    if (decoded.ok) return out.next({ msg: decoded.msg, update: decoded.update, updateBytes: decoded.updateBytes });
     const { msg, error } = decoded;
     const record = rejectedRecord(msg, error, scheduler.now(), rawLimit);
     out.hold();

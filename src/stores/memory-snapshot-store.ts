@@ -16,8 +16,40 @@ interface Entry {
   snapshot: ProfileSnapshot;
   /** Highest `ApplyContext.watermark` applied. */
   watermark?: number;
-  /** message key → the result of its first application, until confirmed. */
-  pending?: Map<string, { before: ProfileSnapshot | null; after: ProfileSnapshot }>;
+  /** Upper bound of the snapshot's JSON size without `last` (`MergeChecked.coreBytes`). */
+  bytes?: number;
+  /**
+   * The unconfirmed applications: message key → the result of its first application. The
+   * usual one is held inline (`pendingKey`, `pendingOne`: no Map per update); a Map only from
+   * the second one on (then it holds them all).
+   */
+  pendingKey?: string;
+  pendingOne?: Applied;
+  pending?: Map<string, Applied>;
+}
+
+interface Applied {
+  before: ProfileSnapshot | null;
+  after: ProfileSnapshot;
+}
+
+function pendingOf(entry: Entry | undefined, key: string): Applied | undefined {
+  if (entry === undefined) return undefined;
+  return entry.pendingKey === key ? entry.pendingOne : entry.pending?.get(key);
+}
+
+function addPending(entry: Entry, key: string, applied: Applied): void {
+  if (entry.pending) {
+    entry.pending.set(key, applied);
+    if (entry.pending.size > MAX_PENDING_PER_PROFILE) entry.pending.delete(entry.pending.keys().next().value as string);
+  } else if (entry.pendingKey === undefined) {
+    entry.pendingKey = key;
+    entry.pendingOne = applied;
+  } else {
+    entry.pending = new Map([[entry.pendingKey, entry.pendingOne as Applied], [key, applied]]);
+    entry.pendingKey = undefined;
+    entry.pendingOne = undefined;
+  }
 }
 
 export interface MemorySnapshotStoreOptions {
@@ -50,7 +82,7 @@ export class MemorySnapshotStore implements SnapshotStore {
 
   async apply(update: ProfileUpdate, ctx: ApplyContext): Promise<ApplyResult> {
     const entry = this.profiles.get(update.profileId);
-    const first = entry?.pending?.get(ctx.key);
+    const first = pendingOf(entry, ctx.key);
     const w = entry?.watermark;
     const overtaken = ctx.watermark !== undefined && w !== undefined && ctx.watermark < w;
     if (first) {
@@ -61,13 +93,18 @@ export class MemorySnapshotStore implements SnapshotStore {
     }
     if (ctx.fence) throw new FencedError('the memory store has no leases: pool mode needs store.kind: redis');
     const before = entry ? entry.snapshot : null;
-    const { after } = mergeChecked(before, update, { maxSnapshotBytes: this.maxSnapshotBytes });
+    // The size is measured only when a bound (the snapshot's before, plus the update's from its
+    // text) could pass the limit: an update of a small profile is never stringified.
+    const { after, coreBytes } = mergeChecked(before, update, {
+      maxSnapshotBytes: this.maxSnapshotBytes,
+      beforeBytes: entry?.bytes,
+      updateBytes: ctx.updateBytes,
+    });
     const next: Entry = entry ?? { snapshot: after };
     next.snapshot = after;
+    next.bytes = coreBytes;
     if (ctx.watermark !== undefined) next.watermark = ctx.watermark;
-    const pending = (next.pending ??= new Map());
-    pending.set(ctx.key, { before, after });
-    if (pending.size > MAX_PENDING_PER_PROFILE) pending.delete(pending.keys().next().value as string);
+    addPending(next, ctx.key, { before, after });
     this.profiles.set(update.profileId, next);
     this.index(before, after);
     return { update, before, after, replayed: false };
@@ -75,9 +112,14 @@ export class MemorySnapshotStore implements SnapshotStore {
 
   async confirm(profileId: string, key: string): Promise<void> {
     const entry = this.profiles.get(profileId);
-    if (!entry?.pending) return;
-    entry.pending.delete(key);
-    if (entry.pending.size === 0) entry.pending = undefined;
+    if (entry === undefined) return;
+    if (entry.pendingKey === key) {
+      entry.pendingKey = undefined;
+      entry.pendingOne = undefined;
+    } else if (entry.pending) {
+      entry.pending.delete(key);
+      if (entry.pending.size === 0) entry.pending = undefined;
+    }
   }
 
   async get(profileId: string): Promise<ProfileSnapshot | null> {
@@ -162,7 +204,8 @@ export class MemorySnapshotStore implements SnapshotStore {
 
   private index(before: ProfileSnapshot | null, after: ProfileSnapshot): void {
     if (before?.memberships === after.memberships) return;
-    for (const id of Object.keys(after.memberships)) {
+    for (const id in after.memberships) {
+      if (!Object.hasOwn(after.memberships, id)) continue;
       const was = isIn(membershipOf(before, id));
       const is = isIn(membershipOf(after, id));
       if (was === is) continue;

@@ -21,6 +21,12 @@ export interface ApplyContext {
    * `value` (this worker's lease of the profile's partition); otherwise `FencedError`.
    */
   fence?: { key: string; value: string };
+  /**
+   * Upper bound of the update's JSON size in UTF-8 bytes (`Envelope.updateBytes`), when known:
+   * a store that writes no JSON (memory) measures the merged snapshot only when this bound
+   * could take it past `maxSnapshotBytes`.
+   */
+  updateBytes?: number;
 }
 
 export interface ApplyResult extends AppliedUpdate {

@@ -13,6 +13,11 @@ export interface Envelope {
   /** The validated update decoded from `msg.data`. */
   update: ProfileUpdate;
   /**
+   * Upper bound of `update`'s JSON size in UTF-8 bytes, when it was decoded from text
+   * (`decodeEvents` sets it): lets a store skip measuring a snapshot that cannot reach its size limit.
+   */
+  updateBytes?: number;
+  /**
    * Set on backfill items only: no update to apply (the update holds just the profileId);
    * the profile is exported to the target dataflow from its current snapshot.
    */

@@ -311,16 +311,27 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
           parts.push(Buffer.from(chunk.subarray(from, from + n)));
           kept += n;
         };
-        const finishLine = async (end: number): Promise<boolean> => {
+        /**
+         * Ends the line read so far at file offset `end`: emits it (a blank line is only
+         * counted). `true`: go on reading; `false`: stopped. Synchronous unless it must wait
+         * for room (`maxInFlight`): no promise per line while there is room.
+         */
+        const finishLine = (end: number): boolean | Promise<boolean> => {
           const data = parts.length === 1 ? parts[0] : Buffer.concat(parts, kept);
           parts = [];
           kept = 0;
           const body = data.length > 0 && data[data.length - 1] === 0x0d && data.length <= maxLineBytes ? data.subarray(0, -1) : data;
-          if (!isBlank(body)) {
+          if (isBlank(body)) return emitLine(body, end);
+          if (subscriber.closed || stopped) return false;
+          if (inFlight < maxInFlight) return emitLine(body, end);
+          return (async (): Promise<boolean> => {
             while (inFlight >= maxInFlight && !subscriber.closed && !stopped) await waitForSignal();
             // Not emitted: the position stays before this line, so the next run reads it.
             if (subscriber.closed || stopped) return false;
-          }
+            return emitLine(body, end);
+          })();
+        };
+        const emitLine = (body: Buffer, end: number): boolean => {
           lineNo++;
           const lineStart = nextStart;
           nextStart = end;
@@ -363,7 +374,8 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
             }
             take(chunk, i, nl);
             i = nl + 1;
-            go = await finishLine(base + i);
+            const done = finishLine(base + i);
+            go = typeof done === 'boolean' ? done : await done;
           }
           if (!go) break;
         }

@@ -4,7 +4,7 @@
  * rejected with its size and the limit; the cost of a large update stays small.
  */
 import { describe, expect, it } from 'vitest';
-import { mergeChecked } from '../../src/domain/merge-checked.js';
+import { mergeChecked, updateBytesBound, type MergeChecked } from '../../src/domain/merge-checked.js';
 import type { ProfileSnapshot, ProfileUpdate } from '../../src/domain/types.js';
 import { decodeEvent } from '../../src/domain/validate.js';
 import { EventRejectedError } from '../../src/errors.js';
@@ -106,5 +106,74 @@ describe('mergeChecked: snapshot size limit (worker.maxSnapshotBytes)', () => {
     console.log(`60k-attribute updates: JSON.parse of one event ${parseMs.toFixed(1)} ms; slowest merge + size check ${slowest.toFixed(1)} ms`);
     // The cost is bounded by the limit (the profile stops growing), not by its history; its
     // figure is printed, not asserted: timings belong in the benchmark, not in unit tests.
+  });
+});
+
+describe('mergeChecked: the size bound (beforeBytes + updateBytes, the memory store)', () => {
+  /** Exact UTF-8 size of a snapshot's JSON without its `last` record. */
+  const coreSize = (s: ProfileSnapshot): number => Buffer.byteLength(JSON.stringify({ ...s, last: undefined }));
+
+  it('skips the JSON while the bound proves the snapshot fits, and its coreBytes is never below the real size', () => {
+    // Texts whose JSON grows most when parsed and written again: numbers in exponent form,
+    // escapes, non-ASCII and control characters, identities and memberships.
+    const texts = [
+      '{"profileId":"p","attributes":{"n":9e15,"m":[1e15,2e-6,-9e15],"o":{"p":{"q":1E+15}}}}',
+      '{"profileId":"p","attributes":{"s":"\\u0001\\u00e9é😀\\\\\\"","t":"\\ud83d\\ude00"}}',
+      '{"profileId":"p","identityMap":{"ecid":[{"id":"1","primary":true}],"email":[{"id":"a@b"}]},"segmentMembership":{"ups":{"aud-1":{"status":"realized","lastQualificationTime":"2026-01-01T00:00:00Z"}}}}',
+      '{"profileId":"p","attributes":{"n":null,"o":{"p":{"q":9e15,"r":"x"}}},"removedIdentities":{"email":["a@b"]}}',
+      '  {  "profileId" : "p" , "attributes" : { "w" : [ 1e1 , 2e2 ] , "x":{} } }  ',
+      // 3.4 × longer written than read: the bound's factor 4 is needed.
+      `{"profileId":"p","attributes":{"w":[${Array(300).fill('9e15').join(',')}]}}`,
+    ];
+    let before: ProfileSnapshot | null = null;
+    let bytes: number | undefined;
+    for (let round = 0; round < 3; round++) {
+      for (const text of texts) {
+        const update = decodeEvent(text, { maxBytes: 1 << 20 });
+        const checked = mergeChecked(before, update, { maxSnapshotBytes: 1 << 20, beforeBytes: bytes, updateBytes: updateBytesBound(text.length) });
+        expect(checked.json).toBeUndefined();
+        expect(checked.coreBytes).toBeGreaterThanOrEqual(coreSize(checked.after));
+        before = checked.after;
+        bytes = checked.coreBytes;
+      }
+    }
+    // Without a bound of the update (or of the snapshot before it), the result is measured.
+    const update = decodeEvent(texts[0], { maxBytes: 1 << 20 });
+    expect(mergeChecked(before, update, { maxSnapshotBytes: 1 << 20, beforeBytes: bytes }).json).toBeDefined();
+    expect(mergeChecked(before, update, { maxSnapshotBytes: 1 << 20, updateBytes: 400 }).json).toBeDefined();
+  });
+
+  it('measures exactly once the bound reaches the limit: the same updates are accepted and refused as without a bound', () => {
+    const run = (withBound: boolean): { accepted: number; measured: number; size: number } => {
+      let snapshot: ProfileSnapshot | null = null;
+      let bytes: number | undefined;
+      let accepted = 0;
+      let measured = 0;
+      for (let i = 0; i < 60; i++) {
+        const text = JSON.stringify({ profileId: 'p', attributes: { [`k${i % 25}`]: 'v'.repeat(40 + i), n: 9e15 } });
+        const update = decodeEvent(text, { maxBytes: 1 << 20 });
+        try {
+          const checked: MergeChecked = withBound
+            ? mergeChecked(snapshot, update, { maxSnapshotBytes: 2_048, beforeBytes: bytes, updateBytes: updateBytesBound(text.length) })
+            : mergeChecked(snapshot, update, { maxSnapshotBytes: 2_048 });
+          if (checked.json !== undefined) measured++;
+          snapshot = checked.after;
+          bytes = checked.coreBytes;
+          accepted++;
+        } catch (err) {
+          expect((err as EventRejectedError).code).toBe('ERR_SNAPSHOT_TOO_LARGE');
+        }
+      }
+      return { accepted, measured, size: Buffer.byteLength(JSON.stringify(snapshot)) };
+    };
+    const exact = run(false);
+    const bounded = run(true);
+    expect(bounded.accepted).toBe(exact.accepted);
+    expect(bounded.size).toBe(exact.size);
+    expect(bounded.size).toBeLessThanOrEqual(2_048);
+    expect(exact.accepted).toBeLessThan(60);
+    // The bound spared some measurements (the first updates of the profile), not all.
+    expect(bounded.measured).toBeLessThan(exact.measured);
+    expect(bounded.measured).toBeGreaterThan(0);
   });
 });

@@ -285,4 +285,44 @@ describe('isIsoDate', () => {
       expect(Number.isFinite(Date.parse(s))).toBe(true);
     }
   });
+
+  it('reads exactly the grammar of its regular expression (a differential test over 200,000 near-dates)', () => {
+    // The rule as it was written first: a regex and range checks. isIsoDate reads the same
+    // grammar by character codes; any string on which they differ fails here.
+    const RE = /^(\d{4})-(\d{2})-(\d{2})(?:[Tt](\d{2}):(\d{2})(?::(\d{2})(?:\.\d{1,9})?)?(?:[Zz]|[+-](\d{2}):?(\d{2}))?)?$/;
+    const DAYS = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    const reference = (x: string): boolean => {
+      const m = RE.exec(x);
+      if (m === null) return false;
+      const [year, month, day] = [+m[1], +m[2], +m[3]];
+      if (month < 1 || month > 12 || day < 1) return false;
+      const leap = month === 2 && ((year % 4 === 0 && year % 100 !== 0) || year % 400 === 0);
+      if (day > DAYS[month - 1] + (leap ? 1 : 0)) return false;
+      if (m[4] !== undefined && (+m[4] > 23 || +m[5] > 59 || (m[6] !== undefined && +m[6] > 59))) return false;
+      if (m[7] !== undefined && (+m[7] > 23 || +m[8] > 59)) return false;
+      return true;
+    };
+    let seed = 7;
+    const rnd = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return (seed >>> 8) % n;
+    };
+    const pieces = ['2026', '2000', '1900', '-', '02', '29', '30', '31', '12', '13', '00', 'T', 't', ' ', ':', '23', '24', '59', '60', '.', '1', '123456789', '1234567890', 'Z', 'z', '+', '-', '01', '0130', '1', 'x', '٣', ''];
+    const mutate = (x: string): string => {
+      const i = rnd(x.length + 1);
+      const op = rnd(3);
+      const c = pieces[rnd(pieces.length)];
+      return op === 0 ? x.slice(0, i) + c + x.slice(i) : op === 1 ? x.slice(0, i) + x.slice(i + 1) : x.slice(0, i) + c + x.slice(i + c.length);
+    };
+    const bases = ['2026-11-26', '2026-11-26T10:00', '2024-02-29T23:59:59.5Z', '2000-02-29t00:00:00.123456789+01:30', '2026-11-26T10:00:00-0130', '2026-12-31T10:00:00z'];
+    let accepted = 0;
+    for (let n = 0; n < 200_000; n++) {
+      let x = bases[rnd(bases.length)];
+      for (let k = rnd(4); k > 0; k--) x = mutate(x);
+      const want = reference(x);
+      if (isIsoDate(x) !== want) expect({ x, isIsoDate: isIsoDate(x) }).toEqual({ x, isIsoDate: want });
+      if (want) accepted++;
+    }
+    expect(accepted).toBeGreaterThan(10_000);
+  });
 });

@@ -9,9 +9,10 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ProfileSnapshot, ProfileUpdate } from '../../src/domain/types.js';
+import { updateBytesBound } from '../../src/domain/merge-checked.js';
 import { EventRejectedError } from '../../src/errors.js';
 import { MAX_PENDING_PER_PROFILE } from '../../src/stores/memory-snapshot-store.js';
-import type { SnapshotStore } from '../../src/stores/types.js';
+import type { ApplyContext, SnapshotStore } from '../../src/stores/types.js';
 
 export interface SnapshotStoreFixture {
   store: SnapshotStore;
@@ -509,6 +510,26 @@ export function describeSnapshotStoreContract(
         const next = await store.apply({ profileId: 'p-big', attributes: { a: null } }, ctx());
         expect(next.before).toEqual(first.after);
         expect(next.after.attributes).toEqual({});
+      });
+
+      it('holds the same when the update comes with a bound of its JSON size (ctx.updateBytes, as decodeEvents gives it)', async () => {
+        // 12 updates of ~100 KB each: the 11th passes 1 MiB. A store may skip measuring while the
+        // bound proves the snapshot fits (memory), but the update that passes the limit is refused.
+        const sized = (update: ProfileUpdate): ApplyContext => ({ ...ctx(), updateBytes: updateBytesBound(JSON.stringify(update).length) });
+        let accepted = 0;
+        let refused: unknown;
+        for (let i = 0; i < 12 && refused === undefined; i++) {
+          const update: ProfileUpdate = { profileId: 'p-sized', attributes: { [`k${i}`]: 'é'.repeat(50_000) } };
+          try {
+            await store.apply(update, sized(update));
+            accepted++;
+          } catch (err) {
+            refused = err;
+          }
+        }
+        expect(accepted).toBe(10);
+        expect((refused as EventRejectedError).code).toBe('ERR_SNAPSHOT_TOO_LARGE');
+        expect(Buffer.byteLength(JSON.stringify(await store.get('p-sized')))).toBeLessThanOrEqual(1 << 20);
       });
     });
   });
