@@ -16,6 +16,10 @@ import type { PoolCoordinator } from './pool.js';
 import { openFailureStores, openSinks, openSnapshotStore } from './runtime.js';
 import { LocalSnapshotStore } from '../stores/local-snapshot-store.js';
 import type { SnapshotStore } from '../stores/types.js';
+import { merge, Subject, takeUntil, tap, EMPTY, type Observable } from 'rxjs';
+import { throttledWarn } from '../observability/throttled-warn.js';
+import { openRetryQueue } from './retry-queue-stores.js';
+import { drainRetries, type DrainEvent } from './drain-retries.js';
 
 export interface RunSummary {
   eventsRead: number;
@@ -108,6 +112,9 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
   const limiters = config.store.kind === 'redis' ? (await import('./backbone.js')).openRedisLimiters(config.store, logger) : undefined;
   const sinks = openSinks(config, { failed: failures.failed, logger, limiterFor: limiters?.limiterFor, metrics });
   const source = await openSource(config, once, logger, store);
+  // Retry queues (SPEC §6) where the store can hold them durably beside the snapshots.
+  const retry = await openRetryQueue(config);
+  if (retry) metrics.queueDepth = () => retry.queues.depths();
   // Monitoring wiring: readiness checks of what was opened.
   if (options.health) {
     const { checksFor } = await import('../observability/health-probes.js');
@@ -140,7 +147,34 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     logger.warn({ err }, 'could not begin the backfills at start; they begin when the store answers');
   }
 
-  const subscription = source.messages$
+  const liveDone = new Subject<void>();
+  const stopping = new Subject<void>();
+  const warnDrain = throttledWarn({ logger, intervalMs: 5_000 });
+  const drain$: Observable<DrainEvent> = retry
+    ? drainRetries({
+        queues: retry.queues,
+        marks: retry.marks,
+        dataflowIds: config.dataflows.map((f) => f.id),
+        sinkFor,
+        limiterFor: (id) => sinkFor(id).limiter,
+        // `run --once`: the queued exports are finished (delivered or stored as failed) before it ends.
+        until: once ? liveDone : undefined,
+      }).pipe(
+        tap((e) => {
+          if (e.kind === 'settled') {
+            const t = e.outcome.job.eventTime;
+            if (e.outcome.status !== 'queued') metrics.exportSettled(e.outcome.job.dataflowId, e.outcome.status, e.outcome.attempts, t === undefined ? undefined : (Date.now() - t) / 1000);
+          } else if (e.kind === 'superseded') metrics.exportSuperseded(e.entry.dataflowId);
+          else if (e.kind === 'store-error') {
+            metrics.storeErrors++;
+            warnDrain({ err: e.error }, 'retry queue: a store step failed; the export stays queued and is tried again');
+          }
+        }),
+        takeUntil(stopping),
+      )
+    : EMPTY;
+
+  const live$ = source.messages$
     .pipe(
       exportPipeline({
         dataflows: config.dataflows,
@@ -177,18 +211,22 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
             onRetry: ({ error, delayMs }) => logger.warn({ err: error, delayMs }, 'backfill interrupted; resuming from its last checkpoint'),
           }),
         ),
+        retryQueue: retry,
       }),
-    )
-    .subscribe({
-      error: (err: unknown) => rejectStopped(err),
-      complete: () => resolveStopped(),
-    });
+      tap({ complete: () => liveDone.next() }),
+    );
+  const subscription = merge(live$, drain$).subscribe({
+    error: (err: unknown) => rejectStopped(err),
+    complete: () => resolveStopped(),
+  });
 
   const stop = (): void => {
     if (drainTimer) return;
     options.health?.stop();
     logger.info({ inFlight: metrics.inFlight }, 'stopping: draining in-flight exports');
     source.stop();
+    // The retry queues stay on disk for the next run; attempts in flight are cancelled.
+    stopping.next();
     drainTimer = setTimeout(() => {
       abandoned = metrics.inFlight;
       logger.warn({ abandoned }, 'drain timeout: unfinished messages will be redelivered');
@@ -203,7 +241,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     } finally {
       if (drainTimer) clearTimeout(drainTimer);
       subscription.unsubscribe();
-      await Promise.allSettled([sinks.close(), store.close(), failures.close(), limiters?.close()]);
+      await Promise.allSettled([sinks.close(), store.close(), failures.close(), limiters?.close(), retry?.close()]);
     }
     const totals = metrics.totals();
     const dataflows: RunSummary['dataflows'] = {};
