@@ -15,7 +15,7 @@
 import type { Database } from 'lmdb';
 import { StoreError } from '../errors.js';
 import { openLocalEnv, type LocalEnv } from './local-env.js';
-import { mergeQueued, queueKey, type DeliveredMarks, type QueuedExport, type RetryQueue } from './retry-queue.js';
+import { mergeQueued, queueKey, type DeliveredMarks, type EnqueueResult, type QueuedExport, type RetryQueue } from './retry-queue.js';
 
 function isQueued(v: unknown): v is QueuedExport {
   if (v === null || typeof v !== 'object') return false;
@@ -46,15 +46,16 @@ export class LocalRetryQueue implements RetryQueue {
     this.db = this.env.db('retries');
   }
 
-  async enqueue(entry: QueuedExport): Promise<boolean> {
+  async enqueue(entry: QueuedExport): Promise<EnqueueResult> {
     const k = queueKey(entry.dataflowId, entry.profileId);
     try {
-      return await this.env.root.transaction(() => {
-        const stored = this.db.get(k);
-        const next = mergeQueued(isQueued(stored) ? stored : undefined, entry);
-        if (next === undefined) return false;
+      return await this.env.root.transaction((): EnqueueResult => {
+        const raw = this.db.get(k);
+        const stored = isQueued(raw) ? raw : undefined;
+        const next = mergeQueued(stored, entry);
+        if (next === undefined) return { kept: false };
         this.db.put(k, next);
-        return true;
+        return { kept: true, replaced: stored !== undefined && stored.idempotencyKey !== entry.idempotencyKey ? stored.idempotencyKey : undefined };
       });
     } catch (err) {
       throw storeError(this.env, 'queue an export', err);

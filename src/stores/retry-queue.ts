@@ -35,9 +35,10 @@ export interface RetryQueue {
   /**
    * Puts `entry` durably (resolves once it is on disk / in the store). An entry already there
    * for the same (dataflow, profile) is replaced when `entry` is at least as new (its exits
-   * carried over), else `entry` is dropped (it is older) and `false` is returned.
+   * carried over; `replaced` names the export it superseded), else `entry` is dropped (it is
+   * older: `kept: false`).
    */
-  enqueue(entry: QueuedExport): Promise<boolean>;
+  enqueue(entry: QueuedExport): Promise<EnqueueResult>;
   /** Up to `limit` entries of the dataflow due at `now`, soonest first. */
   due(dataflowId: string, now: number, limit: number): Promise<QueuedExport[]>;
   /** When the dataflow's next entry is due (ms since epoch), or undefined when its queue is empty. */
@@ -54,6 +55,14 @@ export interface RetryQueue {
   /** Entries of one dataflow (or all), soonest first: for `status` and tests. */
   list(dataflowId?: string): Promise<QueuedExport[]>;
   close(): Promise<void>;
+}
+
+/** What `enqueue` did. */
+export interface EnqueueResult {
+  /** The entry is stored (alone, or superseding an older one). */
+  kept: boolean;
+  /** The idempotency key of the older export it superseded, if any. */
+  replaced?: string;
 }
 
 /** Per (dataflow, profile): the version of the newest state delivered to the endpoint. */
@@ -94,12 +103,13 @@ export function mergeQueued(stored: QueuedExport | undefined, incoming: QueuedEx
 export class MemoryRetryQueue implements RetryQueue {
   private readonly entries = new Map<string, QueuedExport>();
 
-  async enqueue(entry: QueuedExport): Promise<boolean> {
+  async enqueue(entry: QueuedExport): Promise<EnqueueResult> {
     const k = queueKey(entry.dataflowId, entry.profileId);
-    const next = mergeQueued(this.entries.get(k), entry);
-    if (next === undefined) return false;
+    const stored = this.entries.get(k);
+    const next = mergeQueued(stored, entry);
+    if (next === undefined) return { kept: false };
     this.entries.set(k, next);
-    return true;
+    return { kept: true, replaced: stored !== undefined && stored.idempotencyKey !== entry.idempotencyKey ? stored.idempotencyKey : undefined };
   }
 
   async due(dataflowId: string, now: number, limit: number): Promise<QueuedExport[]> {

@@ -36,6 +36,8 @@ export const DRAIN_RETRIES_DEFAULTS = {
 export type DrainEvent =
   | { kind: 'settled'; outcome: DeliveryOutcome }
   | { kind: 'superseded'; entry: QueuedExport }
+  /** A queued export replaced in the queue by a newer one of its (dataflow, profile) before it was sent. */
+  | { kind: 'superseded-queued'; dataflowId: string }
   | { kind: 'retry'; entry: QueuedExport; error: unknown; delayMs: number }
   | { kind: 'store-error'; error: unknown };
 
@@ -112,9 +114,12 @@ export function drainRetries(options: DrainRetriesOptions): Observable<DrainEven
     const handle = async (e: QueuedExport, flight: Set<string>, k: string): Promise<void> => {
       const sink = sinkFor(e.dataflowId);
       const job = jobOf(e);
-      const settleAs = async (retry?: Parameters<typeof queues.queue.settle>[1]): Promise<void> => {
+      queues.attemptingNow(e.idempotencyKey, true);
+      /** Resolves false when a newer export of the profile replaced `e` meanwhile. */
+      const settleAs = async (retry?: Parameters<typeof queues.queue.settle>[1]): Promise<boolean> => {
         const stored = await queues.queue.settle(e, retry);
         if (!retry && stored) queues.settled(e);
+        return stored;
       };
       try {
         const delivered = await marks.get(e.dataflowId, e.profileId);
@@ -155,13 +160,14 @@ export function drainRetries(options: DrainRetriesOptions): Observable<DrainEven
               random,
               retryAfter: failure instanceof DeliveryError ? failure.retryAfterMs : undefined,
             });
-            await settleAs({
+            const kept = await settleAs({
               attempts,
               dueAt: scheduler.now() + delayMs,
               lastErrorCode: failure instanceof DeliveryError ? failure.code : undefined,
               lastStatus: failure instanceof DeliveryError ? failure.statusCode : undefined,
             });
-            emit({ kind: 'retry', entry: e, error: failure, delayMs });
+            // Replaced by a newer export while this attempt was out: it ends here, superseded.
+            emit(kept ? { kind: 'retry', entry: e, error: failure, delayMs } : { kind: 'superseded', entry: e });
             return;
           }
         }
@@ -180,6 +186,7 @@ export function drainRetries(options: DrainRetriesOptions): Observable<DrainEven
           subs.add(t);
         });
       } finally {
+        queues.attemptingNow(e.idempotencyKey, false);
         flight.delete(k);
       }
     };
@@ -240,6 +247,7 @@ export function drainRetries(options: DrainRetriesOptions): Observable<DrainEven
 
     for (const id of options.dataflowIds) loop(id);
     subs.add(queues.nudged$.subscribe((id) => wake.get(id)?.()));
+    subs.add(queues.superseded$.subscribe((x) => emit({ kind: 'superseded-queued', dataflowId: x.dataflowId })));
     if (options.until) {
       subs.add(
         merge(options.until).subscribe(() => {

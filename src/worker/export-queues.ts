@@ -35,16 +35,26 @@ export class ExportQueues implements ExportQueueing {
   private readonly depth = new Map<string, number>();
   private readonly failing = new Set<string>();
   private readonly nudges = new Subject<string>();
+  private readonly supersededBy = new Subject<{ dataflowId: string; idempotencyKey: string }>();
+  /** Idempotency keys the drain is attempting now (their end is counted by the drain). */
+  private readonly attempting = new Set<string>();
   private readonly now: () => number;
+  private readonly delayAfter: (dataflowId: string, attempts: number, error: unknown) => number;
 
-  private constructor(queue: RetryQueue, now: () => number) {
+  private constructor(queue: RetryQueue, now: () => number, delayAfter: (dataflowId: string, attempts: number, error: unknown) => number) {
     this.queue = queue;
     this.now = now;
+    this.delayAfter = delayAfter;
   }
 
   /** Opens the worker's view: loads the index from what the queue holds (a restart drains it). */
-  static async open(options: { queue: RetryQueue; now?: () => number }): Promise<ExportQueues> {
-    const q = new ExportQueues(options.queue, options.now ?? Date.now);
+  static async open(options: {
+    queue: RetryQueue;
+    now?: () => number;
+    /** The wait before the retry that follows `attempts` failed attempts, the last with `error` (backoff, Retry-After). @default 0 */
+    delayAfter?: (dataflowId: string, attempts: number, error: unknown) => number;
+  }): Promise<ExportQueues> {
+    const q = new ExportQueues(options.queue, options.now ?? Date.now, options.delayAfter ?? (() => 0));
     for (const e of await options.queue.list()) q.indexed(e.dataflowId, e.profileId, e.idempotencyKey);
     return q;
   }
@@ -52,6 +62,17 @@ export class ExportQueues implements ExportQueueing {
   /** Dataflow ids whose queue got a new export (the drain looks at once). */
   get nudged$(): Observable<string> {
     return this.nudges.asObservable();
+  }
+
+  /** Queued exports that a newer one of their (dataflow, profile) replaced before the drain sent them. */
+  get superseded$(): Observable<{ dataflowId: string; idempotencyKey: string }> {
+    return this.supersededBy.asObservable();
+  }
+
+  /** The drain attempts (`true`) or is done with (`false`) the export `idempotencyKey`. */
+  attemptingNow(idempotencyKey: string, on: boolean): void {
+    if (on) this.attempting.add(idempotencyKey);
+    else this.attempting.delete(idempotencyKey);
   }
 
   /** Exports queued, by dataflow (the metrics gauge). */
@@ -93,8 +114,8 @@ export class ExportQueues implements ExportQueueing {
       version: job.version,
       eventTime: job.eventTime,
       attempts,
-      // The first retry goes when the drain gets to it; its backoff starts after the next failure.
-      dueAt: this.now(),
+      // A failed first attempt waits its backoff (and a Retry-After); one queued behind goes when due.
+      dueAt: this.now() + (attempts > 0 && error !== undefined ? this.delayAfter(job.dataflowId, attempts, error) : 0),
       lastErrorCode: error instanceof HttpDestinationError ? error.code : undefined,
       lastStatus: error instanceof DeliveryError ? error.statusCode : undefined,
     };
@@ -104,7 +125,10 @@ export class ExportQueues implements ExportQueueing {
     this.indexed(job.dataflowId, job.profileId, job.idempotencyKey);
     let kept: boolean;
     try {
-      kept = await this.queue.enqueue(entry);
+      const r = await this.queue.enqueue(entry);
+      kept = r.kept;
+      // Superseded in the queue, never sent (one the drain is sending ends there instead).
+      if (r.replaced !== undefined && !this.attempting.has(r.replaced)) this.supersededBy.next({ dataflowId: job.dataflowId, idempotencyKey: r.replaced });
     } catch (err) {
       if (this.index.get(k) === job.idempotencyKey) {
         if (previous === undefined) this.unindexed(job.dataflowId, k);
@@ -138,6 +162,7 @@ export class ExportQueues implements ExportQueueing {
 
   close(): Promise<void> {
     this.nudges.complete();
+    this.supersededBy.complete();
     return this.queue.close();
   }
 }

@@ -17,12 +17,15 @@ export interface RetryQueueHandle {
  * default) or in memory (`memory`). The pool (`store.kind: redis`) has none yet: its retries
  * run inline, in the message's slot (README, "Retry queues").
  */
-export async function openRetryQueue(config: AppConfig): Promise<RetryQueueHandle | undefined> {
+export async function openRetryQueue(
+  config: AppConfig,
+  options: { delayAfter?: (dataflowId: string, attempts: number, error: unknown) => number } = {},
+): Promise<RetryQueueHandle | undefined> {
   const s = config.store;
   if (s.kind === 'redis') return undefined;
   const queue = s.kind === 'local' ? new LocalRetryQueue({ path: s.path }) : new MemoryRetryQueue();
   const marks = s.kind === 'local' ? new LocalDeliveredMarks({ path: s.path }) : new MemoryDeliveredMarks();
-  const queues = await ExportQueues.open({ queue });
+  const queues = await ExportQueues.open({ queue, delayAfter: options.delayAfter });
   return { queues, marks, close: async () => void (await Promise.all([queues.close(), marks.close()])) };
 }
 

@@ -6,7 +6,8 @@ import type { AppConfig } from '../config/load.js';
 import type { Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { fileSource, type Source } from '../streams/file.js';
-import { retryWithBackoff } from '../operators/retry-with-backoff.js';
+import { backoffDelay, retryWithBackoff } from '../operators/retry-with-backoff.js';
+import { DeliveryError } from '../errors.js';
 import type { HttpSink } from '../sinks/http/sink.js';
 import { backfillSource, beginBackfills } from '../streams/backfill.js';
 import { exportPipeline } from './pipeline.js';
@@ -16,7 +17,7 @@ import type { PoolCoordinator } from './pool.js';
 import { openFailureStores, openSinks, openSnapshotStore } from './runtime.js';
 import { LocalSnapshotStore } from '../stores/local-snapshot-store.js';
 import type { SnapshotStore } from '../stores/types.js';
-import { merge, Subject, takeUntil, tap, EMPTY, type Observable } from 'rxjs';
+import { EMPTY, merge, Subject, takeUntil, tap, type Observable } from 'rxjs';
 import { throttledWarn } from '../observability/throttled-warn.js';
 import { openRetryQueue } from './retry-queue-stores.js';
 import { drainRetries, type DrainEvent } from './drain-retries.js';
@@ -28,8 +29,10 @@ export interface RunSummary {
   backfilled: number;
   delivered: number;
   failed: number;
-  /** Per dataflow: delivered and failed (stored) exports. */
-  dataflows: Record<string, { delivered: number; failed: number }>;
+  /** Exports not sent because a newer state of their (dataflow, profile) went instead (SPEC §6). */
+  superseded: number;
+  /** Per dataflow: delivered, failed (stored) and superseded exports. */
+  dataflows: Record<string, { delivered: number; failed: number; superseded: number }>;
   /** Messages left unfinished when the drain timed out (they will be redelivered). */
   abandoned: number;
   durationMs: number;
@@ -113,7 +116,10 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
   const sinks = openSinks(config, { failed: failures.failed, logger, limiterFor: limiters?.limiterFor, metrics });
   const source = await openSource(config, once, logger, store);
   // Retry queues (SPEC §6) where the store can hold them durably beside the snapshots.
-  const retry = await openRetryQueue(config);
+  const retry = await openRetryQueue(config, {
+    delayAfter: (id, attempts, error) =>
+      backoffDelay({ attempt: attempts, ...sinkFor(id).retryDelays, retryAfter: error instanceof DeliveryError ? error.retryAfterMs : undefined }),
+  });
   if (retry) metrics.queueDepth = () => retry.queues.depths();
   // Monitoring wiring: readiness checks of what was opened.
   if (options.health) {
@@ -165,6 +171,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
             const t = e.outcome.job.eventTime;
             if (e.outcome.status !== 'queued') metrics.exportSettled(e.outcome.job.dataflowId, e.outcome.status, e.outcome.attempts, t === undefined ? undefined : (Date.now() - t) / 1000);
           } else if (e.kind === 'superseded') metrics.exportSuperseded(e.entry.dataflowId);
+          else if (e.kind === 'superseded-queued') metrics.exportSuperseded(e.dataflowId);
           else if (e.kind === 'store-error') {
             metrics.storeErrors++;
             warnDrain({ err: e.error }, 'retry queue: a store step failed; the export stays queued and is tried again');
@@ -245,9 +252,11 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     }
     const totals = metrics.totals();
     const dataflows: RunSummary['dataflows'] = {};
+    let superseded = 0;
     for (const flow of config.dataflows) {
       const c = metrics.flow(flow.id);
-      dataflows[flow.id] = { delivered: c.delivered, failed: c.failed };
+      dataflows[flow.id] = { delivered: c.delivered, failed: c.failed, superseded: c.superseded };
+      superseded += c.superseded;
     }
     return {
       eventsRead: metrics.eventsRead,
@@ -255,6 +264,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
       backfilled: metrics.backfillItems,
       delivered: totals.delivered,
       failed: totals.failed,
+      superseded,
       dataflows,
       abandoned,
       durationMs: Date.now() - started,
