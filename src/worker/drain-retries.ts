@@ -32,6 +32,9 @@ export const DRAIN_RETRIES_DEFAULTS = {
   storeRetryMs: 1_000,
 } as const;
 
+/** How soon a new entry wakes an idle dataflow loop, at most once per this interval. */
+const NUDGE_MS = 20;
+
 /** What the drain did with one queued export. */
 export type DrainEvent =
   | { kind: 'settled'; outcome: DeliveryOutcome }
@@ -241,7 +244,18 @@ export function drainRetries(options: DrainRetriesOptions): Observable<DrainEven
           checkEnd();
         }
       };
-      wake.set(dataflowId, () => void run());
+      // A new entry wakes an idle loop soon, once for a burst (a `due` read per enqueue would
+      // cost a scan of the queue each).
+      let soon: Subscription | undefined;
+      wake.set(dataflowId, () => {
+        if (soon !== undefined || flight.size >= concurrency) return;
+        soon = timer(NUDGE_MS, scheduler).subscribe(() => {
+          if (soon) subs.remove(soon);
+          soon = undefined;
+          void run();
+        });
+        subs.add(soon);
+      });
       void run();
     };
 
