@@ -388,9 +388,9 @@ export class Metrics {
     this.flow(dataflowId).queued++;
   }
 
-  /** A send was dropped: a newer state of its (dataflow, profile) was delivered. */
-  exportSuperseded(dataflowId: string): void {
-    this.flow(dataflowId).superseded++;
+  /** A send was dropped: a newer state of its (dataflow, profile) was delivered or queued (`n`: a correction may be -1). */
+  exportSuperseded(dataflowId: string, n = 1): void {
+    this.flow(dataflowId).superseded += n;
   }
 
   /**

@@ -39,8 +39,12 @@ const NUDGE_MS = 20;
 export type DrainEvent =
   | { kind: 'settled'; outcome: DeliveryOutcome }
   | { kind: 'superseded'; entry: QueuedExport }
-  /** A queued export replaced in the queue by a newer one of its (dataflow, profile) before it was sent. */
-  | { kind: 'superseded-queued'; dataflowId: string }
+  /**
+   * A queued export replaced in the queue by a newer one of its (dataflow, profile) (`n: 1`);
+   * `n: -1` when the drain's attempt of it, out at that moment, delivered it or stored it as
+   * failed after all (counted there instead).
+   */
+  | { kind: 'superseded-queued'; dataflowId: string; n: 1 | -1 }
   | { kind: 'retry'; entry: QueuedExport; error: unknown; delayMs: number }
   | { kind: 'store-error'; error: unknown };
 
@@ -117,7 +121,6 @@ export function drainRetries(options: DrainRetriesOptions): Observable<DrainEven
     const handle = async (e: QueuedExport, flight: Set<string>, k: string): Promise<void> => {
       const sink = sinkFor(e.dataflowId);
       const job = jobOf(e);
-      queues.attemptingNow(e.idempotencyKey, true);
       /** Resolves false when a newer export of the profile replaced `e` meanwhile. */
       const settleAs = async (retry?: Parameters<typeof queues.queue.settle>[1]): Promise<boolean> => {
         const stored = await queues.queue.settle(e, retry);
@@ -127,8 +130,8 @@ export function drainRetries(options: DrainRetriesOptions): Observable<DrainEven
       try {
         const delivered = await marks.get(e.dataflowId, e.profileId);
         if (delivered !== undefined && delivered >= e.version) {
-          await settleAs();
-          emit({ kind: 'superseded', entry: e });
+          // (replaced meanwhile: counted as superseded when it was replaced)
+          if (await settleAs()) emit({ kind: 'superseded', entry: e });
           return;
         }
         await firstValueFrom(slot(limiterFor(e.dataflowId)));
@@ -149,8 +152,9 @@ export function drainRetries(options: DrainRetriesOptions): Observable<DrainEven
         if (res !== undefined) {
           queues.succeeded(e.dataflowId);
           await marks.record([{ dataflowId: e.dataflowId, profileId: e.profileId, version: e.version }]);
-          await settleAs();
+          const stored = await settleAs();
           emit({ kind: 'settled', outcome: { status: 'delivered', job, attempts, statusCode: res.statusCode } });
+          if (!stored) emit({ kind: 'superseded-queued', dataflowId: e.dataflowId, n: -1 });
           return;
         }
         if (hasCode(failure, 'ERR_FENCED')) return;
@@ -169,15 +173,16 @@ export function drainRetries(options: DrainRetriesOptions): Observable<DrainEven
               lastErrorCode: failure instanceof DeliveryError ? failure.code : undefined,
               lastStatus: failure instanceof DeliveryError ? failure.statusCode : undefined,
             });
-            // Replaced by a newer export while this attempt was out: it ends here, superseded.
-            emit(kept ? { kind: 'retry', entry: e, error: failure, delayMs } : { kind: 'superseded', entry: e });
+            // (replaced by a newer export while this attempt was out: counted as superseded then)
+            if (kept) emit({ kind: 'retry', entry: e, error: failure, delayMs });
             return;
           }
         }
         // The last attempt, or a permanent failure: a stored failed request, the queue's end.
         const outcome = await sink.fail(job, attempts, failure);
-        await settleAs();
+        const stored = await settleAs();
         emit({ kind: 'settled', outcome });
+        if (!stored) emit({ kind: 'superseded-queued', dataflowId: e.dataflowId, n: -1 });
       } catch (err) {
         // The store refused (queue, marks or failed store): the entry stays; tried again later.
         emit({ kind: 'store-error', error: err });
@@ -189,7 +194,6 @@ export function drainRetries(options: DrainRetriesOptions): Observable<DrainEven
           subs.add(t);
         });
       } finally {
-        queues.attemptingNow(e.idempotencyKey, false);
         flight.delete(k);
       }
     };
@@ -261,7 +265,7 @@ export function drainRetries(options: DrainRetriesOptions): Observable<DrainEven
 
     for (const id of options.dataflowIds) loop(id);
     subs.add(queues.nudged$.subscribe((id) => wake.get(id)?.()));
-    subs.add(queues.superseded$.subscribe((x) => emit({ kind: 'superseded-queued', dataflowId: x.dataflowId })));
+    subs.add(queues.superseded$.subscribe((x) => emit({ kind: 'superseded-queued', dataflowId: x.dataflowId, n: 1 })));
     if (options.until) {
       subs.add(
         merge(options.until).subscribe(() => {

@@ -36,8 +36,6 @@ export class ExportQueues implements ExportQueueing {
   private readonly failing = new Set<string>();
   private readonly nudges = new Subject<string>();
   private readonly supersededBy = new Subject<{ dataflowId: string; idempotencyKey: string }>();
-  /** Idempotency keys the drain is attempting now (their end is counted by the drain). */
-  private readonly attempting = new Set<string>();
   private readonly now: () => number;
   private readonly delayAfter: (dataflowId: string, attempts: number, error: unknown) => number;
 
@@ -64,15 +62,13 @@ export class ExportQueues implements ExportQueueing {
     return this.nudges.asObservable();
   }
 
-  /** Queued exports that a newer one of their (dataflow, profile) replaced before the drain sent them. */
+  /**
+   * Queued exports that a newer one of their (dataflow, profile) replaced in the queue. One
+   * the drain was attempting at that moment ends in the drain (its `settle` answers false):
+   * the drain corrects the count when that attempt delivered it or stored it as failed.
+   */
   get superseded$(): Observable<{ dataflowId: string; idempotencyKey: string }> {
     return this.supersededBy.asObservable();
-  }
-
-  /** The drain attempts (`true`) or is done with (`false`) the export `idempotencyKey`. */
-  attemptingNow(idempotencyKey: string, on: boolean): void {
-    if (on) this.attempting.add(idempotencyKey);
-    else this.attempting.delete(idempotencyKey);
   }
 
   /** Exports queued, by dataflow (the metrics gauge). */
@@ -127,8 +123,7 @@ export class ExportQueues implements ExportQueueing {
     try {
       const r = await this.queue.enqueue(entry);
       kept = r.kept;
-      // Superseded in the queue, never sent (one the drain is sending ends there instead).
-      if (r.replaced !== undefined && !this.attempting.has(r.replaced)) this.supersededBy.next({ dataflowId: job.dataflowId, idempotencyKey: r.replaced });
+      if (r.replaced !== undefined) this.supersededBy.next({ dataflowId: job.dataflowId, idempotencyKey: r.replaced });
     } catch (err) {
       if (this.index.get(k) === job.idempotencyKey) {
         if (previous === undefined) this.unindexed(job.dataflowId, k);

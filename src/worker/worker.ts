@@ -171,7 +171,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
             const t = e.outcome.job.eventTime;
             if (e.outcome.status !== 'queued') metrics.exportSettled(e.outcome.job.dataflowId, e.outcome.status, e.outcome.attempts, t === undefined ? undefined : (Date.now() - t) / 1000);
           } else if (e.kind === 'superseded') metrics.exportSuperseded(e.entry.dataflowId);
-          else if (e.kind === 'superseded-queued') metrics.exportSuperseded(e.dataflowId);
+          else if (e.kind === 'superseded-queued') metrics.exportSuperseded(e.dataflowId, e.n);
           else if (e.kind === 'store-error') {
             metrics.storeErrors++;
             warnDrain({ err: e.error }, 'retry queue: a store step failed; the export stays queued and is tried again');
