@@ -3,7 +3,9 @@
  * embedded default): two named databases (`retries`, `delivered`) of the store's LMDB
  * environment (src/stores/local-env.ts).
  *
- * - `retries`: key `<dataflow>\0<profile>` → the one queued export of that pair. Every
+ * - `retries`: key `e\0<dataflow>\0<profile>` → the one queued export of that pair, and a
+ *   schedule `d\0<dataflow>\0<dueAt, 15 digits>\0<profile>` → its idempotency key, so `due`
+ *   and `nextDue` read only what is due (a range), not the whole queue. Every
  *   enqueue and settle is a read-compare-write inside one LMDB write transaction (one writer at
  *   a time), so a `failed replay` process beside `run` cannot lose or double an entry. An
  *   enqueue resolves once its transaction committed (on disk): the source message may then be
@@ -22,6 +24,10 @@ function isQueued(v: unknown): v is QueuedExport {
   const e = v as Record<string, unknown>;
   return typeof e.dataflowId === 'string' && typeof e.profileId === 'string' && typeof e.version === 'number' && typeof e.dueAt === 'number';
 }
+
+const entryKey = (dataflowId: string, profileId: string): string => `e\u0000${queueKey(dataflowId, profileId)}`;
+const dueKey = (e: Pick<QueuedExport, 'dataflowId' | 'profileId' | 'dueAt'>): string =>
+  `d\u0000${e.dataflowId}\u0000${String(Math.max(0, Math.floor(e.dueAt))).padStart(15, '0')}\u0000${e.profileId}`;
 
 function storeError(env: LocalEnv, what: string, err: unknown): StoreError {
   return new StoreError(`local store ${env.path}: cannot ${what}: ${(err as Error).message}`, { cause: err });
@@ -47,14 +53,16 @@ export class LocalRetryQueue implements RetryQueue {
   }
 
   async enqueue(entry: QueuedExport): Promise<EnqueueResult> {
-    const k = queueKey(entry.dataflowId, entry.profileId);
+    const k = entryKey(entry.dataflowId, entry.profileId);
     try {
       return await this.env.root.transaction((): EnqueueResult => {
         const raw = this.db.get(k);
         const stored = isQueued(raw) ? raw : undefined;
         const next = mergeQueued(stored, entry);
         if (next === undefined) return { kept: false };
+        if (stored) this.db.remove(dueKey(stored));
         this.db.put(k, next);
+        this.db.put(dueKey(next), next.idempotencyKey);
         return { kept: true, replaced: stored !== undefined && stored.idempotencyKey !== entry.idempotencyKey ? stored.idempotencyKey : undefined };
       });
     } catch (err) {
@@ -63,23 +71,37 @@ export class LocalRetryQueue implements RetryQueue {
   }
 
   async due(dataflowId: string, now: number, limit: number): Promise<QueuedExport[]> {
-    return (await this.list(dataflowId)).filter((e) => e.dueAt <= now).slice(0, limit);
+    const out: QueuedExport[] = [];
+    const end = dueKey({ dataflowId, profileId: '\uffff', dueAt: now });
+    for (const { key } of this.db.getRange({ start: `d\u0000${dataflowId}\u0000`, end })) {
+      if (out.length >= limit) break;
+      const profileId = key.slice(key.lastIndexOf('\u0000') + 1);
+      const e = this.db.get(entryKey(dataflowId, profileId));
+      if (isQueued(e)) out.push(e);
+    }
+    return out;
   }
 
   async nextDue(dataflowId: string): Promise<number | undefined> {
-    let next: number | undefined;
-    for (const e of this.entriesOf(dataflowId)) if (next === undefined || e.dueAt < next) next = e.dueAt;
-    return next;
+    for (const { key } of this.db.getRange({ start: `d\u0000${dataflowId}\u0000`, end: `d\u0000${dataflowId}\u0001`, limit: 1 })) {
+      const parts = key.split('\u0000');
+      return Number(parts[parts.length - 2]);
+    }
+    return undefined;
   }
 
   async settle(entry: QueuedExport, retry?: { attempts: number; dueAt: number; lastErrorCode?: string; lastStatus?: number }): Promise<boolean> {
-    const k = queueKey(entry.dataflowId, entry.profileId);
+    const k = entryKey(entry.dataflowId, entry.profileId);
     try {
       return await this.env.root.transaction(() => {
         const stored = this.db.get(k);
         if (!isQueued(stored) || stored.idempotencyKey !== entry.idempotencyKey) return false;
-        if (retry) this.db.put(k, { ...stored, ...retry });
-        else this.db.remove(k);
+        this.db.remove(dueKey(stored));
+        if (retry) {
+          const next = { ...stored, ...retry };
+          this.db.put(k, next);
+          this.db.put(dueKey(next), next.idempotencyKey);
+        } else this.db.remove(k);
         return true;
       });
     } catch (err) {
@@ -96,8 +118,8 @@ export class LocalRetryQueue implements RetryQueue {
   }
 
   private *entriesOf(dataflowId: string | undefined): Iterable<QueuedExport> {
-    // Keys start with `<dataflow>\0`: one dataflow's entries are one key range.
-    const range = dataflowId === undefined ? this.db.getRange() : this.db.getRange({ start: `${dataflowId}\u0000`, end: `${dataflowId}\u0001` });
+    // Entries are under `e\0<dataflow>\0`: one dataflow's entries are one key range.
+    const range = this.db.getRange(dataflowId === undefined ? { start: 'e\u0000', end: 'e\u0001' } : { start: `e\u0000${dataflowId}\u0000`, end: `e\u0000${dataflowId}\u0001` });
     for (const { value } of range) if (isQueued(value)) yield value;
   }
 

@@ -228,7 +228,7 @@ export function drainRetries(options: DrainRetriesOptions): Observable<DrainEven
               flight.add(k);
               void handle(e, flight, k).then(() => {
                 checkEnd();
-                void run();
+                wake.get(dataflowId)?.();
               });
             }
           } while (again);
