@@ -24,7 +24,7 @@ import type { FailedRequest } from '../sinks/types.js';
 import { openFailureStores, openSinks } from '../worker/runtime.js';
 import { openMarks } from '../worker/retry-queue-stores.js';
 import type { DeliveredMarks } from '../stores/retry-queue.js';
-import { startWorker, type RunSummary, type WorkerHandle } from '../worker/worker.js';
+import { FILE_STORE_DEPRECATED, startWorker, type RunSummary, type WorkerHandle } from '../worker/worker.js';
 
 let secrets: readonly string[] = [];
 
@@ -251,6 +251,7 @@ export const commands = {
     }
     const since = o.since === undefined ? undefined : parseSince(o.since);
     const logger = createLogger({ level: config.log.level, secrets: config.secrets });
+    if (config.failedRequests.kind === 'file') logger.warn({ field: 'failedRequests.kind' }, FILE_STORE_DEPRECATED);
     const stores = await openFailureStores(config);
     const sinks = openSinks(config, { failed: stores.failed, logger, storeFailures: false });
     const marks = openMarks(config);

@@ -22,6 +22,10 @@ import { throttledWarn } from '../observability/throttled-warn.js';
 import { openRetryQueue } from './retry-queue-stores.js';
 import { drainRetries, type DrainEvent } from './drain-retries.js';
 
+/** The warning of a config that still uses the JSON Lines failed store (issue 12). */
+export const FILE_STORE_DEPRECATED =
+  'failedRequests.kind: file is deprecated: not safe beside failed replay (records can be lost); use kind: local (failed list --json exports JSON Lines)';
+
 export interface RunSummary {
   eventsRead: number;
   rejected: number;
@@ -101,6 +105,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
   const metrics = options.metrics ?? new Metrics();
   const started = Date.now();
 
+  if (config.failedRequests.kind === 'file') logger.warn({ field: 'failedRequests.kind' }, FILE_STORE_DEPRECATED);
   for (const d of config.destinations) {
     if (d.tls && !d.tls.rejectUnauthorized) {
       logger.warn({ destinationId: d.id }, 'tls.rejectUnauthorized is false: the endpoint\'s certificate is NOT verified');

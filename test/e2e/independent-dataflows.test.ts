@@ -57,6 +57,9 @@ describe('independent dataflows', () => {
     await healthy.waitFor((r) => r.length >= N, 240_000);
     const elapsed = Date.now() - started;
     const hangingSeen = hanging.requests.length;
+    const at = healthy.requests.map((r) => r.at - started);
+    // eslint-disable-next-line no-console
+    console.log(`healthy arrivals (ms after start): first ${at[0]?.toFixed(0)}, 64th ${at[63]?.toFixed(0)}, 65th ${at[64]?.toFixed(0)}, 1000th ${at[999]?.toFixed(0)}, last ${at.at(-1)?.toFixed(0)}`);
     // eslint-disable-next-line no-console
     console.log(`healthy dataflow: ${N} exports in ${elapsed} ms; the hanging endpoint had received ${hangingSeen} requests`);
     expect(new Set(healthy.requests.map((r) => (r.body as { person?: unknown; name?: string }).name)).size).toBe(N);
