@@ -115,7 +115,7 @@ export async function replayFailedRequests(options: ReplayOptions): Promise<Repl
   };
 
   const marks = options.marks;
-  summary.superseded ??= 0;
+  if (marks !== undefined) summary.superseded ??= 0;
   const replayOne = async (record: FailedRequest): Promise<void> => {
     const sink = sinkFor(record.dataflowId);
     if (!sink) {
