@@ -15,8 +15,8 @@ export interface RecordDeliveredOptions {
 
 /**
  * For each envelope with delivered exports that carry a `version`, records those versions
- * (`marks.record`, one call per envelope; the local store batches the turn's writes into the
- * transaction its confirm commits in), then emits the envelope — before it is acknowledged, so
+ * (`marks.record`, one call per envelope; the local store batches the turn's writes into one
+ * commit), then emits the envelope — before it is acknowledged, so
  * a mark is never missing for an acked delivery. A failed write is reported to `onError` and
  * the envelope goes on (a lost mark only lets an older queued or failed export be sent; the
  * order of live exports does not depend on it). Envelopes with nothing to record pass through

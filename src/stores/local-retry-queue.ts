@@ -11,8 +11,8 @@
  *   enqueue resolves once its transaction committed (on disk): the source message may then be
  *   acknowledged, and a SIGKILL afterwards loses nothing.
  * - `delivered`: key `<dataflow>\0<profile>` → the newest version delivered. Writes are
- *   plain puts that lmdb-js batches with the turn's other writes (the snapshot store's confirm
- *   commits in the same transaction): no extra round-trip per export.
+ *   plain puts that lmdb-js batches with the turn's other writes into one commit: no commit of
+ *   its own per export.
  */
 import type { Database } from 'lmdb';
 import { StoreError } from '../errors.js';
