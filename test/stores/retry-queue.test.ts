@@ -78,6 +78,10 @@ describe.each(kinds)('%s retry queue', (_name, make) => {
     // a newer export replaced b while it was out: settling the old one leaves the new one
     const b = (await queue.due('flow', 400, 10))[0]!;
     await queue.enqueue(entry('b', 2));
+    // its replacement keeps the later schedule (1,000): not due at 400, and due only once at 1,000
+    expect((await queue.due('flow', 400, 10)).map((e) => e.idempotencyKey)).toEqual([]);
+    expect((await queue.due('flow', 1_000, 10)).map((e) => e.idempotencyKey)).toEqual(['a-v1', 'b-v2']);
+    expect(await queue.nextDue('flow')).toBe(900);
     expect(await queue.settle(b)).toBe(false);
     expect((await queue.list('flow')).map((e) => e.idempotencyKey).sort()).toEqual(['a-v1', 'b-v2']);
     expect(await queue.settle((await queue.list('flow')).find((e) => e.profileId === 'a')!)).toBe(true);
