@@ -259,7 +259,7 @@ export const commands = {
     const reporter = progress(o.progress, 'failed replay', () => ({
       done: stats.replayed + stats.skipped + (stats.superseded ?? 0),
       total: stats.selected,
-      detail: `delivered ${count(stats.delivered)}, failed ${count(stats.failed)}, skipped ${count(stats.skipped)}`,
+      detail: `delivered ${count(stats.delivered)}, failed ${count(stats.failed)}, skipped ${count(stats.skipped)}${stats.superseded ? `, superseded ${count(stats.superseded)}` : ''}`,
     }));
     try {
       const r = await replayFailedRequests({
@@ -276,7 +276,7 @@ export const commands = {
       const left = r.stored - r.selected;
       out(
         `replayed ${r.replayed}: delivered ${r.delivered}, failed ${r.failed} (kept in the store), ` +
-          `skipped ${r.skipped} of unknown dataflows, superseded ${r.superseded ?? 0} (not sent: a newer state was delivered; removed); ${r.stored} stored${left > 0 ? `, ${left} not selected (--since/--limit)` : ''}`,
+          `skipped ${r.skipped} of unknown dataflows${r.superseded ? `, superseded ${r.superseded} (not sent: a newer state was delivered; removed)` : ''}; ${r.stored} stored${left > 0 ? `, ${left} not selected (--since/--limit)` : ''}`,
       );
     } finally {
       reporter.stop();
