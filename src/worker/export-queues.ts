@@ -131,7 +131,11 @@ export class ExportQueues implements ExportQueueing {
       }
       throw err;
     }
-    if (!kept && this.index.get(k) === job.idempotencyKey && previous !== undefined) this.index.set(k, previous);
+    // Dropped as older than the stored export: the index names what is stored again.
+    if (!kept && this.index.get(k) === job.idempotencyKey) {
+      if (previous !== undefined) this.index.set(k, previous);
+      else this.unindexed(job.dataflowId, k);
+    }
     this.nudges.next(job.dataflowId);
   }
 
