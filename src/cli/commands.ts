@@ -23,7 +23,9 @@ import type { PublishStats } from '../streams/publish.js';
 import { count, startProgress, wantsProgress, type ProgressFigures } from './progress.js';
 import type { FailedRequest } from '../sinks/types.js';
 import { openFailureStores, openSinks } from '../worker/runtime.js';
-import { startWorker, type RunSummary, type WorkerHandle } from '../worker/worker.js';
+import { openMarks } from '../worker/retry-queue-stores.js';
+import type { DeliveredMarks } from '../stores/retry-queue.js';
+import { FILE_STORE_DEPRECATED, startWorker, type RunSummary, type WorkerHandle } from '../worker/worker.js';
 
 let secrets: readonly string[] = [];
 
@@ -112,8 +114,9 @@ function formatSummary(s: RunSummary): string {
     ...(s.backfilled > 0 ? [`backfill profiles   ${s.backfilled}`] : []),
     `exports delivered  ${s.delivered}`,
     `exports failed     ${s.failed}${s.failed > 0 ? '  (stored: see `http-destination failed list`)' : ''}`,
+    ...(s.superseded > 0 ? [`exports superseded ${s.superseded}  (a newer state of the profile went instead)`] : []),
   ];
-  for (const [id, c] of Object.entries(s.dataflows)) lines.push(`  ${id}: delivered ${c.delivered}, failed ${c.failed}`);
+  for (const [id, c] of Object.entries(s.dataflows)) lines.push(`  ${id}: delivered ${c.delivered}, failed ${c.failed}${c.superseded > 0 ? `, superseded ${c.superseded}` : ''}`);
   if (s.abandoned > 0) lines.push(`unfinished         ${s.abandoned}  (drain timed out; they will be redelivered)`);
   lines.push(`took               ${(s.durationMs / 1000).toFixed(2)} s`);
   return lines.join('\n');
@@ -129,9 +132,16 @@ function figuresError(logger: Logger): (err: unknown) => void {
   };
 }
 
-function describeFailed(r: FailedRequest): string {
+function describeFailed(r: FailedRequest, superseded = false): string {
   const status = r.lastStatus !== undefined ? `HTTP ${r.lastStatus}` : r.lastErrorCode;
-  return `${r.failedAt}  ${r.dataflowId}  ${r.profileId}  ${status}  attempts=${r.attempts}${r.replays ? ` replays=${r.replays}` : ''}  ${r.idempotencyKey}\n    ${r.lastError}`;
+  return `${r.failedAt}  ${r.dataflowId}  ${r.profileId}  ${status}  attempts=${r.attempts}${r.replays ? ` replays=${r.replays}` : ''}${superseded ? '  SUPERSEDED' : ''}  ${r.idempotencyKey}\n    ${r.lastError}`;
+}
+
+/** Whether a newer state of the record's (dataflow, profile) was delivered (SPEC §6): replay will not send it. */
+async function isSuperseded(marks: DeliveredMarks | undefined, r: FailedRequest): Promise<boolean> {
+  if (marks === undefined || r.version === undefined) return false;
+  const delivered = await marks.get(r.dataflowId, r.profileId);
+  return delivered !== undefined && delivered >= r.version;
 }
 
 export const commands = {
@@ -223,15 +233,19 @@ export const commands = {
   async failedList(o: { config: string; dataflow?: string; json?: boolean }): Promise<void> {
     const config = load(o.config, FAILED_STORES);
     const stores = await openFailureStores(config);
+    const marks = openMarks(config);
     try {
       const list = await stores.failed.list({ dataflowId: o.dataflow });
       const redact = createRedactor(config.secrets);
-      if (o.json) for (const r of list) out(JSON.stringify(redact.value(r)));
+      const flags = await Promise.all(list.map((r) => isSuperseded(marks, r)));
+      if (o.json) list.forEach((r, i) => out(JSON.stringify(redact.value(flags[i] ? { ...r, superseded: true } : r))));
       else {
-        out(`${list.length} failed request${list.length === 1 ? '' : 's'}`);
-        for (const r of list) out(redact.text(describeFailed(r)));
+        const n = flags.filter(Boolean).length;
+        out(`${list.length} failed request${list.length === 1 ? '' : 's'}${n > 0 ? ` (${n} superseded: a newer state was delivered; replay will not send them)` : ''}`);
+        list.forEach((r, i) => out(redact.text(describeFailed(r, flags[i]))));
       }
     } finally {
+      await marks?.close();
       await stores.close();
     }
   },
@@ -243,13 +257,15 @@ export const commands = {
     }
     const since = o.since === undefined ? undefined : parseSince(o.since);
     const logger = createLogger({ level: config.log.level, secrets: config.secrets });
+    if (config.failedRequests.kind === 'file') logger.warn({ field: 'failedRequests.kind' }, FILE_STORE_DEPRECATED);
     const stores = await openFailureStores(config);
     const sinks = openSinks(config, { failed: stores.failed, logger, storeFailures: false });
-    const stats: ReplaySummary = { stored: 0, selected: 0, replayed: 0, delivered: 0, failed: 0, skipped: 0 };
+    const marks = openMarks(config);
+    const stats: ReplaySummary = { stored: 0, selected: 0, replayed: 0, delivered: 0, failed: 0, skipped: 0, superseded: 0 };
     const reporter = progress(o.progress, 'failed replay', () => ({
-      done: stats.replayed + stats.skipped,
+      done: stats.replayed + stats.skipped + (stats.superseded ?? 0),
       total: stats.selected,
-      detail: `delivered ${count(stats.delivered)}, failed ${count(stats.failed)}, skipped ${count(stats.skipped)}`,
+      detail: `delivered ${count(stats.delivered)}, failed ${count(stats.failed)}, skipped ${count(stats.skipped)}${stats.superseded ? `, superseded ${count(stats.superseded)}` : ''}`,
     }));
     try {
       const r = await replayFailedRequests({
@@ -260,16 +276,18 @@ export const commands = {
         since,
         concurrency: o.concurrency,
         stats,
+        marks,
       });
       reporter.stop();
       const left = r.stored - r.selected;
       out(
         `replayed ${r.replayed}: delivered ${r.delivered}, failed ${r.failed} (kept in the store), ` +
-          `skipped ${r.skipped} of unknown dataflows; ${r.stored} stored${left > 0 ? `, ${left} not selected (--since/--limit)` : ''}`,
+          `skipped ${r.skipped} of unknown dataflows${r.superseded ? `, superseded ${r.superseded} (not sent: a newer state was delivered; removed)` : ''}; ${r.stored} stored${left > 0 ? `, ${left} not selected (--since/--limit)` : ''}`,
       );
     } finally {
       reporter.stop();
       await sinks.close();
+      await marks?.close();
       await stores.close();
     }
   },

@@ -100,6 +100,10 @@ export interface DataflowCounters {
   responses: number[];
   /** Time spent waiting for the rate limiter, in seconds. */
   rateLimitWait: BucketCounts;
+  /** Exports handed to the dataflow's retry queue (their message acked; the queue finishes them). */
+  queued: number;
+  /** Sends dropped because a newer state of their (dataflow, profile) was delivered (SPEC §6). */
+  superseded: number;
 }
 
 /** A source-lag measurement as the gauges read it (`SourceLag` of `source-lag.ts`). */
@@ -177,6 +181,8 @@ export class Metrics {
   private readonly now: () => number;
   private sourceLag?: SourceLagSample;
   private activeAlerts = 0;
+  /** The retry queues' depth by dataflow, read at each scrape (set by the worker). */
+  queueDepth?: () => Iterable<[string, number]>;
 
   constructor(options: MetricsOptions = {}) {
     this.now = options.now ?? Date.now;
@@ -233,6 +239,37 @@ export class Metrics {
           this.inc({ dataflow, result: 'delivered' }, c.delivered);
           this.inc({ dataflow, result: 'failed' }, c.failed);
         }
+      },
+    });
+    new Counter({
+      name: 'http_destination_exports_queued_total',
+      help: 'Exports put in their dataflow\'s retry queue (a failed first attempt, or behind a queued export of the same profile).',
+      labelNames: ['dataflow'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [dataflow, c] of self.flows) this.inc({ dataflow }, c.queued);
+      },
+    });
+    new Counter({
+      name: 'http_destination_exports_superseded_total',
+      help: 'Sends dropped because a newer state of the same (dataflow, profile) was delivered (retry queue, replay).',
+      labelNames: ['dataflow'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [dataflow, c] of self.flows) this.inc({ dataflow }, c.superseded);
+      },
+    });
+    new Gauge({
+      name: 'http_destination_retry_queue_exports',
+      help: 'Exports waiting in the retry queues of this worker, by dataflow.',
+      labelNames: ['dataflow'],
+      registers,
+      collect() {
+        this.reset();
+        const depth = self.queueDepth;
+        if (depth) for (const [dataflow, n] of depth()) this.set({ dataflow }, n);
       },
     });
     new Counter({
@@ -343,6 +380,8 @@ export class Metrics {
         stampedDelivered: 0,
         responses: new Array<number>(HTTP_CLASSES.length).fill(0),
         rateLimitWait: new BucketCounts(WAIT_BUCKETS),
+        queued: 0,
+        superseded: 0,
       };
       this.flows.set(id, c);
     }
@@ -368,6 +407,16 @@ export class Metrics {
       c.latency.observe(latencySeconds);
       c.figureLatency[figureBucket(latencySeconds * 1000)]++;
     }
+  }
+
+  /** An export went to its dataflow's retry queue (its message may be acked). */
+  exportQueued(dataflowId: string): void {
+    this.flow(dataflowId).queued++;
+  }
+
+  /** A send was dropped: a newer state of its (dataflow, profile) was delivered or queued (`n`: a correction may be -1). */
+  exportSuperseded(dataflowId: string, n = 1): void {
+    this.flow(dataflowId).superseded += n;
   }
 
   /**

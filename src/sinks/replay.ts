@@ -2,6 +2,7 @@
  * `failed replay`: sends stored failed requests again through the dataflows' sinks.
  */
 import { concatMap, firstValueFrom, from, lastValueFrom, mergeMap, toArray } from 'rxjs';
+import type { DeliveredMarks } from '../stores/retry-queue.js';
 import type { DeliveryOutcome, ExportSender, FailedRequest, FailedRequestStore } from './types.js';
 
 /** The defaults of `replayFailedRequests`, named in one place. */
@@ -31,6 +32,13 @@ export interface ReplayOptions {
   limit?: number;
   /** Replay only records whose last attempt (`failedAt`) is at or after this time, ms since epoch. @default all */
   since?: number;
+  /**
+   * The newest version delivered per (dataflow, profile) (SPEC §6, "Nothing goes back in
+   * time"): a record at or below it is superseded — not sent, counted, and removed from the
+   * store (a newer state reached the endpoint); a delivered record raises the mark.
+   * @default none: every record is sent (stores without marks)
+   */
+  marks?: Pick<DeliveredMarks, 'get' | 'record'>;
   /** The summary to fill in as the replay goes (read it for progress). @default a new one */
   stats?: ReplaySummary;
   /** Clock for `failedAt`, ms since epoch. @default Date.now */
@@ -50,6 +58,8 @@ export interface ReplaySummary {
   failed: number;
   /** Kept as they were: their dataflow is unknown to `sinkFor`. */
   skipped: number;
+  /** Not sent: a newer state of their (dataflow, profile) was delivered; removed from the store. */
+  superseded?: number;
 }
 
 /**
@@ -57,6 +67,8 @@ export interface ReplaySummary {
  * most `limit`) again through its dataflow's sink, with the same Idempotency-Key and payload
  * and the sink's retry policy. The records of one (dataflow, profile) go one at a time, in the
  * store's order; up to `concurrency` profiles at once.
+ * With `marks`, a record older than (or as old as) the newest state delivered for its
+ * (dataflow, profile) is superseded: not sent, counted, removed.
  * Delivered ones leave the store; failed ones stay, updated: `attempts` grows by the
  * attempts just made, `lastStatus` / `lastErrorCode` / `lastError` / `failedAt` are those of
  * this replay, and `replays` grows by one. Records of unknown dataflows are skipped and kept.
@@ -102,11 +114,21 @@ export async function replayFailedRequests(options: ReplayOptions): Promise<Repl
     await store.remove(ids);
   };
 
+  const marks = options.marks;
+  if (marks !== undefined) summary.superseded ??= 0;
   const replayOne = async (record: FailedRequest): Promise<void> => {
     const sink = sinkFor(record.dataflowId);
     if (!sink) {
       summary.skipped += 1;
       return;
+    }
+    if (marks !== undefined && record.version !== undefined) {
+      const delivered = await marks.get(record.dataflowId, record.profileId);
+      if (delivered !== undefined && delivered >= record.version) {
+        summary.superseded = (summary.superseded ?? 0) + 1;
+        toRemove.push(record.id);
+        return;
+      }
     }
     const outcome: DeliveryOutcome = await firstValueFrom(
       sink.send({
@@ -115,11 +137,16 @@ export async function replayFailedRequests(options: ReplayOptions): Promise<Repl
         profileId: record.profileId,
         idempotencyKey: record.idempotencyKey,
         payload: record.payload,
+        version: record.version,
       }),
     );
     summary.replayed += 1;
+    if (outcome.status === 'queued') throw new Error('a replay sender must not queue');
     if (outcome.status === 'delivered') {
       summary.delivered += 1;
+      if (marks !== undefined && record.version !== undefined) {
+        await marks.record([{ dataflowId: record.dataflowId, profileId: record.profileId, version: record.version }]);
+      }
       toRemove.push(record.id);
       if (toRemove.length >= REPLAY_DEFAULTS.removeBatchSize) await flushRemovals();
       return;

@@ -16,6 +16,11 @@ export interface ExportJob {
   /** Upstream event time (ms since epoch), for end-to-end latency. */
   eventTime?: number;
   /**
+   * The version of the state this export carries (increasing per (dataflow, profile); set by
+   * `queueBehind`): a send of a version at or below the newest delivered one is superseded.
+   */
+  version?: number;
+  /**
    * Pool mode: checked before every attempt; `false` means this worker lost the partition
    * (paused past its lease), so the export must not go out: the sink errors with
    * `FencedError` and the message is left to the new owner.
@@ -25,6 +30,8 @@ export interface ExportJob {
 
 export type DeliveryOutcome =
   | { status: 'delivered'; job: ExportJob; attempts: number; statusCode: number }
+  /** Durably queued in its dataflow's retry queue (the message may be acked; the queue finishes it). */
+  | { status: 'queued'; job: ExportJob; attempts: number }
   | {
       status: 'failed';
       job: ExportJob;
@@ -106,6 +113,8 @@ export interface FailedRequest {
   failedAt: string;
   /** How many times it was replayed and failed again. */
   replays?: number;
+  /** The version of the state it carries (ExportJob.version); absent in records of older releases. */
+  version?: number;
 }
 
 export interface FailedRequestStore {

@@ -15,7 +15,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { StoreError } from '../errors.js';
 
 /** The named databases of the local store. */
-export type LocalDbName = 'profiles' | 'replays' | 'members' | 'backfills' | 'frozen' | 'positions' | 'failed' | 'rejected' | 'meta' | 'figures' | 'alerts';
+export type LocalDbName = 'profiles' | 'replays' | 'members' | 'backfills' | 'frozen' | 'positions' | 'failed' | 'rejected' | 'meta' | 'figures' | 'alerts' | 'retries' | 'delivered';
 
 export interface LocalEnv {
   /** The store's folder (absolute). */

@@ -3,7 +3,7 @@
  * One chain of the operators of src/operators, composed here and subscribed once per worker;
  * it does not know which stores or sinks it is given.
  */
-import { asyncScheduler, defer, EMPTY, merge, tap, type Observable, type OperatorFunction, type SchedulerLike } from 'rxjs';
+import { asyncScheduler, defer, EMPTY, merge, tap, type MonoTypeOperatorFunction, type Observable, type OperatorFunction, type SchedulerLike } from 'rxjs';
 import type { Audience, DataflowRules } from '../domain/types.js';
 import { codeOf } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
@@ -12,18 +12,23 @@ import { throttledWarn } from '../observability/throttled-warn.js';
 import { acknowledge } from '../operators/acknowledge.js';
 import { applySnapshot } from '../operators/apply-snapshot.js';
 import { attemptExports } from '../operators/attempt-exports.js';
-import { buildExports } from '../operators/build-exports.js';
+import { buildExports, type PlannedEnvelope } from '../operators/build-exports.js';
 import { decodeEvents } from '../operators/decode-events.js';
 import { deliverExports, type ExportTask, type SettledEnvelope } from '../operators/deliver-exports.js';
 import { detectExports, type DecidedEnvelope } from '../operators/detect-exports.js';
 import { divertRejected } from '../operators/divert-rejected.js';
 import { filterExports, type ExportFilter } from '../operators/filter-exports.js';
 import { profileGate } from '../operators/profile-gate.js';
+import { queueBehind } from '../operators/queue-behind.js';
+import { queueRetries } from '../operators/queue-retries.js';
+import { recordDelivered } from '../operators/record-delivered.js';
 import { rateLimit } from '../operators/rate-limit.js';
 import { retryExports } from '../operators/retry-exports.js';
 import { storeFailedExports } from '../operators/store-failed-exports.js';
 import type { ExportSink, RejectedEventStore } from '../sinks/types.js';
 import type { RateLimiter } from '../stores/rate-limiter.js';
+import type { DeliveredMarks } from '../stores/retry-queue.js';
+import type { ExportQueueing } from './export-queues.js';
 import type { SnapshotStore } from '../stores/types.js';
 import type { Envelope } from '../streams/envelope.js';
 import type { SourceMessage } from '../streams/types.js';
@@ -53,6 +58,13 @@ export interface PipelineOptions {
   scheduler?: SchedulerLike;
   /** Jitter source of the backoffs, in [0, 1). @default Math.random */
   random?: () => number;
+  /**
+   * The worker's retry queues and delivered-version marks (SPEC §6). With them, a failed first
+   * attempt goes to its dataflow's durable queue and the message is acked once every export is
+   * delivered or queued (the queue's drain, src/worker/drain-retries.ts, retries it); without
+   * them, the retries run inline and the message waits for them. @default inline retries
+   */
+  retryQueue?: { queues: ExportQueueing; marks: Pick<DeliveredMarks, 'record'> };
 }
 
 /**
@@ -60,7 +72,8 @@ export interface PipelineOptions {
  *
  * decode → divert rejected → (with backfill items) enter the profile's gate → apply to the
  * snapshot → detect exports → filter → count decisions → build payloads → deliver each export
- * (rate limit → attempt → retries → failed store) → acknowledge (confirm, then ack; or
+ * (with retry queues: queue behind → rate limit → attempt → queue retries → failed store;
+ * without: rate limit → attempt → retries → failed store) → record delivered versions → acknowledge (confirm, then ack; or
  * reject; or nak) → leave the gate.
  *
  * A profile's next message enters only once the previous one left; different profiles run
@@ -95,10 +108,32 @@ export function exportPipeline(options: PipelineOptions): OperatorFunction<Sourc
     metrics.inFlight--;
     const now = scheduler.now();
     for (const o of env.outcomes) {
+      if (o.status === 'queued') {
+        metrics.exportQueued(o.job.dataflowId);
+        continue;
+      }
       const t = o.job.eventTime;
       metrics.exportSettled(o.job.dataflowId, o.status, o.attempts, t === undefined ? undefined : (now - t) / 1000);
     }
   };
+
+  const limit = rateLimit<ExportTask>({
+    limiter: (task) => limiterFor(task.job.dataflowId),
+    refused: (task, err) => (task.abandoned = err),
+    waited: (task, ms) => metrics.rateLimitWaited(task.job.dataflowId, ms / 1000),
+  });
+  const rq = options.retryQueue;
+  // With retry queues: order and a failing endpoint first (queueBehind), then one attempt;
+  // a retryable failure is queued (queueRetries), a permanent one stored. Without: inline retries.
+  const stages: Array<MonoTypeOperatorFunction<ExportTask>> = rq
+    ? [queueBehind({ queues: rq.queues, scheduler }), limit, attemptExports({ sinkFor }), queueRetries({ queues: rq.queues }), storeFailedExports({ sinkFor })]
+    : [limit, attemptExports({ sinkFor }), retryExports({ sinkFor, limiterFor, scheduler, random }), storeFailedExports({ sinkFor })];
+  const recordMarks: MonoTypeOperatorFunction<SettledEnvelope> = rq
+    ? recordDelivered({
+        marks: rq.marks,
+        onError: (err) => warnStore({ err, code: codeOf(err) }, 'could not record delivered versions; older failed or queued exports may be sent again'),
+      })
+    : (o) => o;
 
   return (source$) =>
     defer(() => {
@@ -138,16 +173,7 @@ export function exportPipeline(options: PipelineOptions): OperatorFunction<Sourc
         filterExports({ dataflows }),
         countDecisions,
         buildExports({ dataflows, audiences: options.audiences }),
-        deliverExports(
-          rateLimit<ExportTask>({
-            limiter: (task) => limiterFor(task.job.dataflowId),
-            refused: (task, err) => (task.abandoned = err),
-            waited: (task, ms) => metrics.rateLimitWaited(task.job.dataflowId, ms / 1000),
-          }),
-          attemptExports({ sinkFor }),
-          retryExports({ sinkFor, limiterFor, scheduler, random }),
-          storeFailedExports({ sinkFor }),
-        ),
+        (planned$: Observable<PlannedEnvelope>) => planned$.pipe(deliverExports(...stages), recordMarks),
         acknowledge({
           store,
           rejected: options.rejected,

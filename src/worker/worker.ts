@@ -7,7 +7,8 @@ import type { Logger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';
 import { fileSource, type FileProgress, type Source } from '../streams/file.js';
 import { openSourceLag, type SourceLagMonitor } from '../observability/source-lag.js';
-import { retryWithBackoff } from '../operators/retry-with-backoff.js';
+import { backoffDelay, retryWithBackoff } from '../operators/retry-with-backoff.js';
+import { DeliveryError } from '../errors.js';
 import type { HttpSink } from '../sinks/http/sink.js';
 import { backfillSource, beginBackfills } from '../streams/backfill.js';
 import { exportPipeline } from './pipeline.js';
@@ -17,6 +18,14 @@ import type { PoolCoordinator } from './pool.js';
 import { openFailureStores, openSinks, openSnapshotStore } from './runtime.js';
 import { LocalSnapshotStore } from '../stores/local-snapshot-store.js';
 import type { SnapshotStore } from '../stores/types.js';
+import { EMPTY, merge, Subject, takeUntil, tap, type Observable } from 'rxjs';
+import { throttledWarn } from '../observability/throttled-warn.js';
+import { openRetryQueue } from './retry-queue-stores.js';
+import { drainRetries, type DrainEvent } from './drain-retries.js';
+
+/** The warning of a config that still uses the JSON Lines failed store (issue 12). */
+export const FILE_STORE_DEPRECATED =
+  'failedRequests.kind: file is deprecated: not safe beside failed replay (records can be lost); use kind: local (failed list --json exports JSON Lines)';
 
 export interface RunSummary {
   eventsRead: number;
@@ -25,8 +34,10 @@ export interface RunSummary {
   backfilled: number;
   delivered: number;
   failed: number;
-  /** Per dataflow: delivered and failed (stored) exports. */
-  dataflows: Record<string, { delivered: number; failed: number }>;
+  /** Exports not sent because a newer state of their (dataflow, profile) went instead (SPEC §6). */
+  superseded: number;
+  /** Per dataflow: delivered, failed (stored) and superseded exports. */
+  dataflows: Record<string, { delivered: number; failed: number; superseded: number }>;
   /** Messages left unfinished when the drain timed out (they will be redelivered). */
   abandoned: number;
   durationMs: number;
@@ -104,6 +115,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
   const metrics = options.metrics ?? new Metrics();
   const started = Date.now();
 
+  if (config.failedRequests.kind === 'file') logger.warn({ field: 'failedRequests.kind' }, FILE_STORE_DEPRECATED);
   for (const d of config.destinations) {
     if (d.tls && !d.tls.rejectUnauthorized) {
       logger.warn({ destinationId: d.id }, 'tls.rejectUnauthorized is false: the endpoint\'s certificate is NOT verified');
@@ -118,6 +130,12 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
   const limiters = config.store.kind === 'redis' ? (await import('./backbone.js')).openRedisLimiters(config.store, logger) : undefined;
   const sinks = openSinks(config, { failed: failures.failed, logger, limiterFor: limiters?.limiterFor, metrics });
   const source = await openSource(config, once, logger, store);
+  // Retry queues (SPEC §6) where the store can hold them durably beside the snapshots.
+  const retry = await openRetryQueue(config, {
+    delayAfter: (id, attempts, error) =>
+      backoffDelay({ attempt: attempts, ...sinkFor(id).retryDelays, retryAfter: error instanceof DeliveryError ? error.retryAfterMs : undefined }),
+  });
+  if (retry) metrics.queueDepth = () => retry.queues.depths();
   // Monitoring wiring: readiness checks of what was opened.
   if (options.health) {
     const { checksFor } = await import('../observability/health-probes.js');
@@ -155,7 +173,35 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     logger.warn({ err }, 'could not begin the backfills at start; they begin when the store answers');
   }
 
-  const subscription = source.messages$
+  const liveDone = new Subject<void>();
+  const stopping = new Subject<void>();
+  const warnDrain = throttledWarn({ logger, intervalMs: 5_000 });
+  const drain$: Observable<DrainEvent> = retry
+    ? drainRetries({
+        queues: retry.queues,
+        marks: retry.marks,
+        dataflowIds: config.dataflows.map((f) => f.id),
+        sinkFor,
+        limiterFor: (id) => sinkFor(id).limiter,
+        // `run --once`: the queued exports are finished (delivered or stored as failed) before it ends.
+        until: once ? liveDone : undefined,
+      }).pipe(
+        tap((e) => {
+          if (e.kind === 'settled') {
+            const t = e.outcome.job.eventTime;
+            if (e.outcome.status !== 'queued') metrics.exportSettled(e.outcome.job.dataflowId, e.outcome.status, e.outcome.attempts, t === undefined ? undefined : (Date.now() - t) / 1000);
+          } else if (e.kind === 'superseded') metrics.exportSuperseded(e.entry.dataflowId);
+          else if (e.kind === 'superseded-queued') metrics.exportSuperseded(e.dataflowId, e.n);
+          else if (e.kind === 'store-error') {
+            metrics.storeErrors++;
+            warnDrain({ err: e.error }, 'retry queue: a store step failed; the export stays queued and is tried again');
+          }
+        }),
+        takeUntil(stopping),
+      )
+    : EMPTY;
+
+  const live$ = source.messages$
     .pipe(
       exportPipeline({
         dataflows: config.dataflows,
@@ -192,18 +238,22 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
             onRetry: ({ error, delayMs }) => logger.warn({ err: error, delayMs }, 'backfill interrupted; resuming from its last checkpoint'),
           }),
         ),
+        retryQueue: retry,
       }),
-    )
-    .subscribe({
-      error: (err: unknown) => rejectStopped(err),
-      complete: () => resolveStopped(),
-    });
+      tap({ complete: () => liveDone.next() }),
+    );
+  const subscription = merge(live$, drain$).subscribe({
+    error: (err: unknown) => rejectStopped(err),
+    complete: () => resolveStopped(),
+  });
 
   const stop = (): void => {
     if (drainTimer) return;
     options.health?.stop();
     logger.info({ inFlight: metrics.inFlight }, 'stopping: draining in-flight exports');
     source.stop();
+    // The retry queues stay on disk for the next run; attempts in flight are cancelled.
+    stopping.next();
     drainTimer = setTimeout(() => {
       abandoned = metrics.inFlight;
       logger.warn({ abandoned }, 'drain timeout: unfinished messages will be redelivered');
@@ -218,13 +268,15 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     } finally {
       if (drainTimer) clearTimeout(drainTimer);
       subscription.unsubscribe();
-      await Promise.allSettled([sinks.close(), store.close(), failures.close(), limiters?.close(), lag?.close()]);
+      await Promise.allSettled([sinks.close(), store.close(), failures.close(), limiters?.close(), lag?.close(), retry?.close()]);
     }
     const totals = metrics.totals();
     const dataflows: RunSummary['dataflows'] = {};
+    let superseded = 0;
     for (const flow of config.dataflows) {
       const c = metrics.flow(flow.id);
-      dataflows[flow.id] = { delivered: c.delivered, failed: c.failed };
+      dataflows[flow.id] = { delivered: c.delivered, failed: c.failed, superseded: c.superseded };
+      superseded += c.superseded;
     }
     return {
       eventsRead: metrics.eventsRead,
@@ -232,6 +284,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
       backfilled: metrics.backfillItems,
       delivered: totals.delivered,
       failed: totals.failed,
+      superseded,
       dataflows,
       abandoned,
       durationMs: Date.now() - started,

@@ -264,16 +264,15 @@ describe('run --once: per-profile order under slow answers and retries', () => {
       const r = await runCli(['run', '--config', config, '--once', '--json']);
       expect(r.code, r.stderr).toBe(0);
       const summary = JSON.parse(r.stdout.trim()) as Record<string, unknown>;
-      expect(summary).toMatchObject({
-        eventsRead: PROFILES * UPDATES,
-        rejected: 0,
-        delivered: 2 * PROFILES * UPDATES,
-        failed: 0,
-        dataflows: { 'flow-a': { delivered: PROFILES * UPDATES, failed: 0 }, 'flow-b': { delivered: PROFILES * UPDATES, failed: 0 } },
-      });
+      // A queued export is superseded by a newer one of its profile (SPEC §6: the endpoint gets
+      // the latest state, in order): every export is delivered or superseded, none failed.
+      expect(summary).toMatchObject({ eventsRead: PROFILES * UPDATES, rejected: 0, failed: 0 });
+      const flows = summary.dataflows as Record<string, { delivered: number; failed: number; superseded: number }>;
+      for (const id of ['flow-a', 'flow-b']) expect(flows[id]!.delivered + flows[id]!.superseded, id).toBe(PROFILES * UPDATES);
+      expect(summary.delivered).toBe(flows['flow-a']!.delivered + flows['flow-b']!.delivered);
 
       // retries did happen (else this test would prove little)
-      expect(orx.requests.length).toBeGreaterThan(2 * PROFILES * UPDATES + 20);
+      expect(orx.requests.filter((req) => req.attempt >= 2).length).toBeGreaterThan(0);
       const keysByExport = new Map<string, Set<string>>();
       for (const path of ['/a', '/b']) {
         for (let p = 0; p < PROFILES; p++) {
@@ -281,8 +280,10 @@ describe('run --once: per-profile order under slow answers and retries', () => {
           const ks = mine.map((req) => who(req).k);
           // every arrival (first attempts and retries) in update order: a later export never overtakes
           for (let i = 1; i < ks.length; i++) expect(ks[i], `${path} p-${p}: ${ks.join(',')}`).toBeGreaterThanOrEqual(ks[i - 1]);
-          // and what was accepted is exactly the update sequence
-          expect(mine.filter((req) => req.status === 200).map((req) => who(req).k)).toEqual([...Array(UPDATES).keys()]);
+          // and what was accepted goes up, and ends with the last update (superseded states are skipped)
+          const accepted = mine.filter((req) => req.status === 200).map((req) => who(req).k);
+          for (let i = 1; i < accepted.length; i++) expect(accepted[i]).toBeGreaterThan(accepted[i - 1]!);
+          expect(accepted.at(-1), `${path} p-${p}`).toBe(UPDATES - 1);
           for (const req of mine) {
             const id = `${path}/p-${p}/${who(req).k}`;
             if (!keysByExport.has(id)) keysByExport.set(id, new Set());
@@ -291,7 +292,7 @@ describe('run --once: per-profile order under slow answers and retries', () => {
         }
       }
       // one Idempotency-Key per export, the same on every retry; different exports, different keys
-      expect(keysByExport.size).toBe(2 * PROFILES * UPDATES);
+      expect(keysByExport.size).toBeGreaterThanOrEqual(summary.delivered as number);
       for (const [id, set] of keysByExport) expect(set.size, id).toBe(1);
       const all = [...keysByExport.values()].map((s) => [...s][0]);
       expect(new Set(all).size).toBe(all.length);

@@ -257,6 +257,7 @@ export class HttpSink implements ExportSink, ExportSender {
       lastErrorCode: code,
       lastError: reason,
       failedAt: new Date(this.now()).toISOString(),
+      version: job.version,
     };
     try {
       await this.failedStore.put(record);

@@ -1,0 +1,91 @@
+/**
+ * End to end (SPEC §6 "Nothing goes back in time", issue 13): a replay after an outage leaves
+ * every profile at its newest state. The endpoint refuses connections while each of 100
+ * profiles gets v1 (stored as failed requests); then it is back and v2, v3 are delivered;
+ * `failed replay` must not send v1 (superseded: counted, shown by `failed list`, removed).
+ * Sequential `run --once` commands on one local store: nothing depends on machine speed.
+ */
+import { appendFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ensureBuilt, jsonLines, removeTempDirs, runCli, stopAll, tempDir, writeConfig, writeEvents } from '../support/cli.js';
+import { closedPort, startReceiver, type Receiver } from '../support/receiver.js';
+
+const PROFILES = 100;
+let rx: Receiver;
+
+beforeAll(async () => {
+  await ensureBuilt();
+  rx = await startReceiver();
+}, 120_000);
+afterEach(() => stopAll());
+afterAll(async () => {
+  await rx.close();
+  removeTempDirs();
+});
+
+const version = (p: number, v: number): unknown => ({
+  profileId: `p-${p}`,
+  eventId: `p-${p}-v${v}`,
+  attributes: { name: `v${v}` },
+  ...(v === 1
+    ? { identityMap: { ecid: [{ id: `p-${p}` }] }, segmentMembership: { ups: { 'aud-1': { status: 'realized', lastQualificationTime: '2026-11-26T10:00:00Z' } } } }
+    : {}),
+});
+
+function config(endpoint: string): unknown {
+  return {
+    source: { kind: 'file', path: 'events.jsonl' },
+    audiences: [{ id: 'aud-1', name: 'A', mergePolicyId: 'mp-1', createdAt: 1, updatedAt: 2 }],
+    destinations: [{ id: 'dest', endpoint, timeoutMs: 2_000, retry: { minDelayMs: 10, maxDelayMs: 50 } }],
+    dataflows: [{ id: 'flow', destination: 'dest', audiences: ['aud-1'], attributes: ['name'] }],
+  };
+}
+
+describe('replay after an outage', () => {
+  it('leaves every profile at its newest state: failed v1 records are superseded by the delivered v3, not sent', async () => {
+    const dir = tempDir();
+    // 1. The endpoint refuses: every v1 is stored as a failed request.
+    writeEvents(dir, Array.from({ length: PROFILES }, (_, p) => version(p, 1)));
+    const refusing = writeConfig(dir, config(`http://127.0.0.1:${await closedPort()}/x`), 'refusing.yaml');
+    const first = await runCli(['run', '--config', refusing, '--once'], { cwd: dir, timeoutMs: 120_000 });
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stdout).toMatch(new RegExp(`exports failed\\s+${PROFILES}\\b`));
+
+    // 2. The endpoint is back: v2 and v3 of every profile are delivered.
+    const events = join(dir, 'events.jsonl');
+    for (const v of [2, 3]) for (let p = 0; p < PROFILES; p++) appendFileSync(events, `${JSON.stringify(version(p, v))}\n`);
+    const fixed = writeConfig(dir, config(`${rx.url}/in`), 'fixed.yaml');
+    const second = await runCli(['run', '--config', fixed, '--once'], { cwd: dir, timeoutMs: 120_000 });
+    expect(second.code, second.stderr).toBe(0);
+    const newest = (): Map<string, string> => {
+      // In arrival order: the last body accepted per profile is its state at the endpoint.
+      const m = new Map<string, string>();
+      for (const r of rx.at('/in')) {
+        if (r.status !== 200) continue;
+        const body = r.body as { name: string; identityMap: { ecid: Array<{ id: string }> } };
+        m.set(body.identityMap.ecid[0]!.id, body.name);
+      }
+      return m;
+    };
+    const before = newest();
+    expect(before.size).toBe(PROFILES);
+    for (const [p, name] of before) expect(name, p).toBe('v3');
+
+    // 3. `failed list` shows the v1 records as superseded; `failed replay` sends none of them.
+    const listed = await runCli(['failed', 'list', '--config', fixed, '--json'], { cwd: dir });
+    expect(listed.code, listed.stderr).toBe(0);
+    const records = jsonLines<{ superseded?: boolean }>(listed.stdout);
+    expect(records).toHaveLength(PROFILES);
+    expect(records.every((r) => r.superseded === true)).toBe(true);
+    const sentBefore = rx.at('/in').length;
+    const replay = await runCli(['failed', 'replay', '--config', fixed], { cwd: dir, timeoutMs: 120_000 });
+    expect(replay.code, replay.stderr).toBe(0);
+    expect(replay.stdout).toMatch(new RegExp(`superseded ${PROFILES}\\b`));
+    expect(rx.at('/in').length).toBe(sentBefore);
+    for (const [p, name] of newest()) expect(name, p).toBe('v3');
+    const after = await runCli(['failed', 'list', '--config', fixed], { cwd: dir });
+    expect(after.stdout).toMatch(/^0 failed requests/);
+  }, 300_000);
+});
+

@@ -1,0 +1,123 @@
+/**
+ * The retry queues and delivered-version marks: one contract, the memory and the local
+ * (LMDB) implementations; the local one also across a reopen (durable) and two handles.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { LocalDeliveredMarks, LocalRetryQueue } from '../../src/stores/local-retry-queue.js';
+import { MemoryDeliveredMarks, MemoryRetryQueue, type DeliveredMarks, type QueuedExport, type RetryQueue } from '../../src/stores/retry-queue.js';
+
+const dirs: string[] = [];
+const dir = (): string => {
+  const d = mkdtempSync(join(tmpdir(), 'hd-rq-'));
+  dirs.push(d);
+  return d;
+};
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const entry = (profileId: string, version: number, over: Partial<QueuedExport> = {}): QueuedExport => ({
+  dataflowId: 'flow',
+  destinationId: 'dest',
+  profileId,
+  idempotencyKey: `${profileId}-v${version}`,
+  payload: { name: `v${version}` },
+  version,
+  attempts: 1,
+  dueAt: 1_000,
+  ...over,
+});
+
+const kinds: Array<[string, () => { queue: RetryQueue; marks: DeliveredMarks }]> = [
+  ['memory', () => ({ queue: new MemoryRetryQueue(), marks: new MemoryDeliveredMarks() })],
+  [
+    'local',
+    () => {
+      const path = dir();
+      return { queue: new LocalRetryQueue({ path }), marks: new LocalDeliveredMarks({ path }) };
+    },
+  ],
+];
+
+describe.each(kinds)('%s retry queue', (_name, make) => {
+  it('keeps one export per (dataflow, profile): a newer one supersedes (naming what it replaced), an older one is dropped', async () => {
+    const { queue, marks } = make();
+    expect(await queue.enqueue(entry('p', 1))).toEqual({ kept: true, replaced: undefined });
+    expect(await queue.enqueue(entry('p', 3, { dueAt: 500, attempts: 0 }))).toEqual({ kept: true, replaced: 'p-v1' });
+    expect(await queue.enqueue(entry('p', 2))).toEqual({ kept: false });
+    expect(await queue.enqueue(entry('q', 1, { dataflowId: 'other' }))).toEqual({ kept: true, replaced: undefined });
+    const [p] = await queue.list('flow');
+    // the newer export keeps the queue's schedule (not earlier than the one it replaced)
+    expect(p).toMatchObject({ idempotencyKey: 'p-v3', version: 3, attempts: 0, dueAt: 1_000, payload: { name: 'v3' } });
+    expect(await queue.keys()).toHaveLength(2);
+    await queue.close();
+    await marks.close();
+  });
+
+  it('a superseding export inherits the audience exits of the one it replaces', async () => {
+    const { queue, marks } = make();
+    await queue.enqueue(entry('p', 1, { payload: { segmentMembership: { ups: { a: { status: 'exited' }, b: { status: 'realized' } } } } }));
+    await queue.enqueue(entry('p', 2, { payload: { segmentMembership: { ups: { b: { status: 'realized' } } } } }));
+    expect((await queue.list('flow'))[0]!.payload).toEqual({ segmentMembership: { ups: { b: { status: 'realized' }, a: { status: 'exited' } } } });
+    await queue.close();
+    await marks.close();
+  });
+
+  it('due / nextDue by time; settle removes or reschedules only the entry it names', async () => {
+    const { queue, marks } = make();
+    await queue.enqueue(entry('a', 1, { dueAt: 100 }));
+    await queue.enqueue(entry('b', 1, { dueAt: 300 }));
+    expect(await queue.nextDue('flow')).toBe(100);
+    expect((await queue.due('flow', 200, 10)).map((e) => e.profileId)).toEqual(['a']);
+    const a = (await queue.due('flow', 200, 10))[0]!;
+    expect(await queue.settle(a, { attempts: 2, dueAt: 900, lastStatus: 503 })).toBe(true);
+    expect(await queue.nextDue('flow')).toBe(300);
+    // a newer export replaced b while it was out: settling the old one leaves the new one
+    const b = (await queue.due('flow', 400, 10))[0]!;
+    await queue.enqueue(entry('b', 2));
+    // its replacement keeps the later schedule (1,000): not due at 400, and due only once at 1,000
+    expect((await queue.due('flow', 400, 10)).map((e) => e.idempotencyKey)).toEqual([]);
+    expect((await queue.due('flow', 1_000, 10)).map((e) => e.idempotencyKey)).toEqual(['a-v1', 'b-v2']);
+    expect(await queue.nextDue('flow')).toBe(900);
+    expect(await queue.settle(b)).toBe(false);
+    expect((await queue.list('flow')).map((e) => e.idempotencyKey).sort()).toEqual(['a-v1', 'b-v2']);
+    expect(await queue.settle((await queue.list('flow')).find((e) => e.profileId === 'a')!)).toBe(true);
+    expect((await queue.list()).map((e) => e.idempotencyKey)).toEqual(['b-v2']);
+    expect(await queue.nextDue('none')).toBeUndefined();
+    await queue.close();
+    await marks.close();
+  });
+
+  it('marks keep the newest version delivered, never going down', async () => {
+    const { queue, marks } = make();
+    expect(await marks.get('flow', 'p')).toBeUndefined();
+    await marks.record([{ dataflowId: 'flow', profileId: 'p', version: 5 }]);
+    await marks.record([{ dataflowId: 'flow', profileId: 'p', version: 3 }, { dataflowId: 'flow', profileId: 'q', version: 1 }]);
+    expect(await marks.get('flow', 'p')).toBe(5);
+    expect(await marks.get('flow', 'q')).toBe(1);
+    expect(await marks.get('other', 'p')).toBeUndefined();
+    await queue.close();
+    await marks.close();
+  });
+});
+
+describe('local retry queue', () => {
+  it('is durable: what was enqueued (and marked) is there after the store is closed and opened again', async () => {
+    const path = dir();
+    const q1 = new LocalRetryQueue({ path });
+    const m1 = new LocalDeliveredMarks({ path });
+    await q1.enqueue(entry('p', 1));
+    await m1.record([{ dataflowId: 'flow', profileId: 'p', version: 9 }]);
+    await q1.close();
+    await m1.close();
+    const q2 = new LocalRetryQueue({ path });
+    const m2 = new LocalDeliveredMarks({ path });
+    expect((await q2.list()).map((e) => e.idempotencyKey)).toEqual(['p-v1']);
+    expect(await m2.get('flow', 'p')).toBe(9);
+    await q2.close();
+    await m2.close();
+  });
+});
