@@ -211,8 +211,10 @@ describe('the console in a real browser (issue 16)', () => {
     ]);
     expect(status!.rejected.total).toBe(1);
     expect(shown!.flows.map((f) => f.rateLimit)).toEqual([50, 1000]);
-    // no pool here: the partitions section says so
-    expect(await page.getAttribute('#pool', 'data-pool')).toBe('not-available');
+    // no pool here: the section shows the one worker's source and its lag (/api/partitions, mode single)
+    expect(await page.getAttribute('#pool', 'data-pool')).toBe('single');
+    await page.waitForSelector('#pool [data-lag="pending"]', { timeout: 15_000 });
+    expect(await page.textContent('#pool h2')).toContain('Source: file');
     await shot('dataflows');
   }, 60_000);
 

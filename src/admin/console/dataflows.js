@@ -142,7 +142,26 @@ function objectTable(name, rows) {
   );
 }
 
+/** One worker (no pool): the source's lag from `/api/partitions` (`mode: "single"`). */
+function singleSection(body) {
+  const box = el('section', { class: 'card', id: 'pool', 'data-pool': 'single' }, el('h2', {}, `Source: ${body.source} (one worker, no pool)`));
+  const lag = body.lag;
+  if (!lag) box.append(el('p', { class: 'muted' }, 'Source lag not measured yet.'));
+  else {
+    const age = lag.oldestWaitingMs === null ? '–' : `${(lag.oldestWaitingMs / 1000).toFixed(1)} s`;
+    box.append(
+      el('p', {}, [
+        el('span', { class: 'kv', 'data-lag': 'pending' }, 'waiting to be read: ', el('strong', {}, String(lag.pending))),
+        el('span', { class: 'kv', 'data-lag': 'ackPending' }, 'read, not settled: ', el('strong', {}, String(lag.ackPending))),
+        el('span', { class: 'kv', 'data-lag': 'oldest' }, 'oldest waiting: ', el('strong', {}, age)),
+      ]),
+    );
+  }
+  return box;
+}
+
 function poolSection(partitions) {
+  if (partitions.state === 'ok' && partitions.body?.mode === 'single') return singleSection(partitions.body);
   const state = { na: 'not-available', error: 'error', ok: 'available' }[partitions.state];
   const box = el('section', { class: 'card', id: 'pool', 'data-pool': state }, el('h2', {}, 'Pool: partitions, owners, lag'));
   if (partitions.state === 'na') box.append(el('p', { class: 'muted' }, 'Not available (not a pool, or this worker does not serve /api/partitions).'));
