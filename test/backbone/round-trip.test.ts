@@ -189,8 +189,8 @@ describe('round trip: JetStream → worker → HTTP, snapshots in Redis, failed 
     const flow1Count = expected.exports.filter((e) => e.dataflowId === 'flow-1').length;
     expect(summary.eventsRead).toBe(lines.length - 1);
     expect(summary.rejected).toBe(2);
-    expect(summary.dataflows['flow-1']).toEqual({ delivered: flow1Count, failed: 0 });
-    expect(summary.dataflows['flow-2']).toEqual({ delivered: 0, failed: 3 });
+    expect(summary.dataflows['flow-1']).toEqual({ delivered: flow1Count, failed: 0, superseded: 0 });
+    expect(summary.dataflows['flow-2']).toEqual({ delivered: 0, failed: 3, superseded: 0 });
     expect(summary.abandoned).toBe(0);
     const got = rx.delivered('/profiles');
     const span = Math.max(1, got[got.length - 1].at - got[0].at);
