@@ -5,7 +5,7 @@
  * began, read by index, deleted with the write of its `done` state).
  */
 import type { Redis } from 'ioredis';
-import { StoreError } from '../errors.js';
+import { FencedError, StoreError } from '../errors.js';
 import type { BackfillBegin, BackfillState } from './types.js';
 
 /** Members per SSCAN step (and per RPUSH) of the script freezing a backfill's members. */
@@ -53,7 +53,19 @@ export const BACKFILL_SCAN_LUA = `local n = redis.call('LLEN', KEYS[1])
 if n == 0 then return false end
 return {n, redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])}`;
 
+/**
+ * A checkpoint of the elected backfiller, fenced: KEYS[1] the states hash, KEYS[2] the frozen
+ * list, KEYS[3] the backfiller lock; ARGV[1] backfill id, ARGV[2] state JSON, ARGV[3] the lock
+ * value the backfiller holds, ARGV[4] '1' when the state is done (the frozen list is dropped
+ * with it). Writes only while the lock holds that value: 1 written, 0 fenced.
+ */
+export const BACKFILL_CHECKPOINT_LUA = `if redis.call('GET', KEYS[3]) ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[4] == '1' then redis.call('UNLINK', KEYS[2]) end
+return 1`;
+
 interface BackfillScripts {
+  hdBackfillCheckpoint(states: string, frozen: string, lock: string, id: string, state: string, lockValue: string, done: string): Promise<number>;
   hdBackfillBegin(states: string, frozen: string, audience: string, id: string, step: number): Promise<[state: string, phase: BackfillBegin['phase']]>;
   hdBackfillScan(frozen: string, start: number, stop: number): Promise<[length: number, ids: string[]] | null>;
 }
@@ -86,6 +98,7 @@ export class RedisBackfillState {
     this.freezeStep = options.freezeStep ?? FREEZE_STEP;
     this.redis.defineCommand('hdBackfillBegin', { numberOfKeys: 3, lua: BACKFILL_BEGIN_LUA });
     this.redis.defineCommand('hdBackfillScan', { numberOfKeys: 1, lua: BACKFILL_SCAN_LUA });
+    this.redis.defineCommand('hdBackfillCheckpoint', { numberOfKeys: 3, lua: BACKFILL_CHECKPOINT_LUA });
     // defineCommand adds methods ioredis can only type through module augmentation.
     this.scripts = this.redis as unknown as BackfillScripts;
   }
@@ -128,8 +141,33 @@ export class RedisBackfillState {
     });
   }
 
+  /**
+   * A checkpoint written only while the lock `fence.key` holds `fence.value` (the elected
+   * backfiller's turn, worker/backfill-lock.ts); `FencedError` otherwise, and nothing written.
+   */
+  async setFenced(id: string, state: BackfillState, fence: { key: string; value: string }): Promise<void> {
+    const written = await this.call('backfill', () =>
+      this.scripts.hdBackfillCheckpoint(this.backfillsKey(), this.frozenKey(id), fence.key, id, JSON.stringify(state), fence.value, state.done ? '1' : '0'),
+    );
+    if (written !== 1) throw new FencedError(`backfill ${id}: the backfiller lock is not held any more; checkpoint not written`);
+  }
+
+  /** Every backfill's state (for `pool status`). */
+  async all(): Promise<Record<string, BackfillState>> {
+    const raw = await this.call('backfill', () => this.redis.hgetall(this.backfillsKey()));
+    const out: Record<string, BackfillState> = {};
+    for (const [id, json] of Object.entries(raw)) {
+      try {
+        out[id] = JSON.parse(json) as BackfillState;
+      } catch {
+        /* an unreadable record is left out of the report */
+      }
+    }
+    return out;
+  }
+
   /** A page of the frozen list of backfill `id`; the cursor is the list index of the next member. */
-  async scanFrozen(id: string, options: { cursor: string; count: number }): Promise<{ ids: string[]; cursor: string }> {
+  async scanFrozen(id: string, options: { cursor: string; count: number }): Promise<{ ids: string[]; cursor: string; total: number }> {
     // Index 0 is the marker. A cursor this method did not make (none should reach it) reads
     // from the start: members may be sent twice, none is skipped.
     const at = Number(options.cursor);
@@ -139,7 +177,7 @@ export class RedisBackfillState {
     if (!reply) throw new StoreError(`redis snapshot store: the frozen members of backfill ${id} are gone`);
     const [length, ids] = reply;
     const next = from + ids.length;
-    return { ids, cursor: next >= length ? '0' : String(next) };
+    return { ids, cursor: next >= length ? '0' : String(next), total: length - 1 };
   }
 
   /** The hash of every backfill's state. */

@@ -337,7 +337,7 @@ export class RedisSnapshotStore implements SnapshotStore {
     if (batch.length > 0) yield batch;
   }
 
-  async scanMembers(audienceId: string, options: { cursor: string; count: number; frozenAs?: string }): Promise<{ ids: string[]; cursor: string }> {
+  async scanMembers(audienceId: string, options: { cursor: string; count: number; frozenAs?: string }): Promise<{ ids: string[]; cursor: string; total?: number }> {
     if (options.frozenAs !== undefined) return this.backfills.scanFrozen(options.frozenAs, options);
     const [cursor, ids] = await this.call('members', () =>
       this.redis.sscan(this.audienceKey(audienceId), options.cursor, 'COUNT', Math.max(1, Math.floor(options.count))),
@@ -359,6 +359,20 @@ export class RedisSnapshotStore implements SnapshotStore {
   async setBackfill(id: string, state: BackfillState): Promise<void> {
     await this.verifyEpoch();
     await this.backfills.set(id, state);
+  }
+
+  /**
+   * The elected backfiller's checkpoint: written only while its lock holds `fence.value`
+   * (`FencedError` otherwise). See `RedisBackfillState.setFenced`.
+   */
+  async setBackfillFenced(id: string, state: BackfillState, fence: { key: string; value: string }): Promise<void> {
+    await this.verifyEpoch();
+    await this.backfills.setFenced(id, state, fence);
+  }
+
+  /** Every backfill's state, by id (for `pool status`). */
+  listBackfills(): Promise<Record<string, BackfillState>> {
+    return this.backfills.all();
   }
 
   async close(): Promise<void> {

@@ -27,6 +27,7 @@ import { connectNats, NatsError, withDefaults, type NatsHandle } from './nats.js
 import type { SourceMessage, SourceStatus } from './types.js';
 import { ensureConsumer, ensureStream, errMessage, isApiError, jsError } from './jetstream-admin.js';
 import { describe, SURFACED } from './jetstream-notifications.js';
+import { BACKFILL_HEADER, decodeBackfillItem } from './backfill-item.js';
 
 export {
   consumerResumePoint,
@@ -252,9 +253,12 @@ export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSourc
           /* connection closed */
         }
       };
+      const backfillId = m.headers?.get(BACKFILL_HEADER);
+      const backfill = backfillId ? decodeBackfillItem(backfillId, m.data) : undefined;
       return {
         data: m.data,
         key: `js:${o.stream}:${seq}`,
+        ...(backfill && { backfill }),
         seq,
         receivedAt: o.scheduler.now(),
         ack: () => {

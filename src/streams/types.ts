@@ -2,6 +2,8 @@
  * What every source emits: one raw input message with its acknowledgement handles.
  * A JetStream message and a line of a JSON Lines file look the same to the pipeline.
  */
+import type { BackfillItemRef } from './backfill-item.js';
+
 export interface SourceMessage {
   /** The raw event: one JSON object (bytes or text). */
   readonly data: string | Uint8Array;
@@ -22,6 +24,11 @@ export interface SourceMessage {
    * a local check that the lease is still held, which guards its HTTP exports the same way.
    */
   readonly fence?: { key: string; value: string; isCurrent(): boolean };
+  /**
+   * Set on a backfill item read from the stream (header `Hd-Backfill`, see
+   * streams/backfill-item.ts): the worker hands it to the chain as a backfill item.
+   */
+  readonly backfill?: BackfillItemRef;
   /** Acknowledge: every export this message caused was delivered or stored as failed. */
   ack(): void;
   /** Processing is still going on (retries backing off): keep the message from redelivery. */

@@ -182,6 +182,7 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
         seq: m.seq,
         watermark: m.seq,
         fence,
+        ...(m.backfill && { backfill: m.backfill }),
         receivedAt: m.receivedAt,
         ack: () => {
           m.ack();

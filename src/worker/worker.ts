@@ -9,6 +9,10 @@ import { fileSource, type Source } from '../streams/file.js';
 import { retryWithBackoff } from '../operators/retry-with-backoff.js';
 import type { HttpSink } from '../sinks/http/sink.js';
 import { backfillSource, beginBackfills } from '../streams/backfill.js';
+import { backfillEnvelope, type BackfillItemRef } from '../streams/backfill-item.js';
+import type { SourceMessage } from '../streams/types.js';
+import { backfillsPublished, type Backfiller } from './backfiller.js';
+import { EMPTY, filter, map, merge, share } from 'rxjs';
 import { exportPipeline } from './pipeline.js';
 import type { Health } from '../observability/health.js';
 import type { FailedRequestStore } from '../sinks/types.js';
@@ -52,6 +56,8 @@ export interface WorkerOptions {
 }
 
 async function openSource(config: AppConfig, once: boolean, logger: Logger, store: SnapshotStore): Promise<Source & { coordinator?: PoolCoordinator }> {
+  // `run --once` ends only once the backfills of the config are published to the stream.
+  const endWhen = (): Promise<boolean> => backfillsPublished(store, config.dataflows);
   const s = config.source;
   if (s.kind === 'file') {
     return fileSource({
@@ -71,6 +77,7 @@ async function openSource(config: AppConfig, once: boolean, logger: Logger, stor
       maxInFlight: config.worker.maxInFlight,
       drainTimeoutMs: config.worker.drainTimeoutMs,
       logger,
+      endWhen,
     });
   }
   return openJetStreamSource(s, {
@@ -78,6 +85,7 @@ async function openSource(config: AppConfig, once: boolean, logger: Logger, stor
     maxInFlight: config.worker.maxInFlight,
     drainTimeoutMs: config.worker.drainTimeoutMs,
     logger,
+    endWhen,
   });
 }
 
@@ -140,8 +148,43 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     logger.warn({ err }, 'could not begin the backfills at start; they begin when the store answers');
   }
 
-  const subscription = source.messages$
+  // SPEC §8. JetStream: the elected backfiller publishes one item per member to the member's
+  // partition, and the items come back from the source in stream order with the live updates
+  // (backfiller.ts). File source (the embedded default): this process is the stream, and the
+  // same walk emits the items into the chain directly (`backfillSource`).
+  const onStream = config.source.kind === 'jetstream';
+  let backfiller: Backfiller | undefined;
+  if (config.source.kind === 'jetstream') {
+    const { openStreamBackfiller } = await import('./stream-backfill.js');
+    const workerId = source.coordinator?.workerId ?? `${process.pid}`;
+    backfiller = openStreamBackfiller({ config, source: config.source, store, logger, workerId });
+  }
+  const messages$ = source.messages$.pipe(share());
+  const isItem = (m: SourceMessage): m is SourceMessage & { backfill: BackfillItemRef } => m.backfill !== undefined;
+  const local$ = onStream
+    ? EMPTY
+    : backfillSource({
+        store,
+        dataflows: config.dataflows,
+        onProgress: (e) => {
+          if (e.phase === 'restart') logger.warn(e, 'backfill restart: its frozen member list was lost (store data loss); frozen again, scanning from the start');
+          else if (e.phase !== 'start' || e.sent > 0) logger.info(e, `backfill ${e.phase}`);
+        },
+      }).pipe(
+        // A store outage during a backfill: start again from the last checkpoint.
+        retryWithBackoff({
+          retries: Infinity,
+          minDelayMs: 1_000,
+          maxDelayMs: 30_000,
+          onRetry: ({ error, delayMs }) => logger.warn({ err: error, delayMs }, 'backfill interrupted; resuming from its last checkpoint'),
+        }),
+      );
+
+  // The live messages are the chain's input (subscribed first, which connects the source);
+  // the stream's backfill items join them in the order they arrived.
+  const subscription = messages$
     .pipe(
+      filter((m) => !isItem(m)),
       exportPipeline({
         dataflows: config.dataflows,
         audiences: config.audiences,
@@ -153,30 +196,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
         logger,
         concurrency: config.worker.maxInFlight,
         maxEventBytes: config.worker.maxEventBytes,
-        backfill$: backfillSource({
-          store,
-          dataflows: config.dataflows,
-          onProgress: (e) => {
-            // Pool mode: every worker runs the backfill, outside the partition leases (README,
-            // "Backfill"): say so where an operator looks when a mapping starts.
-            if (e.phase === 'start' && config.source.kind === 'jetstream' && config.store.kind === 'redis') {
-              logger.warn(
-                { id: e.id, dataflowId: e.dataflowId, audienceId: e.audienceId },
-                'backfill starting in pool mode: every running worker of the pool sends it; run one worker until it is done (see README, Backfill)',
-              );
-            }
-            if (e.phase === 'restart') logger.warn(e, 'backfill restart: its frozen member list was lost (Redis data loss); frozen again, scanning from the start');
-            else if (e.phase !== 'start' || e.sent > 0) logger.info(e, `backfill ${e.phase}`);
-          },
-        }).pipe(
-          // A store outage during a backfill: start again from the last checkpoint.
-          retryWithBackoff({
-            retries: Infinity,
-            minDelayMs: 1_000,
-            maxDelayMs: 30_000,
-            onRetry: ({ error, delayMs }) => logger.warn({ err: error, delayMs }, 'backfill interrupted; resuming from its last checkpoint'),
-          }),
-        ),
+        backfill$: merge(messages$.pipe(filter(isItem), map(backfillEnvelope)), local$),
       }),
     )
     .subscribe({
@@ -203,6 +223,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     } finally {
       if (drainTimer) clearTimeout(drainTimer);
       subscription.unsubscribe();
+      await backfiller?.stop();
       await Promise.allSettled([sinks.close(), store.close(), failures.close(), limiters?.close()]);
     }
     const totals = metrics.totals();
