@@ -80,3 +80,62 @@ function storeError(op: string, err: unknown): StoreError {
   const reason = err instanceof Error ? err.message : String(err);
   return new StoreError(`pool coordinator: ${op} failed: ${reason}`, { cause: err });
 }
+
+/** One backfill as `pool status` shows it. */
+export interface BackfillStatus {
+  id: string;
+  dataflowId: string;
+  audienceId: string;
+  /** Items published to the stream (checkpointed). */
+  published: number;
+  /** Members frozen when it began, once known. */
+  total?: number;
+  done: boolean;
+  /** Not begun yet (no worker with this mapping has started). */
+  pending?: boolean;
+}
+
+/**
+ * The backfills of the config's mappings (progress from `<prefix>backfills`) and the holder of
+ * the pool's backfiller lock (`<prefix>pool:<pool>:backfiller`), if any.
+ */
+export async function readBackfillStatus(options: {
+  redis: Redis;
+  keyPrefix: string;
+  pool: string;
+  dataflows: ReadonlyArray<{ id: string; audiences: ReadonlyArray<{ id: string; mappingCreatedAt?: number }> }>;
+}): Promise<{ backfills: BackfillStatus[]; backfiller?: { owner: string; token: number } }> {
+  const { redis, keyPrefix } = options;
+  try {
+    const [states, lock] = await Promise.all([
+      redis.hgetall(`${keyPrefix}backfills`),
+      redis.get(`${poolKeys({ keyPrefix, pool: options.pool }).base}backfiller`),
+    ]);
+    const backfills: BackfillStatus[] = [];
+    for (const flow of options.dataflows) {
+      for (const m of flow.audiences) {
+        const id = `${flow.id}|${m.id}|${m.mappingCreatedAt ?? 0}`;
+        const raw = states[id];
+        let state: { done?: boolean; sent?: number; total?: number } | undefined;
+        try {
+          state = raw === undefined ? undefined : (JSON.parse(raw) as typeof state);
+        } catch {
+          state = undefined;
+        }
+        backfills.push({
+          id,
+          dataflowId: flow.id,
+          audienceId: m.id,
+          published: state?.sent ?? 0,
+          ...(state?.total !== undefined && { total: state.total }),
+          done: state?.done === true,
+          ...(state === undefined && { pending: true }),
+        });
+      }
+    }
+    const holder = lock === null ? undefined : parseLeaseValue(lock);
+    return { backfills, ...(holder && { backfiller: { owner: holder.owner, token: holder.epoch } }) };
+  } catch (err) {
+    throw storeError('backfill status', err);
+  }
+}

@@ -22,6 +22,7 @@ import { Redis } from 'ioredis';
 import { redisTokenBucket } from '../stores/redis-rate-limiter.js';
 import type { RateLimiter } from '../stores/rate-limiter.js';
 import { listPartitionConsumers, openPoolSource } from './pool-source.js';
+import { readBackfillStatus, type BackfillStatus } from '../cli/pool-status.js';
 import { poolKeys, readPoolStatus, type PoolCoordinator, type PoolStatus } from './pool.js';
 import type { SourceMessage } from '../streams/types.js';
 import { publishJsonl, type PublishJsonlResult, type PublishStats } from '../streams/publish.js';
@@ -346,6 +347,10 @@ export interface PoolReport extends PoolStatus {
    * unacked.
    */
   lag: Array<{ partition: number; consumer?: string; pending?: number; ackPending?: number }>;
+  /** The backfills of the config's mappings: published / total, done. */
+  backfills: BackfillStatus[];
+  /** The worker holding the backfiller lock (publishing a backfill now), if any. */
+  backfiller?: { owner: string; token: number };
 }
 
 /** `pool status`: workers, partition owners (Redis) and the lag of each partition's current consumer (JetStream). */
@@ -366,7 +371,8 @@ export async function poolStatus(config: AppConfig): Promise<PoolReport> {
       const info = consumers?.[p][0]?.info;
       lag.push(info ? { partition: p, consumer: info.name, pending: info.num_pending, ackPending: info.num_ack_pending } : { partition: p });
     }
-    return { ...status, lag };
+    const backfill = await readBackfillStatus({ redis, keyPrefix: config.store.keyPrefix, pool: s.durable, dataflows: config.dataflows });
+    return { ...status, lag, ...backfill };
   } finally {
     redis.disconnect();
     await nats.close().catch(() => {});

@@ -160,6 +160,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     backfiller = openStreamBackfiller({ config, source: config.source, store, logger, workerId });
   }
   const messages$ = source.messages$.pipe(share());
+  let lastProgressLine = 0;
   const isItem = (m: SourceMessage): m is SourceMessage & { backfill: BackfillItemRef } => m.backfill !== undefined;
   const local$ = onStream
     ? EMPTY
@@ -168,7 +169,12 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
         dataflows: config.dataflows,
         onProgress: (e) => {
           if (e.phase === 'restart') logger.warn(e, 'backfill restart: its frozen member list was lost (store data loss); frozen again, scanning from the start');
-          else if (e.phase !== 'start' || e.sent > 0) logger.info(e, `backfill ${e.phase}`);
+          else if (e.phase === 'progress') {
+            // At most one progress line per backfill every 2 s.
+            if (Date.now() - lastProgressLine < 2_000) return;
+            lastProgressLine = Date.now();
+            logger.info(e, 'backfill progress');
+          } else if (e.phase !== 'start' || e.sent > 0) logger.info(e, `backfill ${e.phase}`);
         },
       }).pipe(
         // A store outage during a backfill: start again from the last checkpoint.
