@@ -10,18 +10,13 @@
 import { jetstream } from '@nats-io/jetstream';
 import { headers, type NatsConnection } from '@nats-io/transport-node';
 import { partitionSubject } from '../domain/partition.js';
-import type { BackfillTarget, Envelope } from './envelope.js';
-import type { SourceMessage } from './types.js';
+import type { Envelope } from './envelope.js';
+import type { BackfillItemRef, SourceMessage } from './types.js';
+
+export type { BackfillItemRef };
 
 /** The header marking a backfill item; its value is the backfill id. */
 export const BACKFILL_HEADER = 'Hd-Backfill';
-
-/** A backfill item as a source message carries it (`SourceMessage.backfill`). */
-export interface BackfillItemRef extends BackfillTarget {
-  /** The backfill id (`backfillId(dataflowId, audienceId, mappingCreatedAt)`). */
-  id: string;
-  profileId: string;
-}
 
 /** The `Nats-Msg-Id` of a backfill item: stable per backfill and member. */
 export function backfillMsgId(backfillId: string, profileId: string): string {

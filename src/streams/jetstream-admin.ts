@@ -17,7 +17,7 @@ import {
 } from '@nats-io/jetstream';
 import { nanos } from '@nats-io/transport-node';
 import { NatsError } from './nats.js';
-import { JETSTREAM_SOURCE_DEFAULTS } from './jetstream.js';
+import { JETSTREAM_SOURCE_DEFAULTS } from './jetstream-defaults.js';
 
 /** True when `err` is a JetStream API error with this code. */
 export function isApiError(err: unknown, code: number): boolean {

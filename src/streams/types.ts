@@ -2,8 +2,6 @@
  * What every source emits: one raw input message with its acknowledgement handles.
  * A JetStream message and a line of a JSON Lines file look the same to the pipeline.
  */
-import type { BackfillItemRef } from './backfill-item.js';
-
 export interface SourceMessage {
   /** The raw event: one JSON object (bytes or text). */
   readonly data: string | Uint8Array;
@@ -43,4 +41,13 @@ export interface SourceStatus {
   message: string;
   /** `true` when the source cannot go on by itself. */
   fatal?: boolean;
+}
+
+/** A backfill item read from the stream (see streams/backfill-item.ts). */
+export interface BackfillItemRef {
+  /** The backfill id (`backfillId(dataflowId, audienceId, mappingCreatedAt)`). */
+  id: string;
+  dataflowId: string;
+  audienceId: string;
+  profileId: string;
 }
