@@ -376,6 +376,11 @@ export const commands = {
       const moving = p.desiredOwner && p.desiredOwner !== p.owner ? `  → ${p.desiredOwner}` : '';
       out(`  ${String(p.partition).padStart(9)}  ${p.owner ?? '-'}  ${p.epoch ?? '-'}  ${p.ttlMs ?? '-'}  ${lag?.pending ?? '-'}  ${lag?.ackPending ?? '-'}${moving}`);
     }
+    out(`backfiller: ${r.backfiller ? `${r.backfiller.owner} (lock token ${r.backfiller.token})` : 'none (no backfill is being published)'}`);
+    for (const b of r.backfills) {
+      const state = b.done ? 'done' : b.pending ? 'not begun' : 'publishing';
+      out(`  backfill ${b.id}  ${state}  published ${b.published}/${b.total ?? '?'}`);
+    }
   },
 
   async poolResetPartitions(o: { config: string }): Promise<void> {

@@ -12,8 +12,11 @@ import { FencedError, StoreError } from '../errors.js';
 import { MAX_PENDING_PER_PROFILE } from './memory-snapshot-store.js';
 import { EPOCH_DEFAULTS, RedisStoreEpoch, type StoreLostError } from './redis-store-epoch.js';
 import type { ApplyContext, ApplyResult, BackfillBegin, BackfillState, SnapshotStore } from './types.js';
+import { RedisBackfillState } from './redis-backfill-state.js';
+import { CAS_LUA, CONFIRM_LUA, FIELD_SNAPSHOT, FIELD_VERSION, FIELD_WATERMARK, READ_LUA, REPLAY_PREFIX, type ReadReply, type ScriptCommands } from './redis-snapshot-scripts.js';
 
 export { StoreLostError, resetStoreEpoch } from './redis-store-epoch.js';
+export { CAS_LUA, CONFIRM_LUA, READ_LUA } from './redis-snapshot-scripts.js';
 
 /** Every default of the Redis snapshot store, in one place. */
 export const REDIS_SNAPSHOT_STORE_DEFAULTS = {
@@ -97,137 +100,6 @@ export class SnapshotConflictError extends StoreError {
   }
 }
 
-/** Hash fields of a profile record. */
-const FIELD_SNAPSHOT = 's';
-const FIELD_VERSION = 'v';
-const FIELD_WATERMARK = 'w';
-const REPLAY_PREFIX = 'r:';
-
-/**
- * Reads what `apply` needs in one round trip: snapshot, version, watermark and the replay
- * record of this message key. KEYS[1] profile hash; ARGV[1] replay field; ARGV[2] the epoch
- * marker's key and ARGV[3] the epoch this store holds: -2 (and nothing read) when the marker
- * holds another value (the store lost its data).
- */
-export const READ_LUA = `if redis.call('GET', ARGV[2]) ~= ARGV[3] then return -2 end
-return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}', '${FIELD_VERSION}', '${FIELD_WATERMARK}', ARGV[1])`;
-
-/**
- * Compare-and-set on the version: writes the new snapshot, version and replay record, moves
- * the profile in/out of audience sets, and drops the oldest replay records beyond the bound.
- * KEYS[1] profile hash, KEYS[2..] audience sets (the first ARGV[7] of them gain the profile,
- * the others lose it). ARGV: expected version ('0' when absent), new version, snapshot JSON,
- * replay field, replay record (it starts with {"v":<version>), profile id, number of
- * audiences entered, most replay records kept, watermark ('' for none), fence key and fence
- * value ('' for none), epoch marker key and the epoch this store holds.
- *
- * Returns 1 when written. Writes nothing and returns what `READ_LUA` returns (an array) when
- * the version is not the expected one, when the replay field exists (a redelivery), or when
- * the watermark is at or above ARGV[9] (a settled redelivery): the caller decides from that
- * reply as from a read, so a guessed version costs no extra round trip when it is wrong.
- * Returns -1 when the fence key does not hold the fence value (checked only before a write,
- * like the write itself). Returns -2, before anything else, when the epoch marker does not
- * hold the store's epoch: nothing is ever written into a store that lost its data.
- *
- * Dropping a replay record means that message, if it is redelivered after
- * `maxPendingPerProfile` later applications of the same profile all went unconfirmed, is
- * merged again instead of replayed (its owed exports may then look like "no change"). The
- * pipeline confirms long before that; the bound keeps a stuck profile's record from growing
- * without end. The trimming runs here, next to the data, because it reads every record.
- */
-export const CAS_LUA = `
-if redis.call('GET', ARGV[12]) ~= ARGV[13] then return -2 end
-local v = redis.call('HGET', KEYS[1], '${FIELD_VERSION}')
-local stale = false
-if v and ARGV[9] ~= '' then
-  local w = redis.call('HGET', KEYS[1], '${FIELD_WATERMARK}')
-  stale = w and tonumber(ARGV[9]) <= tonumber(w)
-end
-if (v or '0') ~= ARGV[1] or stale or redis.call('HEXISTS', KEYS[1], ARGV[4]) == 1 then
-  return redis.call('HMGET', KEYS[1], '${FIELD_SNAPSHOT}', '${FIELD_VERSION}', '${FIELD_WATERMARK}', ARGV[4])
-end
-if ARGV[10] ~= '' and redis.call('GET', ARGV[10]) ~= ARGV[11] then return -1 end
-redis.call('HSET', KEYS[1], '${FIELD_SNAPSHOT}', ARGV[3], '${FIELD_VERSION}', ARGV[2], ARGV[4], ARGV[5])
-if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], '${FIELD_WATERMARK}', ARGV[9]) end
-local entered = tonumber(ARGV[7])
-for i = 2, #KEYS do
-  if i - 1 <= entered then redis.call('SADD', KEYS[i], ARGV[6]) else redis.call('SREM', KEYS[i], ARGV[6]) end
-end
-local base = 2 + redis.call('HEXISTS', KEYS[1], '${FIELD_WATERMARK}')
-local extra = redis.call('HLEN', KEYS[1]) - base - tonumber(ARGV[8])
-if extra > 0 then
-  local all = redis.call('HGETALL', KEYS[1])
-  local replays = {}
-  for i = 1, #all, 2 do
-    if string.sub(all[i], 1, ${REPLAY_PREFIX.length}) == '${REPLAY_PREFIX}' then
-      replays[#replays + 1] = { all[i], tonumber(string.match(all[i + 1], '^{"v":(%d+)')) or 0 }
-    end
-  end
-  table.sort(replays, function(a, b) return a[2] < b[2] end)
-  for i = 1, extra do redis.call('HDEL', KEYS[1], replays[i][1]) end
-end
-return 1
-`;
-
-/**
- * Forgets confirmed replay records, many profiles in one round trip: deletes field ARGV[i] of
- * hash KEYS[i] for every i (a key may repeat). Returns the number of pairs.
- */
-export const CONFIRM_LUA = `for i = 1, #KEYS do redis.call('HDEL', KEYS[i], ARGV[i]) end
-return #KEYS`;
-
-/**
- * Begins a backfill (SPEC §8), atomically: KEYS[1] the backfill states hash, KEYS[2] the
- * backfill's frozen members (a list), KEYS[3] the audience set; ARGV[1] the backfill id,
- * ARGV[2] members per step. A state that is done, or whose frozen list is there, is returned
- * as is (`resume`). Otherwise the audience's members are copied into the list, after one
- * empty-string element that marks the list as present even for an empty audience, and the
- * state `{ done: false, cursor: "0", sent }` is written (`start`, or `restart` with the
- * old `sent` when a state without its list was found). Returns [state JSON, phase].
- * A list, not a set copy: its index cursor means the same after a server restart, which an
- * SSCAN cursor does not (the hash seed changes). The copy is made by SSCAN steps, not one
- * SMEMBERS, so the script's memory stays bounded by a step for any audience size.
- */
-export const BACKFILL_BEGIN_LUA = `local raw = redis.call('HGET', KEYS[1], ARGV[1])
-local sent = 0
-if raw then
-  local s = cjson.decode(raw)
-  if s.done or redis.call('EXISTS', KEYS[2]) == 1 then return {raw, 'resume'} end
-  sent = tonumber(s.sent) or 0
-end
-redis.call('DEL', KEYS[2])
-redis.call('RPUSH', KEYS[2], '')
-local step = tonumber(ARGV[2])
-local cursor = '0'
-repeat
-  local page = redis.call('SSCAN', KEYS[3], cursor, 'COUNT', step)
-  cursor = page[1]
-  local ids = page[2]
-  for i = 1, #ids, step do redis.call('RPUSH', KEYS[2], unpack(ids, i, math.min(i + step - 1, #ids))) end
-until cursor == '0'
-local state = '{"done":false,"cursor":"0","sent":' .. string.format('%d', sent) .. '}'
-redis.call('HSET', KEYS[1], ARGV[1], state)
-return {state, raw and 'restart' or 'start'}`;
-
-/**
- * One page of a backfill's frozen members: KEYS[1] the list, ARGV[1..2] the LRANGE bounds.
- * Returns [list length, ids], or nil when the list is gone (its marker element makes a
- * present list never empty).
- */
-export const BACKFILL_SCAN_LUA = `local n = redis.call('LLEN', KEYS[1])
-if n == 0 then return false end
-return {n, redis.call('LRANGE', KEYS[1], ARGV[1], ARGV[2])}`;
-
-type ReadReply = [snapshot: string | null, version: string | null, watermark: string | null, replay: string | null];
-
-/** The scripts registered with `defineCommand` (sent as EVALSHA, EVAL on NOSCRIPT). */
-interface ScriptCommands {
-  hdSnapshotRead(key: string, replayField: string, epochKey: string, epoch: string): Promise<ReadReply | number>;
-  hdSnapshotCas(numKeys: number, ...keysAndArgs: string[]): Promise<number | ReadReply>;
-  hdSnapshotConfirm(numKeys: number, ...keysAndArgs: string[]): Promise<number>;
-  hdBackfillBegin(states: string, frozen: string, audience: string, id: string, step: number): Promise<[state: string, phase: BackfillBegin['phase']]>;
-  hdBackfillScan(frozen: string, start: number, stop: number): Promise<[length: number, ids: string[]] | null>;
-}
 
 /**
  * What `apply` merges into: a profile's snapshot as stored (`raw`, its JSON text, goes into
@@ -314,6 +186,7 @@ const noop = (): void => {};
 export class RedisSnapshotStore implements SnapshotStore {
   private readonly redis: Redis;
   private readonly scripts: ScriptCommands;
+  private readonly backfills: RedisBackfillState;
   private readonly ownsClient: boolean;
   private readonly onError: (err: Error) => void;
   private readonly keyPrefix: string;
@@ -366,10 +239,15 @@ export class RedisSnapshotStore implements SnapshotStore {
     this.redis.defineCommand('hdSnapshotRead', { numberOfKeys: 1, lua: READ_LUA });
     this.redis.defineCommand('hdSnapshotCas', { lua: CAS_LUA });
     this.redis.defineCommand('hdSnapshotConfirm', { lua: CONFIRM_LUA });
-    this.redis.defineCommand('hdBackfillBegin', { numberOfKeys: 3, lua: BACKFILL_BEGIN_LUA });
-    this.redis.defineCommand('hdBackfillScan', { numberOfKeys: 1, lua: BACKFILL_SCAN_LUA });
     // defineCommand adds methods ioredis can only type through module augmentation.
     this.scripts = this.redis as unknown as ScriptCommands;
+    this.backfills = new RedisBackfillState({
+      redis: this.redis,
+      keyPrefix: this.keyPrefix,
+      call: (op, fn) => this.call(op, fn),
+      audienceKey: (id) => this.audienceKey(id),
+      freezeStep: d.freezeStep,
+    });
     this.epoch = new RedisStoreEpoch({
       redis: this.redis,
       keyPrefix: this.keyPrefix,
@@ -459,48 +337,42 @@ export class RedisSnapshotStore implements SnapshotStore {
     if (batch.length > 0) yield batch;
   }
 
-  async scanMembers(audienceId: string, options: { cursor: string; count: number; frozenAs?: string }): Promise<{ ids: string[]; cursor: string }> {
-    if (options.frozenAs !== undefined) return this.scanFrozen(options.frozenAs, options);
+  async scanMembers(audienceId: string, options: { cursor: string; count: number; frozenAs?: string }): Promise<{ ids: string[]; cursor: string; total?: number }> {
+    if (options.frozenAs !== undefined) return this.backfills.scanFrozen(options.frozenAs, options);
     const [cursor, ids] = await this.call('members', () =>
       this.redis.sscan(this.audienceKey(audienceId), options.cursor, 'COUNT', Math.max(1, Math.floor(options.count))),
     );
     return { ids, cursor };
   }
 
-  /**
-   * One script (see `BACKFILL_BEGIN_LUA`). The copy blocks the server while it runs: about
-   * 1–2 µs per member (0.1–0.25 s for 100,000, 1.3–1.8 s for 1,000,000 on a test machine),
-   * once per backfill; the list takes about 40 bytes per member until the backfill is done.
-   */
+  /** See `RedisBackfillState.begin` (one script; the store's epoch is checked first). */
   async beginBackfill(id: string, audienceId: string): Promise<BackfillBegin> {
     // A lost store would freeze an empty audience and mark the backfill done: refuse instead.
     await this.verifyEpoch();
-    const [raw, phase] = await this.call('backfill', () =>
-      this.scripts.hdBackfillBegin(this.backfillsKey(), this.frozenKey(id), this.audienceKey(audienceId), id, REDIS_SNAPSHOT_STORE_DEFAULTS.freezeStep),
-    );
-    return { state: this.parse<BackfillState>(raw, `backfill ${id}`), phase };
+    return this.backfills.begin(id, audienceId);
   }
 
-  /** Backfill states live in one hash, `<prefix>backfills`, field = backfill id. */
-  async getBackfill(id: string): Promise<BackfillState | null> {
-    const raw = await this.call('backfill', () => this.redis.hget(this.backfillsKey(), id));
-    return raw === null ? null : (JSON.parse(raw) as BackfillState);
+  getBackfill(id: string): Promise<BackfillState | null> {
+    return this.backfills.get(id);
   }
 
   async setBackfill(id: string, state: BackfillState): Promise<void> {
     await this.verifyEpoch();
-    const json = JSON.stringify(state);
-    if (!state.done) {
-      await this.call('backfill', () => this.redis.hset(this.backfillsKey(), id, json));
-      return;
-    }
-    // Done and copy gone together: never a done state whose copy lingers, nor the reverse.
-    // UNLINK frees a large copy off the server's main thread.
-    await this.call('backfill', async () => {
-      const replies = await this.redis.multi().hset(this.backfillsKey(), id, json).unlink(this.frozenKey(id)).exec();
-      const failed = replies?.find(([err]) => err)?.[0];
-      if (!replies || failed) throw failed ?? new Error('transaction aborted');
-    });
+    await this.backfills.set(id, state);
+  }
+
+  /**
+   * The elected backfiller's checkpoint: written only while its lock holds `fence.value`
+   * (`FencedError` otherwise). See `RedisBackfillState.setFenced`.
+   */
+  async setBackfillFenced(id: string, state: BackfillState, fence: { key: string; value: string }): Promise<void> {
+    await this.verifyEpoch();
+    await this.backfills.setFenced(id, state, fence);
+  }
+
+  /** Every backfill's state, by id (for `pool status`). */
+  listBackfills(): Promise<Record<string, BackfillState>> {
+    return this.backfills.all();
   }
 
   async close(): Promise<void> {
@@ -687,27 +559,6 @@ export class RedisSnapshotStore implements SnapshotStore {
     return `${this.keyPrefix}a:${audienceId}`;
   }
 
-  private backfillsKey(): string {
-    return `${this.keyPrefix}backfills`;
-  }
-
-  private frozenKey(backfillId: string): string {
-    return `${this.keyPrefix}backfill:${backfillId}:members`;
-  }
-
-  /** A page of the frozen list of backfill `id`; the cursor is the list index of the next member. */
-  private async scanFrozen(id: string, options: { cursor: string; count: number }): Promise<{ ids: string[]; cursor: string }> {
-    // Index 0 is the marker. A cursor this method did not make (none should reach it) reads
-    // from the start: members may be sent twice, none is skipped.
-    const at = Number(options.cursor);
-    const from = Number.isSafeInteger(at) && at > 1 ? at : 1;
-    const count = Math.max(1, Math.floor(options.count));
-    const reply = await this.call('members', () => this.scripts.hdBackfillScan(this.frozenKey(id), from, from + count - 1));
-    if (!reply) throw new StoreError(`redis snapshot store: the frozen members of backfill ${id} are gone`);
-    const [length, ids] = reply;
-    const next = from + ids.length;
-    return { ids, cursor: next >= length ? '0' : String(next) };
-  }
 }
 
 /** Audiences the profile entered / exited between two snapshots (as the memory store indexes them). */

@@ -57,6 +57,8 @@ export interface BackfillState {
   cursor: string;
   /** Profiles sent so far (for operators; a restarted scan keeps counting). */
   sent: number;
+  /** Members frozen when it began, when the store tells (`scanMembers` with `frozenAs`). */
+  total?: number;
 }
 
 /** What `beginBackfill` found and did. */
@@ -102,8 +104,9 @@ export interface SnapshotStore {
    * (`audienceId` is then not used): each exactly once, whatever entered or left since, and
    * the cursor stays valid across restarts of the store's server. Rejects with `StoreError`
    * when that frozen copy is gone (the store lost data; `beginBackfill` freezes again).
+   * A store may tell the frozen copy's size as `total`.
    */
-  scanMembers(audienceId: string, options: { cursor: string; count: number; frozenAs?: string }): Promise<{ ids: string[]; cursor: string }>;
+  scanMembers(audienceId: string, options: { cursor: string; count: number; frozenAs?: string }): Promise<{ ids: string[]; cursor: string; total?: number }>;
   /**
    * Starts backfill `id` of `audienceId` (SPEC §8: the members *at its start*, once), or finds
    * it started. The first call freezes the audience's current members — a copy that later

@@ -22,6 +22,11 @@ export interface SourceMessage {
    * a local check that the lease is still held, which guards its HTTP exports the same way.
    */
   readonly fence?: { key: string; value: string; isCurrent(): boolean };
+  /**
+   * Set on a backfill item read from the stream (header `Hd-Backfill`, see
+   * streams/backfill-item.ts): the worker hands it to the chain as a backfill item.
+   */
+  readonly backfill?: BackfillItemRef;
   /** Acknowledge: every export this message caused was delivered or stored as failed. */
   ack(): void;
   /** Processing is still going on (retries backing off): keep the message from redelivery. */
@@ -36,4 +41,13 @@ export interface SourceStatus {
   message: string;
   /** `true` when the source cannot go on by itself. */
   fatal?: boolean;
+}
+
+/** A backfill item read from the stream (see streams/backfill-item.ts). */
+export interface BackfillItemRef {
+  /** The backfill id (`backfillId(dataflowId, audienceId, mappingCreatedAt)`). */
+  id: string;
+  dataflowId: string;
+  audienceId: string;
+  profileId: string;
 }

@@ -22,6 +22,7 @@ import { Redis } from 'ioredis';
 import { redisTokenBucket } from '../stores/redis-rate-limiter.js';
 import type { RateLimiter } from '../stores/rate-limiter.js';
 import { listPartitionConsumers, openPoolSource } from './pool-source.js';
+import { readBackfillStatus, type BackfillStatus } from '../cli/pool-status.js';
 import { poolKeys, readPoolStatus, type PoolCoordinator, type PoolStatus } from './pool.js';
 import type { SourceMessage } from '../streams/types.js';
 import { publishJsonl, type PublishJsonlResult, type PublishStats } from '../streams/publish.js';
@@ -61,7 +62,7 @@ export async function openRedisSnapshotStore(
  */
 export async function openJetStreamSource(
   s: JetStreamSourceConfig,
-  options: { once: boolean; maxInFlight: number; drainTimeoutMs: number; logger: Logger },
+  options: { once: boolean; maxInFlight: number; drainTimeoutMs: number; logger: Logger; endWhen?: () => Promise<boolean> },
 ): Promise<Source> {
   const js = jetstreamSource({
     servers: s.servers,
@@ -88,7 +89,7 @@ export async function openJetStreamSource(
     if (st.fatal) options.logger.error({ kind: st.kind }, `jetstream: ${st.message}`);
     else options.logger.warn({ kind: st.kind }, `jetstream: ${st.message}`);
   });
-  if (options.once) void watchForEnd(s, { durables: [s.durable] }, () => stopped, stop, options.logger);
+  if (options.once) void watchForEnd(s, { durables: [s.durable] }, () => stopped, stop, options.logger, options.endWhen);
   return {
     messages$: js.messages$.pipe(keepAlive(Math.max(50, Math.floor(s.ackWaitMs / 3))), takeUntil(stop$)),
     stop: () => {
@@ -118,6 +119,7 @@ function keepAlive(intervalMs: number): MonoTypeOperatorFunction<SourceMessage> 
             seq: m.seq,
             // The stream sequence orders every update of a profile across redeliveries.
             watermark: m.seq,
+            ...(m.backfill && { backfill: m.backfill }),
             receivedAt: m.receivedAt,
             ack: () => {
               open.delete(wrapped);
@@ -189,6 +191,8 @@ async function watchForEnd(
   isStopped: () => boolean,
   stop: () => void,
   logger: Logger,
+  /** Also required for the end (the backfills of the config are published): false keeps polling. */
+  endWhen?: () => Promise<boolean>,
 ): Promise<void> {
   const nats = await connectNats({ servers: s.servers, name: 'http-destination:once' });
   try {
@@ -204,6 +208,13 @@ async function watchForEnd(
     while (!isStopped()) {
       await new Promise((r) => setTimeout(r, wait));
       try {
+        // A backfill still publishing is work to come: read before the consumers, so every
+        // item it published is counted by them.
+        if (endWhen && !(await endWhen())) {
+          quiet = 0;
+          wait = END_WATCH.minPollMs;
+          continue;
+        }
         const last = (await jsm.streams.info(s.stream)).state.last_seq;
         // New messages may be work for any of them; the confirming poll reads them all again.
         if (last !== idleAt || quiet > 0) {
@@ -274,7 +285,7 @@ function profileIdOf(event: unknown): string {
 export async function openJetStreamPoolSource(
   s: JetStreamSourceConfig,
   store: Extract<StoreConfig, { kind: 'redis' }>,
-  options: { once: boolean; maxInFlight: number; drainTimeoutMs: number; logger: Logger },
+  options: { once: boolean; maxInFlight: number; drainTimeoutMs: number; logger: Logger; endWhen?: () => Promise<boolean> },
 ): Promise<Source & { coordinator: PoolCoordinator }> {
   const pool = openPoolSource({
     source: s,
@@ -293,7 +304,7 @@ export async function openJetStreamPoolSource(
   if (options.once) {
     const current = async (jsm: JetStreamManager) =>
       (await listPartitionConsumers(jsm, s.stream, s.durable, s.partitions)).map((list) => list[0]?.info);
-    void watchForEnd(s, { current }, () => stopped, stop, options.logger);
+    void watchForEnd(s, { current }, () => stopped, stop, options.logger, options.endWhen);
   }
   return { messages$: pool.messages$, stop, coordinator: pool.coordinator };
 }
@@ -336,6 +347,10 @@ export interface PoolReport extends PoolStatus {
    * unacked.
    */
   lag: Array<{ partition: number; consumer?: string; pending?: number; ackPending?: number }>;
+  /** The backfills of the config's mappings: published / total, done. */
+  backfills: BackfillStatus[];
+  /** The worker holding the backfiller lock (publishing a backfill now), if any. */
+  backfiller?: { owner: string; token: number };
 }
 
 /** `pool status`: workers, partition owners (Redis) and the lag of each partition's current consumer (JetStream). */
@@ -356,7 +371,8 @@ export async function poolStatus(config: AppConfig): Promise<PoolReport> {
       const info = consumers?.[p][0]?.info;
       lag.push(info ? { partition: p, consumer: info.name, pending: info.num_pending, ackPending: info.num_ack_pending } : { partition: p });
     }
-    return { ...status, lag };
+    const backfill = await readBackfillStatus({ redis, keyPrefix: config.store.keyPrefix, pool: s.durable, dataflows: config.dataflows });
+    return { ...status, lag, ...backfill };
   } finally {
     redis.disconnect();
     await nats.close().catch(() => {});

@@ -11,6 +11,9 @@ import { backoffDelay, retryWithBackoff } from '../operators/retry-with-backoff.
 import { DeliveryError } from '../errors.js';
 import type { HttpSink } from '../sinks/http/sink.js';
 import { backfillSource, beginBackfills } from '../streams/backfill.js';
+import { backfillEnvelope, type BackfillItemRef } from '../streams/backfill-item.js';
+import type { SourceMessage } from '../streams/types.js';
+import { backfillsPublished, type Backfiller } from './backfiller.js';
 import { exportPipeline } from './pipeline.js';
 import type { Health } from '../observability/health.js';
 import type { FailedRequestStore } from '../sinks/types.js';
@@ -18,7 +21,7 @@ import type { PoolCoordinator } from './pool.js';
 import { openFailureStores, openSinks, openSnapshotStore } from './runtime.js';
 import { LocalSnapshotStore } from '../stores/local-snapshot-store.js';
 import type { SnapshotStore } from '../stores/types.js';
-import { EMPTY, merge, Subject, takeUntil, tap, type Observable } from 'rxjs';
+import { EMPTY, filter, map, merge, share, Subject, takeUntil, tap, type Observable } from 'rxjs';
 import { throttledWarn } from '../observability/throttled-warn.js';
 import { openRetryQueue } from './retry-queue-stores.js';
 import { drainRetries, type DrainEvent } from './drain-retries.js';
@@ -73,6 +76,8 @@ async function openSource(
   logger: Logger,
   store: SnapshotStore,
 ): Promise<Source & { coordinator?: PoolCoordinator; progress?: () => FileProgress | undefined }> {
+  // `run --once` ends only once the backfills of the config are published to the stream.
+  const endWhen = (): Promise<boolean> => backfillsPublished(store, config.dataflows);
   const s = config.source;
   if (s.kind === 'file') {
     return fileSource({
@@ -92,6 +97,7 @@ async function openSource(
       maxInFlight: config.worker.maxInFlight,
       drainTimeoutMs: config.worker.drainTimeoutMs,
       logger,
+      endWhen,
     });
   }
   return openJetStreamSource(s, {
@@ -99,6 +105,7 @@ async function openSource(
     maxInFlight: config.worker.maxInFlight,
     drainTimeoutMs: config.worker.drainTimeoutMs,
     logger,
+    endWhen,
   });
 }
 
@@ -173,6 +180,44 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     logger.warn({ err }, 'could not begin the backfills at start; they begin when the store answers');
   }
 
+  // SPEC §8. JetStream: the elected backfiller publishes one item per member to the member's
+  // partition, and the items come back from the source in stream order with the live updates
+  // (backfiller.ts). File source (the embedded default): this process is the stream, and the
+  // same walk emits the items into the chain directly (`backfillSource`).
+  const onStream = config.source.kind === 'jetstream';
+  let backfiller: Backfiller | undefined;
+  if (config.source.kind === 'jetstream') {
+    const { openStreamBackfiller } = await import('./stream-backfill.js');
+    const workerId = source.coordinator?.workerId ?? `${process.pid}`;
+    backfiller = openStreamBackfiller({ config, source: config.source, store, logger, workerId });
+  }
+  const messages$ = source.messages$.pipe(share());
+  let lastProgressLine = 0;
+  const isItem = (m: SourceMessage): m is SourceMessage & { backfill: BackfillItemRef } => m.backfill !== undefined;
+  const local$ = onStream
+    ? EMPTY
+    : backfillSource({
+        store,
+        dataflows: config.dataflows,
+        onProgress: (e) => {
+          if (e.phase === 'restart') logger.warn(e, 'backfill restart: its frozen member list was lost (store data loss); frozen again, scanning from the start');
+          else if (e.phase === 'progress') {
+            // At most one progress line per backfill every 2 s.
+            if (Date.now() - lastProgressLine < 2_000) return;
+            lastProgressLine = Date.now();
+            logger.info(e, 'backfill progress');
+          } else if (e.phase !== 'start' || e.sent > 0) logger.info(e, `backfill ${e.phase}`);
+        },
+      }).pipe(
+        // A store outage during a backfill: start again from the last checkpoint.
+        retryWithBackoff({
+          retries: Infinity,
+          minDelayMs: 1_000,
+          maxDelayMs: 30_000,
+          onRetry: ({ error, delayMs }) => logger.warn({ err: error, delayMs }, 'backfill interrupted; resuming from its last checkpoint'),
+        }),
+      );
+
   const liveDone = new Subject<void>();
   const stopping = new Subject<void>();
   const warnDrain = throttledWarn({ logger, intervalMs: 5_000 });
@@ -201,8 +246,11 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
       )
     : EMPTY;
 
-  const live$ = source.messages$
+  // The live messages are the chain's input (subscribed first, which connects the source);
+  // the stream's backfill items join them in the order they arrived.
+  const live$ = messages$
     .pipe(
+      filter((m) => !isItem(m)),
       exportPipeline({
         dataflows: config.dataflows,
         audiences: config.audiences,
@@ -214,30 +262,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
         logger,
         concurrency: config.worker.maxInFlight,
         maxEventBytes: config.worker.maxEventBytes,
-        backfill$: backfillSource({
-          store,
-          dataflows: config.dataflows,
-          onProgress: (e) => {
-            // Pool mode: every worker runs the backfill, outside the partition leases (README,
-            // "Backfill"): say so where an operator looks when a mapping starts.
-            if (e.phase === 'start' && config.source.kind === 'jetstream' && config.store.kind === 'redis') {
-              logger.warn(
-                { id: e.id, dataflowId: e.dataflowId, audienceId: e.audienceId },
-                'backfill starting in pool mode: every running worker of the pool sends it; run one worker until it is done (see README, Backfill)',
-              );
-            }
-            if (e.phase === 'restart') logger.warn(e, 'backfill restart: its frozen member list was lost (Redis data loss); frozen again, scanning from the start');
-            else if (e.phase !== 'start' || e.sent > 0) logger.info(e, `backfill ${e.phase}`);
-          },
-        }).pipe(
-          // A store outage during a backfill: start again from the last checkpoint.
-          retryWithBackoff({
-            retries: Infinity,
-            minDelayMs: 1_000,
-            maxDelayMs: 30_000,
-            onRetry: ({ error, delayMs }) => logger.warn({ err: error, delayMs }, 'backfill interrupted; resuming from its last checkpoint'),
-          }),
-        ),
+        backfill$: merge(messages$.pipe(filter(isItem), map(backfillEnvelope)), local$),
         retryQueue: retry,
       }),
       tap({ complete: () => liveDone.next() }),
@@ -268,6 +293,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     } finally {
       if (drainTimer) clearTimeout(drainTimer);
       subscription.unsubscribe();
+      await backfiller?.stop();
       await Promise.allSettled([sinks.close(), store.close(), failures.close(), limiters?.close(), lag?.close(), retry?.close()]);
     }
     const totals = metrics.totals();

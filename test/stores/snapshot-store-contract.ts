@@ -414,7 +414,7 @@ export function describeSnapshotStoreContract(
       it('an empty audience freezes to no members: one empty last page', async () => {
         expect((await store.beginBackfill('bf-e', 'aud-none')).phase).toBe('start');
         await enter('p-late', 'aud-none');
-        expect(await store.scanMembers('aud-none', { cursor: '0', count: 5, frozenAs: 'bf-e' })).toEqual({ ids: [], cursor: '0' });
+        expect(await store.scanMembers('aud-none', { cursor: '0', count: 5, frozenAs: 'bf-e' })).toMatchObject({ ids: [], cursor: '0' });
         expect((await store.beginBackfill('bf-e', 'aud-none')).phase).toBe('resume');
       });
 

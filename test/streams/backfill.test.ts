@@ -193,7 +193,7 @@ describe('backfillSource', () => {
     const second = subscribe({ store, dataflows, pageSize: 2, onProgress: (e) => progress.push(`${e.phase} ${e.sent}`) }, ackAll);
     await until(second.done);
     expect(second.got.map((e) => e.update.profileId)).toEqual(['p-3', 'p-4', 'p-5']);
-    expect(progress).toEqual(['resume 2', 'done 5']);
+    expect(progress).toEqual(['resume 2', 'progress 4', 'done 5']);
     expect(await store.getBackfill(backfillId('flow-1', 'aud-1', 1))).toEqual({ done: true, cursor: '0', sent: 5 });
   });
 
@@ -290,7 +290,7 @@ describe('backfillSource', () => {
       await sleep(2);
     }
     expect(run.got.map((e) => e.update.profileId)).toEqual(['p-1', 'p-2', 'p-3', 'p-4', 'p-5']);
-    expect(progress).toEqual(['start', 'done']);
+    expect(progress).toEqual(['start', 'progress', 'progress', 'done']);
     expect(await store.getBackfill(backfillId('flow-1', 'aud-1', 1))).toEqual({ done: true, cursor: '0', sent: 5 });
   });
 
@@ -306,7 +306,7 @@ describe('backfillSource', () => {
     const second = subscribe({ store, dataflows, pageSize: 2, onProgress: (e) => progress.push(`${e.phase} ${e.sent}`) }, ackAll);
     await until(second.done);
     expect(second.got.map((e) => e.update.profileId)).toEqual(['p-3', 'p-4', 'p-5']);
-    expect(progress).toEqual(['resume 2', 'done 5']);
+    expect(progress).toEqual(['resume 2', 'progress 4', 'done 5']);
   });
 
   it('drops the frozen members once done; a frozen copy found gone on resume is made again and the scan restarts', async () => {
@@ -323,7 +323,7 @@ describe('backfillSource', () => {
     const second = subscribe({ store, dataflows, pageSize: 2, onProgress: (e) => progress.push(`${e.phase} ${e.sent}`) }, ackAll);
     await until(second.done);
     // Frozen again, from the start: duplicates (p-1, p-2), never a member missed.
-    expect(progress).toEqual(['restart 2', 'done 6']);
+    expect(progress).toEqual(['restart 2', 'progress 4', 'done 6']);
     expect(second.got.map((e) => e.update.profileId)).toEqual(['p-1', 'p-2', 'p-3', 'p-4']);
     expect(await store.getBackfill(id)).toEqual({ done: true, cursor: '0', sent: 6 });
     await expect(store.scanMembers('aud-1', { cursor: '0', count: 10, frozenAs: id })).rejects.toMatchObject({ code: 'ERR_STORE' });

@@ -1,0 +1,133 @@
+/**
+ * Backfill in a pool (issue 15, SPEC §8): three workers start with an audience of 3,000
+ * members newly mapped to `flow-2` while live updates of those members flow. One elected
+ * backfiller publishes one item per member to the member's partition; the partitions' owners
+ * export them in stream order with the live updates. Checked on every request the receiver
+ * got: each member gets its backfill export (its Idempotency-Key is known: the item's stable
+ * key), exactly once in a run without kills, the same key only when a worker was killed; no
+ * profile receives an older `bench.seq` after a newer one; a restart exports nothing more.
+ * The kill choreography waits for observable states (log lines, receiver counts, the lock in
+ * Redis), never for "it will still be busy then".
+ */
+import { Redis } from 'ioredis';
+import { describe, expect, it } from 'vitest';
+import { idempotencyKey } from '../../src/domain/keys.js';
+import type { ProfileUpdate } from '../../src/domain/types.js';
+import { backfillItemKey } from '../../src/streams/backfill-item.js';
+import { backfillLockKeys } from '../../src/worker/backfill-lock.js';
+import { runCli, runOnce, sleep, useBackboneAndReceiver, type Backbone, type RecordingReceiver } from '../support/backbone.js';
+import {
+  explainViolations,
+  orderViolations,
+  poolFlow,
+  poolIdle,
+  poolLogs,
+  seedOf,
+  seqWorkload,
+  startPublisher,
+  stopGracefully,
+  workerOf,
+  type PoolWorker,
+} from '../support/pool.js';
+
+const MEMBERS = 3_000;
+
+describe('backfill in a pool of three workers', () => {
+  let bb: Backbone;
+  let rx: RecordingReceiver;
+  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
+
+  async function scenario(name: string, kill: boolean): Promise<void> {
+    const seed = seedOf(kill ? 151 : 152);
+    const s = poolFlow({ bb, rx, name, secondFlow: { rateLimit: 600 } });
+    // Until the mapping below, flow-2 maps aud-1 (which nobody enters), not aud-2.
+    const flows = s.config.dataflows as Array<{ id: string; audiences: Array<{ id: string; mappingCreatedAt: number }> }>;
+    flows[1].audiences[0] = { ...flows[1].audiences[0], id: 'aud-1' };
+    bb.writeFile(`${name}.json`, s.config);
+    await s.prime();
+    // 3,000 profiles enter aud-2 (seq 1); two more updates each (seq 2, 3) flow later.
+    const all = seqWorkload({ profiles: MEMBERS, perProfile: 3, prefix: `${name}m`, seed, audience: 'aud-2' });
+    const entering = all.filter((u) => u.segmentMembership !== undefined);
+    const live = all.filter((u) => u.segmentMembership === undefined);
+    await startPublisher({ bb, setup: s, events: entering, perSecond: 100_000 }).done;
+    const seeded = await runOnce(s.cfg);
+    expect(seeded).toMatchObject({ eventsRead: MEMBERS, failed: 0 });
+    expect(rx.delivered(s.path2).length, 'aud-2 is not mapped yet: nothing to flow-2').toBe(0);
+
+    // aud-2 mapped again (a new mapping): its 3,000 members are backfilled to flow-2.
+    flows[1].audiences[0] = { ...flows[1].audiences[0], id: 'aud-2', mappingCreatedAt: 20 };
+    bb.writeFile(`${name}.json`, s.config);
+    const members = entering.map((u) => u.profileId);
+    const backfillKeys = new Map(
+      members.map((id) => [idempotencyKey({ dataflowId: 'flow-2', profileId: id, event: backfillItemKey({ dataflowId: 'flow-2', audienceId: 'aud-2', profileId: id }) }), id]),
+    );
+    const liveKeys = new Set(live.map((u) => idempotencyKey({ dataflowId: 'flow-2', profileId: u.profileId, event: `event:${u.eventId}` })));
+    const backfillGot = () => rx.delivered(s.path2).filter((r) => backfillKeys.has(r.key));
+
+    const workers: PoolWorker[] = [s.start(), s.start(), s.start()];
+    const publisher = startPublisher({ bb, setup: s, events: live, perSecond: 1_500 });
+    const redis = new Redis(bb.redis.url, { maxRetriesPerRequest: 1 });
+    try {
+      const isBackfiller = (w: PoolWorker) => w.logs().some((l) => l.msg === 'backfill: this worker is the backfiller');
+      await rx.waitFor(() => workers.some(isBackfiller), 30_000, 'a backfiller elected');
+      let killedNote = 'no kill';
+      if (kill) {
+        await rx.waitFor(() => backfillGot().length >= 300, 60_000, '300 backfill exports');
+        const lock = await redis.get(backfillLockKeys({ keyPrefix: s.prefix, pool: s.durable }).lock);
+        const state = JSON.parse((await redis.hget(`${s.prefix}backfills`, 'flow-2|aud-2|20')) ?? '{}') as { sent?: number; done?: boolean };
+        // The lock holder when the backfill is still publishing, else (all published) the first
+        // worker elected: it owns partitions and is exporting either way.
+        const victim = (lock !== null ? workerOf(workers, lock.slice(0, lock.lastIndexOf(':'))) : undefined) ?? workers.find(isBackfiller)!;
+        victim.kill('SIGKILL');
+        await victim.exited;
+        killedNote = `killed ${victim.name} after ${backfillGot().length} backfill exports, ${state.sent ?? 0}/${MEMBERS} published${state.done ? ' (done)' : ''}, lock ${lock ?? 'free'}`;
+        workers.push(s.start());
+      }
+      await publisher.done;
+      await rx.waitFor(() => new Set(backfillGot().map((r) => r.key)).size >= MEMBERS, 120_000, 'every member backfilled');
+      for (let i = 0; i < 600 && !(await poolIdle(bb, s)); i++) await sleep(100);
+      await sleep(300); // room for a (wrong) extra export
+      for (const w of workers) if (w.running) await stopGracefully(w);
+
+      const got = rx.delivered(s.path2);
+      const byKey = new Map<string, number>();
+      for (const r of got) byKey.set(r.key, (byKey.get(r.key) ?? 0) + 1);
+      const unknown = [...byKey.keys()].filter((k) => !backfillKeys.has(k) && !liveKeys.has(k));
+      const backfillRequests = got.filter((r) => backfillKeys.has(r.key)).length;
+      const missing = [...backfillKeys].filter(([k]) => !byKey.has(k)).map(([, id]) => id);
+      console.log(`[pool-backfill ${name}] seed ${seed}; ${killedNote}; ${backfillRequests} backfill requests for ${MEMBERS} members, ${got.length} requests to flow-2`);
+      expect(missing, `members without a backfill export${poolLogs(workers)}`).toEqual([]);
+      expect(unknown, 'every export to flow-2 is a live update or a member backfill').toEqual([]);
+      if (!kill) expect(backfillRequests, 'no kill: each member exported once by the backfill, no duplicate at all').toBe(MEMBERS);
+      const violations = orderViolations(rx.requests, s.path2);
+      expect(violations, `older state after newer${explainViolations(rx.requests, violations, got[0]?.at ?? 0)}`).toEqual([]);
+      // Every live update reached the endpoint too (at least once).
+      expect([...liveKeys].filter((k) => !byKey.has(k)).length, 'live updates of flow-2 missing').toBe(0);
+
+      // `pool status` shows the backfill as published, and nobody holding the lock.
+      const status = await runCli(['pool', 'status', '--config', s.cfg, '--json']);
+      const report = JSON.parse(status.stdout.trim().split('\n').pop() ?? '{}') as { backfills: Array<{ id: string; published: number; total?: number; done: boolean }>; backfiller?: unknown };
+      expect(report.backfills.find((b) => b.id === 'flow-2|aud-2|20')).toMatchObject({ done: true, total: MEMBERS });
+      expect(report.backfiller).toBeUndefined();
+
+      // A restart exports nothing more.
+      const before = rx.requests.length;
+      expect(await runOnce(s.cfg)).toMatchObject({ delivered: 0, backfilled: 0, failed: 0 });
+      expect(rx.requests.length).toBe(before);
+    } finally {
+      redis.disconnect();
+      await publisher.stop();
+      for (const w of workers) if (w.running) w.kill('SIGKILL');
+    }
+  }
+
+  it('no kill: every member exported exactly once, in order with its live updates; a restart exports nothing', async () => {
+    await scenario('pbf', false);
+  }, 240_000);
+
+  it('the backfiller SIGKILLed mid-backfill and a worker started: every member exported, duplicates only with the same key, order holds', async () => {
+    await scenario('pbk', true);
+  }, 240_000);
+});
+
+export type { ProfileUpdate };
