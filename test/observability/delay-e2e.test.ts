@@ -191,7 +191,17 @@ describe('delay alert on JetStream', () => {
     const events = Array.from({ length: 12 }, (_, i) => enter(`pool-${i}`));
     await publish(bb, cfg, 'delay-pool.jsonl', events);
     await until('the delay alert to be raised', () => transitions(...workers.map((w) => w.stderr)).length >= 1 || undefined, 60_000, logs);
-    const during = (await getJson(ports[1], '/api/partitions')) as Partitions;
+    // Each worker measures on its own 5-s tick: the alert may come from the other worker's
+    // reading, so wait for this worker's reading to be past the threshold too.
+    const during = (await until(
+      'worker 2 reading an oldest wait past the threshold',
+      async () => {
+        const p = (await getJson(ports[1], '/api/partitions')) as Partitions | undefined;
+        return p && Math.max(...p.partitions.map((x) => x.oldestWaitingMs ?? 0)) > THRESHOLD_MS ? p : undefined;
+      },
+      30_000,
+      logs,
+    )) as Partitions;
     expect(during.partitions.reduce((n, p) => n + (p.pending ?? 0) + (p.ackPending ?? 0), 0)).toBe(12);
     expect(Math.max(...during.partitions.map((p) => p.oldestWaitingMs ?? 0))).toBeGreaterThan(THRESHOLD_MS);
     for (const p of during.partitions) expect(p.consumer).toBe(`delay-pool-worker-p${p.partition}-e${p.epoch}`);
