@@ -55,8 +55,8 @@ const HELP = `npm run bench [-- options]
   --max-in-flight N   worker.maxInFlight (default 512, the config default)
   --batch-size N      source.batchSize (default 256)
   --partitions N      source.partitions: updates go to <subject>.<partition> (default 16, as the config)
-  --store KIND        embedded modes: memory (default) or local (the durable embedded store:
-                      store { kind: local, path }, failedRequests { kind: local })
+  --store KIND        embedded modes: memory or local (the durable embedded store, the product default:
+                      store { kind: local, path }, failedRequests { kind: local }); default: embedded memory, embedded-steady local)
   --workers N         worker processes of the pool in drain1, drain2, steady and memory (default 1);
                       all start at once, same config; a drain ends when every one of them exited
   --max-seconds S     a drain is stopped (SIGTERM) after this long; steady waits at most this long
@@ -75,8 +75,8 @@ interface Options {
   profiles?: number;
   /** Offered updates/s of a steady mode; undefined: the mode's default (steady 8,000, embedded-steady 4,000). */
   rate?: number;
-  /** The embedded modes' store. */
-  store: EmbeddedStore;
+  /** The embedded modes' store; undefined: the mode's default (embedded memory, embedded-steady local, issue 12's default). */
+  store?: EmbeddedStore;
   duration: number;
   warmup: number;
   rateLimit: number;
@@ -144,8 +144,8 @@ function parseOptions(): Options {
       process.exit(2);
     }
   }
-  const store = values.store ?? 'memory';
-  if (store !== 'memory' && store !== 'local') {
+  const store = values.store;
+  if (store !== undefined && store !== 'memory' && store !== 'local') {
     console.error(`--store: memory or local, got ${store}`);
     process.exit(2);
   }
@@ -828,7 +828,7 @@ async function steady(env: Env, workers: number): Promise<ModeResult> {
 // ---------------------------------------------------------------------------------------
 // The embedded default: file source, memory or local store (issues 10 and 12)
 
-function embeddedConfigFile(env: Env, tag: string, file: string): string {
+function embeddedConfigFile(env: Env, tag: string, file: string, store: EmbeddedStore): string {
   const dataDir = join(env.workDir, `${tag}-data`);
   mkdirSync(dataDir, { recursive: true });
   const configFile = join(env.workDir, `${tag}.json`);
@@ -837,7 +837,7 @@ function embeddedConfigFile(env: Env, tag: string, file: string): string {
     JSON.stringify(
       embeddedConfig({
         file,
-        store: opts.store,
+        store,
         dataDir,
         receiverPort: env.receiver.port,
         flows: 1,
@@ -858,6 +858,7 @@ async function embedded(env: Env): Promise<ModeResult> {
   const mode = 'embedded';
   const tag = `EMBEDDED_${Date.now().toString(36)}`.toUpperCase();
   const count = opts.count ?? EMBEDDED_COUNT;
+  const store: EmbeddedStore = opts.store ?? 'memory';
   const profiles = opts.profiles ?? count;
   const gen = new EventGenerator({ profiles, prefix: tag.toLowerCase(), sequential: true });
   const file = join(env.workDir, `${tag}.jsonl`);
@@ -871,8 +872,8 @@ async function embedded(env: Env): Promise<ModeResult> {
   }
   writeFileSync(file, lines.join('\n') + '\n');
   const ms = performance.now() - t0;
-  log(`${mode}: wrote a backlog of ${count} updates over ${profiles} profiles (${(bytes / 1e6).toFixed(1)} MB, avg ${Math.round(bytes / count)} B) to ${file}; store ${opts.store}`);
-  const configFile = embeddedConfigFile(env, tag, file);
+  log(`${mode}: wrote a backlog of ${count} updates over ${profiles} profiles (${(bytes / 1e6).toFixed(1)} MB, avg ${Math.round(bytes / count)} B) to ${file}; store ${store}`);
+  const configFile = embeddedConfigFile(env, tag, file, store);
   const result = await measureDrain(env, {
     mode,
     flows: 1,
@@ -883,7 +884,7 @@ async function embedded(env: Env): Promise<ModeResult> {
     expected: gen.exporting,
     publish: { ms, perSecond: (count / ms) * 1000, avgBytes: bytes / count },
   });
-  result.store = opts.store;
+  result.store = store;
   return result;
 }
 
@@ -894,6 +895,8 @@ async function embedded(env: Env): Promise<ModeResult> {
  */
 async function embeddedSteady(env: Env): Promise<ModeResult> {
   const mode = 'embedded-steady';
+  // Issue 12's target is on the embedded default, `store: local`.
+  const store: EmbeddedStore = opts.store ?? 'local';
   const tag = `ESTEADY_${Date.now().toString(36)}`.toUpperCase();
   const rate = opts.rate ?? EMBEDDED_STEADY_RATE;
   const total = Math.round(rate * opts.duration);
@@ -901,7 +904,7 @@ async function embeddedSteady(env: Env): Promise<ModeResult> {
   const gen = new EventGenerator({ profiles, prefix: tag.toLowerCase() });
   const file = join(env.workDir, `${tag}.jsonl`);
   writeFileSync(file, '');
-  const configFile = embeddedConfigFile(env, tag, file);
+  const configFile = embeddedConfigFile(env, tag, file, store);
   await env.receiver.reset();
   const loadBefore = load();
   const w = startPool(env, configFile, false, tag, 1);
@@ -913,11 +916,11 @@ async function embeddedSteady(env: Env): Promise<ModeResult> {
     while ((await env.receiver.count()).count < 1) {
       if (Date.now() > deadline || w.workers[0].child.exitCode !== null) {
         w.kill('SIGKILL');
-        throw new Error(`${mode}: the worker did not deliver a first export within 30 s (store ${opts.store}):\n${(await w.done).map((r) => r.stderrTail).join('\n')}`);
+        throw new Error(`${mode}: the worker did not deliver a first export within 30 s (store ${store}):\n${(await w.done).map((r) => r.stderrTail).join('\n')}`);
       }
       await sleep(50);
     }
-    log(`${mode}: appending ${rate} events/s for ${opts.duration} s to ${file} (first ${opts.warmup} s are warm-up; store ${opts.store})…`);
+    log(`${mode}: appending ${rate} events/s for ${opts.duration} s to ${file} (first ${opts.warmup} s are warm-up; store ${store})…`);
     const startedAt = Date.now();
     const t0 = performance.now();
     let sent = 0;
@@ -970,7 +973,7 @@ async function embeddedSteady(env: Env): Promise<ModeResult> {
       stats.all.latency,
     );
     result.updatesPerSecond = (sent / pubMs) * 1000;
-    result.store = opts.store;
+    result.store = store;
     if (!result.complete) {
       result.note = `${fmt(expected - result.exports)} exports still undelivered after the offered load ended: the latency figures cover delivered exports only (a lower bound)`;
     }
