@@ -140,3 +140,14 @@ describe('local retry queue', () => {
     await m2.close();
   });
 });
+
+describe('redis retry queue', () => {
+  it('concurrent enqueues from several clients of one (dataflow, profile) leave the newest export (the read-merge-write is atomic)', async () => {
+    const prefix = `c${++n}:`;
+    const queues = [0, 1, 2, 3].map(() => new RedisRetryQueue({ redis: new Redis(redis!.url), prefix, ownsClient: true }));
+    const versions = Array.from({ length: 40 }, (_, i) => 40 - i);
+    await Promise.all(versions.map((v, i) => queues[i % queues.length]!.enqueue(entry('p', v))));
+    expect((await queues[0]!.list('flow')).map((e) => e.version)).toEqual([40]);
+    for (const q of queues) await q.close();
+  });
+});
