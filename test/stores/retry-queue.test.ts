@@ -5,7 +5,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisDeliveredMarks, RedisRetryQueue } from '../../src/stores/redis-retry-queue.js';
+import { startRedisServer, type RedisServer } from '../support/redis-server.js';
 import { LocalDeliveredMarks, LocalRetryQueue } from '../../src/stores/local-retry-queue.js';
 import { MemoryDeliveredMarks, MemoryRetryQueue, type DeliveredMarks, type QueuedExport, type RetryQueue } from '../../src/stores/retry-queue.js';
 
@@ -15,8 +18,14 @@ const dir = (): string => {
   dirs.push(d);
   return d;
 };
-afterAll(() => {
+let redis: RedisServer | undefined;
+let n = 0;
+beforeAll(async () => {
+  redis = await startRedisServer();
+});
+afterAll(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  await redis?.stop();
 });
 
 const entry = (profileId: string, version: number, over: Partial<QueuedExport> = {}): QueuedExport => ({
@@ -38,6 +47,16 @@ const kinds: Array<[string, () => { queue: RetryQueue; marks: DeliveredMarks }]>
     () => {
       const path = dir();
       return { queue: new LocalRetryQueue({ path }), marks: new LocalDeliveredMarks({ path }) };
+    },
+  ],
+  [
+    'redis',
+    () => {
+      const prefix = `t${++n}:`;
+      return {
+        queue: new RedisRetryQueue({ redis: new Redis(redis!.url), prefix, ownsClient: true }),
+        marks: new RedisDeliveredMarks({ redis: new Redis(redis!.url), prefix, ownsClient: true }),
+      };
     },
   ],
 ];
@@ -119,5 +138,16 @@ describe('local retry queue', () => {
     expect(await m2.get('flow', 'p')).toBe(9);
     await q2.close();
     await m2.close();
+  });
+});
+
+describe('redis retry queue', () => {
+  it('concurrent enqueues from several clients of one (dataflow, profile) leave the newest export (the read-merge-write is atomic)', async () => {
+    const prefix = `c${++n}:`;
+    const queues = [0, 1, 2, 3].map(() => new RedisRetryQueue({ redis: new Redis(redis!.url), prefix, ownsClient: true }));
+    const versions = Array.from({ length: 40 }, (_, i) => 40 - i);
+    await Promise.all(versions.map((v, i) => queues[i % queues.length]!.enqueue(entry('p', v))));
+    expect((await queues[0]!.list('flow')).map((e) => e.version)).toEqual([40]);
+    for (const q of queues) await q.close();
   });
 });
