@@ -94,6 +94,8 @@ interface Partition {
   /** Its consumer runs, or has not finished stopping (no more JetStream API calls). */
   fetching: boolean;
   draining: boolean;
+  /** Bounds the drain of a revoked partition (`drainTimeoutMs`): see `drain`. */
+  drainTimer?: ReturnType<typeof setTimeout>;
 }
 
 /**
@@ -165,6 +167,7 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
       if (!part.draining || part.fetching || part.open.size > 0) return;
       if (parts.get(p) !== part) return;
       parts.delete(p);
+      if (part.drainTimer) clearTimeout(part.drainTimer);
       coordinator.release(p).catch(() => {
         // Redis unreachable: the lease expires by itself.
       });
@@ -307,6 +310,20 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
       if (!part || part.draining) return;
       part.draining = true;
       part.stop$.next();
+      // A hanging send must not keep the partition from its next owner: past `drainTimeoutMs`
+      // the partition is released with its messages still in flight. They stay unacked, so
+      // JetStream gives them to the next owner (from this consumer's ack floor, which it reads
+      // at takeover); this worker's late sends then fail the fence (the new owner's epoch).
+      part.drainTimer = setTimeout(() => {
+        if (parts.get(p) !== part) return;
+        logger.warn(
+          { partition: p, inFlight: part.open.size, drainTimeoutMs: options.drainTimeoutMs },
+          'pool: partition drain timed out; releasing it with messages in flight',
+        );
+        part.open.clear();
+        settle(p, part);
+      }, options.drainTimeoutMs);
+      part.drainTimer.unref?.();
       settle(p, part);
     };
 
