@@ -156,3 +156,36 @@ export async function takeOverPartitionConsumer(o: TakeOverOptions): Promise<Con
   }
   return mine;
 }
+
+/**
+ * Deletes the consumers of earlier epochs of the partitions this worker consumes (`owned`:
+ * partition → the epoch of its lease here), provided the consumer of that epoch exists (its
+ * takeover is done: an earlier consumer's ack floor is no longer needed) and `holds(p, epoch)`
+ * is still true. Such leftovers come from an owner that died while taking a partition over
+ * (after creating its consumer, before deleting the earlier ones, or before learning it had
+ * lost the lease); the takeover deletes them too, but only at the partition's next move.
+ * Returns the names deleted.
+ *
+ * @throws NatsError `ERR_JETSTREAM` when NATS fails (the next pass tries again).
+ */
+export async function deleteStaleConsumers(o: {
+  jsm: JetStreamManager;
+  stream: string;
+  durable: string;
+  partitions: number;
+  owned: ReadonlyMap<number, number>;
+  holds: (partition: number, epoch: number) => boolean;
+}): Promise<string[]> {
+  if (o.owned.size === 0) return [];
+  const all = await listPartitionConsumers(o.jsm, o.stream, o.durable, o.partitions);
+  const deleted: string[] = [];
+  for (const [p, epoch] of o.owned) {
+    const list = all[p] ?? [];
+    if (!list.some((c) => c.epoch === epoch)) continue;
+    for (const c of list) {
+      if (c.epoch >= epoch || !o.holds(p, epoch)) continue;
+      if (await deleteConsumer(o.jsm, o.stream, c.info.name)) deleted.push(c.info.name);
+    }
+  }
+  return deleted;
+}

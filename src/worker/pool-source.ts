@@ -16,7 +16,8 @@ import type { Source } from '../streams/file.js';
 import { jetstreamSource, type JetStreamSource } from '../streams/jetstream.js';
 import { connectNats, NatsError, type NatsHandle } from '../streams/nats.js';
 import type { SourceMessage } from '../streams/types.js';
-import { partitionConsumerName, takeOverPartitionConsumer } from './partition-consumers.js';
+import { deleteStaleConsumers, partitionConsumerName, takeOverPartitionConsumer } from './partition-consumers.js';
+import { jetstreamManager } from '@nats-io/jetstream';
 import { createPoolCoordinator, PoolConfigError, type PoolCoordinator } from './pool.js';
 
 export {
@@ -154,6 +155,29 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
     const keepAlive = setInterval(() => {
       for (const part of parts.values()) for (const m of part.open) m.working();
     }, keepAliveMs);
+
+    /**
+     * Every 4 × `leaseMs`: consumers of earlier epochs of the partitions consumed here, left by
+     * an owner that died mid-takeover, are deleted (see `deleteStaleConsumers`).
+     */
+    let sweeping = false;
+    const sweep = setInterval(() => {
+      const handle = nats;
+      if (sweeping || !handle || tornDown) return;
+      const owned = new Map<number, number>();
+      for (const [p, part] of parts) if (!part.draining) owned.set(p, part.epoch);
+      sweeping = true;
+      void jetstreamManager(handle.nc)
+        .then((jsm) =>
+          deleteStaleConsumers({ jsm, stream: s.stream, durable: s.durable, partitions: s.partitions, owned, holds: (p, e) => coordinator.holds(p, e) }),
+        )
+        .then((names) => {
+          if (names.length > 0) logger.info({ consumers: names }, 'pool: stale partition consumers deleted');
+        })
+        .catch((err: unknown) => logger.warn({ err }, 'pool: stale partition consumers not swept; trying again later'))
+        .finally(() => (sweeping = false));
+    }, 4 * s.leaseMs);
+    sweep.unref?.();
 
     const maybeComplete = (): void => {
       if (stopping && parts.size === 0 && !subscriber.closed) subscriber.complete();
@@ -395,6 +419,7 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
     return () => {
       tornDown = true;
       clearInterval(keepAlive);
+      clearInterval(sweep);
       ownership.unsubscribe();
       for (const part of parts.values()) part.stop$.next();
       parts.clear();
