@@ -2,7 +2,9 @@
  * Pool mode: the durable consumers of a partition (`<durable>-p<n>-e<epoch>`), how they are
  * named and listed, and how a new owner of a partition takes over from the previous owner's.
  */
-import type { ConsumerInfo, JetStreamManager } from '@nats-io/jetstream';
+import { jetstreamManager, type ConsumerInfo, type JetStreamManager } from '@nats-io/jetstream';
+import type { Logger } from '../observability/logger.js';
+import type { NatsHandle } from '../streams/nats.js';
 import { FencedError } from '../errors.js';
 import { consumerResumePoint, createConsumer, deleteConsumer } from '../streams/jetstream-admin.js';
 
@@ -188,4 +190,38 @@ export async function deleteStaleConsumers(o: {
     }
   }
   return deleted;
+}
+
+/**
+ * Runs `deleteStaleConsumers` every `everyMs` over the partitions `owned()` returns (one pass at
+ * a time; skipped while `nats()` is undefined). Returns the function that stops it.
+ */
+export function sweepStaleConsumersEvery(
+  everyMs: number,
+  o: {
+    nats: () => NatsHandle | undefined;
+    owned: () => ReadonlyMap<number, number>;
+    holds: (partition: number, epoch: number) => boolean;
+    stream: string;
+    durable: string;
+    partitions: number;
+    logger: Logger;
+  },
+): () => void {
+  let sweeping = false;
+  const timer = setInterval(() => {
+    const handle = o.nats();
+    if (sweeping || !handle) return;
+    const owned = o.owned();
+    sweeping = true;
+    void jetstreamManager(handle.nc)
+      .then((jsm) => deleteStaleConsumers({ jsm, stream: o.stream, durable: o.durable, partitions: o.partitions, owned, holds: o.holds }))
+      .then((names) => {
+        if (names.length > 0) o.logger.info({ consumers: names }, 'pool: stale partition consumers deleted');
+      })
+      .catch((err: unknown) => o.logger.warn({ err }, 'pool: stale partition consumers not swept; trying again later'))
+      .finally(() => (sweeping = false));
+  }, everyMs);
+  timer.unref?.();
+  return () => clearInterval(timer);
 }

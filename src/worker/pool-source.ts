@@ -16,8 +16,7 @@ import type { Source } from '../streams/file.js';
 import { jetstreamSource, type JetStreamSource } from '../streams/jetstream.js';
 import { connectNats, NatsError, type NatsHandle } from '../streams/nats.js';
 import type { SourceMessage } from '../streams/types.js';
-import { deleteStaleConsumers, partitionConsumerName, takeOverPartitionConsumer } from './partition-consumers.js';
-import { jetstreamManager } from '@nats-io/jetstream';
+import { partitionConsumerName, sweepStaleConsumersEvery, takeOverPartitionConsumer } from './partition-consumers.js';
 import { createPoolCoordinator, PoolConfigError, type PoolCoordinator } from './pool.js';
 
 export {
@@ -156,28 +155,17 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
       for (const part of parts.values()) for (const m of part.open) m.working();
     }, keepAliveMs);
 
-    /**
-     * Every 4 × `leaseMs`: consumers of earlier epochs of the partitions consumed here, left by
-     * an owner that died mid-takeover, are deleted (see `deleteStaleConsumers`).
-     */
-    let sweeping = false;
-    const sweep = setInterval(() => {
-      const handle = nats;
-      if (sweeping || !handle || tornDown) return;
-      const owned = new Map<number, number>();
-      for (const [p, part] of parts) if (!part.draining) owned.set(p, part.epoch);
-      sweeping = true;
-      void jetstreamManager(handle.nc)
-        .then((jsm) =>
-          deleteStaleConsumers({ jsm, stream: s.stream, durable: s.durable, partitions: s.partitions, owned, holds: (p, e) => coordinator.holds(p, e) }),
-        )
-        .then((names) => {
-          if (names.length > 0) logger.info({ consumers: names }, 'pool: stale partition consumers deleted');
-        })
-        .catch((err: unknown) => logger.warn({ err }, 'pool: stale partition consumers not swept; trying again later'))
-        .finally(() => (sweeping = false));
-    }, 4 * s.leaseMs);
-    sweep.unref?.();
+    // Every 4 × `leaseMs`: consumers of earlier epochs of the partitions consumed here, left by
+    // an owner that died mid-takeover, are deleted.
+    const stopSweep = sweepStaleConsumersEvery(4 * s.leaseMs, {
+      nats: () => (tornDown ? undefined : nats),
+      owned: () => new Map([...parts].filter(([, part]) => !part.draining).map(([p, part]) => [p, part.epoch])),
+      holds: (p, e) => coordinator.holds(p, e),
+      stream: s.stream,
+      durable: s.durable,
+      partitions: s.partitions,
+      logger,
+    });
 
     const maybeComplete = (): void => {
       if (stopping && parts.size === 0 && !subscriber.closed) subscriber.complete();
@@ -419,7 +407,7 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
     return () => {
       tornDown = true;
       clearInterval(keepAlive);
-      clearInterval(sweep);
+      stopSweep();
       ownership.unsubscribe();
       for (const part of parts.values()) part.stop$.next();
       parts.clear();
