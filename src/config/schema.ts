@@ -17,7 +17,11 @@ export const DEFAULTS = {
   connections: 64,
   /** Source messages in flight at once in one worker. */
   maxInFlight: 512,
-  /** How long a graceful stop waits for in-flight exports before giving up. */
+  /**
+   * How long a graceful stop waits for in-flight exports before giving up; in pool mode also how
+   * long a partition moving to another worker drains before it is released anyway (its unacked
+   * messages go to the next owner, this worker's late sends fail the fence).
+   */
   drainTimeoutMs: 30_000,
   /** Largest accepted input event, in bytes. */
   maxEventBytes: 1_048_576,

@@ -2,7 +2,9 @@
  * Pool mode: the durable consumers of a partition (`<durable>-p<n>-e<epoch>`), how they are
  * named and listed, and how a new owner of a partition takes over from the previous owner's.
  */
-import type { ConsumerInfo, JetStreamManager } from '@nats-io/jetstream';
+import { jetstreamManager, type ConsumerInfo, type JetStreamManager } from '@nats-io/jetstream';
+import type { Logger } from '../observability/logger.js';
+import type { NatsHandle } from '../streams/nats.js';
 import { FencedError } from '../errors.js';
 import { consumerResumePoint, createConsumer, deleteConsumer } from '../streams/jetstream-admin.js';
 
@@ -155,4 +157,71 @@ export async function takeOverPartitionConsumer(o: TakeOverOptions): Promise<Con
     throw fenced('the lease was lost while its consumer was being set up');
   }
   return mine;
+}
+
+/**
+ * Deletes the consumers of earlier epochs of the partitions this worker consumes (`owned`:
+ * partition → the epoch of its lease here), provided the consumer of that epoch exists (its
+ * takeover is done: an earlier consumer's ack floor is no longer needed) and `holds(p, epoch)`
+ * is still true. Such leftovers come from an owner that died while taking a partition over
+ * (after creating its consumer, before deleting the earlier ones, or before learning it had
+ * lost the lease); the takeover deletes them too, but only at the partition's next move.
+ * Returns the names deleted.
+ *
+ * @throws NatsError `ERR_JETSTREAM` when NATS fails (the next pass tries again).
+ */
+export async function deleteStaleConsumers(o: {
+  jsm: JetStreamManager;
+  stream: string;
+  durable: string;
+  partitions: number;
+  owned: ReadonlyMap<number, number>;
+  holds: (partition: number, epoch: number) => boolean;
+}): Promise<string[]> {
+  if (o.owned.size === 0) return [];
+  const all = await listPartitionConsumers(o.jsm, o.stream, o.durable, o.partitions);
+  const deleted: string[] = [];
+  for (const [p, epoch] of o.owned) {
+    const list = all[p] ?? [];
+    if (!list.some((c) => c.epoch === epoch)) continue;
+    for (const c of list) {
+      if (c.epoch >= epoch || !o.holds(p, epoch)) continue;
+      if (await deleteConsumer(o.jsm, o.stream, c.info.name)) deleted.push(c.info.name);
+    }
+  }
+  return deleted;
+}
+
+/**
+ * Runs `deleteStaleConsumers` every `everyMs` over the partitions `owned()` returns (one pass at
+ * a time; skipped while `nats()` is undefined). Returns the function that stops it.
+ */
+export function sweepStaleConsumersEvery(
+  everyMs: number,
+  o: {
+    nats: () => NatsHandle | undefined;
+    owned: () => ReadonlyMap<number, number>;
+    holds: (partition: number, epoch: number) => boolean;
+    stream: string;
+    durable: string;
+    partitions: number;
+    logger: Logger;
+  },
+): () => void {
+  let sweeping = false;
+  const timer = setInterval(() => {
+    const handle = o.nats();
+    if (sweeping || !handle) return;
+    const owned = o.owned();
+    sweeping = true;
+    void jetstreamManager(handle.nc)
+      .then((jsm) => deleteStaleConsumers({ jsm, stream: o.stream, durable: o.durable, partitions: o.partitions, owned, holds: o.holds }))
+      .then((names) => {
+        if (names.length > 0) o.logger.info({ consumers: names }, 'pool: stale partition consumers deleted');
+      })
+      .catch((err: unknown) => o.logger.warn({ err }, 'pool: stale partition consumers not swept; trying again later'))
+      .finally(() => (sweeping = false));
+  }, everyMs);
+  timer.unref?.();
+  return () => clearInterval(timer);
 }

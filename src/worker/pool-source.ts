@@ -16,7 +16,7 @@ import type { Source } from '../streams/file.js';
 import { jetstreamSource, type JetStreamSource } from '../streams/jetstream.js';
 import { connectNats, NatsError, type NatsHandle } from '../streams/nats.js';
 import type { SourceMessage } from '../streams/types.js';
-import { partitionConsumerName, takeOverPartitionConsumer } from './partition-consumers.js';
+import { partitionConsumerName, sweepStaleConsumersEvery, takeOverPartitionConsumer } from './partition-consumers.js';
 import { createPoolCoordinator, PoolConfigError, type PoolCoordinator } from './pool.js';
 
 export {
@@ -94,6 +94,8 @@ interface Partition {
   /** Its consumer runs, or has not finished stopping (no more JetStream API calls). */
   fetching: boolean;
   draining: boolean;
+  /** Bounds the drain of a revoked partition (`drainTimeoutMs`): see `drain`. */
+  drainTimer?: ReturnType<typeof setTimeout>;
 }
 
 /**
@@ -153,6 +155,18 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
       for (const part of parts.values()) for (const m of part.open) m.working();
     }, keepAliveMs);
 
+    // Every 4 × `leaseMs`: consumers of earlier epochs of the partitions consumed here, left by
+    // an owner that died mid-takeover, are deleted.
+    const stopSweep = sweepStaleConsumersEvery(4 * s.leaseMs, {
+      nats: () => (tornDown ? undefined : nats),
+      owned: () => new Map([...parts].filter(([, part]) => !part.draining).map(([p, part]) => [p, part.epoch])),
+      holds: (p, e) => coordinator.holds(p, e),
+      stream: s.stream,
+      durable: s.durable,
+      partitions: s.partitions,
+      logger,
+    });
+
     const maybeComplete = (): void => {
       if (stopping && parts.size === 0 && !subscriber.closed) subscriber.complete();
     };
@@ -165,6 +179,7 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
       if (!part.draining || part.fetching || part.open.size > 0) return;
       if (parts.get(p) !== part) return;
       parts.delete(p);
+      if (part.drainTimer) clearTimeout(part.drainTimer);
       coordinator.release(p).catch(() => {
         // Redis unreachable: the lease expires by itself.
       });
@@ -307,6 +322,20 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
       if (!part || part.draining) return;
       part.draining = true;
       part.stop$.next();
+      // A hanging send must not keep the partition from its next owner: past `drainTimeoutMs`
+      // the partition is released with its messages still in flight. They stay unacked, so
+      // JetStream gives them to the next owner (from this consumer's ack floor, which it reads
+      // at takeover); this worker's late sends then fail the fence (the new owner's epoch).
+      part.drainTimer = setTimeout(() => {
+        if (parts.get(p) !== part) return;
+        logger.warn(
+          { partition: p, inFlight: part.open.size, drainTimeoutMs: options.drainTimeoutMs },
+          'pool: partition drain timed out; releasing it with messages in flight',
+        );
+        part.open.clear();
+        settle(p, part);
+      }, options.drainTimeoutMs);
+      part.drainTimer.unref?.();
       settle(p, part);
     };
 
@@ -378,6 +407,7 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
     return () => {
       tornDown = true;
       clearInterval(keepAlive);
+      stopSweep();
       ownership.unsubscribe();
       for (const part of parts.values()) part.stop$.next();
       parts.clear();
