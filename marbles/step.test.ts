@@ -6,7 +6,7 @@
 import { describe, it, expect } from 'vitest';
 import type { Unsubscribable } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
-import { settle, step, type StepOutput } from '../src/operators/step.js';
+import { settle, step, type StepOutput } from '../src/operators/internal/step.js';
 
 const scheduler = (): TestScheduler => new TestScheduler((a, b) => expect(a).toEqual(b));
 

@@ -18,7 +18,7 @@ export type { Envelope, EnvelopeFault } from './streams/envelope.js';
 export { decodeEvents, type Decoded } from './operators/decode-events.js';
 export { divertRejected } from './operators/divert-rejected.js';
 export { profileGate, type ProfileGate } from './operators/profile-gate.js';
-export { step, type StepOutput } from './operators/step.js';
+export { step, type StepOutput } from './operators/internal/step.js';
 export { applySnapshot, type AppliedEnvelope } from './operators/apply-snapshot.js';
 export { detectExports, type DecidedEnvelope } from './operators/detect-exports.js';
 export { buildExports, type PlannedEnvelope } from './operators/build-exports.js';

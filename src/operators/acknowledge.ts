@@ -6,7 +6,7 @@ import type { RejectedEvent, RejectedEventStore } from '../sinks/types.js';
 import type { SnapshotStore } from '../stores/types.js';
 import type { SettledEnvelope } from './deliver-exports.js';
 import { rejectedRecord } from './divert-rejected.js';
-import { settle, step } from './step.js';
+import { settle, step } from './internal/step.js';
 
 export interface AcknowledgeOptions {
   /** The snapshot store whose replay record of the message is forgotten before the ack. */

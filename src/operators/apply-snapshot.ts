@@ -8,7 +8,7 @@ import { EventRejectedError, hasCode } from '../errors.js';
 import type { ApplyResult, SnapshotStore } from '../stores/types.js';
 import type { Envelope } from '../streams/envelope.js';
 import { backoffDelay } from './retry-with-backoff.js';
-import { settle, step } from './step.js';
+import { settle, step } from './internal/step.js';
 
 /** An envelope whose update has been merged into the profile's snapshot. */
 export interface AppliedEnvelope extends Envelope {

@@ -5,7 +5,7 @@ import type { MonoTypeOperatorFunction } from 'rxjs';
 import { hasCode } from '../errors.js';
 import type { AttemptCancellation, ExportSink } from '../sinks/types.js';
 import { isOpen, type ExportTask } from './deliver-exports.js';
-import { settle, step } from './step.js';
+import { settle, step } from './internal/step.js';
 
 export interface AttemptExportsOptions {
   /** The sink of a dataflow. */

@@ -4,7 +4,7 @@
 import { asyncScheduler, type OperatorFunction, type SchedulerLike } from 'rxjs';
 import type { EventRejectedError } from '../errors.js';
 import type { SourceMessage } from '../streams/types.js';
-import { settle, step } from './step.js';
+import { settle, step } from './internal/step.js';
 import type { RejectedEvent, RejectedEventStore } from '../sinks/types.js';
 import type { Decoded } from './decode-events.js';
 import type { Envelope } from '../streams/envelope.js';

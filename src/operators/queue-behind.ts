@@ -5,7 +5,7 @@
 import { asyncScheduler, type MonoTypeOperatorFunction, type SchedulerLike } from 'rxjs';
 import type { ExportJob } from '../sinks/types.js';
 import { isOpen, type ExportTask } from './deliver-exports.js';
-import { settle, step } from './step.js';
+import { settle, step } from './internal/step.js';
 
 /** What `queueBehind` needs of the worker's retry queues (see src/worker/export-queues.ts). */
 export interface QueueBehindTarget {

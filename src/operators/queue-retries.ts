@@ -7,7 +7,7 @@ import { DeliveryError } from '../errors.js';
 import type { ExportJob } from '../sinks/types.js';
 import { isOpen, type ExportTask } from './deliver-exports.js';
 import { isRetryable } from './retry-exports.js';
-import { settle, step } from './step.js';
+import { settle, step } from './internal/step.js';
 
 /** What `queueRetries` needs of the worker's retry queues (see src/worker/export-queues.ts). */
 export interface QueueRetriesTarget {

@@ -4,7 +4,7 @@
 import { Observable, type MonoTypeOperatorFunction, type Observer, type Subscription } from 'rxjs';
 import { HttpDestinationError } from '../errors.js';
 import type { RateLimiter } from '../stores/rate-limiter.js';
-import { step, type StepOutput } from './step.js';
+import { step, type StepOutput } from './internal/step.js';
 
 export interface RateLimitOptions<T> {
   /**

@@ -5,7 +5,7 @@
 import type { MonoTypeOperatorFunction } from 'rxjs';
 import type { DeliveredMarks } from '../stores/retry-queue.js';
 import type { SettledEnvelope } from './deliver-exports.js';
-import { settle, step } from './step.js';
+import { settle, step } from './internal/step.js';
 
 export interface RecordDeliveredOptions {
   marks: Pick<DeliveredMarks, 'record'>;

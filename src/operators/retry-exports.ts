@@ -20,7 +20,7 @@ import { AttemptHandle } from './attempt-exports.js';
 import { isOpen, type ExportTask } from './deliver-exports.js';
 import { slot } from './rate-limit.js';
 import { retryWithBackoff, type RetryInfo } from './retry-with-backoff.js';
-import { step } from './step.js';
+import { step } from './internal/step.js';
 
 export interface RetryExportsOptions {
   /** The sink of a dataflow (its `attempt` and `retryDelays`). */

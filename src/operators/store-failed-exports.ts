@@ -4,7 +4,7 @@
 import type { MonoTypeOperatorFunction } from 'rxjs';
 import type { ExportSink } from '../sinks/types.js';
 import { isOpen, type ExportTask } from './deliver-exports.js';
-import { settle, step } from './step.js';
+import { settle, step } from './internal/step.js';
 
 export interface StoreFailedExportsOptions {
   /** The sink of a dataflow (its `fail`: scrubbed reason, failed-request store, warning). */

@@ -1,6 +1,9 @@
 /**
  * `step`: the building block of the chain's asynchronous operators — one subscription for the
  * life of the worker, a counter of values in flight, no Observable per value.
+ *
+ * Not a stage of the chain (src/worker/pipeline.ts composes the operators built on it), hence
+ * under `internal/`; its own marble file is marbles/step.test.ts.
  */
 import { Observable, type OperatorFunction, type Unsubscribable } from 'rxjs';
 
