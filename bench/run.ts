@@ -720,6 +720,31 @@ async function waitForSpread(env: Env, durable: string, keyPrefix: string, worke
   }
 }
 
+/**
+ * Steady modes: waits until the receiver has `expected` exports, or 30 s pass without progress,
+ * or `opts.maxSeconds` have passed since the offered load ended (`endedAt`).
+ */
+async function waitForExports(env: Env, mode: string, expected: number, endedAt: number): Promise<void> {
+  let last = -1;
+  let lastChange = Date.now();
+  for (;;) {
+    const { count } = await env.receiver.count();
+    if (count >= expected) return;
+    if (count !== last) {
+      last = count;
+      lastChange = Date.now();
+    } else if (Date.now() - lastChange > 30_000) {
+      log(`${mode}: stuck at ${count} of ${expected} exports`);
+      return;
+    }
+    if (Date.now() - endedAt > opts.maxSeconds * 1000) {
+      log(`${mode}: ${count} of ${expected} exports ${opts.maxSeconds} s after the offered load ended; stopping`);
+      return;
+    }
+    await sleep(100);
+  }
+}
+
 async function steady(env: Env, workers: number): Promise<ModeResult> {
   const mode = 'steady';
   const flows = 1;
@@ -786,24 +811,7 @@ async function steady(env: Env, workers: number): Promise<ModeResult> {
   log(`${mode}: offered ${pub.published} at ${Math.round(pub.rate)}/s (publisher lagged at most ${pub.maxLagMs.toFixed(0)} ms)`);
   const expected = gen.exporting * flows;
   // Wait for the last exports (or 30 s without progress), then stop the worker (SIGTERM: drain).
-  let last = -1;
-  let lastChange = Date.now();
-  for (;;) {
-    const { count } = await env.receiver.count();
-    if (count >= expected) break;
-    if (count !== last) {
-      last = count;
-      lastChange = Date.now();
-    } else if (Date.now() - lastChange > 30_000) {
-      log(`${mode}: stuck at ${count} of ${expected} exports`);
-      break;
-    }
-    if (Date.now() - pub.endedAt > opts.maxSeconds * 1000) {
-      log(`${mode}: ${count} of ${expected} exports ${opts.maxSeconds} s after the offered load ended; stopping`);
-      break;
-    }
-    await sleep(100);
-  }
+  await waitForExports(env, mode, expected, pub.endedAt);
   w.kill('SIGTERM');
   const runs = await w.done;
   const since = pub.startedAt + opts.warmup * 1000;
@@ -942,24 +950,7 @@ async function embeddedSteady(env: Env): Promise<ModeResult> {
     const pubMs = performance.now() - t0;
     log(`${mode}: appended ${sent} at ${Math.round((sent / pubMs) * 1000)}/s (writer lagged at most ${maxLagMs.toFixed(0)} ms)`);
     const expected = gen.exporting;
-    let last = -1;
-    let lastChange = Date.now();
-    for (;;) {
-      const { count } = await env.receiver.count();
-      if (count >= expected) break;
-      if (count !== last) {
-        last = count;
-        lastChange = Date.now();
-      } else if (Date.now() - lastChange > 30_000) {
-        log(`${mode}: stuck at ${count} of ${expected} exports`);
-        break;
-      }
-      if (Date.now() - endedAt > opts.maxSeconds * 1000) {
-        log(`${mode}: ${count} of ${expected} exports ${opts.maxSeconds} s after the offered load ended; stopping`);
-        break;
-      }
-      await sleep(100);
-    }
+    await waitForExports(env, mode, expected, endedAt);
     w.kill('SIGTERM');
     const runs = await w.done;
     const since = startedAt + opts.warmup * 1000;
