@@ -5,7 +5,7 @@
 import { asyncScheduler, type MonoTypeOperatorFunction, type SchedulerLike } from 'rxjs';
 import type { ExportJob } from '../sinks/types.js';
 import { isOpen, type ExportTask } from './deliver-exports.js';
-import { settle, step } from './internal/step.js';
+import { settleTask, step } from './internal/step.js';
 
 /** What `queueBehind` needs of the worker's retry queues (see src/worker/export-queues.ts). */
 export interface QueueBehindTarget {
@@ -52,21 +52,13 @@ export function queueBehind(options: QueueBehindOptions): MonoTypeOperatorFuncti
         job.version = last;
       }
       if (!queues.isQueued(job.dataflowId, job.profileId) && !queues.backingOff(job.dataflowId)) return out.next(task);
-      out.hold();
-      settle(
+      settleTask(
+        out,
+        task,
         () => queues.enqueue(job, task.attempts),
         () => {
-          if (out.closed) return;
           task.outcome = { status: 'queued', job, attempts: task.attempts };
           onQueued?.(task);
-          out.next(task);
-          out.release();
-        },
-        (err: unknown) => {
-          if (out.closed) return;
-          task.abandoned = err;
-          out.next(task);
-          out.release();
         },
       );
     };

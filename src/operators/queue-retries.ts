@@ -7,7 +7,7 @@ import { DeliveryError } from '../errors.js';
 import type { ExportJob } from '../sinks/types.js';
 import { isOpen, type ExportTask } from './deliver-exports.js';
 import { isRetryable } from './retry-exports.js';
-import { settle, step } from './internal/step.js';
+import { settleTask, step } from './internal/step.js';
 
 /** What `queueRetries` needs of the worker's retry queues (see src/worker/export-queues.ts). */
 export interface QueueRetriesTarget {
@@ -43,22 +43,14 @@ export function queueRetries(options: QueueRetriesOptions): MonoTypeOperatorFunc
     if (!isOpen(task) || err === undefined || !(isRetryable(err) || (err instanceof DeliveryError && err.credentialsRenewed === true))) {
       return out.next(task);
     }
-    out.hold();
-    settle(
+    settleTask(
+      out,
+      task,
       () => queues.enqueue(task.job, task.attempts, err),
       () => {
-        if (out.closed) return;
         task.error = undefined;
         task.outcome = { status: 'queued', job: task.job, attempts: task.attempts };
         onQueued?.(task);
-        out.next(task);
-        out.release();
-      },
-      (storeErr: unknown) => {
-        if (out.closed) return;
-        task.abandoned = storeErr;
-        out.next(task);
-        out.release();
       },
     );
   });

@@ -4,7 +4,7 @@
 import type { MonoTypeOperatorFunction } from 'rxjs';
 import type { ExportSink } from '../sinks/types.js';
 import { isOpen, type ExportTask } from './deliver-exports.js';
-import { settle, step } from './internal/step.js';
+import { settleTask, step } from './internal/step.js';
 
 export interface StoreFailedExportsOptions {
   /** The sink of a dataflow (its `fail`: scrubbed reason, failed-request store, warning). */
@@ -24,21 +24,11 @@ export function storeFailedExports(options: StoreFailedExportsOptions): MonoType
   const { sinkFor } = options;
   return step<ExportTask, ExportTask>(() => (task, out) => {
     if (!isOpen(task) || task.error === undefined) return out.next(task);
-    out.hold();
-    settle(
+    settleTask(
+      out,
+      task,
       () => sinkFor(task.job.dataflowId).fail(task.job, task.attempts, task.error),
-      (outcome) => {
-        if (out.closed) return;
-        task.outcome = outcome;
-        out.next(task);
-        out.release();
-      },
-      (err: unknown) => {
-        if (out.closed) return;
-        task.abandoned = err;
-        out.next(task);
-        out.release();
-      },
+      (outcome) => (task.outcome = outcome),
     );
   });
 }

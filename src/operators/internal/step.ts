@@ -108,3 +108,30 @@ export function settle<T>(fn: () => PromiseLike<T>, ok: (value: T) => void, fail
   }
   answer.then(ok, fail);
 }
+
+/**
+ * The store step of an export task (queue it, store it as failed): holds `out`, runs `fn`, and
+ * once it settles emits the task — marked by `done` on success, abandoned (its message comes
+ * back later) on failure. Results after the output closed are dropped.
+ *
+ * @example
+ * settleTask(out, task, () => queues.enqueue(task.job, task.attempts), () => (task.outcome = queued(task)));
+ */
+export function settleTask<T, R extends { abandoned?: unknown }>(out: StepOutput<R>, task: R, fn: () => PromiseLike<T>, done: (value: T) => void): void {
+  out.hold();
+  settle(
+    fn,
+    (value) => {
+      if (out.closed) return;
+      done(value);
+      out.next(task);
+      out.release();
+    },
+    (err: unknown) => {
+      if (out.closed) return;
+      task.abandoned = err;
+      out.next(task);
+      out.release();
+    },
+  );
+}
