@@ -1094,7 +1094,7 @@ function targets(results: ModeResult[], ceilings: Ceilings): Target[] {
       detail: `p99 ${fmt(st.latency.p99)} ms (p50 ${fmt(st.latency.p50)}, p95 ${fmt(st.latency.p95)}); ${fmt(st.exports)}/${fmt(st.expectedExports)} delivered`,
     });
   }
-  // Issue 6: the rate limit is the pool's, not each worker's (one Redis token bucket per dataflow).
+  // Issue 6: the rate limit is the pool's, not each worker's (one Redis schedule of send slots per dataflow).
   for (const r of results.filter((x) => x.workers > 1)) {
     const limit = opts.rateLimit * 1.05;
     const flows = Object.entries(r.perFlow).sort((a, b) => b[1].maxSliding1s - a[1].maxSliding1s);

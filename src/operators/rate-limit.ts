@@ -1,7 +1,7 @@
 /**
  * `rateLimit`: holds each value until its rate limiter grants it a send slot.
  */
-import { Observable, type MonoTypeOperatorFunction, type Observer, type Subscription } from 'rxjs';
+import { Observable, take, throwIfEmpty, type MonoTypeOperatorFunction, type Observer, type Subscription } from 'rxjs';
 import { HttpDestinationError } from '../errors.js';
 import type { RateLimiter } from '../stores/rate-limiter.js';
 import { step, type StepOutput } from './internal/step.js';
@@ -52,7 +52,7 @@ export function rateLimit<T>(options: RateLimitOptions<T>): MonoTypeOperatorFunc
     }
     out.hold();
     const waiter = new Waiter(value, out, refused, waited, now);
-    const sub: Subscription = l.acquire().subscribe(waiter);
+    const sub: Subscription = grant(l).subscribe(waiter);
     if (!waiter.over) {
       waiter.sub = sub;
       out.add(sub);
@@ -60,7 +60,7 @@ export function rateLimit<T>(options: RateLimitOptions<T>): MonoTypeOperatorFunc
   });
 }
 
-/** One value waiting for its slot: the limiter's observer (only the first grant counts). */
+/** One value waiting for its slot: the observer of its limiter's `grant`. */
 class Waiter<T> implements Observer<void> {
   over = false;
   sub: Subscription | null = null;
@@ -75,7 +75,6 @@ class Waiter<T> implements Observer<void> {
   ) {}
 
   next(): void {
-    if (this.over) return;
     this.end();
     this.waited?.(this.value, this.now() - this.since);
     this.out.next(this.value);
@@ -83,7 +82,6 @@ class Waiter<T> implements Observer<void> {
   }
 
   error(err: unknown): void {
-    if (this.over) return;
     this.end();
     if (this.refused === undefined) return this.out.error(err);
     this.refused(this.value, err);
@@ -92,7 +90,7 @@ class Waiter<T> implements Observer<void> {
   }
 
   complete(): void {
-    if (!this.over) this.error(new HttpDestinationError('ERR_RATE_LIMITER', 'the rate limiter completed without granting a send slot'));
+    // After `next` (a grant emits once, then completes): nothing left to do.
   }
 
   private end(): void {
@@ -106,6 +104,17 @@ class Waiter<T> implements Observer<void> {
 }
 
 /**
+ * The first grant of `limiter.acquire()`: emits once and completes (a second emission of the
+ * limiter is ignored); a limiter that completes without granting errors with `ERR_RATE_LIMITER`.
+ */
+function grant(limiter: RateLimiter): Observable<void> {
+  return limiter.acquire().pipe(
+    take(1),
+    throwIfEmpty(() => new HttpDestinationError('ERR_RATE_LIMITER', 'the rate limiter completed without granting a send slot')),
+  );
+}
+
+/**
  * One slot of `limiter` as an Observable: emits once and completes; a limiter that completes
  * without granting errors with `ERR_RATE_LIMITER`. For the slow paths (a retry's attempt).
  */
@@ -116,19 +125,6 @@ export function slot(limiter: RateLimiter): Observable<void> {
       subscriber.complete();
       return undefined;
     }
-    let granted = false;
-    const sub = limiter.acquire().subscribe({
-      next: () => {
-        if (granted) return;
-        granted = true;
-        subscriber.next();
-        subscriber.complete();
-      },
-      error: (err: unknown) => subscriber.error(err),
-      complete: () => {
-        if (!granted) subscriber.error(new HttpDestinationError('ERR_RATE_LIMITER', 'the rate limiter completed without granting a send slot'));
-      },
-    });
-    return sub;
+    return grant(limiter).subscribe(subscriber);
   });
 }

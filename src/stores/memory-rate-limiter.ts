@@ -1,9 +1,10 @@
 /**
  * `tokenBucket`: the in-memory rate limiter of one worker (SPEC §7).
  */
-import { asyncScheduler, Observable, type SchedulerLike, type Subscriber, type Subscription } from 'rxjs';
+import { asyncScheduler, Observable, type SchedulerLike, type Subscription } from 'rxjs';
 import { DEFAULTS } from '../config/schema.js';
 import type { RateLimiter } from './rate-limiter.js';
+import { WaiterQueue, type Waiter } from './waiter-queue.js';
 
 export interface TokenBucketOptions {
   /** Permits per second; fractional allowed (0.5 = one every 2 s). At most 10,000. */
@@ -50,15 +51,6 @@ export function tokenBucket(options: TokenBucketOptions): RateLimiter {
   return new TokenBucket(rate, burst, options.scheduler ?? TOKEN_BUCKET_DEFAULTS.scheduler);
 }
 
-/** A queued `acquire()`: a doubly linked node, so giving the place up is O(1). */
-interface Waiter {
-  subscriber: Subscriber<void>;
-  prev: Waiter | null;
-  next: Waiter | null;
-  /** Still in the queue (false once granted or given up). */
-  queued: boolean;
-}
-
 /**
  * Floating-point slack, in ms: the timer is set for the instant a permit accrues, but the
  * sums that get there may land a few ulps early.
@@ -83,8 +75,7 @@ class TokenBucket implements RateLimiter {
   private readonly interval: number;
   private readonly tolerance: number;
   private tat = -Infinity;
-  private head: Waiter | null = null;
-  private tail: Waiter | null = null;
+  private readonly waiters = new WaiterQueue();
   private timer: Subscription | null = null;
   private granting = false;
 
@@ -99,15 +90,12 @@ class TokenBucket implements RateLimiter {
 
   acquire(): Observable<void> {
     return new Observable<void>((subscriber) => {
-      if (this.head === null && this.tryTake(this.scheduler.now())) {
+      if (this.waiters.head === null && this.tryTake(this.scheduler.now())) {
         subscriber.next();
         subscriber.complete();
         return undefined;
       }
-      const waiter: Waiter = { subscriber, prev: this.tail, next: null, queued: true };
-      if (this.tail === null) this.head = waiter;
-      else this.tail.next = waiter;
-      this.tail = waiter;
+      const waiter = this.waiters.push(subscriber);
       this.arm();
       return () => {
         if (waiter.queued) this.unlink(waiter);
@@ -116,7 +104,7 @@ class TokenBucket implements RateLimiter {
   }
 
   tryAcquire(): boolean {
-    return this.head === null && this.tryTake(this.scheduler.now());
+    return this.waiters.head === null && this.tryTake(this.scheduler.now());
   }
 
   /** Takes a permit if one has accrued by `now`. */
@@ -127,13 +115,8 @@ class TokenBucket implements RateLimiter {
   }
 
   private unlink(w: Waiter): void {
-    w.queued = false;
-    if (w.prev === null) this.head = w.next;
-    else w.prev.next = w.next;
-    if (w.next === null) this.tail = w.prev;
-    else w.next.prev = w.prev;
-    w.prev = w.next = null;
-    if (this.head === null && this.timer !== null) {
+    this.waiters.remove(w);
+    if (this.waiters.head === null && this.timer !== null) {
       // Nobody waits: no timer left behind (it would keep a process alive for nothing).
       this.timer.unsubscribe();
       this.timer = null;
@@ -142,7 +125,7 @@ class TokenBucket implements RateLimiter {
 
   /** Ensures the one timer is set for when the head waiter's permit accrues. */
   private arm(): void {
-    if (this.timer !== null || this.granting || this.head === null) return;
+    if (this.timer !== null || this.granting || this.waiters.head === null) return;
     const delay = Math.min(MAX_TIMER_MS, Math.max(0, this.tat - this.tolerance - this.scheduler.now()));
     this.timer = this.scheduler.schedule(() => {
       this.timer = null;
@@ -155,8 +138,7 @@ class TokenBucket implements RateLimiter {
     this.granting = true;
     try {
       const now = this.scheduler.now();
-      while (this.head !== null && this.tryTake(now)) {
-        const w = this.head;
+      for (let w = this.waiters.head; w !== null && this.tryTake(now); w = this.waiters.head) {
         this.unlink(w);
         // May re-enter `acquire` (the consumer asks for its next permit): `granting` keeps
         // that from arming a second timer; the newcomer is queued behind and served here.

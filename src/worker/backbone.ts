@@ -19,7 +19,7 @@ import type { Source } from '../streams/file.js';
 import { jetstreamSource } from '../streams/jetstream.js';
 import { connectNats } from '../streams/nats.js';
 import { Redis } from 'ioredis';
-import { redisTokenBucket } from '../stores/redis-rate-limiter.js';
+import { redisSendSlots } from '../stores/redis-rate-limiter.js';
 import type { RateLimiter } from '../stores/rate-limiter.js';
 import { listPartitionConsumers, openPoolSource } from './pool-source.js';
 import { readBackfillStatus, type BackfillStatus } from '../cli/pool-status.js';
@@ -309,7 +309,7 @@ export async function openJetStreamPoolSource(
   return { messages$: pool.messages$, stop, coordinator: pool.coordinator };
 }
 
-/** The pool-wide rate limiters (one Redis token bucket per dataflow) and their client. */
+/** The pool-wide rate limiters (one Redis schedule of send slots per dataflow) and their client. */
 export function openRedisLimiters(store: Extract<StoreConfig, { kind: 'redis' }>, logger: Logger): {
   limiterFor: (flow: DataflowConfig) => RateLimiter;
   close(): Promise<void>;
@@ -320,7 +320,7 @@ export function openRedisLimiters(store: Extract<StoreConfig, { kind: 'redis' }>
   const limiters: Array<{ close(): void }> = [];
   return {
     limiterFor: (flow) => {
-      const l = redisTokenBucket({
+      const l = redisSendSlots({
         redis,
         key: `${store.keyPrefix}rl:${flow.id}`,
         rate: flow.rateLimit,

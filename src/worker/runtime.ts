@@ -70,7 +70,7 @@ export function openSinks(
 ): HttpSinks {
   return createSinks(config, {
     failedStore: deps.failed,
-    // One worker: an in-process token bucket. A pool (Redis store): the pool-wide Redis bucket.
+    // One worker: an in-process token bucket. A pool (Redis store): the pool-wide Redis send slots.
     limiterFor: deps.limiterFor ?? ((flow) => tokenBucket({ rate: flow.rateLimit })),
     loggerFor: (id) => deps.logger.child({ dataflowId: id }),
     authLoggerFor: (id) => deps.logger.child({ destinationId: id }),

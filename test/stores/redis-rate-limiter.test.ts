@@ -1,5 +1,5 @@
 /**
- * `redisTokenBucket` against a real redis-server (started on a free port by this file): the
+ * `redisSendSlots` against a real redis-server (started on a free port by this file): the
  * 1-second-window bound for one limiter and for a pool of three worker processes, the pace and
  * the bound when event loops stall (CPU-starved workers), few round trips at a high rate, a
  * Redis restart mid-run, and waiters that give their place up.
@@ -16,7 +16,7 @@ import { Redis } from 'ioredis';
 import type { Subscription } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StoreError } from '../../src/errors.js';
-import { REDIS_TOKEN_BUCKET_DEFAULTS, redisTokenBucket, slotIntervalMs, type RedisTokenBucket } from '../../src/stores/redis-rate-limiter.js';
+import { REDIS_SEND_SLOTS_DEFAULTS, redisSendSlots, slotIntervalMs, type RedisSendSlots } from '../../src/stores/redis-rate-limiter.js';
 import { ROOT } from '../support/cli.js';
 import { maxInWindow } from '../support/receiver.js';
 import { stallEventLoop } from '../support/rate-limit-worker.js';
@@ -58,7 +58,7 @@ function maxPerSecond(times: number[]): number {
  * Keeps `concurrency` permits asked for at once from `limiter` for `durationMs` and returns
  * the grant times (wall clock, ms). Every granted waiter is replaced by a new one at once.
  */
-async function drain(limiter: RedisTokenBucket, durationMs: number, concurrency = 64): Promise<number[]> {
+async function drain(limiter: RedisSendSlots, durationMs: number, concurrency = 64): Promise<number[]> {
   const times: number[] = [];
   const end = wallClock() + durationMs;
   const open = new Set<Subscription>();
@@ -110,8 +110,8 @@ const TOLERATED_STALL_MS = 50;
 const beyondTolerated = (stallsMs: number[]): number =>
   stallsMs.reduce((sum, ms) => sum + Math.max(0, ms - TOLERATED_STALL_MS), 0);
 
-/** The most permits in any 1-second window `redisTokenBucket` allows with the default burst. */
-const boundFor = (rate: number): number => Math.ceil(rate) + REDIS_TOKEN_BUCKET_DEFAULTS.burst(rate) - 1;
+/** The most permits in any 1-second window `redisSendSlots` allows with the default burst. */
+const boundFor = (rate: number): number => Math.ceil(rate) + REDIS_SEND_SLOTS_DEFAULTS.burst(rate) - 1;
 /** SPEC §7 at the endpoint: never more than 5% over the rate in any 1-second window. */
 const specBound = (rate: number): number => Math.floor(rate * 1.05);
 /**
@@ -119,9 +119,9 @@ const specBound = (rate: number): number => Math.floor(rate * 1.05);
  * to d + `deliveryJitterMs` ms from its permit to arrive (the worst case of that jitter): the
  * most permits in any sliding window of 1000 + J ms.
  */
-const worstAtEndpoint = (permits: number[]): number => maxInWindow(permits, 1_000 + REDIS_TOKEN_BUCKET_DEFAULTS.deliveryJitterMs);
-/** The permits per second `redisTokenBucket` hands out with the defaults under a full queue (≈95% of `rate`). */
-const paceFor = (rate: number): number => REDIS_TOKEN_BUCKET_DEFAULTS.pace(rate);
+const worstAtEndpoint = (permits: number[]): number => maxInWindow(permits, 1_000 + REDIS_SEND_SLOTS_DEFAULTS.deliveryJitterMs);
+/** The permits per second `redisSendSlots` hands out with the defaults under a full queue (≈95% of `rate`). */
+const paceFor = (rate: number): number => REDIS_SEND_SLOTS_DEFAULTS.pace(rate);
 
 interface WorkerConfig {
   url: string;
@@ -202,7 +202,7 @@ describe('the schedule leaves room for lateness and delivery jitter (no Redis)',
   // arrival) after it, so an endpoint's sliding 1-second window holds the slots of a span of
   // 1000 + T + J ms. That must be SPEC §7's floor(1.05 × rate) at most, at every rate; the
   // schedule that budgeted only T let 526–532 through at 500/s (bound 525).
-  const d = REDIS_TOKEN_BUCKET_DEFAULTS;
+  const d = REDIS_SEND_SLOTS_DEFAULTS;
   /** Most slots spaced `interval` apart in a half-open span of `span` ms. */
   const mostIn = (span: number, interval: number): number => Math.floor(span / interval - 1e-9) + 1;
   const rates = [0.1, 0.5, 1, 1.5, 2, 7, 10, 19, 20, 21, 33.3, 50, 99, 100, 300, 500, 999.9, 1_000, 2_500, 7_777, 10_000];
@@ -229,10 +229,10 @@ describe('the schedule leaves room for lateness and delivery jitter (no Redis)',
   });
 });
 
-describe('redisTokenBucket on a real redis-server', () => {
+describe('redisSendSlots on a real redis-server', () => {
   it('one limiter at 200/s for 3 s: at most 210 in any 1-second window, about 600 in all', async () => {
     const redis = client(server.url);
-    const limiter = redisTokenBucket({ redis, key: freshKey(), rate: 200 });
+    const limiter = redisSendSlots({ redis, key: freshKey(), rate: 200 });
     try {
       const times = await drain(limiter, 3_000);
       const max = maxPerSecond(times);
@@ -268,7 +268,7 @@ describe('redisTokenBucket on a real redis-server', () => {
     const durationMs = 4_000;
     const clients = [client(server.url), client(server.url), client(server.url)];
     const key = freshKey();
-    const limiters = clients.map((redis) => redisTokenBucket({ redis, key, rate }));
+    const limiters = clients.map((redis) => redisSendSlots({ redis, key, rate }));
     try {
       await Promise.all(clients.map((redis) => redis.ping()));
       // Permit times are taken here, by the consumer whose loop stalls: exactly what it sends.
@@ -370,8 +370,8 @@ describe('redisTokenBucket on a real redis-server', () => {
     const redisA = client(server.url);
     const redisB = client(server.url);
     const key = freshKey();
-    const a = redisTokenBucket({ redis: redisA, key, rate: 10_000 });
-    const b = redisTokenBucket({ redis: redisB, key, rate: 10_000 });
+    const a = redisSendSlots({ redis: redisA, key, rate: 10_000 });
+    const b = redisSendSlots({ redis: redisB, key, rate: 10_000 });
     try {
       await Promise.all([redisA.ping(), redisB.ping()]);
       const before = await scriptCalls(admin);
@@ -404,7 +404,7 @@ describe('redisTokenBucket on a real redis-server', () => {
       unhandled.push(reason);
     };
     process.on('unhandledRejection', onUnhandled);
-    const limiter = redisTokenBucket({ redis, key: freshKey(), rate: 200, onError: (err) => errors.push(err) });
+    const limiter = redisSendSlots({ redis, key: freshKey(), rate: 200, onError: (err) => errors.push(err) });
     try {
       const run = drain(limiter, 5_000);
       await sleep(1_000);
@@ -449,7 +449,7 @@ describe('redisTokenBucket on a real redis-server', () => {
   it('a tiny rate (1e-300/s): at most one permit, then waiting quietly (no Redis error, no busy loop)', async () => {
     const redis = client(server.url);
     const errors: StoreError[] = [];
-    const limiter = redisTokenBucket({ redis, key: freshKey(), rate: 1e-300, onError: (err) => errors.push(err) });
+    const limiter = redisSendSlots({ redis, key: freshKey(), rate: 1e-300, onError: (err) => errors.push(err) });
     const admin = client(server.url);
     try {
       let granted = 0;
@@ -473,7 +473,7 @@ describe('redisTokenBucket on a real redis-server', () => {
   it('a waiter that unsubscribes gives its place up to the next, first in first out', async () => {
     const redis = client(server.url);
     // 5/s and burst 1: one permit at once, then one every 200 ms.
-    const limiter = redisTokenBucket({ redis, key: freshKey(), rate: 5, burst: 1 });
+    const limiter = redisSendSlots({ redis, key: freshKey(), rate: 5, burst: 1 });
     try {
       const got: Array<[string, number]> = [];
       const take = (name: string): Subscription =>
@@ -499,7 +499,7 @@ describe('redisTokenBucket on a real redis-server', () => {
 
   it('errors the waiters left with ERR_RATE_LIMITER on close, and rejects bad options', async () => {
     const redis = client(server.url);
-    const limiter = redisTokenBucket({ redis, key: freshKey(), rate: 1, burst: 1 });
+    const limiter = redisSendSlots({ redis, key: freshKey(), rate: 1, burst: 1 });
     try {
       const outcome = (): Promise<string> =>
         new Promise((resolve) =>
@@ -514,12 +514,12 @@ describe('redisTokenBucket on a real redis-server', () => {
       limiter.close();
       expect(await waiting).toBe('ERR_RATE_LIMITER');
       expect(await outcome()).toBe('ERR_RATE_LIMITER');
-      expect(() => redisTokenBucket({ redis, key: 'k', rate: 0 })).toThrow(RangeError);
-      expect(() => redisTokenBucket({ redis, key: 'k', rate: 10_001 })).toThrow(RangeError);
-      expect(() => redisTokenBucket({ redis, key: 'k', rate: 10, burst: 0 })).toThrow(RangeError);
-      expect(() => redisTokenBucket({ redis, key: 'k', rate: 10, reserve: 1.5 })).toThrow(RangeError);
-      expect(() => redisTokenBucket({ redis, key: '', rate: 10 })).toThrow(RangeError);
-      expect(() => redisTokenBucket({ redis, key: 'k', rate: 10, deliveryJitterMs: -1 })).toThrow(RangeError);
+      expect(() => redisSendSlots({ redis, key: 'k', rate: 0 })).toThrow(RangeError);
+      expect(() => redisSendSlots({ redis, key: 'k', rate: 10_001 })).toThrow(RangeError);
+      expect(() => redisSendSlots({ redis, key: 'k', rate: 10, burst: 0 })).toThrow(RangeError);
+      expect(() => redisSendSlots({ redis, key: 'k', rate: 10, reserve: 1.5 })).toThrow(RangeError);
+      expect(() => redisSendSlots({ redis, key: '', rate: 10 })).toThrow(RangeError);
+      expect(() => redisSendSlots({ redis, key: 'k', rate: 10, deliveryJitterMs: -1 })).toThrow(RangeError);
     } finally {
       await redis.quit();
     }

@@ -1,5 +1,5 @@
 /**
- * One worker of a pool, for the pool-wide rate limit test: a `redisTokenBucket` on its own
+ * One worker of a pool, for the pool-wide rate limit test: a `redisSendSlots` on its own
  * ioredis client, asked for permits as fast as it hands them out, for a fixed time.
  *
  * Run as `node --import tsx test/support/rate-limit-worker.ts '<json config>'` with the config
@@ -13,7 +13,7 @@ import { createInterface } from 'node:readline';
 import { Redis } from 'ioredis';
 import { Agent, request } from 'undici';
 import type { Subscription } from 'rxjs';
-import { redisTokenBucket } from '../../src/stores/redis-rate-limiter.js';
+import { redisSendSlots } from '../../src/stores/redis-rate-limiter.js';
 
 interface WorkerConfig {
   url: string;
@@ -82,7 +82,7 @@ async function main(): Promise<void> {
   let errors = 0;
   redis.on('error', () => {});
   await redis.ping();
-  const limiter = redisTokenBucket({ redis, key: config.key, rate: config.rate, onError: () => errors++ });
+  const limiter = redisSendSlots({ redis, key: config.key, rate: config.rate, onError: () => errors++ });
 
   const lines = createInterface({ input: process.stdin });
   const go = new Promise<void>((resolve) => lines.on('line', (line) => line.trim() === 'go' && resolve()));
