@@ -155,3 +155,16 @@ export function decideExports(applied: AppliedUpdate, dataflows: readonly Datafl
   }
   return decisions;
 }
+
+/** Audiences the profile entered / exited between two snapshots (what a membership index changes). */
+export function membershipChanges(before: ProfileSnapshot | null, after: ProfileSnapshot): { entered: string[]; exited: string[] } {
+  const entered: string[] = [];
+  const exited: string[] = [];
+  if (before?.memberships === after.memberships) return { entered, exited };
+  for (const id of Object.keys(after.memberships)) {
+    const was = isIn(membershipOf(before, id));
+    const is = isIn(membershipOf(after, id));
+    if (was !== is) (is ? entered : exited).push(id);
+  }
+  return { entered, exited };
+}

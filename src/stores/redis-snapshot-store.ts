@@ -4,125 +4,22 @@
  * test/stores runs against both).
  */
 import { Redis } from 'ioredis';
-import { DEFAULTS } from '../config/schema.js';
-import { isIn, membershipOf } from '../domain/diff.js';
+import { membershipChanges } from '../domain/diff.js';
 import { mergeChecked } from '../domain/merge-checked.js';
 import type { ProfileSnapshot, ProfileUpdate } from '../domain/types.js';
 import { FencedError, StoreError } from '../errors.js';
-import { MAX_PENDING_PER_PROFILE } from './memory-snapshot-store.js';
-import { EPOCH_DEFAULTS, RedisStoreEpoch, type StoreLostError } from './redis-store-epoch.js';
-import type { ApplyContext, ApplyResult, BackfillBegin, BackfillState, SnapshotStore } from './types.js';
 import { RedisBackfillState } from './redis-backfill-state.js';
-import { CAS_LUA, CONFIRM_LUA, FIELD_SNAPSHOT, FIELD_VERSION, FIELD_WATERMARK, READ_LUA, REPLAY_PREFIX, type ReadReply, type ScriptCommands } from './redis-snapshot-scripts.js';
+import { audienceMembers, scanAudience } from './redis-audience-members.js';
+import { ConfirmBatcher } from './redis-confirm-batch.js';
+import { REDIS_SNAPSHOT_STORE_DEFAULTS, SnapshotConflictError, type RedisSnapshotStoreOptions } from './redis-snapshot-options.js';
+import { SnapshotCache, type Known } from './redis-snapshot-cache.js';
+import { CAS_LUA, CONFIRM_LUA, FIELD_SNAPSHOT, READ_LUA, REPLAY_PREFIX, type ReadReply, type ScriptCommands } from './redis-snapshot-scripts.js';
+import { RedisStoreEpoch, type StoreLostError } from './redis-store-epoch.js';
+import type { ApplyContext, ApplyResult, BackfillBegin, BackfillState, SnapshotStore } from './types.js';
 
 export { StoreLostError, resetStoreEpoch } from './redis-store-epoch.js';
 export { CAS_LUA, CONFIRM_LUA, READ_LUA } from './redis-snapshot-scripts.js';
-
-/** Every default of the Redis snapshot store, in one place. */
-export const REDIS_SNAPSHOT_STORE_DEFAULTS = {
-  keyPrefix: 'hd:',
-  /** Compare-and-set attempts after the first one before `apply` gives up. */
-  maxConflictRetries: 32,
-  /** Unconfirmed applications kept per profile (same bound as the memory store). */
-  maxPendingPerProfile: MAX_PENDING_PER_PROFILE,
-  /** A command with no reply after this long fails (a hung or unreachable server). */
-  commandTimeoutMs: 5_000,
-  /** Longest pause between two reconnection attempts of a client the store created. */
-  reconnectMaxDelayMs: 1_000,
-  /** Profile ids per batch of `members`. */
-  batchSize: 500,
-  /** Members per SSCAN step (and per RPUSH) of the script freezing a backfill's members. */
-  freezeStep: 1_000,
-  /** Profiles whose last known snapshot and version the store keeps (0: none). */
-  cacheSize: 10_000,
-  /** Most replay records one confirm script deletes (confirms of one tick beyond go in more scripts). */
-  confirmBatch: 512,
-  /** Largest snapshot (JSON, UTF-8 bytes); the update that would pass it is rejected. */
-  maxSnapshotBytes: DEFAULTS.maxSnapshotBytes,
-  /** While the store is lost, how often `apply` looks whether an operator re-initialised it. */
-  lostRecheckMs: EPOCH_DEFAULTS.lostRecheckMs,
-} as const;
-
-export interface RedisSnapshotStoreOptions {
-  /** `redis://[user:password@]host:port[/db]` (or `rediss://`). Required unless `redis` is given. */
-  url?: string;
-  /** Prefix of every key the store writes. @default 'hd:' */
-  keyPrefix?: string;
-  /**
-   * A client to use instead of creating one from `url` (it is not closed by `close()`). Give it
-   * `enableAutoPipelining: true` and a small `maxRetriesPerRequest` for the behaviour described
-   * below. @default a client created from `url`
-   */
-  redis?: Redis;
-  /** Compare-and-set retries when another writer changed the profile meanwhile. @default 32 */
-  maxConflictRetries?: number;
-  /** Unconfirmed applications kept per profile; the oldest is dropped beyond. @default 64 */
-  maxPendingPerProfile?: number;
-  /** Command timeout of a client the store creates. @default 5000 */
-  commandTimeoutMs?: number;
-  /**
-   * Profiles whose snapshot (JSON and parsed) and version this store last read or wrote are
-   * kept, least recently applied dropped first: `apply` on one of them tries the
-   * compare-and-set directly, without reading first. The version compare-and-set still guards
-   * against other writers (a wrong guess costs what a read would have). About 3 KB per
-   * profile with 1.2 KB snapshots (~30 MB at the default). `0` turns the cache off. @default 10000
-   */
-  cacheSize?: number;
-  /**
-   * Called with connection errors of the client (ioredis reconnects by itself; the calls made
-   * meanwhile reject with `StoreError`). Messages carry no credentials. @default ignore them
-   */
-  onConnectionError?: (err: Error) => void;
-  /**
-   * Largest snapshot (JSON, UTF-8 bytes): `apply` of an update that would pass it rejects with
-   * `EventRejectedError` `ERR_SNAPSHOT_TOO_LARGE` and writes nothing. @default 1048576
-   */
-  maxSnapshotBytes?: number;
-  /**
-   * Called once when the store finds its epoch marker missing or changed (Redis lost its data):
-   * from then on `apply` rejects with `StoreLostError` until `pool reset-state`. Log it as an
-   * error. @default ignore
-   */
-  onStoreLost?: (err: StoreLostError) => void;
-  /** Called once when a lost store finds the marker re-initialised by `pool reset-state`. @default ignore */
-  onStoreRestored?: () => void;
-}
-
-
-/** `apply` kept losing the compare-and-set race to other writers of the same profile. */
-export class SnapshotConflictError extends StoreError {
-  readonly profileId: string;
-  readonly attempts: number;
-  constructor(profileId: string, attempts: number) {
-    super(`snapshot of profile ${profileId} kept changing under apply (${attempts} attempts)`);
-    this.profileId = profileId;
-    this.attempts = attempts;
-  }
-}
-
-
-/**
- * What `apply` merges into: a profile's snapshot as stored (`raw`, its JSON text, goes into
- * the replay record as is), parsed, and its version (null: no record yet). Also a cache entry:
- * the parsed snapshot is shared with callers, which is safe because `applyUpdate` and the
- * pipeline never mutate a snapshot (the memory store shares its snapshots the same way).
- */
-interface Known {
-  raw: string | null;
-  snapshot: ProfileSnapshot | null;
-  version: string | null;
-}
-
-/** Confirms collected during one tick, deleted by one script (per `confirmBatch` of them). */
-interface ConfirmBatch {
-  /** Profile ids with a confirm in the batch (an `apply` on one of them sends the batch first). */
-  profiles: Set<string>;
-  keys: string[];
-  fields: string[];
-  done: Promise<void>;
-  resolve: () => void;
-  reject: (err: unknown) => void;
-}
+export { REDIS_SNAPSHOT_STORE_DEFAULTS, SnapshotConflictError, type RedisSnapshotStoreOptions } from './redis-snapshot-options.js';
 
 /** A stored replay record: the version this application produced and the snapshot before it. */
 interface ReplayRecord {
@@ -194,18 +91,10 @@ export class RedisSnapshotStore implements SnapshotStore {
   private readonly maxPending: number;
   /** profile id → the end of the chain of this store's calls on it (call order per profile). */
   private readonly tails = new Map<string, Promise<void>>();
-  /**
-   * profile id → its snapshot and version as this store last read or wrote them, in recency
-   * order (a Map iterates in insertion order: the first entry is the least recently used).
-   * Only a guess: the compare-and-set on the version decides.
-   */
-  private readonly known = new Map<string, Known>();
-  private readonly cacheSize: number;
-  private readonly forgetAll = (): void => this.known.clear();
-  /** Confirms of this tick not sent yet. */
-  private confirms: ConfirmBatch | null = null;
-  /** Confirm scripts sent and not answered yet (`close` waits for them). */
-  private readonly confirming = new Set<Promise<void>>();
+  /** profile id → its snapshot and version as this store last read or wrote them (a guess). */
+  private readonly known: SnapshotCache;
+  private readonly forgetAll = (): void => this.known.forgetAll();
+  private readonly confirms: ConfirmBatcher;
   private readonly maxSnapshotBytes: number;
   /** The epoch marker (store loss): read before the first apply, checked in every apply's scripts. */
   private readonly epoch: RedisStoreEpoch;
@@ -215,7 +104,7 @@ export class RedisSnapshotStore implements SnapshotStore {
     this.keyPrefix = options.keyPrefix ?? d.keyPrefix;
     this.maxConflictRetries = options.maxConflictRetries ?? d.maxConflictRetries;
     this.maxPending = Math.max(1, options.maxPendingPerProfile ?? d.maxPendingPerProfile);
-    this.cacheSize = Math.max(0, Math.floor(options.cacheSize ?? d.cacheSize));
+    this.known = new SnapshotCache(Math.max(0, Math.floor(options.cacheSize ?? d.cacheSize)));
     this.maxSnapshotBytes = options.maxSnapshotBytes ?? d.maxSnapshotBytes;
     if (options.redis) {
       this.redis = options.redis;
@@ -241,10 +130,14 @@ export class RedisSnapshotStore implements SnapshotStore {
     this.redis.defineCommand('hdSnapshotConfirm', { lua: CONFIRM_LUA });
     // defineCommand adds methods ioredis can only type through module augmentation.
     this.scripts = this.redis as unknown as ScriptCommands;
+    this.confirms = new ConfirmBatcher({
+      max: d.confirmBatch,
+      send: (keys, fields) => this.call('confirm', () => this.scripts.hdSnapshotConfirm(keys.length, ...keys, ...fields)),
+    });
     this.backfills = new RedisBackfillState({
       redis: this.redis,
       keyPrefix: this.keyPrefix,
-      call: (op, fn) => this.call(op, fn),
+      call: this.call,
       audienceKey: (id) => this.audienceKey(id),
       freezeStep: d.freezeStep,
     });
@@ -254,7 +147,7 @@ export class RedisSnapshotStore implements SnapshotStore {
       onLost: options.onStoreLost,
       // Guesses made under the old epoch mean nothing under the new one.
       onRestored: () => {
-        this.known.clear();
+        this.known.forgetAll();
         options.onStoreRestored?.();
       },
     });
@@ -286,24 +179,7 @@ export class RedisSnapshotStore implements SnapshotStore {
    * event-loop turn (one script); rejects with `StoreError` when that script fails.
    */
   confirm(profileId: string, key: string): Promise<void> {
-    let batch = this.confirms;
-    if (!batch) {
-      let resolve!: () => void;
-      let reject!: (err: unknown) => void;
-      const done = new Promise<void>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      const fresh: ConfirmBatch = { profiles: new Set(), keys: [], fields: [], done, resolve, reject };
-      batch = this.confirms = fresh;
-      setImmediate(() => this.flushConfirms(fresh));
-    }
-    batch.profiles.add(profileId);
-    batch.keys.push(this.profileKey(profileId));
-    batch.fields.push(REPLAY_PREFIX + key);
-    const done = batch.done;
-    if (batch.keys.length >= REDIS_SNAPSHOT_STORE_DEFAULTS.confirmBatch) this.flushConfirms(batch);
-    return done;
+    return this.confirms.add(profileId, this.profileKey(profileId), REPLAY_PREFIX + key);
   }
 
   async get(profileId: string): Promise<ProfileSnapshot | null> {
@@ -311,38 +187,14 @@ export class RedisSnapshotStore implements SnapshotStore {
     return raw === null ? null : this.parse<ProfileSnapshot>(raw, profileId);
   }
 
-  /**
-   * Iterates the audience set with SSCAN. An id SSCAN returns twice (it may, when the set is
-   * resized during the scan) is yielded once; that costs a set of the ids seen so far.
-   */
-  async *members(audienceId: string, batchSize: number = REDIS_SNAPSHOT_STORE_DEFAULTS.batchSize): AsyncIterable<string[]> {
-    const size = Math.max(1, Math.floor(batchSize));
-    const key = this.audienceKey(audienceId);
-    const seen = new Set<string>();
-    let batch: string[] = [];
-    let cursor = '0';
-    do {
-      const [next, ids] = await this.call('members', () => this.redis.sscan(key, cursor, 'COUNT', size));
-      cursor = next;
-      for (const id of ids) {
-        if (seen.has(id)) continue;
-        seen.add(id);
-        batch.push(id);
-        if (batch.length >= size) {
-          yield batch;
-          batch = [];
-        }
-      }
-    } while (cursor !== '0');
-    if (batch.length > 0) yield batch;
+  /** Iterates the audience set with SSCAN (see `audienceMembers`). */
+  members(audienceId: string, batchSize: number = REDIS_SNAPSHOT_STORE_DEFAULTS.batchSize): AsyncIterable<string[]> {
+    return audienceMembers(this.redis, this.call, this.audienceKey(audienceId), batchSize);
   }
 
   async scanMembers(audienceId: string, options: { cursor: string; count: number; frozenAs?: string }): Promise<{ ids: string[]; cursor: string; total?: number }> {
     if (options.frozenAs !== undefined) return this.backfills.scanFrozen(options.frozenAs, options);
-    const [cursor, ids] = await this.call('members', () =>
-      this.redis.sscan(this.audienceKey(audienceId), options.cursor, 'COUNT', Math.max(1, Math.floor(options.count))),
-    );
-    return { ids, cursor };
+    return scanAudience(this.redis, this.call, this.audienceKey(audienceId), options.cursor, options.count);
   }
 
   /** See `RedisBackfillState.begin` (one script; the store's epoch is checked first). */
@@ -377,9 +229,8 @@ export class RedisSnapshotStore implements SnapshotStore {
 
   async close(): Promise<void> {
     await Promise.all([...this.tails.values()]);
-    if (this.confirms) this.flushConfirms(this.confirms);
-    await Promise.all([...this.confirming]);
-    this.known.clear();
+    await this.confirms.settled();
+    this.known.forgetAll();
     if (!this.ownsClient) {
       this.redis.off('error', this.onError);
       this.redis.off('close', this.forgetAll);
@@ -398,7 +249,7 @@ export class RedisSnapshotStore implements SnapshotStore {
     const replayField = REPLAY_PREFIX + ctx.key;
     // A confirm of this profile called earlier must take effect first, as if it had been sent
     // at once: commands leave in order on the one connection.
-    if (this.confirms?.profiles.has(profileId)) this.flushConfirms(this.confirms);
+    this.confirms.flushFor(profileId);
     const epoch = await this.epoch.current();
     const eKey = this.epoch.key;
     try {
@@ -444,15 +295,15 @@ export class RedisSnapshotStore implements SnapshotStore {
           ),
         );
         if (reply === 1) {
-          this.remember(profileId, { raw: json, snapshot: after, version: String(nextVersion) });
+          this.known.remember(profileId, { raw: json, snapshot: after, version: String(nextVersion) });
           return { update, before, after, replayed: false };
         }
         if (reply === -1) {
-          this.known.delete(profileId);
+          this.known.forget(profileId);
           throw new FencedError(`snapshot write for profile ${profileId} refused: this worker no longer holds the partition's lease`);
         }
         if (reply === -2) {
-          this.known.clear();
+          this.known.forgetAll();
           await this.epoch.mismatch(epoch);
         }
         if (typeof reply === 'number') throw new StoreError(`redis snapshot store: unexpected reply ${reply} to apply`);
@@ -471,7 +322,7 @@ export class RedisSnapshotStore implements SnapshotStore {
       }
     } catch (err) {
       // The write may have landed (a timeout) or another writer won: guess nothing.
-      this.known.delete(profileId);
+      this.known.forget(profileId);
       throw err;
     }
   }
@@ -485,7 +336,7 @@ export class RedisSnapshotStore implements SnapshotStore {
     const profileId = update.profileId;
     const current = raw === null ? null : this.parse<ProfileSnapshot>(raw, profileId);
     const state: Known = { raw, snapshot: current, version };
-    this.remember(profileId, state);
+    this.known.remember(profileId, state);
     const w = wm === null ? undefined : Number(wm);
     if (replay !== null) {
       const record = this.parse<ReplayRecord>(replay, profileId);
@@ -498,26 +349,6 @@ export class RedisSnapshotStore implements SnapshotStore {
       return { result: { update, before: current, after: current, replayed: true, stale: true } };
     }
     return state;
-  }
-
-  /** Makes `state` the profile's cached guess, the most recently used; drops the least recent beyond the bound. */
-  private remember(profileId: string, state: Known): void {
-    if (this.cacheSize === 0) return;
-    this.known.delete(profileId);
-    this.known.set(profileId, state);
-    if (this.known.size > this.cacheSize) this.known.delete(this.known.keys().next().value as string);
-  }
-
-  /** Sends `batch` (once): one script deleting every replay record it holds. */
-  private flushConfirms(batch: ConfirmBatch): void {
-    if (this.confirms !== batch) return; // sent already (it was full, or `close`)
-    this.confirms = null;
-    const sent = this.call('confirm', () => this.scripts.hdSnapshotConfirm(batch.keys.length, ...batch.keys, ...batch.fields)).then(
-      () => batch.resolve(),
-      (err: unknown) => batch.reject(err),
-    );
-    this.confirming.add(sent);
-    void sent.then(() => this.confirming.delete(sent));
   }
 
   /** Runs `task` after every earlier call of this store on the same profile has settled. */
@@ -533,7 +364,7 @@ export class RedisSnapshotStore implements SnapshotStore {
   }
 
   /** Runs one Redis call; any failure becomes a `StoreError` with the cause attached. */
-  private async call<T>(op: string, fn: () => Promise<T>): Promise<T> {
+  private readonly call = async <T>(op: string, fn: () => Promise<T>): Promise<T> => {
     try {
       return await fn();
     } catch (err) {
@@ -541,7 +372,7 @@ export class RedisSnapshotStore implements SnapshotStore {
       const reason = err instanceof Error ? err.message : String(err);
       throw new StoreError(`redis snapshot store: ${op} failed: ${reason}`, { cause: err });
     }
-  }
+  };
 
   private parse<T>(raw: string, where: string): T {
     try {
@@ -558,21 +389,4 @@ export class RedisSnapshotStore implements SnapshotStore {
   private audienceKey(audienceId: string): string {
     return `${this.keyPrefix}a:${audienceId}`;
   }
-
-}
-
-/** Audiences the profile entered / exited between two snapshots (as the memory store indexes them). */
-function membershipChanges(
-  before: ProfileSnapshot | null,
-  after: ProfileSnapshot,
-): { entered: string[]; exited: string[] } {
-  const entered: string[] = [];
-  const exited: string[] = [];
-  if (before?.memberships === after.memberships) return { entered, exited };
-  for (const id of Object.keys(after.memberships)) {
-    const was = isIn(membershipOf(before, id));
-    const is = isIn(membershipOf(after, id));
-    if (was !== is) (is ? entered : exited).push(id);
-  }
-  return { entered, exited };
 }
