@@ -17,7 +17,10 @@ import { jetstreamSource, type JetStreamSource } from '../streams/jetstream.js';
 import { connectNats, NatsError, type NatsHandle } from '../streams/nats.js';
 import type { SourceMessage } from '../streams/types.js';
 import { partitionConsumerName, sweepStaleConsumersEvery, takeOverPartitionConsumer } from './partition-consumers.js';
-import { createPoolCoordinator, PoolConfigError, type PoolCoordinator } from './pool.js';
+export { POOL_SOURCE_DEFAULTS, partitionShare } from './partition-share.js';
+import { POOL_SOURCE_DEFAULTS, partitionShare } from './partition-share.js';
+import { createPoolCoordinator, type PoolCoordinator } from './pool.js';
+import { joinPool, onceEvery } from './pool-join.js';
 
 export {
   listPartitionConsumers,
@@ -47,42 +50,6 @@ export interface PoolSourceOptions {
   logger: Logger;
   /** @default `<host>-<pid>-<random>` */
   workerId?: string;
-}
-
-/** Defaults of the pool source, named in one place. */
-export const POOL_SOURCE_DEFAULTS = {
-  /**
-   * Least `max_ack_pending` (and pull size) of a partition consumer. The client pulls again
-   * when a quarter of its pull is delivered, so at 32 (a 512 `maxInFlight` over 16 partitions)
-   * it sends a pull request every 8 messages; at 64, every 16. nats-server pays per pull
-   * request and per consumer wake-up: see bench/README.md.
-   */
-  minAckPendingPerPartition: 64,
-} as const;
-
-/**
- * The `max_ack_pending` (and pull size) of each partition consumer of a worker that consumes
- * `owned` partitions: an equal share of `maxInFlight`, but at least `floor` (itself at most
- * `maxInFlight`). A worker owning few partitions of a large pool so keeps its whole
- * `maxInFlight` busy, and one owning all 16 of a pool pulls at least `floor` per partition:
- * together its consumers hold at most `max(maxInFlight, owned × floor)` unacknowledged.
- *
- * A running consumer keeps its share: lowering `max_ack_pending` under a running pull would
- * have nats-server refuse (409) the client's next full-size pull and stall the partition, and
- * restarting the pull to shrink it would lose whatever is on its way to the old one (redelivered
- * after `ack_wait`, out of order). So when a worker's count goes up (a peer left), the
- * partitions it already had keep their larger share until they move, and it may hold more than
- * `maxInFlight` meanwhile (1.5 × `maxInFlight` when it goes from 8 partitions to all 16; each
- * such step adds less than one `maxInFlight`). The pipeline's own `maxInFlight` bound still
- * holds: the excess waits, kept alive, before it.
- */
-export function partitionShare(
-  maxInFlight: number,
-  owned: number,
-  floor: number = POOL_SOURCE_DEFAULTS.minAckPendingPerPartition,
-): number {
-  const m = Math.max(1, Math.floor(maxInFlight));
-  return Math.max(1, Math.min(floor, m), Math.floor(m / Math.max(1, owned)));
 }
 
 interface Partition {
@@ -116,8 +83,9 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
   // Connection errors reach the log through the coordinator's onError; without a listener
   // ioredis would also print them raw.
   redis.on('error', () => {});
-  let lastRedisWarn = 0;
-  let lastNatsWarn = 0;
+  // One warning per 5 s of each kind: an outage would otherwise log every retry.
+  const redisWarnDue = onceEvery(5_000);
+  const natsWarnDue = onceEvery(5_000);
   const coordinator = createPoolCoordinator({
     redis,
     keyPrefix: options.keyPrefix,
@@ -126,9 +94,7 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
     partitions: s.partitions,
     leaseMs: s.leaseMs,
     onError: (err) => {
-      if (Date.now() - lastRedisWarn < 5_000) return;
-      lastRedisWarn = Date.now();
-      logger.warn({ err }, 'pool: coordination error');
+      if (redisWarnDue()) logger.warn({ err }, 'pool: coordination error');
     },
   });
   let stopping = false;
@@ -357,52 +323,27 @@ export function openPoolSource(options: PoolSourceOptions): Source & { coordinat
       for (const p of [...parts.keys()]) drain(p);
       maybeComplete();
     };
-    // Neither NATS nor Redis answering yet is a reason to exit: keep trying to join (leases are
-    // taken only once the partitions can be consumed). A partition count that differs from the
-    // pool's is (it needs an operator).
-    const connect = async (): Promise<void> => {
-      for (let delay = 250; !subscriber.closed; delay = Math.min(delay * 2, 5_000)) {
-        try {
-          const handle = await connectNats({ servers: s.servers, name: `http-destination:${s.durable}:${workerId}` });
-          if (subscriber.closed) {
-            await handle.close();
-            return;
-          }
-          nats = handle;
-          natsStatusSub = handle.status$.subscribe({
-            next: (st) => logger.warn({ kind: st.kind }, `jetstream: ${st.message}`),
-            // Closed for good, not by this source: its consumers cannot go on.
-            complete: () => {
-              if (!tornDown) subscriber.error(new NatsError('ERR_NATS_CLOSED', 'pool: the NATS connection closed'));
-            },
-          });
-          return;
-        } catch (err) {
-          if (Date.now() - lastNatsWarn > 5_000) {
-            lastNatsWarn = Date.now();
-            logger.warn({ err }, 'pool: cannot connect to NATS yet; retrying');
-          }
-          await new Promise((r) => setTimeout(r, delay));
-        }
-      }
-    };
-    const join = async (): Promise<void> => {
-      await connect();
-      for (let delay = 250; !subscriber.closed; delay = Math.min(delay * 2, 5_000)) {
-        try {
-          await coordinator.start();
-          return;
-        } catch (err) {
-          if (err instanceof PoolConfigError) throw err;
-          if (Date.now() - lastRedisWarn > 5_000) {
-            lastRedisWarn = Date.now();
-            logger.warn({ err }, 'pool: cannot join yet (redis); retrying');
-          }
-          await new Promise((r) => setTimeout(r, delay));
-        }
-      }
-    };
-    join().catch((err: unknown) => subscriber.error(err));
+    joinPool({
+      closed: () => subscriber.closed,
+      connect: () => connectNats({ servers: s.servers, name: `http-destination:${s.durable}:${workerId}` }),
+      connected: (handle) => {
+        nats = handle;
+        natsStatusSub = handle.status$.subscribe({
+          next: (st) => logger.warn({ kind: st.kind }, `jetstream: ${st.message}`),
+          // Closed for good, not by this source: its consumers cannot go on.
+          complete: () => {
+            if (!tornDown) subscriber.error(new NatsError('ERR_NATS_CLOSED', 'pool: the NATS connection closed'));
+          },
+        });
+      },
+      coordinator,
+      warnNats: (err) => {
+        if (natsWarnDue()) logger.warn({ err }, 'pool: cannot connect to NATS yet; retrying');
+      },
+      warnRedis: (err) => {
+        if (redisWarnDue()) logger.warn({ err }, 'pool: cannot join yet (redis); retrying');
+      },
+    }).catch((err: unknown) => subscriber.error(err));
 
     return () => {
       tornDown = true;
