@@ -132,6 +132,13 @@ const jetstreamSource = z.strictObject({
   partitions: z.number().int().min(1).max(1024).default(16),
   /** Pool mode: how long a partition lease lives without renewal (a crashed worker's partitions move after it). */
   leaseMs: durationMs(500, 120_000).default(5_000),
+  /** Backfill (SPEC §8): members per page the backfiller publishes and checkpoints. Unset: 500. */
+  backfillPageSize: z.number().int().positive().max(10_000).optional(),
+  /**
+   * Backfill: most items the backfiller publishes per second (paced page by page), so a large
+   * backfill does not flood the partitions ahead of live updates. Unset: as fast as JetStream acks.
+   */
+  backfillPublishPerSecond: z.number().positive().max(1_000_000).optional(),
 });
 
 export const sourceSchema = z.discriminatedUnion('kind', [fileSource, jetstreamSource]);

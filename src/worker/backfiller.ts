@@ -34,6 +34,11 @@ export interface BackfillerOptions {
   retryMs: number;
   /** Members per page (one checkpoint per page). */
   pageSize?: number;
+  /**
+   * Most items published per second: a page waits until the items before it took their share
+   * of time (counted from the start of this worker's turn). @default no limit
+   */
+  publishPerSecond?: number;
 }
 
 export interface Backfiller {
@@ -106,12 +111,16 @@ export function startBackfiller(o: BackfillerOptions): Backfiller {
           continue;
         }
         o.logger.info({ lock: turn.value }, 'backfill: this worker is the backfiller');
+        const pace = pacer(o.publishPerSecond, sleep);
         try {
           const finished = await walkBackfills({
             store: o.store,
             dataflows: o.dataflows,
             pageSize: o.pageSize,
-            send: o.publish,
+            send: async (items) => {
+              await pace(items.length);
+              if (!stopped) await o.publish(items);
+            },
             checkpoint: turn.checkpoint,
             stopped: () => stopped || !turn.holds(),
             onProgress: progress,
@@ -138,5 +147,21 @@ export function startBackfiller(o: BackfillerOptions): Backfiller {
       wake?.();
       await finished;
     },
+  };
+}
+
+/**
+ * Paces pages of items at `perSecond` (none: no wait): each call waits until the items of the
+ * calls before it had their share of time since the first call, then counts `n` more.
+ */
+function pacer(perSecond: number | undefined, sleep: (ms: number) => Promise<void>): (n: number) => Promise<void> {
+  if (perSecond === undefined) return () => Promise.resolve();
+  let start: number | undefined;
+  let counted = 0;
+  return async (n) => {
+    start ??= Date.now();
+    const wait = start + (counted / perSecond) * 1000 - Date.now();
+    if (wait > 0) await sleep(wait);
+    counted += n;
   };
 }

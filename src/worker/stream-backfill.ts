@@ -45,6 +45,8 @@ export function openStreamBackfiller(options: { config: AppConfig; source: JetSt
     lock,
     logger,
     retryMs: Math.max(100, Math.floor(s.leaseMs / 2)),
+    pageSize: s.backfillPageSize,
+    publishPerSecond: s.backfillPublishPerSecond,
     // Connected on the first page: most starts have nothing to backfill.
     publish: async (items) => {
       if (!publish) {

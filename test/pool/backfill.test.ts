@@ -6,8 +6,12 @@
  * got: each member gets its backfill export (its Idempotency-Key is known: the item's stable
  * key), exactly once in a run without kills, the same key only when a worker was killed; no
  * profile receives an older `bench.seq` after a newer one; a restart exports nothing more.
- * The kill choreography waits for observable states (log lines, receiver counts, the lock in
- * Redis), never for "it will still be busy then".
+ * The kill choreography waits for observable states (the backfill's checkpoint and lock in
+ * Redis, log lines), never for "it will still be busy then": the backfiller publishes pages of
+ * 50 at most 500 items/s (`source.backfillPageSize`, `source.backfillPublishPerSecond`), so
+ * its 3,000 items take at least 5.9 s whatever the machine's speed, and the victim — the lock
+ * holder — is killed once its checkpoint shows 500 published; the checkpoint read after the
+ * kill proves it died mid-publish.
  */
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
@@ -31,6 +35,12 @@ import {
 } from '../support/pool.js';
 
 const MEMBERS = 3_000;
+/** The backfiller's page (one checkpoint each) and pace: 3,000 items take ≥ 5.9 s to publish. */
+const PAGE = 50;
+const PUBLISH_PER_SECOND = 500;
+/** The kill comes once this many are published and checkpointed (≥ 5 s of publishing left). */
+const KILL_AT = 500;
+const BACKFILL_ID = 'flow-2|aud-2|20';
 
 describe('backfill in a pool of three workers', () => {
   let bb: Backbone;
@@ -43,6 +53,7 @@ describe('backfill in a pool of three workers', () => {
     // Until the mapping below, flow-2 maps aud-1 (which nobody enters), not aud-2.
     const flows = s.config.dataflows as Array<{ id: string; audiences: Array<{ id: string; mappingCreatedAt: number }> }>;
     flows[1].audiences[0] = { ...flows[1].audiences[0], id: 'aud-1' };
+    Object.assign(s.config.source as object, { backfillPageSize: PAGE, backfillPublishPerSecond: PUBLISH_PER_SECOND });
     bb.writeFile(`${name}.json`, s.config);
     await s.prime();
     // 3,000 profiles enter aud-2 (seq 1); two more updates each (seq 2, 3) flow later.
@@ -71,16 +82,26 @@ describe('backfill in a pool of three workers', () => {
       const isBackfiller = (w: PoolWorker) => w.logs().some((l) => l.msg === 'backfill: this worker is the backfiller');
       await rx.waitFor(() => workers.some(isBackfiller), 30_000, 'a backfiller elected');
       let killedNote = 'no kill';
+      let victim: PoolWorker | undefined;
       if (kill) {
-        await rx.waitFor(() => backfillGot().length >= 300, 60_000, '300 backfill exports');
-        const lock = await redis.get(backfillLockKeys({ keyPrefix: s.prefix, pool: s.durable }).lock);
-        const state = JSON.parse((await redis.hget(`${s.prefix}backfills`, 'flow-2|aud-2|20')) ?? '{}') as { sent?: number; done?: boolean };
-        // The lock holder when the backfill is still publishing, else (all published) the first
-        // worker elected: it owns partitions and is exporting either way.
-        const victim = (lock !== null ? workerOf(workers, lock.slice(0, lock.lastIndexOf(':'))) : undefined) ?? workers.find(isBackfiller)!;
-        victim.kill('SIGKILL');
-        await victim.exited;
-        killedNote = `killed ${victim.name} after ${backfillGot().length} backfill exports, ${state.sent ?? 0}/${MEMBERS} published${state.done ? ' (done)' : ''}, lock ${lock ?? 'free'}`;
+        const { lock: lockKey } = backfillLockKeys({ keyPrefix: s.prefix, pool: s.durable });
+        const checkpoint = async () =>
+          JSON.parse((await redis.hget(`${s.prefix}backfills`, BACKFILL_ID)) ?? '{}') as { sent?: number; done?: boolean };
+        // The backfiller is publishing: its checkpoint shows KILL_AT published, not done.
+        let holder: string | null = null;
+        for (const deadline = Date.now() + 60_000; holder === null; await sleep(20)) {
+          if (Date.now() > deadline) throw new Error(`timed out waiting for ${KILL_AT} backfill items published${poolLogs(workers)}`);
+          const [state, lock] = await Promise.all([checkpoint(), redis.get(lockKey)]);
+          if ((state.sent ?? 0) >= KILL_AT && lock !== null) holder = lock.slice(0, lock.lastIndexOf(':'));
+        }
+        victim = workerOf(workers, holder ?? undefined);
+        expect(victim, `the lock holder ${holder} is one of the workers`).toBeDefined();
+        victim!.kill('SIGKILL');
+        await victim!.exited;
+        const atKill = await checkpoint();
+        killedNote = `killed backfiller ${victim!.name} at ${atKill.sent ?? 0}/${MEMBERS} published, ${backfillGot().length} backfill exports`;
+        expect(atKill.done, `the backfiller died mid-publish (${killedNote})`).not.toBe(true);
+        expect(atKill.sent ?? 0).toBeLessThan(MEMBERS);
         workers.push(s.start());
       }
       await publisher.done;
@@ -95,10 +116,17 @@ describe('backfill in a pool of three workers', () => {
       const unknown = [...byKey.keys()].filter((k) => !backfillKeys.has(k) && !liveKeys.has(k));
       const backfillRequests = got.filter((r) => backfillKeys.has(r.key)).length;
       const missing = [...backfillKeys].filter(([k]) => !byKey.has(k)).map(([, id]) => id);
-      console.log(`[pool-backfill ${name}] seed ${seed}; ${killedNote}; ${backfillRequests} backfill requests for ${MEMBERS} members, ${got.length} requests to flow-2`);
+      console.log(`[pool-backfill ${name}] seed ${seed}; ${killedNote}; ${backfillRequests} backfill requests for ${MEMBERS} members (${backfillRequests - MEMBERS} duplicates, each with its member's key), ${got.length} requests to flow-2`);
       expect(missing, `members without a backfill export${poolLogs(workers)}`).toEqual([]);
       expect(unknown, 'every export to flow-2 is a live update or a member backfill').toEqual([]);
+      // A member's backfill exports (once, or again after the kill) all carry its own key.
+      const strangers = got.filter((r) => backfillKeys.has(r.key) && (r.body as { bench?: { pid?: string } }).bench?.pid !== backfillKeys.get(r.key));
+      expect(strangers.map((r) => r.key), 'a backfill export carries the key of the member it exports').toEqual([]);
       if (!kill) expect(backfillRequests, 'no kill: each member exported once by the backfill, no duplicate at all').toBe(MEMBERS);
+      if (victim) {
+        const takeover = workers.filter((w) => w !== victim).some(isBackfiller);
+        expect(takeover, `another worker took the backfill over${poolLogs(workers)}`).toBe(true);
+      }
       const violations = orderViolations(rx.requests, s.path2);
       expect(violations, `older state after newer${explainViolations(rx.requests, violations, got[0]?.at ?? 0)}`).toEqual([]);
       // Every live update reached the endpoint too (at least once).
@@ -107,7 +135,7 @@ describe('backfill in a pool of three workers', () => {
       // `pool status` shows the backfill as published, and nobody holding the lock.
       const status = await runCli(['pool', 'status', '--config', s.cfg, '--json']);
       const report = JSON.parse(status.stdout.trim().split('\n').pop() ?? '{}') as { backfills: Array<{ id: string; published: number; total?: number; done: boolean }>; backfiller?: unknown };
-      expect(report.backfills.find((b) => b.id === 'flow-2|aud-2|20')).toMatchObject({ done: true, total: MEMBERS });
+      expect(report.backfills.find((b) => b.id === BACKFILL_ID)).toMatchObject({ done: true, total: MEMBERS });
       expect(report.backfiller).toBeUndefined();
 
       // A restart exports nothing more.
