@@ -9,7 +9,6 @@ import {
   jetstreamManager,
   type ConsumerMessages,
   type JetStreamManager,
-  type JsMsg,
 } from '@nats-io/jetstream';
 import {
   asyncScheduler,
@@ -27,7 +26,7 @@ import { connectNats, NatsError, withDefaults, type NatsHandle } from './nats.js
 import type { SourceMessage, SourceStatus } from './types.js';
 import { ensureConsumer, ensureStream, errMessage, isApiError, jsError } from './jetstream-admin.js';
 import { describe, SURFACED } from './jetstream-notifications.js';
-import { BACKFILL_HEADER, decodeBackfillItem } from './backfill-item.js';
+import { toSourceMessage, type Outstanding } from './jetstream-message.js';
 
 export {
   consumerResumePoint,
@@ -156,7 +155,6 @@ function isFatal(err: unknown): err is HttpDestinationError {
   return err instanceof HttpDestinationError && FATAL_CODES.has(err.code);
 }
 
-
 /**
  * A durable JetStream pull consumer as an Observable of SourceMessage (explicit ack).
  * `key` is `js:<stream>:<stream sequence>`, `seq` the stream sequence, `data` the bytes.
@@ -209,51 +207,11 @@ export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSourc
     let closedSub: Subscription | undefined;
     let current: ConsumerMessages | undefined;
     /** Emitted and not yet acked/naked. */
-    let outstanding = 0;
-    const settled$ = new Subject<void>();
+    const open: Outstanding = { count: 0, settled$: new Subject<void>() };
 
     /** Waits `ms` on the scheduler, or less when stopped. */
     const pause = (ms: number) =>
       firstValueFrom(race(timer(ms, o.scheduler), stop$), { defaultValue: undefined });
-
-    const toSource = (m: JsMsg): SourceMessage => {
-      const seq = m.info.streamSequence;
-      let settled = false;
-      outstanding++;
-      const settle = (): boolean => {
-        if (settled) return false;
-        settled = true;
-        outstanding--;
-        if (outstanding === 0) settled$.next();
-        return true;
-      };
-      // After the connection closed an ack cannot be sent; the message is redelivered.
-      const attempt = (f: () => void) => {
-        try {
-          f();
-        } catch {
-          /* connection closed */
-        }
-      };
-      const backfillId = m.headers?.get(BACKFILL_HEADER);
-      const backfill = backfillId ? decodeBackfillItem(backfillId, m.data) : undefined;
-      return {
-        data: m.data,
-        key: `js:${o.stream}:${seq}`,
-        ...(backfill && { backfill }),
-        seq,
-        receivedAt: o.scheduler.now(),
-        ack: () => {
-          if (settle()) attempt(() => m.ack());
-        },
-        working: () => {
-          if (!settled) attempt(() => m.working());
-        },
-        nak: (delayMs?: number) => {
-          if (settle()) attempt(() => m.nak(delayMs));
-        },
-      };
-    };
 
     /** Forwards notifications; closes the consumer messages when it must be re-created. */
     const watch = async (msgs: ConsumerMessages): Promise<void> => {
@@ -347,7 +305,7 @@ export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSourc
                 }
               } else {
                 started = true;
-                subscriber.next(toSource(m));
+                subscriber.next(toSourceMessage(m, o.stream, o.scheduler.now(), open));
               }
             },
           });
@@ -392,9 +350,9 @@ export function jetstreamSource(options: JetStreamSourceOptions): JetStreamSourc
         }
         try {
           // The messages already emitted may still be acked for a while.
-          if (outstanding > 0) {
+          if (open.count > 0) {
             await firstValueFrom(
-              race(settled$, timer(o.closeGraceMs, o.scheduler).pipe(map(() => undefined))),
+              race(open.settled$, timer(o.closeGraceMs, o.scheduler).pipe(map(() => undefined))),
               { defaultValue: undefined },
             );
           }
