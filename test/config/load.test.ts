@@ -310,6 +310,16 @@ describe('errors name the field path', () => {
     expect(err.message).toBe('destinations[0].auth.clientSecret: required');
   });
 
+  it('backfill pace and page size of a jetstream source: positive, named by their path', () => {
+    const raw = minimal();
+    raw.source = { kind: 'jetstream', backfillPublishPerSecond: 0 };
+    expect(onlyIssue(() => resolve(raw)).path).toBe('source.backfillPublishPerSecond');
+    raw.source = { kind: 'jetstream', backfillPageSize: 1.5 };
+    expect(onlyIssue(() => resolve(raw)).path).toBe('source.backfillPageSize');
+    raw.source = { kind: 'jetstream', backfillPageSize: 50, backfillPublishPerSecond: 500 };
+    expect(resolve(raw).source).toMatchObject({ backfillPageSize: 50, backfillPublishPerSecond: 500 });
+  });
+
   it('missing top-level sections are "required"', () => {
     const raw: Record<string, unknown> = minimal();
     delete raw.destinations;

@@ -19,11 +19,10 @@ import { idempotencyKey } from '../../src/domain/keys.js';
 import type { ProfileUpdate } from '../../src/domain/types.js';
 import { backfillItemKey } from '../../src/streams/backfill-item.js';
 import { backfillLockKeys } from '../../src/worker/backfill-lock.js';
-import { runCli, runOnce, sleep, useBackboneAndReceiver, type Backbone, type RecordingReceiver } from '../support/backbone.js';
+import { runCli, runOnce, sleep } from '../support/backbone.js';
 import {
   explainViolations,
   orderViolations,
-  poolFlow,
   poolIdle,
   poolLogs,
   seedOf,
@@ -32,6 +31,7 @@ import {
   stopGracefully,
   workerOf,
   type PoolWorker,
+  usePoolFixture,
 } from '../support/pool.js';
 
 const MEMBERS = 3_000;
@@ -43,13 +43,12 @@ const KILL_AT = 500;
 const BACKFILL_ID = 'flow-2|aud-2|20';
 
 describe('backfill in a pool of three workers', () => {
-  let bb: Backbone;
-  let rx: RecordingReceiver;
-  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
+  const pool = usePoolFixture();
 
   async function scenario(name: string, kill: boolean): Promise<void> {
+    const { bb, rx } = pool;
     const seed = seedOf(kill ? 151 : 152);
-    const s = poolFlow({ bb, rx, name, secondFlow: { rateLimit: 600 } });
+    const s = pool.flow({ name, secondFlow: { rateLimit: 600 } });
     // Until the mapping below, flow-2 maps aud-1 (which nobody enters), not aud-2.
     const flows = s.config.dataflows as Array<{ id: string; audiences: Array<{ id: string; mappingCreatedAt: number }> }>;
     flows[1].audiences[0] = { ...flows[1].audiences[0], id: 'aud-1' };
@@ -145,7 +144,6 @@ describe('backfill in a pool of three workers', () => {
     } finally {
       redis.disconnect();
       await publisher.stop();
-      for (const w of workers) if (w.running) w.kill('SIGKILL');
     }
   }
 

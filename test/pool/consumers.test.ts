@@ -12,9 +12,7 @@ import {
   coverage,
   oracle,
   sleep,
-  useBackboneAndReceiver,
   type Backbone,
-  type RecordingReceiver,
 } from '../support/backbone.js';
 import {
   explainMissing,
@@ -24,8 +22,6 @@ import {
   ownedBy,
   partitionConsumers,
   POOL,
-  PoolProbe,
-  poolFlow,
   poolLogs,
   seedOf,
   seqWorkload,
@@ -35,6 +31,7 @@ import {
   stopGracefully,
   type PoolSetup,
   type PoolWorker,
+  usePoolFixture,
 } from '../support/pool.js';
 
 describe('partitionShare', () => {
@@ -73,81 +70,75 @@ async function waitUntil(cond: () => Promise<boolean>, timeoutMs: number, what: 
 }
 
 describe('pool partition consumers', () => {
-  let bb: Backbone;
-  let rx: RecordingReceiver;
-
-  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
+  const pool = usePoolFixture();
 
   it('one connection per worker; max_ack_pending is the share of the owner; a rebalance under load loses nothing', async () => {
+    const { bb, rx } = pool;
     const seed = seedOf(41);
     const maxInFlight = 1_024;
-    const s = poolFlow({ bb, rx, name: 'pc', worker: { maxInFlight } });
+    const s = pool.flow({ name: 'pc', worker: { maxInFlight } });
     const workload = seqWorkload({ profiles: 200, perProfile: 40, prefix: 'c', seed });
     await s.prime();
-    const probe = new PoolProbe(bb.redis.url, s);
+    const probe = s.probe;
     const workers: PoolWorker[] = [];
     const t0 = Date.now();
     const consumerConnections = async () => (await connectionNames(bb)).filter((n) => n.startsWith(`http-destination:${s.durable}`));
-    try {
-      const w1 = s.start();
-      workers.push(w1);
-      await probe.waitFor((x) => fullyOwnedBy(x, [w1]) === '', 30_000, 'w1 owning every partition', { workers });
-      // Alone, w1 consumes all 16: 1024 / 16 = 64 each, on one connection.
-      const alone = partitionShare(maxInFlight, POOL.partitions);
-      expect(alone).toBe(64);
-      await waitUntil(async () => (await maxAckPending(bb, s)).every((m) => m === alone), 20_000, `every partition consumer at max_ack_pending ${alone}`);
-      expect(await consumerConnections()).toHaveLength(1);
+    const w1 = s.start();
+    workers.push(w1);
+    await probe.waitFor((x) => fullyOwnedBy(x, [w1]) === '', 30_000, 'w1 owning every partition', { workers });
+    // Alone, w1 consumes all 16: 1024 / 16 = 64 each, on one connection.
+    const alone = partitionShare(maxInFlight, POOL.partitions);
+    expect(alone).toBe(64);
+    await waitUntil(async () => (await maxAckPending(bb, s)).every((m) => m === alone), 20_000, `every partition consumer at max_ack_pending ${alone}`);
+    expect(await consumerConnections()).toHaveLength(1);
 
-      const pub = startPublisher({ bb, setup: s, events: workload, perSecond: 150 });
-      const got = () => rx.delivered(s.path);
-      await rx.waitFor(() => got().length >= 150, 60_000, 'the first exports');
+    const pub = startPublisher({ bb, setup: s, events: workload, perSecond: 150 });
+    const got = () => rx.delivered(s.path);
+    await rx.waitFor(() => got().length >= 150, 60_000, 'the first exports');
 
-      // w2 joins under load: the partitions it takes move with their consumers' backlog.
-      const w2 = s.start();
-      workers.push(w2);
-      const both = await probe.waitFor((x) => settledOn(x, workers), 45_000, 'w1 and w2 sharing the partitions', { workers });
-      const mine = ownedBy(both, w2);
-      const kept = ownedBy(both, w1);
-      expect(mine.length + kept.length).toBe(POOL.partitions);
-      // w2 was assigned its partitions from the start: its share is over those, not over the
-      // few it held when each arrived.
-      const joined = partitionShare(maxInFlight, mine.length);
-      await waitUntil(async () => {
-        const m = await maxAckPending(bb, s);
-        return mine.every((p) => m[p] === joined);
-      }, 20_000, `w2's consumers at max_ack_pending ${joined}`);
-      const after = await maxAckPending(bb, s);
-      // w1 keeps the share its running consumers started with.
-      expect(kept.map((p) => after[p])).toEqual(kept.map(() => alone));
-      expect(await consumerConnections()).toHaveLength(2);
+    // w2 joins under load: the partitions it takes move with their consumers' backlog.
+    const w2 = s.start();
+    workers.push(w2);
+    const both = await probe.waitFor((x) => settledOn(x, workers), 45_000, 'w1 and w2 sharing the partitions', { workers });
+    const mine = ownedBy(both, w2);
+    const kept = ownedBy(both, w1);
+    expect(mine.length + kept.length).toBe(POOL.partitions);
+    // w2 was assigned its partitions from the start: its share is over those, not over the
+    // few it held when each arrived.
+    const joined = partitionShare(maxInFlight, mine.length);
+    await waitUntil(async () => {
+      const m = await maxAckPending(bb, s);
+      return mine.every((p) => m[p] === joined);
+    }, 20_000, `w2's consumers at max_ack_pending ${joined}`);
+    const after = await maxAckPending(bb, s);
+    // w1 keeps the share its running consumers started with.
+    expect(kept.map((p) => after[p])).toEqual(kept.map(() => alone));
+    expect(await consumerConnections()).toHaveLength(2);
 
-      await sleep(1_500);
-      const events = await pub.stop();
-      const expected = oracle(events, { audiences: s.audiences, dataflows: [s.rules] });
-      await settlePool({ bb, rx, setup: s, done: () => coverage(got(), expected).missing.length === 0, timeoutMs: 60_000 });
-      const c = coverage(got(), expected);
-      console.log(`[consumers] seed ${seed}: w1 keeps ${kept.length} at ${alone}, w2 takes ${mine.length} at ${joined}; ${events.length - c.missing.length}/${events.length} covered`);
-      expect.soft(c.missing, `seed ${seed}: exports that never arrived${explainMissing(c.missing, expected, events, rx.requests, t0, pub.seqOf)}`).toEqual([]);
-      const v = orderViolations(rx.requests, s.path);
-      expect.soft(v, `seed ${seed}: exports that went back in time${explainViolations(rx.requests, v, t0)}`).toEqual([]);
-      // No start of a partition consumer raced the previous owner's (or failed and retried).
-      const raced = workers.flatMap((w) => w.logs().filter((l) => l.msg.startsWith('jetstream:') && /updat|not found|retrying/i.test(l.msg)).map((l) => `${w.name} p${String(l.partition)}: ${l.msg}`));
-      expect.soft(raced, poolLogs(workers)).toEqual([]);
+    await sleep(1_500);
+    const events = await pub.stop();
+    const expected = oracle(events, { audiences: s.audiences, dataflows: [s.rules] });
+    await settlePool({ bb, rx, setup: s, done: () => coverage(got(), expected).missing.length === 0, timeoutMs: 60_000 });
+    const c = coverage(got(), expected);
+    console.log(`[consumers] seed ${seed}: w1 keeps ${kept.length} at ${alone}, w2 takes ${mine.length} at ${joined}; ${events.length - c.missing.length}/${events.length} covered`);
+    expect.soft(c.missing, `seed ${seed}: exports that never arrived${explainMissing(c.missing, expected, events, rx.requests, t0, pub.seqOf)}`).toEqual([]);
+    const v = orderViolations(rx.requests, s.path);
+    expect.soft(v, `seed ${seed}: exports that went back in time${explainViolations(rx.requests, v, t0)}`).toEqual([]);
+    // No start of a partition consumer raced the previous owner's (or failed and retried).
+    const raced = workers.flatMap((w) => w.logs().filter((l) => l.msg.startsWith('jetstream:') && /updat|not found|retrying/i.test(l.msg)).map((l) => `${w.name} p${String(l.partition)}: ${l.msg}`));
+    expect.soft(raced, poolLogs(workers)).toEqual([]);
 
-      // Each partition has one consumer, named after the epoch of the lease its owner holds:
-      // every takeover deleted its predecessor.
-      const leased = await probe.sample();
-      const consumers = await partitionConsumers(bb, s);
-      expect(consumers.map((list) => list.map((c) => c.info.name))).toEqual(
-        leased.leases.map((l, p) => [partitionConsumerName(s.durable, p, l?.epoch ?? -1)]),
-      );
+    // Each partition has one consumer, named after the epoch of the lease its owner holds:
+    // every takeover deleted its predecessor.
+    const leased = await probe.sample();
+    const consumers = await partitionConsumers(bb, s);
+    expect(consumers.map((list) => list.map((c) => c.info.name))).toEqual(
+      leased.leases.map((l, p) => [partitionConsumerName(s.durable, p, l?.epoch ?? -1)]),
+    );
 
-      const codes = await Promise.all(workers.map((w) => stopGracefully(w)));
-      expect(codes, poolLogs(workers)).toEqual([0, 0]);
-      // Every consumer connection closed with its worker.
-      await waitUntil(async () => (await consumerConnections()).length === 0, 10_000, 'the consumer connections closed');
-    } finally {
-      probe.close();
-    }
+    const codes = await Promise.all(workers.map((w) => stopGracefully(w)));
+    expect(codes, poolLogs(workers)).toEqual([0, 0]);
+    // Every consumer connection closed with its worker.
+    await waitUntil(async () => (await consumerConnections()).length === 0, 10_000, 'the consumer connections closed');
   }, 180_000);
 });

@@ -6,37 +6,34 @@
  * (held requests, log lines, leases), never on relative speed.
  */
 import { describe, expect, it } from 'vitest';
-import { coverage, oracle, useBackboneAndReceiver, type Backbone, type RecordingReceiver } from '../support/backbone.js';
+import { coverage, oracle } from '../support/backbone.js';
 import {
   explainMissing,
   explainViolations,
   fullyOwnedBy,
   orderViolations,
   ownedBy,
-  PoolProbe,
-  poolFlow,
   seedOf,
   seqWorkload,
   settlePool,
   startPublisher,
   stopGracefully,
+  usePoolFixture,
 } from '../support/pool.js';
 
 describe('pool: the drain of a partition moving to another worker is bounded', () => {
-  let bb: Backbone;
-  let rx: RecordingReceiver;
-
-  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
+  const pool = usePoolFixture();
 
   it('sends hang: the moving partitions are released after drainTimeoutMs and delivered by the new owner', async () => {
+    const { bb, rx } = pool;
     const seed = seedOf(47);
     const drainTimeoutMs = 1_500;
     // Sends may hang far longer than the drain: only the drain timeout frees the partitions.
-    const s = poolFlow({ bb, rx, name: 'dt', worker: { drainTimeoutMs }, destination: { timeoutMs: 120_000 } });
+    const s = pool.flow({ name: 'dt', worker: { drainTimeoutMs }, destination: { timeoutMs: 120_000 } });
     const profiles = 48;
     const workload = seqWorkload({ profiles, perProfile: 3, prefix: 'd', seed });
     await s.prime();
-    const probe = new PoolProbe(bb.redis.url, s);
+    const probe = s.probe;
     const workers = [s.start(), s.start()];
     const [w1, w2] = workers;
     let release: () => void = () => undefined;
@@ -44,7 +41,7 @@ describe('pool: the drain of a partition moving to another worker is bounded', (
     let holding = true;
     rx.respond = () => (holding ? held : 200);
     try {
-      await probe.waitFor((x) => fullyOwnedBy(x, workers) === '' && workers.every((w) => ownedBy(x, w).length > 0), 45_000, 'w1 and w2 sharing the partitions', { workers });
+      await s.sharedBy(workers);
       const pub = startPublisher({ bb, setup: s, events: workload, perSecond: 500 });
       // Every profile's first update hangs at the receiver: every partition has sends in flight.
       await rx.waitFor(() => new Set(rx.requests.map((r) => r.key)).size >= profiles, 60_000, `a held request of each of ${profiles} profiles`);
@@ -69,7 +66,6 @@ describe('pool: the drain of a partition moving to another worker is bounded', (
     } finally {
       holding = false;
       release();
-      probe.close();
     }
   }, 180_000);
 });

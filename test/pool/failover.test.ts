@@ -12,9 +12,6 @@ import {
   oracle,
   prng,
   sleep,
-  useBackboneAndReceiver,
-  type Backbone,
-  type RecordingReceiver,
 } from '../support/backbone.js';
 import {
   divergedSnapshots,
@@ -25,15 +22,13 @@ import {
   ownedBy,
   partitionsOf,
   POOL,
-  PoolProbe,
-  poolFlow,
   seedOf,
   seqWorkload,
   settlePool,
   startPublisher,
   stopGracefully,
   watchLeases,
-  type PoolWorker,
+  usePoolFixture,
 } from '../support/pool.js';
 
 /**
@@ -44,30 +39,22 @@ import {
 const TAKEOVER_BOUND_MS = POOL.leaseMs + POOL.tickMs + 1_700;
 
 describe('pool failover: SIGKILL one of three workers under load', () => {
-  let bb: Backbone;
-  let rx: RecordingReceiver;
-
-  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
+  const pool = usePoolFixture();
 
   it("the dead worker's partitions move within leaseMs + a tick; nothing lost; order holds for every profile", async () => {
+    const { bb, rx } = pool;
     const seed = seedOf(21);
     const rand = prng(seed);
-    const s = poolFlow({ bb, rx, name: 'fo' });
+    const s = pool.flow({ name: 'fo' });
     // More updates than the test needs: they flow until the choreography is over.
     const all = seqWorkload({ profiles: 300, perProfile: 40, prefix: 'f', seed });
     await s.prime();
 
-    const probe = new PoolProbe(bb.redis.url, s);
+    const probe = s.probe;
     const leases = watchLeases(probe);
     const t0 = Date.now();
     try {
-      const workers: PoolWorker[] = [s.start(), s.start(), s.start()];
-      await probe.waitFor(
-        (x) => fullyOwnedBy(x, workers) === '' && workers.every((w) => ownedBy(x, w).length > 0),
-        45_000,
-        'the three workers sharing the partitions',
-        { workers },
-      );
+      const workers = await s.startSharing(3);
       const pub = startPublisher({ bb, setup: s, events: all, perSecond: 250 });
       const got = () => rx.delivered(s.path);
       const distinct = () => new Set(got().map((r) => r.key)).size;
@@ -118,7 +105,6 @@ describe('pool failover: SIGKILL one of three workers under load', () => {
       for (const w of survivors) expect(await stopGracefully(w), w.stderr.slice(-2_000)).toBe(0);
     } finally {
       await leases.stop();
-      probe.close();
     }
   }, 180_000);
 });

@@ -21,9 +21,6 @@ import {
   oracle,
   prng,
   sleep,
-  useBackboneAndReceiver,
-  type Backbone,
-  type RecordingReceiver,
 } from '../support/backbone.js';
 import {
   divergedSnapshots,
@@ -34,8 +31,6 @@ import {
   ownedBy,
   partitionsOf,
   POOL,
-  PoolProbe,
-  poolFlow,
   poolIdle,
   poolLogs,
   redeliveries,
@@ -46,6 +41,7 @@ import {
   stopGracefully,
   watchLeases,
   type PoolWorker,
+  usePoolFixture,
 } from '../support/pool.js';
 
 /** The dataflow's rate limit, below the publishing rate: exports queue behind the limiter. */
@@ -53,31 +49,23 @@ const RATE = 150;
 const PUBLISH_RATE = 200;
 
 describe('pool fencing: a worker frozen past its lease, then resumed', () => {
-  let bb: Backbone;
-  let rx: RecordingReceiver;
-
-  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
+  const pool = usePoolFixture();
 
   /**
    * The setup, three workers sharing the partitions, updates flowing (more than the test
    * needs: each test stops the publisher), one worker frozen and its partitions taken over.
    */
   async function frozenWorker(name: string, salt: number) {
+    const { bb, rx } = pool;
     const seed = seedOf(salt);
     const rand = prng(seed);
-    const s = poolFlow({ bb, rx, name, rateLimit: RATE });
+    const s = pool.flow({ name, rateLimit: RATE });
     const workload = seqWorkload({ profiles: 100, perProfile: 60, prefix: name, seed });
     await s.prime();
-    const probe = new PoolProbe(bb.redis.url, s);
+    const probe = s.probe;
     const leases = watchLeases(probe);
     const t0 = Date.now();
-    const workers: PoolWorker[] = [s.start(), s.start(), s.start()];
-    await probe.waitFor(
-      (x) => fullyOwnedBy(x, workers) === '' && workers.every((w) => ownedBy(x, w).length > 0),
-      45_000,
-      'the three workers sharing the partitions',
-      { workers },
-    );
+    const workers = await s.startSharing(3);
     const pub = startPublisher({ bb, setup: s, events: workload, perSecond: PUBLISH_RATE });
     const got = () => rx.delivered(s.path);
     const distinct = () => new Set(got().map((r) => r.key)).size;
@@ -128,6 +116,7 @@ describe('pool fencing: a worker frozen past its lease, then resumed', () => {
   });
 
   it('resumed right after the takeover, with updates still flowing: its queued work is refused (ERR_FENCED), order holds', async () => {
+    const { bb, rx } = pool;
     const r = await frozenWorker('fa', 41);
     const { s, f, held, probe, leases, pub, got, t0, seed, log } = r;
     try {
@@ -161,11 +150,11 @@ describe('pool fencing: a worker frozen past its lease, then resumed', () => {
       for (const w of r.workers) expect(await stopGracefully(w), w.stderr.slice(-2_000)).toBe(0);
     } finally {
       await leases.stop();
-      probe.close();
     }
   }, 180_000);
 
   it('resumed after the new owners finished everything: Redis does not change, no stale export after a newer one', async () => {
+    const { bb, rx } = pool;
     const r = await frozenWorker('fb', 43);
     const { s, f, held, probe, leases, pub, got, t0, seed, log } = r;
     try {
@@ -220,7 +209,6 @@ describe('pool fencing: a worker frozen past its lease, then resumed', () => {
       for (const w of r.workers) expect(await stopGracefully(w), w.stderr.slice(-2_000)).toBe(0);
     } finally {
       await leases.stop();
-      probe.close();
     }
   }, 180_000);
 });

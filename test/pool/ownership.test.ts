@@ -13,9 +13,6 @@ import {
   oracle,
   runCli,
   sleep,
-  useBackboneAndReceiver,
-  type Backbone,
-  type RecordingReceiver,
 } from '../support/backbone.js';
 import {
   divergedSnapshots,
@@ -26,8 +23,6 @@ import {
   overlappingTenures,
   partitionsOf,
   POOL,
-  PoolProbe,
-  poolFlow,
   poolLogs,
   redisServerPid,
   seedOf,
@@ -41,6 +36,7 @@ import {
   watchLeases,
   workerOf,
   type PoolWorker,
+  usePoolFixture,
 } from '../support/pool.js';
 
 interface StatusJson {
@@ -52,19 +48,17 @@ interface StatusJson {
 }
 
 describe('pool ownership: three workers, 16 partitions', () => {
-  let bb: Backbone;
-  let rx: RecordingReceiver;
-
-  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
+  const pool = usePoolFixture();
 
   it('every partition is owned by exactly one live worker, 4–7 each, never two owners at once', async () => {
+    const { bb, rx } = pool;
     const seed = seedOf(11);
-    const s = poolFlow({ bb, rx, name: 'own' });
+    const s = pool.flow({ name: 'own' });
     // More updates than the test needs: they flow until the sampling is over.
     const workload = seqWorkload({ profiles: 300, perProfile: 40, prefix: 'o', seed });
     await s.prime();
 
-    const probe = new PoolProbe(bb.redis.url, s);
+    const probe = s.probe;
     const leases = watchLeases(probe);
     const workers: PoolWorker[] = [];
     const ended = new Map<string, number>();
@@ -165,40 +159,37 @@ describe('pool ownership: three workers, 16 partitions', () => {
       }
     } finally {
       await leases.stop();
-      probe.close();
     }
   }, 180_000);
 
   it('workers started before the stream exists: `publish` still publishes to the partitions, and the pool exports', async () => {
+    const { bb, rx } = pool;
     // The order an operator follows with deploy/: start the pool, then the producers.
-    const s = poolFlow({ bb, rx, name: 'first' });
+    const s = pool.flow({ name: 'first' });
     const w = s.start();
-    const probe = new PoolProbe(bb.redis.url, s);
-    try {
-      await probe.waitFor((x) => fullyOwnedBy(x, [w]) === '', 45_000, 'the worker owning every partition', { workers: [w] });
-      await rx.waitFor(() => w.logs().filter((l) => l.msg === 'pool: partition acquired').length === POOL.partitions, 10_000, 'every partition consumed');
-      await sleep(500); // the partition consumers are created
-      const events = seqWorkload({ profiles: 20, perProfile: 2, prefix: 'p', seed: 1 });
-      const expected = oracle(events, { audiences: s.audiences, dataflows: [s.rules] });
-      const file = bb.writeJsonl('first.jsonl', events);
-      const r = await runCli(['publish', '--config', s.cfg, file]);
-      expect(r.code, `publish after the pool created the stream:\n${r.stdout}${r.stderr}\nstream subjects: ${(await streamSubjects(bb, s.stream)).join(' ')}`).toBe(0);
-      await rx.waitFor(() => coverage(rx.delivered(s.path), expected).missing.length === 0, 20_000, 'every export');
-      expect(orderViolations(rx.requests, s.path)).toEqual([]);
-      expect(await stopGracefully(w)).toBe(0);
-    } finally {
-      probe.close();
-    }
+    const probe = s.probe;
+    await probe.waitFor((x) => fullyOwnedBy(x, [w]) === '', 45_000, 'the worker owning every partition', { workers: [w] });
+    await rx.waitFor(() => w.logs().filter((l) => l.msg === 'pool: partition acquired').length === POOL.partitions, 10_000, 'every partition consumed');
+    await sleep(500); // the partition consumers are created
+    const events = seqWorkload({ profiles: 20, perProfile: 2, prefix: 'p', seed: 1 });
+    const expected = oracle(events, { audiences: s.audiences, dataflows: [s.rules] });
+    const file = bb.writeJsonl('first.jsonl', events);
+    const r = await runCli(['publish', '--config', s.cfg, file]);
+    expect(r.code, `publish after the pool created the stream:\n${r.stdout}${r.stderr}\nstream subjects: ${(await streamSubjects(bb, s.stream)).join(' ')}`).toBe(0);
+    await rx.waitFor(() => coverage(rx.delivered(s.path), expected).missing.length === 0, 20_000, 'every export');
+    expect(orderViolations(rx.requests, s.path)).toEqual([]);
+    expect(await stopGracefully(w)).toBe(0);
   }, 60_000);
 
   it('a worker that starts while Redis does not answer (1.5 s) joins the pool once it does, instead of exiting', async () => {
+    const { bb, rx } = pool;
     // A short stall of Redis (a slow fsync, a failover, a loaded host) while a worker starts.
     // The worker survives the same stall once it runs (the coordinator keeps ticking); it must
     // survive it at start too, not exit and wait for systemd or Compose to restart it.
-    const s = poolFlow({ bb, rx, name: 'stall' });
+    const s = pool.flow({ name: 'stall' });
     await s.prime();
     const redisPid = redisServerPid(bb.redis.port);
-    const probe = new PoolProbe(bb.redis.url, s);
+    const probe = s.probe;
     let w: PoolWorker | undefined;
     try {
       process.kill(redisPid, 'SIGSTOP');
@@ -217,7 +208,6 @@ describe('pool ownership: three workers, 16 partitions', () => {
       expect(await stopGracefully(worker)).toBe(0);
     } finally {
       process.kill(redisPid, 'SIGCONT');
-      probe.close();
     }
   }, 60_000);
 });

@@ -29,28 +29,21 @@ import {
   coverage,
   oracle,
   publish,
-  useBackboneAndReceiver,
-  type Backbone,
-  type RecordingReceiver,
 } from '../support/backbone.js';
 import type { DataflowRules } from '../../src/domain/types.js';
 import { maxInWindow } from '../support/receiver.js';
 import {
   explainMissing,
   explainViolations,
-  fullyOwnedBy,
   orderViolations,
-  ownedBy,
   partitionsOf,
   POOL,
-  PoolProbe,
-  poolFlow,
   seedOf,
   seqWorkload,
   settlePool,
   stopGracefully,
   stoppedSummary,
-  type PoolWorker,
+  usePoolFixture,
 } from '../support/pool.js';
 
 const RATE = 300;
@@ -58,90 +51,77 @@ const LIMIT = Math.floor(RATE * 1.05);
 const N = 1_500;
 
 describe('pool-wide rate limit: three workers, one dataflow at 300/s', () => {
-  let bb: Backbone;
-  let rx: RecordingReceiver;
-
-  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
+  const pool = usePoolFixture();
 
   it('never more than 315 in any 1-second window, and a backlog of 1,500 drains at about 300/s', async () => {
+    const { bb, rx } = pool;
     const seed = seedOf(51);
-    const s = poolFlow({ bb, rx, name: 'rl', rateLimit: RATE, secondFlow: { rateLimit: 10_000 } });
+    const s = pool.flow({ name: 'rl', rateLimit: RATE, secondFlow: { rateLimit: 10_000 } });
     const rules = [s.rules, s.rules2 as DataflowRules];
     await s.prime();
 
-    const probe = new PoolProbe(bb.redis.url, s);
-    try {
-      // The pool first (no partition moves while the limit is measured), then each backlog,
-      // published far faster than it drains.
-      const workers: PoolWorker[] = [s.start(), s.start(), s.start()];
-      await probe.waitFor(
-        (x) => fullyOwnedBy(x, workers) === '' && workers.every((w) => ownedBy(x, w).length > 0),
-        45_000,
-        'the three workers sharing the partitions',
-        { workers },
-      );
-      const drain = async (prefix: string, audience: string, path: string) => {
-        const events = seqWorkload({ profiles: 300, perProfile: N / 300, prefix, seed, audience });
-        expect(partitionsOf(events).size).toBe(POOL.partitions);
-        const expected = oracle(events, { audiences: s.audiences, dataflows: rules });
-        expect(expected.exports.filter((e) => (e.dataflowId === 'flow-2' ? s.path2 : s.path) === path)).toHaveLength(N);
-        const got = () => rx.delivered(path);
-        // `publish` (the CLI, another process: publishing in this one would stall the
-        // receiver's event loop and squeeze its arrival times).
-        const t0 = Date.now();
-        await publish(bb, s.cfg, `${prefix}.jsonl`, events);
-        const published = Date.now() - t0;
-        const deliveredWhenPublished = got().length;
-        await settlePool({ bb, rx, setup: s, done: () => coverage(got(), expected).missing.length === 0, timeoutMs: 30_000 });
-        const times = rx.requests.filter((r) => r.path === path).map((r) => r.at);
-        const span = Math.max(...times) - Math.min(...times);
-        return { events, expected, t0, published, deliveredWhenPublished, times, span, c: coverage(got(), expected) };
-      };
+    // The pool first (no partition moves while the limit is measured), then each backlog,
+    // published far faster than it drains.
+    const workers = await s.startSharing(3);
+    const drain = async (prefix: string, audience: string, path: string) => {
+      const events = seqWorkload({ profiles: 300, perProfile: N / 300, prefix, seed, audience });
+      expect(partitionsOf(events).size).toBe(POOL.partitions);
+      const expected = oracle(events, { audiences: s.audiences, dataflows: rules });
+      expect(expected.exports.filter((e) => (e.dataflowId === 'flow-2' ? s.path2 : s.path) === path)).toHaveLength(N);
+      const got = () => rx.delivered(path);
+      // `publish` (the CLI, another process: publishing in this one would stall the
+      // receiver's event loop and squeeze its arrival times).
+      const t0 = Date.now();
+      await publish(bb, s.cfg, `${prefix}.jsonl`, events);
+      const published = Date.now() - t0;
+      const deliveredWhenPublished = got().length;
+      await settlePool({ bb, rx, setup: s, done: () => coverage(got(), expected).missing.length === 0, timeoutMs: 30_000 });
+      const times = rx.requests.filter((r) => r.path === path).map((r) => r.at);
+      const span = Math.max(...times) - Math.min(...times);
+      return { events, expected, t0, published, deliveredWhenPublished, times, span, c: coverage(got(), expected) };
+    };
 
-      // The machine's ceiling: the same pool, a dataflow at 10,000/s.
-      const fast = await drain('q', 'aud-2', s.path2 as string);
-      expect(fast.c.missing, 'unthrottled exports that never arrived').toEqual([]);
-      // The measured one.
-      const slow = await drain('r', 'aud-1', s.path);
-      const { times, t0, c, events, expected } = slow;
-      for (const w of workers) expect(await stopGracefully(w), w.stderr.slice(-2_000)).toBe(0);
+    // The machine's ceiling: the same pool, a dataflow at 10,000/s.
+    const fast = await drain('q', 'aud-2', s.path2 as string);
+    expect(fast.c.missing, 'unthrottled exports that never arrived').toEqual([]);
+    // The measured one.
+    const slow = await drain('r', 'aud-1', s.path);
+    const { times, t0, c, events, expected } = slow;
+    for (const w of workers) expect(await stopGracefully(w), w.stderr.slice(-2_000)).toBe(0);
 
-      const first = Math.min(...times);
-      const last = Math.max(...times);
-      const inSecond = maxInWindow(times, 1_000);
-      const inTwo = maxInWindow(times, 2_000);
-      console.log(
-        `[rate-limit] seed ${seed}; unthrottled: ${N} in ${fast.span} ms (${((N * 1000) / fast.span).toFixed(0)}/s); ` +
-          `limited: published in ${slow.published} ms (${slow.deliveredWhenPublished} delivered by then); ${times.length} requests from +${first - t0} to +${last - t0} ms ` +
-          `(${(last - first) / 1000} s, ${(((times.length - 1) * 1000) / (last - first)).toFixed(1)}/s); ` +
-          `most in 1 s: ${inSecond}, in 2 s: ${inTwo}`,
-      );
+    const first = Math.min(...times);
+    const last = Math.max(...times);
+    const inSecond = maxInWindow(times, 1_000);
+    const inTwo = maxInWindow(times, 2_000);
+    console.log(
+      `[rate-limit] seed ${seed}; unthrottled: ${N} in ${fast.span} ms (${((N * 1000) / fast.span).toFixed(0)}/s); ` +
+        `limited: published in ${slow.published} ms (${slow.deliveredWhenPublished} delivered by then); ${times.length} requests from +${first - t0} to +${last - t0} ms ` +
+        `(${(last - first) / 1000} s, ${(((times.length - 1) * 1000) / (last - first)).toFixed(1)}/s); ` +
+        `most in 1 s: ${inSecond}, in 2 s: ${inTwo}`,
+    );
 
-      expect(c.missing, `seed ${seed}: exports that never arrived${explainMissing(c.missing, expected, events, rx.requests, t0)}`).toEqual([]);
-      expect(c.unexpected).toEqual([]);
-      expect(slow.deliveredWhenPublished, 'exports already delivered when the backlog was published (it must be a backlog)').toBeLessThanOrEqual(N / 2);
-      // The limit, pool-wide, over the whole run (SPEC §7), the publisher's run included: a
-      // request held between its permit and the socket longer than the schedule budgets for
-      // (CPU contention with the publisher on the same two cores once let 330 arrive in one
-      // window) takes a new permit first (HttpSink.attempt).
-      expect(inSecond, 'most requests in any sliding 1-second window at the receiver').toBeLessThanOrEqual(LIMIT);
-      expect(inTwo, 'most requests in any sliding 2-second window at the receiver').toBeLessThanOrEqual(2 * LIMIT);
-      // …and the backlog drains at about the limit.
-      expect(last - first, 'first to last request (ms)').toBeGreaterThanOrEqual(4_500);
-      const upper = Math.max(7_000, Math.round(1.3 * fast.span + 1_000));
-      expect(last - first, `first to last request (ms); the unthrottled drain took ${fast.span} ms`).toBeLessThanOrEqual(upper);
-      const sorted = [...times].sort((a, b) => a - b);
-      const gaps = sorted.slice(1).map((t, i) => t - sorted[i]);
-      // No idle gap while work is queued (a loaded machine stalls a worker for a few hundred ms).
-      expect(Math.max(...gaps), 'largest gap between two requests (ms)').toBeLessThan(1_000);
-      // All three workers sent their share of the limited flow (the limit held with three senders).
-      const limited = workers.map((w) => stoppedSummary(w)?.dataflows?.['flow-1']?.delivered ?? -1);
-      for (const [i, n] of limited.entries()) expect(n, `${workers[i].name} delivered (flow-1)`).toBeGreaterThanOrEqual(N / 10);
-      expect(limited.reduce((a, b) => a + b, 0), 'flow-1 exports delivered by the three').toBeGreaterThanOrEqual(N);
-      const v = orderViolations(rx.requests, s.path);
-      expect(v, `exports that went back in time${explainViolations(rx.requests, v, t0)}`).toEqual([]);
-    } finally {
-      probe.close();
-    }
+    expect(c.missing, `seed ${seed}: exports that never arrived${explainMissing(c.missing, expected, events, rx.requests, t0)}`).toEqual([]);
+    expect(c.unexpected).toEqual([]);
+    expect(slow.deliveredWhenPublished, 'exports already delivered when the backlog was published (it must be a backlog)').toBeLessThanOrEqual(N / 2);
+    // The limit, pool-wide, over the whole run (SPEC §7), the publisher's run included: a
+    // request held between its permit and the socket longer than the schedule budgets for
+    // (CPU contention with the publisher on the same two cores once let 330 arrive in one
+    // window) takes a new permit first (HttpSink.attempt).
+    expect(inSecond, 'most requests in any sliding 1-second window at the receiver').toBeLessThanOrEqual(LIMIT);
+    expect(inTwo, 'most requests in any sliding 2-second window at the receiver').toBeLessThanOrEqual(2 * LIMIT);
+    // …and the backlog drains at about the limit.
+    expect(last - first, 'first to last request (ms)').toBeGreaterThanOrEqual(4_500);
+    const upper = Math.max(7_000, Math.round(1.3 * fast.span + 1_000));
+    expect(last - first, `first to last request (ms); the unthrottled drain took ${fast.span} ms`).toBeLessThanOrEqual(upper);
+    const sorted = [...times].sort((a, b) => a - b);
+    const gaps = sorted.slice(1).map((t, i) => t - sorted[i]);
+    // No idle gap while work is queued (a loaded machine stalls a worker for a few hundred ms).
+    expect(Math.max(...gaps), 'largest gap between two requests (ms)').toBeLessThan(1_000);
+    // All three workers sent their share of the limited flow (the limit held with three senders).
+    const limited = workers.map((w) => stoppedSummary(w)?.dataflows?.['flow-1']?.delivered ?? -1);
+    for (const [i, n] of limited.entries()) expect(n, `${workers[i].name} delivered (flow-1)`).toBeGreaterThanOrEqual(N / 10);
+    expect(limited.reduce((a, b) => a + b, 0), 'flow-1 exports delivered by the three').toBeGreaterThanOrEqual(N);
+    const v = orderViolations(rx.requests, s.path);
+    expect(v, `exports that went back in time${explainViolations(rx.requests, v, t0)}`).toEqual([]);
   }, 180_000);
 });

@@ -10,9 +10,6 @@ import {
   coverage,
   oracle,
   sleep,
-  useBackboneAndReceiver,
-  type Backbone,
-  type RecordingReceiver,
 } from '../support/backbone.js';
 import {
   divergedSnapshots,
@@ -24,8 +21,6 @@ import {
   overlappingTenures,
   partitionsOf,
   POOL,
-  PoolProbe,
-  poolFlow,
   seedOf,
   seqWorkload,
   settlePool,
@@ -34,22 +29,21 @@ import {
   tenures,
   watchLeases,
   type PoolWorker,
+  usePoolFixture,
 } from '../support/pool.js';
 
 describe('pool scaling: 1 → 3 → 1 workers while updates flow', () => {
-  let bb: Backbone;
-  let rx: RecordingReceiver;
-
-  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
+  const pool = usePoolFixture();
 
   it('adds two workers, then stops two with SIGTERM: nothing lost, order holds, the survivor owns every partition', async () => {
+    const { bb, rx } = pool;
     const seed = seedOf(31);
-    const s = poolFlow({ bb, rx, name: 'sc' });
+    const s = pool.flow({ name: 'sc' });
     // More updates than the test needs: they flow until the choreography is over.
     const workload = seqWorkload({ profiles: 300, perProfile: 40, prefix: 's', seed });
     await s.prime();
 
-    const probe = new PoolProbe(bb.redis.url, s);
+    const probe = s.probe;
     const leases = watchLeases(probe);
     const ended = new Map<string, number>();
     const track = (w: PoolWorker): PoolWorker => {
@@ -71,13 +65,8 @@ describe('pool scaling: 1 → 3 → 1 workers while updates flow', () => {
       const w2 = track(s.start());
       const w3 = track(s.start());
       const all = [w1, w2, w3];
-      const up = await probe.waitFor(
-        (x) => fullyOwnedBy(x, all) === '' && all.every((w) => ownedBy(x, w).length > 0),
-        // The first worker drains each partition it gives up (its in-flight work) first.
-        45_000,
-        'the three workers sharing the partitions',
-        { workers: all },
-      );
+      // The first worker drains each partition it gives up (its in-flight work) first.
+      const up = await s.sharedBy(all);
       log.push(`three share at +${up.at - t0} ms (${all.map((w) => `${w.name}=${ownedBy(up, w).length}`).join(' ')}) after ${distinct()} exports`);
       await sleep(1_000);
 
@@ -115,7 +104,6 @@ describe('pool scaling: 1 → 3 → 1 workers while updates flow', () => {
       expect(overlappingTenures(ts), 'two workers holding one partition at the same time (their logs)').toEqual([]);
     } finally {
       await leases.stop();
-      probe.close();
     }
   }, 180_000);
 });

@@ -9,19 +9,16 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import { describe, expect, it } from 'vitest';
 import { createConsumer } from '../../src/streams/jetstream.js';
-import { useBackboneAndReceiver, type Backbone, type RecordingReceiver } from '../support/backbone.js';
-import { fullyOwnedBy, partitionConsumers, PoolProbe, poolFlow, stopGracefully } from '../support/pool.js';
+import { fullyOwnedBy, partitionConsumers, stopGracefully, usePoolFixture } from '../support/pool.js';
 
 describe('pool: stale partition consumers', () => {
-  let bb: Backbone;
-  let rx: RecordingReceiver;
-
-  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
+  const pool = usePoolFixture();
 
   it("the owner deletes a consumer of an earlier epoch of its partition; its own stays", async () => {
-    const s = poolFlow({ bb, rx, name: 'st' });
+    const { bb, rx } = pool;
+    const s = pool.flow({ name: 'st' });
     await s.prime();
-    const probe = new PoolProbe(bb.redis.url, s);
+    const probe = s.probe;
     const w1 = s.start();
     const nc = await connect({ servers: bb.nats.url, timeout: 5_000 });
     try {
@@ -55,7 +52,6 @@ describe('pool: stale partition consumers', () => {
       expect(await stopGracefully(w1), w1.stderr.slice(-2_000)).toBe(0);
     } finally {
       await nc.close();
-      probe.close();
     }
   }, 120_000);
 });

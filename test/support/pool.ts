@@ -27,3 +27,4 @@ export * from './pool/checks.js';
 export * from './pool/probe.js';
 export * from './pool/tenures.js';
 export * from './pool/settle.js';
+export * from './pool/fixture.js';
