@@ -34,8 +34,8 @@ import type { SourceMessage } from '../../src/streams/types.js';
 import { createConsumer } from '../../src/streams/jetstream.js';
 import { listPartitionConsumers, openPoolSource, takeOverPartitionConsumer, type TakeOverOptions } from '../../src/worker/pool-source.js';
 import { poolKeys, rendezvousWeight } from '../../src/worker/pool.js';
-import { sleep, startBackbone, type Backbone } from '../support/backbone.js';
-import { createStream, parseLogs, type LogLine } from '../support/pool.js';
+import { sleep, type Backbone } from '../support/backbone.js';
+import { createStream, parseLogs, usePoolFixture, type LogLine } from '../support/pool.js';
 
 const STREAM = 'THIEF';
 const SUBJECT = 'thief.updates';
@@ -96,25 +96,24 @@ interface Received {
   outcome: 'applied' | 'stale' | 'fenced' | 'held';
 }
 
-let bb: Backbone;
+const pool = usePoolFixture();
 let nc: NatsConnection;
 let redis: Redis;
 
 beforeAll(async () => {
-  bb = await startBackbone();
-  nc = await connect({ servers: bb.nats.url, timeout: 5_000 });
-  redis = new Redis(bb.redis.url, { maxRetriesPerRequest: 1 });
+  nc = await connect({ servers: pool.bb.nats.url, timeout: 5_000 });
+  redis = new Redis(pool.bb.redis.url, { maxRetriesPerRequest: 1 });
 });
+// Before the fixture stops the servers (after-hooks run in reverse order).
 afterAll(async () => {
   redis?.disconnect();
   await nc?.close();
-  await bb?.stop();
 });
 
 describe('pool: a worker that lost its partition without knowing it', () => {
 
   it('takes no message from the new owner: the new owner gets every update, in stream order', async () => {
-    await createStream(bb, STREAM, SUBJECT);
+    await createStream(pool.bb, STREAM, SUBJECT);
     const js = jetstream(nc);
     let published = 0;
     const publish = async (n: number, gapMs = 0): Promise<void> => {
@@ -160,7 +159,7 @@ describe('pool: a worker that lost its partition without knowing it', () => {
     const consume = (worker: 'A' | 'B', w: ReturnType<typeof openWorker>): Subscription =>
       w.source.messages$.pipe(concatMap((m) => from(settle(worker, m)))).subscribe({ error: () => {} });
 
-    const a = openWorker(bb, ids.a, A_LEASE_MS);
+    const a = openWorker(pool.bb, ids.a, A_LEASE_MS);
     const subA = consume('A', a);
     let b: ReturnType<typeof openWorker> | undefined;
     let subB: Subscription | undefined;
@@ -185,7 +184,7 @@ describe('pool: a worker that lost its partition without knowing it', () => {
       }
       await redis.del(leaseKey);
       mark(`A's lease deleted ${A_LEASE_MS - ttl} ms after its last renewal`);
-      b = openWorker(bb, ids.b, B_LEASE_MS);
+      b = openWorker(pool.bb, ids.b, B_LEASE_MS);
       subB = consume('B', b);
       await waitFor(() => [21, 22, 23, 24, 25, 26, 27, 28].every((s) => applied.has(s)), 10_000, 'B applying 21..28');
       mark('B applied 21..28');
@@ -246,7 +245,7 @@ describe('takeOverPartitionConsumer', () => {
   let jsm: JetStreamManager;
 
   beforeAll(async () => {
-    await createStream(bb, stream, subject);
+    await createStream(pool.bb, stream, subject);
     jsm = await jetstreamManager(nc);
     const js = jetstream(nc);
     for (let i = 0; i < 10; i++) {
