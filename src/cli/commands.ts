@@ -233,7 +233,7 @@ export const commands = {
   async failedList(o: { config: string; dataflow?: string; json?: boolean }): Promise<void> {
     const config = load(o.config, FAILED_STORES);
     const stores = await openFailureStores(config);
-    const marks = openMarks(config);
+    const marks = await openMarks(config);
     try {
       const list = await stores.failed.list({ dataflowId: o.dataflow });
       const redact = createRedactor(config.secrets);
@@ -260,7 +260,7 @@ export const commands = {
     if (config.failedRequests.kind === 'file') logger.warn({ field: 'failedRequests.kind' }, FILE_STORE_DEPRECATED);
     const stores = await openFailureStores(config);
     const sinks = openSinks(config, { failed: stores.failed, logger, storeFailures: false });
-    const marks = openMarks(config);
+    const marks = await openMarks(config);
     const stats: ReplaySummary = { stored: 0, selected: 0, replayed: 0, delivered: 0, failed: 0, skipped: 0, superseded: 0 };
     const reporter = progress(o.progress, 'failed replay', () => ({
       done: stats.replayed + stats.skipped + (stats.superseded ?? 0),
