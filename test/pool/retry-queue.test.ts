@@ -31,13 +31,12 @@ describe('pool retry queues', () => {
     const events = seqWorkload({ profiles: N, perProfile: 1, prefix: 'h', seed: 1 });
     const started = Date.now();
     await publish(bb, s.cfg, 'rqh-events.jsonl', events);
-    await rx.waitFor(() => rx.delivered(s.okPath).length >= N, 120_000, `${N} healthy exports`);
+    const healthyProfiles = () => new Set(rx.delivered(s.okPath).map((r) => (r.body as { bench?: { pid?: string } }).bench?.pid)).size;
+    await rx.waitFor(() => healthyProfiles() >= N, 120_000, `${N} healthy exports`);
     const elapsed = Date.now() - started;
     const hangingSeen = rx.requests.filter((r) => r.path === s.badPath).length;
     // eslint-disable-next-line no-console
     console.log(`pool, healthy dataflow: ${N} exports in ${elapsed} ms; the hanging endpoint had received ${hangingSeen} requests`);
-    const pids = new Set(rx.delivered(s.okPath).map((r) => (r.body as { bench?: { pid?: string } }).bench?.pid));
-    expect(pids.size).toBe(N);
     expect(hangingSeen).toBeLessThan(N / 2);
     expect(orderViolations(rx.requests, s.okPath)).toEqual([]);
     w1.kill('SIGKILL');
