@@ -258,6 +258,17 @@ export const commands = {
     const since = o.since === undefined ? undefined : parseSince(o.since);
     const logger = createLogger({ level: config.log.level, secrets: config.secrets });
     if (config.failedRequests.kind === 'file') logger.warn({ field: 'failedRequests.kind' }, FILE_STORE_DEPRECATED);
+    if (config.store.kind === 'redis' && config.source.kind === 'jetstream') {
+      const { replayToPoolQueues } = await import('./replay-pool.js');
+      let reading: () => ProgressFigures = () => ({ done: 0, total: 0 });
+      const stop = progress(o.progress, 'failed replay', () => reading());
+      try {
+        out(await replayToPoolQueues(config, config.store, config.source.partitions, { dataflow: o.dataflow, limit: o.limit, since, onStats: (read) => (reading = read) }));
+      } finally {
+        stop.stop();
+      }
+      return;
+    }
     const stores = await openFailureStores(config);
     const sinks = openSinks(config, { failed: stores.failed, logger, storeFailures: false });
     const marks = await openMarks(config);
