@@ -5,7 +5,8 @@
  * (stored as failed after three attempts), then v2 and v3 once it is back (delivered): their v1
  * records are superseded (shown by `failed list`, not queued by `failed replay`, counted).
  * Profiles `b-*` only get v1 during the outage: the replay queues them and the partitions'
- * owners deliver them.
+ * owners deliver them. Then the same with `failed replay` sending from the command itself
+ * (the default): the Redis marks drop the superseded records there too.
  */
 import { describe, expect, it } from 'vitest';
 import { publish, runCli, useBackboneAndReceiver, type Backbone, type RecordingReceiver } from '../support/backbone.js';
@@ -28,8 +29,8 @@ describe('failed replay in a pool', () => {
   let rx: RecordingReceiver;
   useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
 
-  it('after an outage leaves every profile at its newest state: superseded records are not queued, the others are delivered', async () => {
-    const s = poolFlow({ bb, rx, name: 'rqr' });
+  async function outageThenReplay(name: string, mode: 'queue' | 'direct'): Promise<void> {
+    const s = poolFlow({ bb, rx, name });
     await s.prime();
     const w1 = s.start();
     const w2 = s.start();
@@ -46,12 +47,12 @@ describe('failed replay in a pool', () => {
     await rx.down();
     const as = Array.from({ length: A }, (_, i) => `a-${i}`);
     const bs = Array.from({ length: B }, (_, i) => `b-${i}`);
-    await publish(bb, s.cfg, 'rqr-v1.jsonl', [...as, ...bs].map((id) => update(id, 1)));
+    await publish(bb, s.cfg, `${name}-v1.jsonl`, [...as, ...bs].map((id) => update(id, 1)));
     await until(async () => (await failedList()).length === A + B, 90_000, `${A + B} failed requests`);
 
     // 2. It is back: v2 and v3 of the a-* profiles are delivered.
     await rx.up();
-    await publish(bb, s.cfg, 'rqr-v23.jsonl', [...as.map((id) => update(id, 2)), ...as.map((id) => update(id, 3))]);
+    await publish(bb, s.cfg, `${name}-v23.jsonl`, [...as.map((id) => update(id, 2)), ...as.map((id) => update(id, 3))]);
     const newest = (): Map<string, number> => {
       // In arrival order: the last body accepted per profile is its state at the endpoint.
       const m = new Map<string, number>();
@@ -63,12 +64,13 @@ describe('failed replay in a pool', () => {
     };
     await rx.waitFor(() => as.every((id) => newest().get(id) === 3), 90_000, 'v3 of every a-* profile');
 
-    // 3. `failed list` shows the a-* records as superseded (the Redis marks); replay queues only the b-* ones.
+    // 3. `failed list` shows the a-* records as superseded (the Redis marks); `failed replay
+    //    --queue` queues only the b-* ones, which the workers deliver.
     const listed = await failedList();
     expect(listed.filter((r) => r.superseded).map((r) => r.profileId).sort()).toEqual([...as].sort());
-    const replay = await runCli(['failed', 'replay', '--config', s.cfg], { timeoutMs: 60_000 });
+    const replay = await runCli(['failed', 'replay', '--config', s.cfg, ...(mode === 'queue' ? ['--queue'] : [])], { timeoutMs: 60_000 });
     expect(replay.code, replay.stderr).toBe(0);
-    expect(replay.stdout).toMatch(new RegExp(`queued ${B}\\b`));
+    expect(replay.stdout).toMatch(mode === 'queue' ? new RegExp(`queued ${B}\\b`) : new RegExp(`replayed ${B}: delivered ${B}, failed 0`));
     expect(replay.stdout).toMatch(new RegExp(`superseded ${A}\\b`));
     await rx.waitFor(() => bs.every((id) => newest().get(id) === 1), 60_000, 'v1 of every b-* profile, replayed');
     await until(async () => (await failedList()).length === 0, 30_000, 'an empty failed store');
@@ -77,8 +79,9 @@ describe('failed replay in a pool', () => {
     const state = newest();
     for (const id of as) expect(state.get(id), id).toBe(3);
     for (const id of bs) expect(state.get(id), id).toBe(1);
-    const backAt = rx.requests.findIndex((r) => r.status === 200);
+    const backAt = rx.requests.findIndex((r) => r.status === 200 && r.path === s.path);
     const lateV1 = rx.requests.slice(backAt).filter((r) => {
+      if (r.path !== s.path) return false;
       const b = (r.body as { bench?: { pid?: string; seq?: number } }).bench;
       return b?.pid?.startsWith('a-') && b.seq === 1;
     });
@@ -87,5 +90,13 @@ describe('failed replay in a pool', () => {
     w1.kill('SIGKILL');
     w2.kill('SIGKILL');
     await Promise.all([w1.exited, w2.exited]);
+  }
+
+  it('after an outage leaves every profile at its newest state: with --queue, superseded records are not queued, the others are delivered by the workers', async () => {
+    await outageThenReplay('rqr', 'queue');
+  }, 300_000);
+
+  it('after an outage leaves every profile at its newest state: sent from the command, superseded records are dropped (Redis marks)', async () => {
+    await outageThenReplay('rqd', 'direct');
   }, 300_000);
 });
