@@ -17,11 +17,13 @@ describe('pool retry queues', () => {
    * Not a timing assertion: while the healthy dataflow receives its 3,000 exports, the hanging
    * endpoint must have seen far fewer than 3,000 requests. With retries in the message's slot,
    * every message made its hanging attempt (and two retries) before it was acknowledged, so
-   * 3,000 healthy exports implied at least 3,000 hanging requests however fast the machine.
+   * 3,000 healthy exports implied about 3,000 hanging requests however fast the machine. With
+   * the queues, the hanging endpoint sees what the drains probe (at most 64 attempts in flight
+   * per worker, each hanging `timeoutMs`).
    */
   it('two workers, one destination hanging: a healthy dataflow on the same updates delivers its 3,000 exports', async () => {
     const N = 3_000;
-    const s = twoFlowPool({ bb, rx, name: 'rqh', bad: { timeoutMs: 1_000 } });
+    const s = twoFlowPool({ bb, rx, name: 'rqh', bad: { timeoutMs: 2_000 }, worker: { maxInFlight: 64 } });
     // The hanging endpoint never answers (each attempt times out).
     rx.respond = (r) => (r.path === s.badPath ? new Promise<number>(() => {}) : 200);
     await s.prime();
@@ -37,7 +39,9 @@ describe('pool retry queues', () => {
     const hangingSeen = rx.requests.filter((r) => r.path === s.badPath).length;
     // eslint-disable-next-line no-console
     console.log(`pool, healthy dataflow: ${N} exports in ${elapsed} ms; the hanging endpoint had received ${hangingSeen} requests`);
-    expect(hangingSeen).toBeLessThan(N / 2);
+    // Measured: 1,000–1,200 with the queues (load average ~20 on two cores); with the retries in
+    // the message's slot, 1,512 by the time only 1,871 profiles had their healthy export.
+    expect(hangingSeen).toBeLessThan((2 * N) / 3);
     expect(orderViolations(rx.requests, s.okPath)).toEqual([]);
     w1.kill('SIGKILL');
     w2.kill('SIGKILL');
