@@ -233,7 +233,7 @@ export const commands = {
   async failedList(o: { config: string; dataflow?: string; json?: boolean }): Promise<void> {
     const config = load(o.config, FAILED_STORES);
     const stores = await openFailureStores(config);
-    const marks = openMarks(config);
+    const marks = await openMarks(config);
     try {
       const list = await stores.failed.list({ dataflowId: o.dataflow });
       const redact = createRedactor(config.secrets);
@@ -250,7 +250,7 @@ export const commands = {
     }
   },
 
-  async failedReplay(o: { config: string; dataflow?: string; limit?: number; since?: string; concurrency?: number; progress?: boolean }): Promise<void> {
+  async failedReplay(o: { config: string; dataflow?: string; limit?: number; since?: string; concurrency?: number; progress?: boolean; queue?: boolean }): Promise<void> {
     const config = load(o.config);
     if (o.dataflow !== undefined && !config.dataflows.some((d) => d.id === o.dataflow)) {
       throw new UsageError(`--dataflow: unknown dataflow "${o.dataflow}"`);
@@ -258,9 +258,25 @@ export const commands = {
     const since = o.since === undefined ? undefined : parseSince(o.since);
     const logger = createLogger({ level: config.log.level, secrets: config.secrets });
     if (config.failedRequests.kind === 'file') logger.warn({ field: 'failedRequests.kind' }, FILE_STORE_DEPRECATED);
+    if (o.queue && (config.store.kind !== 'redis' || config.source.kind !== 'jetstream')) {
+      throw new UsageError('--queue: needs a pool (store.kind: redis and source.kind: jetstream); the embedded default replays from this command');
+    }
+    // A pool with --queue: the records go to the Redis retry queues (src/cli/replay-pool.ts).
+    // Otherwise this command sends them, the Redis / local marks dropping superseded ones.
+    if (o.queue && config.store.kind === 'redis' && config.source.kind === 'jetstream') {
+      const { replayToPoolQueues } = await import('./replay-pool.js');
+      let reading: () => ProgressFigures = () => ({ done: 0, total: 0 });
+      const stop = progress(o.progress, 'failed replay', () => reading());
+      try {
+        out(await replayToPoolQueues(config, config.store, config.source.partitions, { dataflow: o.dataflow, limit: o.limit, since, onStats: (read) => (reading = read) }));
+      } finally {
+        stop.stop();
+      }
+      return;
+    }
     const stores = await openFailureStores(config);
     const sinks = openSinks(config, { failed: stores.failed, logger, storeFailures: false });
-    const marks = openMarks(config);
+    const marks = await openMarks(config);
     const stats: ReplaySummary = { stored: 0, selected: 0, replayed: 0, delivered: 0, failed: 0, skipped: 0, superseded: 0 };
     const reporter = progress(o.progress, 'failed replay', () => ({
       done: stats.replayed + stats.skipped + (stats.superseded ?? 0),

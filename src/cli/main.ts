@@ -61,7 +61,8 @@ export function buildProgram(): Command {
     .option('--since <time>', 'only records that last failed since TIME: ISO (2026-11-26T10:00:00Z) or ago (90s, 30m, 1h, 2d)')
     .option('--concurrency <n>', "profiles replayed at once (one profile's records always go one at a time, in order)", (v) => parseCount(v, '--concurrency', 1))
     .option('--progress', 'report progress on stderr every 2 s (the default when stderr is a terminal)')
-    .action(async (o: { config: string; dataflow?: string; limit?: number; since?: string; concurrency?: number; progress?: boolean }) => {
+    .option('--queue', "pool (store.kind: redis): hand the records to the dataflows' retry queues; the owner of each profile's partition sends them")
+    .action(async (o: { config: string; dataflow?: string; limit?: number; since?: string; concurrency?: number; progress?: boolean; queue?: boolean }) => {
       await commands.failedReplay(o);
     });
 

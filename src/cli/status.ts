@@ -1,6 +1,6 @@
 /**
  * `http-destination status --config F [--json]` (SPEC §10): per dataflow the figures of the
- * current one-hour run and in total, the last delivery time, the p50/p95 latency of the run,
+ * current one-hour run and in total (with the exports superseded by a newer state, SPEC §6), the last delivery time, the p50/p95 latency of the run,
  * and the active alerts. Pool-wide with `store.kind: redis` (the figures live there); on the
  * embedded default (`store.kind: local`) the host's, read from the local store's folder beside a
  * running `run` (LMDB: readers never blocked). With `store.kind: memory` the figures live only in
@@ -18,11 +18,11 @@ const fmtMs = (ms: number | null): string => (ms === null ? '-' : ms >= 1000 ? `
 
 /** The readable table of a report. */
 export function formatStatus(r: FiguresReport): string {
-  const head = ['dataflow', 'received', 'exported', 'excluded', 'failed', 'p50', 'p95', 'last delivery'];
+  const head = ['dataflow', 'received', 'exported', 'excluded', 'failed', 'superseded', 'p50', 'p95', 'last delivery'];
   const rows: string[][] = [];
   for (const d of r.dataflows) {
-    rows.push([d.id, String(d.run.received), String(d.run.exported), String(d.run.excluded), String(d.run.failed), fmtMs(d.latencyMs.p50), fmtMs(d.latencyMs.p95), d.lastDeliveryAt ?? 'never']);
-    rows.push(['  total', String(d.total.received), String(d.total.exported), String(d.total.excluded), String(d.total.failed), '', '', '']);
+    rows.push([d.id, String(d.run.received), String(d.run.exported), String(d.run.excluded), String(d.run.failed), String(d.superseded.run), fmtMs(d.latencyMs.p50), fmtMs(d.latencyMs.p95), d.lastDeliveryAt ?? 'never']);
+    rows.push(['  total', String(d.total.received), String(d.total.exported), String(d.total.excluded), String(d.total.failed), String(d.superseded.total), '', '', '']);
   }
   const width = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i].length)));
   const line = (cells: string[]): string => cells.map((c, i) => (i === 0 || i === cells.length - 1 ? c.padEnd(width[i]) : c.padStart(width[i]))).join('  ').trimEnd();

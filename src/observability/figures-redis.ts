@@ -47,7 +47,7 @@ if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[2
 return 1
 `;
 
-const COUNT_NAMES = ['received', 'exported', 'excluded', 'failed'] as const;
+const COUNT_NAMES = ['received', 'exported', 'excluded', 'failed', 'superseded'] as const;
 const field = (name: string, id: string): string => `${name}\n${id}`;
 const latPrefix = (id: string): string => `lat\n${id}\n`;
 
@@ -88,7 +88,7 @@ export class RedisFiguresStore implements FiguresStore {
     push('tr', 'rejected', delta.rejected);
     const last: Array<string | number> = [];
     for (const f of delta.flows) {
-      for (const name of COUNT_NAMES) push(name === 'exported' || name === 'failed' ? 'trs' : 'tr', field(name, f.dataflowId), f.counts[name]);
+      for (const name of COUNT_NAMES) push(name === 'exported' || name === 'failed' ? 'trs' : 'tr', field(name, f.dataflowId), f.counts[name] ?? 0);
       for (const [b, n] of Object.entries(f.latency)) push('rs', `${latPrefix(f.dataflowId)}${b}`, n);
       if (f.lastDeliveredAt > 0) last.push(f.dataflowId, f.lastDeliveredAt);
     }
@@ -102,7 +102,11 @@ export class RedisFiguresStore implements FiguresStore {
     const [t, r, l] = await Promise.all([this.redis.hgetall(total), this.redis.hgetall(run), this.redis.hgetall(last)]);
     const counts = (h: Record<string, string>, id: string): FigureCounts => {
       const c = zeroCounts();
-      for (const name of COUNT_NAMES) c[name] = Number(h[field(name, id)] ?? 0);
+      for (const name of COUNT_NAMES) {
+        const n = Number(h[field(name, id)] ?? 0);
+        if (name !== 'superseded') c[name] = n;
+        else if (n !== 0) c.superseded = n; // present only when not zero (FigureCounts)
+      }
       return c;
     };
     const flows: StoredFigures['flows'] = {};

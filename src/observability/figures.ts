@@ -13,12 +13,17 @@
  */
 import { FIGURE_BUCKETS, figureBucketUpperMs, type Metrics } from './metrics.js';
 
-/** The four per-dataflow counts of SPEC §10. */
+/** The four per-dataflow counts of SPEC §10, and the superseded exports (SPEC §6). */
 export interface FigureCounts {
   received: number;
   exported: number;
   excluded: number;
   failed: number;
+  /**
+   * Exports not sent because a newer state of their (dataflow, profile) was delivered or
+   * queued (SPEC §6). Present only when not zero (stores written before it existed lack it).
+   */
+  superseded?: number;
 }
 
 /** One flush of one worker: what changed since its previous flush. */
@@ -117,6 +122,8 @@ export interface FiguresReport {
     lastDeliveryAt: string | null;
     /** Of the current run, event time → delivered, ms (bucket upper bound, ≤ 12.5% high). */
     latencyMs: { p50: number | null; p95: number | null };
+    /** Exports superseded by a newer state (SPEC §6): not sent. */
+    superseded: { run: number; total: number };
     alerts: unknown[];
   }>;
   alerts: unknown[];
@@ -140,6 +147,7 @@ export function figuresReport(
         total: f.total,
         lastDeliveryAt: f.lastDeliveredAt ? new Date(f.lastDeliveredAt).toISOString() : null,
         latencyMs: { p50: latencyQuantileMs(f.runLatency, 0.5) ?? null, p95: latencyQuantileMs(f.runLatency, 0.95) ?? null },
+        superseded: { run: f.run.superseded ?? 0, total: f.total.superseded ?? 0 },
         alerts: alerts.filter((a) => a.dataflowId === id),
       };
     }),
@@ -218,6 +226,11 @@ export function addCounts(into: FigureCounts, add: FigureCounts): void {
   into.exported += add.exported;
   into.excluded += add.excluded;
   into.failed += add.failed;
+  if (add.superseded) {
+    const n = (into.superseded ?? 0) + add.superseded;
+    if (n === 0) delete into.superseded;
+    else into.superseded = n;
+  }
 }
 
 function addBuckets(into: Record<number, number>, add: Record<number, number>): void {
@@ -230,6 +243,7 @@ interface Flushed {
   excluded: number;
   delivered: number;
   failed: number;
+  superseded: number;
   latency: number[];
 }
 
@@ -271,20 +285,21 @@ export function startFiguresFlush(options: {
     const delta: FiguresDelta = { rejected: metrics.eventsRejected - rejectedFlushed, flows: [] };
     const next = new Map<string, Flushed>();
     for (const [id, c] of metrics.dataflows()) {
-      const prev = flushed.get(id) ?? { received: 0, excluded: 0, delivered: 0, failed: 0, latency: [] };
+      const prev = flushed.get(id) ?? { received: 0, excluded: 0, delivered: 0, failed: 0, superseded: 0, latency: [] };
       const counts: FigureCounts = {
         received: c.received - prev.received,
         excluded: c.excluded - prev.excluded,
         exported: c.delivered - prev.delivered,
         failed: c.failed - prev.failed,
       };
+      if (c.superseded !== prev.superseded) counts.superseded = c.superseded - prev.superseded;
       const latency: Record<number, number> = {};
       for (let b = 0; b < FIGURE_BUCKETS; b++) {
         const d = c.figureLatency[b] - (prev.latency[b] ?? 0);
         if (d > 0) latency[b] = d;
       }
-      next.set(id, { received: c.received, excluded: c.excluded, delivered: c.delivered, failed: c.failed, latency: c.figureLatency.slice() });
-      if (counts.received || counts.excluded || counts.exported || counts.failed) {
+      next.set(id, { received: c.received, excluded: c.excluded, delivered: c.delivered, failed: c.failed, superseded: c.superseded, latency: c.figureLatency.slice() });
+      if (counts.received || counts.excluded || counts.exported || counts.failed || counts.superseded) {
         delta.flows.push({ dataflowId: id, counts, latency, lastDeliveredAt: counts.exported > 0 ? c.lastDeliveredAt : 0 });
       }
     }

@@ -5,6 +5,12 @@
  * FLUSHALL, a failover to an empty replica) the store is *lost*: every apply rejects with
  * `StoreLostError` (`ERR_STORE_LOST`) until an operator runs `http-destination pool
  * reset-state`, which writes a new marker that lost stores adopt.
+ *
+ * The pool's retry queues and delivered marks (`<prefix>rq:*`, src/stores/redis-retry-queue.ts)
+ * live under the same prefix and are covered by the same marker: each of their calls checks it
+ * in its own round trip or script (an emptied Redis would otherwise read as "nothing queued"
+ * and "nothing delivered yet", letting older states through), through a `RedisStoreEpoch` of
+ * their own (`verify`/`current`/`mismatch`), with the same lost / reset-state behaviour.
  */
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';

@@ -6,7 +6,7 @@ import { appendFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { JetStreamApiCodes, JetStreamApiError, jetstreamManager, type ConsumerInfo, type JetStreamManager } from '@nats-io/jetstream';
-import { Observable, Subject, takeUntil, type MonoTypeOperatorFunction } from 'rxjs';
+import { Subject, takeUntil } from 'rxjs';
 import type { AppConfig, DataflowConfig, FailedRequestsConfig, SourceConfig, StoreConfig } from '../config/load.js';
 import { partitionSubject } from '../domain/partition.js';
 import { StartupError, UsageError } from '../errors.js';
@@ -22,9 +22,9 @@ import { Redis } from 'ioredis';
 import { redisSendSlots } from '../stores/redis-rate-limiter.js';
 import type { RateLimiter } from '../stores/rate-limiter.js';
 import { listPartitionConsumers, openPoolSource } from './pool-source.js';
+import { keepAlive } from './keep-alive.js';
 import { readBackfillStatus, type BackfillStatus } from '../cli/pool-status.js';
 import { poolKeys, readPoolStatus, type PoolCoordinator, type PoolStatus } from './pool.js';
-import type { SourceMessage } from '../streams/types.js';
 import { publishJsonl, type PublishJsonlResult, type PublishStats } from '../streams/publish.js';
 import type { FailureStores } from './runtime.js';
 
@@ -97,63 +97,6 @@ export async function openJetStreamSource(
       statusSub.unsubscribe();
     },
   };
-}
-
-/**
- * Keeps every emitted, unsettled message alive (`working()`) every `intervalMs`, so a message
- * queued behind its profile's earlier updates (which may be backing off) is not redelivered
- * while it waits its turn.
- */
-function keepAlive(intervalMs: number): MonoTypeOperatorFunction<SourceMessage> {
-  return (source$) =>
-    new Observable<SourceMessage>((subscriber) => {
-      const open = new Set<SourceMessage>();
-      const timer = setInterval(() => {
-        for (const m of open) m.working();
-      }, intervalMs);
-      const sub = source$.subscribe({
-        next: (m) => {
-          const wrapped: SourceMessage = {
-            data: m.data,
-            key: m.key,
-            seq: m.seq,
-            // The stream sequence orders every update of a profile across redeliveries.
-            watermark: m.seq,
-            ...(m.backfill && { backfill: m.backfill }),
-            receivedAt: m.receivedAt,
-            ack: () => {
-              open.delete(wrapped);
-              m.ack();
-            },
-            nak: (delayMs) => {
-              open.delete(wrapped);
-              m.nak(delayMs);
-            },
-            working: () => m.working(),
-          };
-          open.add(wrapped);
-          subscriber.next(wrapped);
-        },
-        error: (e: unknown) => subscriber.error(e),
-        complete: () => subscriber.complete(),
-      });
-      return () => {
-        sub.unsubscribe();
-        // Acks of messages still in the pipeline go on after the stream ends (graceful stop);
-        // keep them alive until they settle or the process stops.
-        if (open.size === 0) clearInterval(timer);
-        else {
-          const done = setInterval(() => {
-            if (open.size === 0) {
-              clearInterval(timer);
-              clearInterval(done);
-            }
-          }, intervalMs);
-          done.unref();
-        }
-        timer.unref();
-      };
-    });
 }
 
 /** Timing of the `run --once` end detection (`watchForEnd`). */
@@ -464,73 +407,4 @@ export async function importAudience(
 }
 
 export { StartupError };
-
-/** Backoff of `waitForBackbone`. */
-const STARTUP_RETRY = { firstDelayMs: 250, maxDelayMs: 5_000, connectTimeoutMs: 2_000 } as const;
-
-/**
- * Waits until every server the config needs answers: NATS (a JetStream source or failed-request
- * stores) and Redis (the store). Retries with a doubling delay (250 ms → 5 s), logging each
- * failed try, for `worker.startupTimeoutMs`; then throws `StartupError` (exit 1, so a
- * supervisor restarts the worker). Every probe connection is closed before it returns.
- */
-export async function waitForBackbone(config: AppConfig, logger: Logger): Promise<void> {
-  const deadline = Date.now() + config.worker.startupTimeoutMs;
-  const nats = new Set<string>();
-  if (config.source.kind === 'jetstream') nats.add(config.source.servers.join(','));
-  if (config.failedRequests.kind === 'jetstream') nats.add(config.failedRequests.servers.join(','));
-  const redisUrl = config.store.kind === 'redis' ? config.store.url : undefined;
-  const missing = async (): Promise<string[]> => {
-    const down: string[] = [];
-    for (const servers of nats) {
-      try {
-        const h = await connectNats({ servers, name: 'http-destination:startup', connectTimeoutMs: STARTUP_RETRY.connectTimeoutMs });
-        await h.close().catch(() => {});
-      } catch (err) {
-        down.push(err instanceof Error ? err.message : String(err));
-      }
-    }
-    if (redisUrl !== undefined) {
-      const redis = new Redis(redisUrl, {
-        lazyConnect: true,
-        maxRetriesPerRequest: 0,
-        enableOfflineQueue: false,
-        connectTimeout: STARTUP_RETRY.connectTimeoutMs,
-        // A Redis that accepts the connection but does not answer (stopped, overloaded) is a
-        // failed try too: logged and retried, not waited for without end.
-        commandTimeout: STARTUP_RETRY.connectTimeoutMs,
-        retryStrategy: () => null,
-      });
-      redis.on('error', () => {});
-      try {
-        await redis.connect();
-        await redis.ping();
-      } catch (err) {
-        down.push(`cannot reach redis at ${redactRedisUrl(redisUrl)}: ${(err as NodeJS.ErrnoException).code ?? (err instanceof Error ? err.message : String(err))}`);
-      } finally {
-        redis.disconnect();
-      }
-    }
-    return down;
-  };
-  let delay: number = STARTUP_RETRY.firstDelayMs;
-  for (let attempt = 1; ; attempt++) {
-    const down = await missing();
-    if (down.length === 0) {
-      if (attempt > 1) logger.info({ attempt }, 'startup: the backbone answers');
-      return;
-    }
-    const left = deadline - Date.now();
-    if (left <= 0) {
-      throw new StartupError(`gave up after ${attempt} tries in ${config.worker.startupTimeoutMs} ms (worker.startupTimeoutMs): ${down.join('; ')}`);
-    }
-    const wait = Math.min(delay, left);
-    logger.warn({ attempt, retryInMs: wait, down }, 'startup: backbone not reachable yet; retrying');
-    await new Promise((r) => setTimeout(r, wait));
-    delay = Math.min(delay * 2, STARTUP_RETRY.maxDelayMs);
-  }
-}
-
-function redactRedisUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//');
-}
+export { waitForBackbone } from './backbone-startup.js';

@@ -7,6 +7,14 @@
  *
  * One dataflow's queue never waits for another's: each has its own loop and its own bound
  * on attempts in flight.
+ *
+ * Pool mode (`ownership`): a worker drains only the entries of the partitions it owns (the
+ * queue's `due` reads only those), and each attempt carries the partition's lease as its fence
+ * (`job.guard`), which the HTTP sink checks right before the request leaves: a worker paused
+ * past its lease, or that lost the partition while an entry waited for its permit or its
+ * credentials, sends nothing (the entry stays queued for the partition's new owner). So two
+ * workers never send one entry at once, and entries of a worker that died are drained by the
+ * partition's next owner.
  */
 import { asyncScheduler, firstValueFrom, merge, Observable, Subscription, timer, type SchedulerLike } from 'rxjs';
 import { DeliveryError, hasCode } from '../errors.js';
@@ -54,6 +62,12 @@ export interface DrainRetriesOptions {
   dataflowIds: readonly string[];
   sinkFor: (dataflowId: string) => ExportSink;
   limiterFor: (dataflowId: string) => RateLimiter;
+  /**
+   * Pool mode: the fence of an entry's attempt — its partition's lease as held now — or
+   * undefined when this worker does not own the entry's partition (not attempted).
+   * @default one host: every entry is this worker's, unfenced
+   */
+  ownership?: (entry: QueuedExport) => { guard: () => boolean } | undefined;
   /** Stop once `until` has emitted and every queue is empty (`run --once`). @default never */
   until?: Observable<unknown>;
   /** @default 3 */
@@ -121,6 +135,13 @@ export function drainRetries(options: DrainRetriesOptions): Observable<DrainEven
     const handle = async (e: QueuedExport, flight: Set<string>, k: string): Promise<void> => {
       const sink = sinkFor(e.dataflowId);
       const job = jobOf(e);
+      if (options.ownership) {
+        const own = options.ownership(e);
+        if (own === undefined) return; // another worker's partition now
+        job.guard = own.guard;
+      }
+      // Queued elsewhere (a replay, the partition's previous owner): later exports of its profile queue behind it.
+      queues.adopt(e);
       /** Resolves false when a newer export of the profile replaced `e` meanwhile. */
       const settleAs = async (retry?: Parameters<typeof queues.queue.settle>[1]): Promise<boolean> => {
         const stored = await queues.queue.settle(e, retry);

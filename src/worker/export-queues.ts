@@ -3,6 +3,12 @@
  * (dataflow, profile) pairs queued (so the live hot path asks no store whether a profile is
  * queued), and per dataflow whether its endpoint is failing (its later exports skip the inline
  * attempt and go straight to the queue, which probes the endpoint at its own pace).
+ *
+ * Pool mode (`scope`): the index covers the partitions this worker owns, loaded from the store
+ * when a partition is acquired (`loadPartition`); until it is loaded, every export of the
+ * partition counts as queued (it goes to the queue, which keeps the newest per profile and
+ * drains in order): a profile is never sent inline while an older export of it may wait in
+ * the store unseen.
  */
 import { Subject, type Observable } from 'rxjs';
 import { queueKey, type QueuedExport, type RetryQueue } from '../stores/retry-queue.js';
@@ -38,11 +44,22 @@ export class ExportQueues implements ExportQueueing {
   private readonly supersededBy = new Subject<{ dataflowId: string; idempotencyKey: string }>();
   private readonly now: () => number;
   private readonly delayAfter: (dataflowId: string, attempts: number, error: unknown) => number;
+  /** Pool mode: the partition of a profile; `ready` the partitions whose index is loaded. */
+  private readonly scope?: { partitionOf(profileId: string): number };
+  private readonly ready = new Set<number>();
+  /** Per partition, the load in progress (a newer load supersedes it). */
+  private readonly loading = new Map<number, object>();
 
-  private constructor(queue: RetryQueue, now: () => number, delayAfter: (dataflowId: string, attempts: number, error: unknown) => number) {
+  private constructor(
+    queue: RetryQueue,
+    now: () => number,
+    delayAfter: (dataflowId: string, attempts: number, error: unknown) => number,
+    scope?: { partitionOf(profileId: string): number },
+  ) {
     this.queue = queue;
     this.now = now;
     this.delayAfter = delayAfter;
+    this.scope = scope;
   }
 
   /** Opens the worker's view: loads the index from what the queue holds (a restart drains it). */
@@ -51,10 +68,72 @@ export class ExportQueues implements ExportQueueing {
     now?: () => number;
     /** The wait before the retry that follows `attempts` failed attempts, the last with `error` (backoff, Retry-After). @default 0 */
     delayAfter?: (dataflowId: string, attempts: number, error: unknown) => number;
+    /**
+     * Pool mode: the partition of a profile. The index then starts empty and each partition's
+     * part is loaded by `loadPartition` when the partition is acquired. @default one host: all loaded at open
+     */
+    scope?: { partitionOf(profileId: string): number };
   }): Promise<ExportQueues> {
-    const q = new ExportQueues(options.queue, options.now ?? Date.now, options.delayAfter ?? (() => 0));
-    for (const e of await options.queue.list()) q.indexed(e.dataflowId, e.profileId, e.idempotencyKey);
+    const q = new ExportQueues(options.queue, options.now ?? Date.now, options.delayAfter ?? (() => 0), options.scope);
+    if (!options.scope) for (const e of await options.queue.list()) q.indexed(e.dataflowId, e.profileId, e.idempotencyKey);
     return q;
+  }
+
+  /**
+   * Pool mode: (re)loads the index of partitions `ps` from the store (just acquired: what
+   * another worker queued for them is there), in one read. Until it resolves, every export of
+   * those partitions counts as queued. Rejects when the store does not answer (they then stay
+   * not loaded: their exports keep going to the queue); call it again.
+   */
+  async loadPartitions(ps: readonly number[]): Promise<void> {
+    const scope = this.scope;
+    if (!scope || ps.length === 0) return;
+    const token = {};
+    const wanted = new Set(ps);
+    for (const p of ps) {
+      this.loading.set(p, token);
+      this.ready.delete(p);
+    }
+    // What the index knew of them may be stale (another owner drained them meanwhile).
+    for (const [k, key] of [...this.index]) {
+      const [dataflowId, profileId] = k.split('\u0000') as [string, string];
+      if (wanted.has(scope.partitionOf(profileId))) this.unindexedIf(dataflowId, k, key);
+    }
+    const entries = await this.queue.list();
+    const current = ps.filter((p) => this.loading.get(p) === token);
+    const mine = new Set(current);
+    for (const e of entries) {
+      // An export queued here during the load is newer than what the list read.
+      if (mine.has(scope.partitionOf(e.profileId)) && !this.index.has(queueKey(e.dataflowId, e.profileId))) this.indexed(e.dataflowId, e.profileId, e.idempotencyKey);
+    }
+    for (const p of current) {
+      this.loading.delete(p);
+      this.ready.add(p);
+    }
+  }
+
+  /**
+   * Pool mode: partition `p` left this worker: its entries leave the index (the next owner
+   * drains them), and its exports count as queued until it is loaded again.
+   */
+  dropPartition(p: number): void {
+    this.loading.delete(p);
+    this.ready.delete(p);
+    const scope = this.scope;
+    if (!scope) return;
+    for (const [k, key] of [...this.index]) {
+      const [dataflowId, profileId] = k.split('\u0000') as [string, string];
+      if (scope.partitionOf(profileId) === p) this.unindexedIf(dataflowId, k, key);
+    }
+  }
+
+  /**
+   * An entry the drain found in the store that the index does not name (queued by `failed
+   * replay`, or by this partition's previous owner): indexed, so later exports of its
+   * profile queue behind it.
+   */
+  adopt(entry: Pick<QueuedExport, 'dataflowId' | 'profileId' | 'idempotencyKey'>): void {
+    if (!this.index.has(queueKey(entry.dataflowId, entry.profileId))) this.indexed(entry.dataflowId, entry.profileId, entry.idempotencyKey);
   }
 
   /** Dataflow ids whose queue got a new export (the drain looks at once). */
@@ -82,6 +161,7 @@ export class ExportQueues implements ExportQueueing {
   }
 
   isQueued(dataflowId: string, profileId: string): boolean {
+    if (this.scope && !this.ready.has(this.scope.partitionOf(profileId))) return true;
     return this.index.size !== 0 && this.index.has(queueKey(dataflowId, profileId));
   }
 
@@ -149,6 +229,10 @@ export class ExportQueues implements ExportQueueing {
     const k = queueKey(dataflowId, profileId);
     if (!this.index.has(k)) this.depth.set(dataflowId, (this.depth.get(dataflowId) ?? 0) + 1);
     this.index.set(k, idempotencyKey);
+  }
+
+  private unindexedIf(dataflowId: string, k: string, idempotencyKey: string): void {
+    if (this.index.get(k) === idempotencyKey) this.unindexed(dataflowId, k);
   }
 
   private unindexed(dataflowId: string, k: string): void {

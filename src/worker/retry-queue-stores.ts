@@ -4,25 +4,41 @@
 import type { AppConfig } from '../config/load.js';
 import { LocalDeliveredMarks, LocalRetryQueue } from '../stores/local-retry-queue.js';
 import { MemoryDeliveredMarks, MemoryRetryQueue, type DeliveredMarks } from '../stores/retry-queue.js';
+import type { QueuedExport } from '../stores/retry-queue.js';
+import type { Logger } from '../observability/logger.js';
 import { ExportQueues } from './export-queues.js';
+import type { PoolCoordinator } from './pool-types.js';
 
 export interface RetryQueueHandle {
   queues: ExportQueues;
   marks: DeliveredMarks;
+  /** Pool mode: which entries this worker drains, and the fence of their attempts (see drainRetries). */
+  ownership?: (entry: QueuedExport) => { guard: () => boolean } | undefined;
   close(): Promise<void>;
 }
 
 /**
  * The retry queues of a config: in the local store (`store.kind: local`, the embedded
- * default) or in memory (`memory`). The pool (`store.kind: redis`) has none yet: its retries
- * run inline, in the message's slot (README, "Retry queues").
+ * default), in memory (`memory`), or in Redis (`redis`, the pool: drained by each partition's
+ * owner, src/worker/pool-retry-queue.ts). A Redis store without a pool coordinator (a JetStream
+ * source read by one worker through one consumer) has none: its retries run inline, in the
+ * message's slot (README, "Retry queues").
  */
 export async function openRetryQueue(
   config: AppConfig,
-  options: { delayAfter?: (dataflowId: string, attempts: number, error: unknown) => number } = {},
+  options: {
+    delayAfter?: (dataflowId: string, attempts: number, error: unknown) => number;
+    /** Pool mode: the worker's coordinator (who owns which partition). */
+    coordinator?: PoolCoordinator;
+    logger?: Logger;
+  } = {},
 ): Promise<RetryQueueHandle | undefined> {
   const s = config.store;
-  if (s.kind === 'redis') return undefined;
+  if (s.kind === 'redis') {
+    if (!options.coordinator || !options.logger || config.source.kind !== 'jetstream') return undefined;
+    const { openPoolRetryQueue } = await import('./pool-retry-queue.js');
+    return openPoolRetryQueue(s, { coordinator: options.coordinator, partitions: config.source.partitions, logger: options.logger, delayAfter: options.delayAfter });
+  }
   const queue = s.kind === 'local' ? new LocalRetryQueue({ path: s.path }) : new MemoryRetryQueue();
   const marks = s.kind === 'local' ? new LocalDeliveredMarks({ path: s.path }) : new MemoryDeliveredMarks();
   const queues = await ExportQueues.open({ queue, delayAfter: options.delayAfter });
@@ -30,6 +46,12 @@ export async function openRetryQueue(
 }
 
 /** The delivered-version marks a `failed list` / `failed replay` reads, when the config's store keeps them. */
-export function openMarks(config: AppConfig): DeliveredMarks | undefined {
-  return config.store.kind === 'local' ? new LocalDeliveredMarks({ path: config.store.path }) : undefined;
+export async function openMarks(config: AppConfig): Promise<DeliveredMarks | undefined> {
+  if (config.store.kind === 'local') return new LocalDeliveredMarks({ path: config.store.path });
+  if (config.store.kind === 'redis') {
+    const { openRedisQueueStores } = await import('./pool-retry-queue.js');
+    const stores = openRedisQueueStores(config.store, config.source.kind === 'jetstream' ? config.source.partitions : 1);
+    return { get: (d, p) => stores.marks.get(d, p), record: (m) => stores.marks.record(m), close: () => stores.close() };
+  }
+  return undefined;
 }

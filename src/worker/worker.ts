@@ -23,7 +23,7 @@ import { LocalSnapshotStore } from '../stores/local-snapshot-store.js';
 import type { SnapshotStore } from '../stores/types.js';
 import { EMPTY, filter, map, merge, share, Subject, takeUntil, tap, type Observable } from 'rxjs';
 import { throttledWarn } from '../observability/throttled-warn.js';
-import { openRetryQueue } from './retry-queue-stores.js';
+import { openRetryQueue, type RetryQueueHandle } from './retry-queue-stores.js';
 import { drainRetries, type DrainEvent } from './drain-retries.js';
 
 /** The warning of a config that still uses the JSON Lines failed store (issue 12). */
@@ -75,9 +75,12 @@ async function openSource(
   once: boolean,
   logger: Logger,
   store: SnapshotStore,
+  queued: () => number,
 ): Promise<Source & { coordinator?: PoolCoordinator; progress?: () => FileProgress | undefined }> {
-  // `run --once` ends only once the backfills of the config are published to the stream.
-  const endWhen = (): Promise<boolean> => backfillsPublished(store, config.dataflows);
+  // `run --once` ends only once the backfills of the config are published to the stream, and
+  // this worker's retry queues are drained (a pool worker releasing its partitions at the end
+  // would leave them to the next owner).
+  const endWhen = async (): Promise<boolean> => queued() === 0 && (await backfillsPublished(store, config.dataflows));
   const s = config.source;
   if (s.kind === 'file') {
     return fileSource({
@@ -136,11 +139,14 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
   const failures = await openFailureStores(config);
   const limiters = config.store.kind === 'redis' ? (await import('./backbone.js')).openRedisLimiters(config.store, logger) : undefined;
   const sinks = openSinks(config, { failed: failures.failed, logger, limiterFor: limiters?.limiterFor, metrics });
-  const source = await openSource(config, once, logger, store);
+  let retry: RetryQueueHandle | undefined;
+  const source = await openSource(config, once, logger, store, () => retry?.queues.size ?? 0);
   // Retry queues (SPEC §6) where the store can hold them durably beside the snapshots.
-  const retry = await openRetryQueue(config, {
+  retry = await openRetryQueue(config, {
     delayAfter: (id, attempts, error) =>
       backoffDelay({ attempt: attempts, ...sinkFor(id).retryDelays, retryAfter: error instanceof DeliveryError ? error.retryAfterMs : undefined }),
+    coordinator: source.coordinator,
+    logger,
   });
   if (retry) metrics.queueDepth = () => retry.queues.depths();
   // Monitoring wiring: readiness checks of what was opened.
@@ -228,6 +234,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
         dataflowIds: config.dataflows.map((f) => f.id),
         sinkFor,
         limiterFor: (id) => sinkFor(id).limiter,
+        ownership: retry.ownership,
         // `run --once`: the queued exports are finished (delivered or stored as failed) before it ends.
         until: once ? liveDone : undefined,
       }).pipe(
