@@ -1,7 +1,9 @@
 /**
  * Outages on the real backbone, each during a `run` (not --once) of one worker process:
- * - the receiver refuses connections for several seconds: requests are retried, those that
- *   exhaust their retries are stored as failed, `failed replay` delivers them: nothing lost;
+ * - the receiver refuses connections for several seconds: exports wait in the dataflow's
+ *   retry queue (a newer export of a profile supersedes its queued one, SPEC §6), and once it
+ *   is back every profile arrives at its newest state, never an older after a newer; what
+ *   exhausted its retries is stored as failed and a replay does not send it (superseded);
  * - Redis restarts (down 2 s): the worker recovers by itself and every export arrives;
  * - nats-server is killed and restarted with its data folder: same.
  * Expected exports come from the oracle (every update of the workload exports once).
@@ -67,14 +69,18 @@ describe('outages during a run', () => {
     expect(c.unexpected, `${what}: exports a clean run does not make`).toEqual([]);
   }
 
-  it('receiver refusing connections for 3 s: retried, then stored as failed, then replayed — nothing lost', async () => {
+  it('receiver refusing connections for 3 s: exports wait in the retry queue, newer ones supersede them, every profile ends at its newest state — nothing lost, nothing older after newer', async () => {
     const { s, worker, expected, got } = await startRun('rxdown', 120, 300);
     await rx.down();
     const downAt = Date.now();
     await sleep(3_000);
+    const upAt = Date.now();
     await rx.up();
-    const downFor = Date.now() - downAt;
-    await settle({ bb, rx, stream: s.stream, durable: s.durable, done: () => false, quietMs: 2_000, timeoutMs: 60_000 });
+    // Settled: the newest export of every profile arrived (what is older may be superseded).
+    const newest = new Map<string, string>();
+    for (const e of expected.exports) newest.set(e.profileId, e.key);
+    const arrived = (): Set<string> => new Set(got().map((r) => r.key));
+    await settle({ bb, rx, stream: s.stream, durable: s.durable, done: () => [...newest.values()].every((k) => arrived().has(k)), quietMs: 2_000, timeoutMs: 60_000 });
     await stopGracefully(worker);
 
     const list = await runCli(['failed', 'list', '--config', s.cfg, '--json']);
@@ -83,26 +89,43 @@ describe('outages during a run', () => {
       .trim()
       .split('\n')
       .filter(Boolean)
-      .map((l) => JSON.parse(l) as { idempotencyKey: string; attempts: number; lastStatus?: number; lastErrorCode: string; payload: unknown });
-    console.log(`[outages /rxdown] receiver down ${downFor} ms: ${failed.length} exports stored as failed`);
-    expect(failed.length, 'exports that exhausted their retries while the receiver was down').toBeGreaterThan(0);
+      .map((l) => JSON.parse(l) as { idempotencyKey: string; attempts: number; lastStatus?: number; payload: unknown });
+    console.log(`[outages /rxdown] receiver down ${upAt - downAt} ms: ${got().length} requests delivered for ${expected.exports.length} exports, ${failed.length} stored as failed`);
     for (const f of failed) {
       expect(f.attempts).toBe(3);
       expect(f.lastStatus).toBeUndefined();
       expect(f.payload).toEqual(expected.byKey.get(f.idempotencyKey)?.payload);
     }
-    // Delivered or stored: every export is accounted for.
-    const deliveredKeys = new Set(got().map((r) => r.key));
+    // Nothing arrived while the receiver refused connections; what arrived is what a clean run sends.
+    expect(got().filter((r) => r.at > downAt + 100 && r.at < upAt - 100).map((r) => r.key)).toEqual([]);
+    for (const r of got()) expect(r.body, r.key).toEqual(expected.byKey.get(r.key)?.payload);
+    // Per profile, in arrival order, never an older export after a newer one (SPEC §6).
+    const rank = new Map(expected.exports.map((e, i) => [e.key, i] as const));
+    const last = new Map<string, number>();
+    const backwards: string[] = [];
+    for (const r of got()) {
+      const e = expected.byKey.get(r.key)!;
+      const i = rank.get(r.key)!;
+      if ((last.get(e.profileId) ?? -1) > i) backwards.push(r.key);
+      last.set(e.profileId, Math.max(i, last.get(e.profileId) ?? -1));
+    }
+    expect(backwards, 'older after newer').toEqual([]);
+    // Nothing lost: every export arrived, or a newer one of its profile arrived (it was
+    // superseded in the queue), or it is stored as failed.
     const failedKeys = new Set(failed.map((f) => f.idempotencyKey));
-    expect(expected.exports.filter((e) => !deliveredKeys.has(e.key) && !failedKeys.has(e.key)).map((e) => e.key), 'neither delivered nor stored').toEqual([]);
+    const keys = arrived();
+    const lost = expected.exports.filter((e) => !keys.has(e.key) && !failedKeys.has(e.key) && (last.get(e.profileId) ?? -1) <= rank.get(e.key)!);
+    expect(lost.map((e) => e.key), 'neither delivered, superseded nor stored').toEqual([]);
+    for (const k of newest.values()) expect(keys.has(k), `newest export ${k}`).toBe(true);
 
+    // A replay now sends nothing older: every stored record is superseded by the newest state.
     const replay = await runCli(['failed', 'replay', '--config', s.cfg]);
     expect(replay.code, replay.stderr).toBe(0);
-    expect(replay.stdout).toContain(`replayed ${failed.length}: delivered ${failed.length}, failed 0`);
-    expectAllDelivered(s, expected, 'after failed replay');
-    for (const r of got()) expect(r.body).toEqual(expected.byKey.get(r.key)?.payload);
+    if (failed.length > 0) expect(replay.stdout).toMatch(new RegExp(`superseded ${failed.length}\\b`));
+    const before = got().length;
     const after = await runCli(['failed', 'list', '--config', s.cfg]);
     expect(after.stdout).toMatch(/^0 failed requests/);
+    expect(got().length, 'requests sent by the replay').toBe(before);
   }, 120_000);
 
   it('Redis restarted during a run (down 2 s): the worker recovers without a restart and every export arrives', async () => {

@@ -80,7 +80,18 @@ describe.each(kinds)('%s retry queue', (_name, make) => {
     const { queue, marks } = make();
     await queue.enqueue(entry('p', 1, { payload: { segmentMembership: { ups: { a: { status: 'exited' }, b: { status: 'realized' } } } } }));
     await queue.enqueue(entry('p', 2, { payload: { segmentMembership: { ups: { b: { status: 'realized' } } } } }));
-    expect((await queue.list('flow'))[0]!.payload).toEqual({ segmentMembership: { ups: { b: { status: 'realized' }, a: { status: 'exited' } } } });
+    const [kept] = await queue.list('flow');
+    expect(kept!.payload).toEqual({ segmentMembership: { ups: { b: { status: 'realized' }, a: { status: 'exited' } } } });
+    // One key never stands for two bodies: the completed body gets a key of its own, the same
+    // one when the same merge happens again (a redelivered v2 behind it).
+    expect(kept!.idempotencyKey).not.toBe('p-v2');
+    expect(kept!.idempotencyKey).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    await queue.enqueue(entry('p', 2, { payload: { segmentMembership: { ups: { b: { status: 'realized' } } } } }));
+    expect((await queue.list('flow'))[0]!.idempotencyKey).toBe(kept!.idempotencyKey);
+    // Nothing carried over: the newer export keeps its own key.
+    await queue.enqueue(entry('q', 1, { payload: { segmentMembership: { ups: { b: { status: 'realized' } } } } }));
+    await queue.enqueue(entry('q', 2, { payload: { segmentMembership: { ups: { a: { status: 'realized' } } } } }));
+    expect((await queue.list('flow')).find((e) => e.profileId === 'q')!.idempotencyKey).toBe('q-v2');
     await queue.close();
     await marks.close();
   });
