@@ -476,11 +476,9 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
 
   async setPosition(key: string, position: FilePosition): Promise<void> {
     this.assertOpen();
-    const write = this.positions.put(key, { ...position });
-    // Issued now, with every write staged before it (so after them): the file source waits
-    // for it, and a position that lags its exports makes a restart read more lines again.
-    this.turn.flush();
-    await this.settle([write]);
+    // Staged with the turn's other writes: one transaction, no commit of its own. Resolves
+    // once committed (the file source writes one position at a time).
+    await this.settle([this.positions.put(key, { ...position })]);
   }
 
   async close(): Promise<void> {

@@ -194,7 +194,11 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
     let hashed = { head: '', headBytes: -1 };
     let lastSaved: string | undefined;
     let saveQueued = false;
+    /** A save was asked for since the running one took its position. */
+    let dirty = false;
+    /** Resolves once the saver is idle (every position asked for is written). */
     let saving: Promise<void> = Promise.resolve();
+    let savingNow = false;
 
     const current = (): { offset: number; line: number } => {
       while (head < unsettled.length && unsettled[head].settled) head++;
@@ -205,22 +209,37 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
       const first = unsettled[head];
       return first ? { offset: first.start, line: first.lineNo - 1 } : { offset: nextStart, line: nextLine };
     };
-    const save = (): Promise<void> => {
-      if (!positions || !fh || !identity) return saving;
+    const writePosition = async (store: FilePositionStore, handle: FileHandle, id: { ino: number; dev: number }): Promise<void> => {
       const at = current();
-      const handle = fh;
-      const id = identity;
-      saving = saving.then(async () => {
-        const want = Math.min(HEAD_BYTES, at.offset);
-        if (hashed.headBytes !== want && hashed.headBytes < HEAD_BYTES) hashed = { head: await headHash(handle, want), headBytes: want };
-        const pos: FilePosition = { ...at, ino: id.ino, dev: id.dev, size: readSoFar, ...hashed };
-        const text = JSON.stringify(pos);
-        if (text === lastSaved) return;
-        lastSaved = text;
-        await positions.setPosition(positionKey, pos);
-      }).catch((err: unknown) => {
-        onWarning?.('file source: cannot record the read position (lines may be read again after a restart)', { path, err });
-      });
+      const want = Math.min(HEAD_BYTES, at.offset);
+      if (hashed.headBytes !== want && hashed.headBytes < HEAD_BYTES) hashed = { head: await headHash(handle, want), headBytes: want };
+      const pos: FilePosition = { ...at, ino: id.ino, dev: id.dev, size: readSoFar, ...hashed };
+      const text = JSON.stringify(pos);
+      if (text === lastSaved) return;
+      lastSaved = text;
+      await store.setPosition(positionKey, pos);
+    };
+    /**
+     * Records the position of now: one write at a time, and the acks that come while one is
+     * being committed make one more write after it (with the position then), not one each.
+     */
+    const save = (): Promise<void> => {
+      if (!positions) return saving;
+      dirty = true;
+      if (savingNow) return saving;
+      savingNow = true;
+      saving = (async () => {
+        while (dirty && fh && identity) {
+          dirty = false;
+          try {
+            await writePosition(positions, fh, identity);
+          } catch (err) {
+            onWarning?.('file source: cannot record the read position (lines may be read again after a restart)', { path, err });
+          }
+        }
+        dirty = false;
+        savingNow = false;
+      })();
       return saving;
     };
     const queueSave = (): void => {
