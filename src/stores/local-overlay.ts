@@ -7,16 +7,21 @@ import type { Database } from 'lmdb';
 import type { Codec } from './local-snapshot-codec.js';
 
 /**
- * The writes of one event-loop turn. Every write of the store is staged here and issued to
- * LMDB at once in a `setImmediate` (the check phase of this event-loop iteration, or of the
- * next one when staged from an immediate), so they land in one transaction, in the order
- * they were staged: a value written twice meanwhile is written once, and a replay record put
- * and removed meanwhile (applied and confirmed) is never written at all. (A flush per
- * callback, `process.nextTick`, measured ~15 µs more CPU per update with 512 in flight.)
+ * The writes of one commit window. Every write of the store is staged here and issued to
+ * LMDB at once `windowMs` after the first of them (or, with 0, in a `setImmediate`: the check
+ * phase of this event-loop iteration), so they land in one transaction, in the order they were
+ * staged: a value written twice meanwhile is written once, and a replay record put and removed
+ * meanwhile (applied, then confirmed after its HTTP answer) is never written at all. Nothing
+ * on a message's way waits for a commit (see `LocalSnapshotStore.track`), so the window costs
+ * no latency; it bounds the commits to one per window instead of one per event-loop turn.
+ * (A flush per callback, `process.nextTick`, measured ~15 µs more CPU per update with 512 in
+ * flight; see bench/README.md for the window.)
  */
 export class Turn {
   private readonly dirty = new Set<Overlaid<never>>();
-  private next?: { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void };
+  private next?: { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void; timer?: NodeJS.Timeout };
+
+  constructor(private readonly windowMs = 0) {}
 
   /** Marks `db` as having staged writes; resolves when they have committed. */
   stage(db: Overlaid<never>): Promise<void> {
@@ -29,7 +34,8 @@ export class Turn {
         reject = rej;
       });
       this.next = { promise, resolve, reject };
-      setImmediate(() => this.flush());
+      if (this.windowMs > 0) this.next.timer = setTimeout(() => this.flush(), this.windowMs);
+      else setImmediate(() => this.flush());
     }
     return this.next.promise;
   }
@@ -39,6 +45,7 @@ export class Turn {
     const next = this.next;
     if (!next) return;
     this.next = undefined;
+    if (next.timer) clearTimeout(next.timer);
     const writes: Array<Promise<unknown>> = [];
     try {
       for (const db of this.dirty) db.flush(writes);

@@ -4,9 +4,9 @@
  * environment on this host (src/stores/local-env.ts). Same semantics as the memory and
  * Redis stores (the contract suite in test/stores runs against all three).
  *
- * Writes are asynchronous LMDB puts, staged and issued together once per event-loop turn
- * (`Turn`): they land in one transaction (lmdb-js batches them), so a worker with hundreds of
- * messages in flight commits once per turn, not once per message. A store holding the run lock
+ * Writes are asynchronous LMDB puts, staged and issued together once per commit window
+ * (`Turn`, 10 ms): they land in one transaction (lmdb-js batches them), so a worker with
+ * hundreds of messages in flight commits once per window, not once per message or turn. A store holding the run lock
  * also keeps recently used profiles decoded (`TextBoundCache`). The read-modify-write of a profile is synchronous
  * (read the entry, merge, queue the write), so calls on one profile land in call order; an
  * overlay of written-but-not-yet-committed entries gives every read its own earlier writes.
@@ -53,7 +53,19 @@ export interface LocalSnapshotStoreOptions {
    * @default DEFAULTS.maxSnapshotBytes (1 MiB)
    */
   maxSnapshotBytes?: number;
+  /**
+   * The writes of this long are committed together (`Turn`): one LMDB transaction per window,
+   * and a message applied and confirmed within it writes no replay record. 0: one per
+   * event-loop iteration. Nothing waits for a commit but the file source's position write.
+   * @default LOCAL_STORE_DEFAULTS.commitWindowMs (10)
+   */
+  commitWindowMs?: number;
 }
+
+/** Defaults of the local snapshot store. */
+export const LOCAL_STORE_DEFAULTS = {
+  commitWindowMs: 10,
+} as const;
 
 /**
  * `SnapshotStore` (and the file source's `FilePositionStore`) on LMDB.
@@ -70,7 +82,7 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
   private readonly frozen: Overlaid<FrozenHeader | string>;
   private readonly positions: Overlaid<FilePosition>;
   private readonly members_: Overlaid<number>;
-  private readonly turn = new Turn();
+  private readonly turn: Turn;
   private closed = false;
   /** The first write that failed: every later call fails with it. */
   private failure?: StoreError;
@@ -79,7 +91,9 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     private readonly env: LocalEnv,
     private readonly lock: RunLock | undefined,
     private readonly maxSnapshotBytes: number,
+    commitWindowMs: number,
   ) {
+    this.turn = new Turn(commitWindowMs);
     const cache = lock ? new TextBoundCache<Entry>(PROFILE_CACHE_CHARS) : undefined;
     this.profiles = new Overlaid(env.db('profiles', 'string'), this.turn, entryCodec, cache);
     this.replays = new Overlaid(env.db('replays', 'string'), this.turn, replayCodec);
@@ -99,7 +113,7 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
       await env.release();
       throw err;
     }
-    return new LocalSnapshotStore(env, lock, options.maxSnapshotBytes ?? DEFAULTS.maxSnapshotBytes);
+    return new LocalSnapshotStore(env, lock, options.maxSnapshotBytes ?? DEFAULTS.maxSnapshotBytes, options.commitWindowMs ?? LOCAL_STORE_DEFAULTS.commitWindowMs);
   }
 
   /** The store's folder. */
@@ -239,6 +253,13 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     // Staged with the turn's other writes: one transaction, no commit of its own. Resolves
     // once committed (the file source writes one position at a time).
     await this.settle([this.positions.put(key, { ...position })]);
+  }
+
+  /** Issues the writes staged so far now, and resolves once they (and every earlier one) committed. */
+  async flush(): Promise<void> {
+    this.assertOpen();
+    this.turn.flush();
+    await this.env.root.committed;
   }
 
   async close(): Promise<void> {
