@@ -15,9 +15,10 @@ export interface RecordDeliveredOptions {
 
 /**
  * For each envelope with delivered exports that carry a `version`, records those versions
- * (`marks.record`, one call per envelope; the local store batches the turn's writes into one
- * commit), then emits the envelope — before it is acknowledged, so
- * a mark is never missing for an acked delivery. A failed write is reported to `onError` and
+ * (`marks.record`, one call per envelope; the local store writes only the marks that may be
+ * read — pairs with a queued export or a failed request — and answers once the put is issued,
+ * before its commit: LMDB commits in issue order), then emits the envelope — before it is
+ * acknowledged, so a mark is never missing for an acked delivery. A failed write is reported to `onError` and
  * the envelope goes on (a lost mark only lets an older queued or failed export be sent; the
  * order of live exports does not depend on it). Envelopes with nothing to record pass through
  * at once, synchronously.

@@ -8,6 +8,7 @@
 import type { Database } from 'lmdb';
 import { StoreError } from '../errors.js';
 import { openLocalEnv, type LocalEnv } from '../stores/local-env.js';
+import { markedPairsOf } from '../stores/local-marked-pairs.js';
 import type { FailedRequest, FailedRequestStore, RejectedEvent, RejectedEventStore } from './types.js';
 
 /** Stored beside each record: its place in put order (a global counter in `meta`). */
@@ -68,6 +69,8 @@ export class LocalFailedRequestStore implements FailedRequestStore {
   }
 
   put(record: FailedRequest): Promise<void> {
+    // Its pair's delivered marks are written from now on (a newer delivery supersedes it).
+    markedPairsOf(this.env).failedOne(record.dataflowId, record.profileId);
     return putOrdered(this.env, 'failedSeq', this.db, () => record.id, record);
   }
 

@@ -10,13 +10,15 @@
  *   a time), so a `failed replay` process beside `run` cannot lose or double an entry. An
  *   enqueue resolves once its transaction committed (on disk): the source message may then be
  *   acknowledged, and a SIGKILL afterwards loses nothing.
- * - `delivered`: key `<dataflow>\0<profile>` → the newest version delivered. Writes are
- *   plain puts that lmdb-js batches with the turn's other writes into one commit: no commit of
- *   its own per export.
+ * - `delivered`: key `<dataflow>\0<profile>` → the newest version delivered, kept only for
+ *   pairs with a queued export or a failed request (the only ones whose marks are read, see
+ *   local-marked-pairs.ts). Writes are plain puts that lmdb-js batches with the turn's other
+ *   writes into one commit, and not waited for (see `LocalDeliveredMarks`).
  */
 import type { Database } from 'lmdb';
 import { StoreError } from '../errors.js';
 import { openLocalEnv, type LocalEnv } from './local-env.js';
+import { markedPairsOf, type MarkedPairs } from './local-marked-pairs.js';
 import { mergeQueued, queueKey, type DeliveredMarks, type EnqueueResult, type QueuedExport, type RetryQueue } from './retry-queue.js';
 
 function isQueued(v: unknown): v is QueuedExport {
@@ -54,6 +56,8 @@ export class LocalRetryQueue implements RetryQueue {
 
   async enqueue(entry: QueuedExport): Promise<EnqueueResult> {
     const k = entryKey(entry.dataflowId, entry.profileId);
+    // Marked before it is stored: a delivery of the pair from now on leaves its mark.
+    markedPairsOf(this.env).queuedOne(entry.dataflowId, entry.profileId, entry.idempotencyKey);
     try {
       return await this.env.root.transaction((): EnqueueResult => {
         const raw = this.db.get(k);
@@ -93,7 +97,7 @@ export class LocalRetryQueue implements RetryQueue {
   async settle(entry: QueuedExport, retry?: { attempts: number; dueAt: number; lastErrorCode?: string; lastStatus?: number }): Promise<boolean> {
     const k = entryKey(entry.dataflowId, entry.profileId);
     try {
-      return await this.env.root.transaction(() => {
+      const removed = await this.env.root.transaction(() => {
         const stored = this.db.get(k);
         if (!isQueued(stored) || stored.idempotencyKey !== entry.idempotencyKey) return false;
         this.db.remove(dueKey(stored));
@@ -104,6 +108,8 @@ export class LocalRetryQueue implements RetryQueue {
         } else this.db.remove(k);
         return true;
       });
+      if (removed && !retry) markedPairsOf(this.env).dequeued(entry.dataflowId, entry.profileId, entry.idempotencyKey);
+      return removed;
     } catch (err) {
       throw storeError(this.env, 'settle a queued export', err);
     }
@@ -128,44 +134,74 @@ export class LocalRetryQueue implements RetryQueue {
   }
 }
 
+/** Options of `LocalDeliveredMarks`. */
+export interface LocalDeliveredMarksOptions {
+  /** The local store's folder (required). */
+  path: string;
+  /**
+   * Write the mark of every delivered export, not only of pairs with a queued export or a
+   * failed request in this store (`MarkedPairs`): for failed requests kept elsewhere
+   * (`failedRequests.kind` other than this local store), whose pairs this store cannot know.
+   * @default false
+   */
+  everyPair?: boolean;
+}
+
 /**
- * Delivered-version marks in the local store.
+ * Delivered-version marks in the local store. A mark is written only where it may be read:
+ * for a (dataflow, profile) with an export queued or a failed request stored (`MarkedPairs`,
+ * src/stores/local-marked-pairs.ts), unless `everyPair`. `record` does not wait for the
+ * commit: the put is issued before the caller acknowledges the message, and LMDB commits
+ * writes in the order they were issued, so the read position that settles the message (or
+ * the queue's `settle`, the failed request's removal) is never on disk without the mark; a
+ * mark lost in a crash goes with its unsettled message, which is read and delivered again.
+ * A write that failed makes the next `record` reject (once).
  *
  * @example
  * const marks = new LocalDeliveredMarks({ path: 'http-destination.state' });
  * await marks.record([{ dataflowId: 'f', profileId: 'p', version: 7 }]);
- *
- * @param options.path the local store's folder (required)
  */
 export class LocalDeliveredMarks implements DeliveredMarks {
   private readonly env: LocalEnv;
   private readonly db: Database<unknown, string>;
+  private readonly pairs: MarkedPairs | undefined;
+  /** Marks put and not yet committed (a `get` of LMDB does not see them yet). */
+  private readonly pending = new Map<string, number>();
+  private failure?: StoreError;
 
-  constructor(options: { path: string }) {
+  constructor(options: LocalDeliveredMarksOptions) {
     this.env = openLocalEnv(options.path);
     this.db = this.env.db('delivered');
+    this.pairs = options.everyPair === true ? undefined : markedPairsOf(this.env);
   }
 
   async get(dataflowId: string, profileId: string): Promise<number | undefined> {
-    const v = this.db.get(queueKey(dataflowId, profileId));
+    const k = queueKey(dataflowId, profileId);
+    const v = this.pending.get(k) ?? this.db.get(k);
     return typeof v === 'number' ? v : undefined;
   }
 
   async record(marks: ReadonlyArray<{ dataflowId: string; profileId: string; version: number }>): Promise<void> {
-    if (marks.length === 0) return;
-    const writes: Array<Promise<unknown>> = [];
+    const failure = this.failure;
+    if (failure) {
+      this.failure = undefined;
+      throw failure;
+    }
     for (const m of marks) {
+      if (this.pairs !== undefined && !this.pairs.has(m.dataflowId, m.profileId)) continue;
       const k = queueKey(m.dataflowId, m.profileId);
       // One process writes a profile's marks in order (the profile gate); a replay beside
       // `run` may race it, so a mark that would go down is not written.
-      const stored = this.db.get(k);
+      const stored = this.pending.get(k) ?? this.db.get(k);
       if (typeof stored === 'number' && stored >= m.version) continue;
-      writes.push(this.db.put(k, m.version));
-    }
-    try {
-      await Promise.all(writes);
-    } catch (err) {
-      throw storeError(this.env, 'record delivered versions', err);
+      this.pending.set(k, m.version);
+      const done = (): void => {
+        if (this.pending.get(k) === m.version) this.pending.delete(k);
+      };
+      this.db.put(k, m.version).then(done, (err: unknown) => {
+        done();
+        this.failure ??= storeError(this.env, 'record delivered versions', err);
+      });
     }
   }
 

@@ -4,14 +4,13 @@
  * environment on this host (src/stores/local-env.ts). Same semantics as the memory and
  * Redis stores (the contract suite in test/stores runs against all three).
  *
- * Writes are asynchronous LMDB puts, staged and issued together once per event-loop turn
- * (`Turn`): they land in one transaction (lmdb-js batches them), so a worker with hundreds of
- * messages in flight commits once per turn, not once per message. A store holding the run lock
+ * Writes are asynchronous LMDB puts, staged and issued together once per commit window
+ * (`Turn`, 10 ms): they land in one transaction (lmdb-js batches them), so a worker with
+ * hundreds of messages in flight commits once per window, not once per message or turn. A store holding the run lock
  * also keeps recently used profiles decoded (`TextBoundCache`). The read-modify-write of a profile is synchronous
  * (read the entry, merge, queue the write), so calls on one profile land in call order; an
  * overlay of written-but-not-yet-committed entries gives every read its own earlier writes.
  */
-import type { Database } from 'lmdb';
 import { DEFAULTS } from '../config/schema.js';
 import { mergeChecked } from '../domain/merge-checked.js';
 import { isIn } from '../domain/diff.js';
@@ -22,74 +21,13 @@ import { openLocalEnv, type LocalEnv } from './local-env.js';
 import { acquireRunLock, type RunLock } from './local-lock.js';
 import { MAX_PENDING_PER_PROFILE } from './memory-snapshot-store.js';
 import type { ApplyContext, ApplyResult, BackfillBegin, BackfillState, SnapshotStore } from './types.js';
-
-/** A profile's record: its snapshot, highest watermark, and the keys of its latest applications. */
-interface Entry {
-  snapshot: ProfileSnapshot;
-  watermark?: number;
-  /**
-   * Keys of the latest applications, oldest first (at most MAX_PENDING_PER_PROFILE): those
-   * not confirmed yet have a replay record in `replays`; confirmed ones leave this list lazily.
-   */
-  keys?: string[];
-  /**
-   * `JSON.stringify(snapshot)` when known, or a function that cuts it out of the stored text
-   * (in memory only: the text is written as is, never made twice).
-   */
-  json?: string | (() => string);
-}
-
-/** The first application of a message not yet confirmed (`replays`, by profile and key). */
-interface Replay {
-  before: ProfileSnapshot | null;
-  after: ProfileSnapshot;
-  /** The JSON texts of `before` and `after` when known (in memory only). */
-  beforeJson?: Entry['json'];
-  afterJson?: string;
-}
+import { entryCodec, replayCodec, type Entry, type Replay } from './local-snapshot-codec.js';
+import { Overlaid, TextBoundCache, Turn } from './local-overlay.js';
 
 /** Frozen members of a backfill: a header record, then one record per member by index. */
 interface FrozenHeader {
   count: number;
 }
-
-/**
- * How `profiles` and `replays` are stored: one JSON array made by joining JSON texts, so the
- * snapshot's JSON, made once by the size check, is written as is and read with one
- * `JSON.parse`. Entry: `[watermark,keys,snapshot]`; replay: `[before,after]`. A value that is
- * a JSON object is a record as earlier versions wrote it (`{ snapshot, … }`, `{ before, after }`).
- * `JSON.parse` keeps a `__proto__` key of customer data a plain own key, as before.
- */
-interface Codec<V> {
-  encode(value: V): string;
-  decode(raw: string): V;
-}
-
-const textOf = (json: Entry['json'], value: ProfileSnapshot | null): string =>
-  json === undefined ? JSON.stringify(value) : typeof json === 'string' ? json : json();
-
-const entryCodec: Codec<Entry> = {
-  encode: (e) => `[${JSON.stringify(e.watermark ?? null)},${JSON.stringify(e.keys ?? [])},${textOf(e.json, e.snapshot)}]`,
-  decode(raw) {
-    if (raw.charCodeAt(0) !== 0x5b /* [ */) return JSON.parse(raw) as Entry;
-    const [watermark, keys, snapshot] = JSON.parse(raw) as [number | null, string[], ProfileSnapshot];
-    // The head is what `encode` wrote (JSON.stringify gives one text for a number or a
-    // string array parsed from its own output): the snapshot's text is the rest, cut when needed.
-    const json = (): string => raw.slice(`[${JSON.stringify(watermark)},${JSON.stringify(keys)},`.length, -1);
-    const entry: Entry = { snapshot, keys, json };
-    if (watermark !== null) entry.watermark = watermark;
-    return entry;
-  },
-};
-
-const replayCodec: Codec<Replay> = {
-  encode: (r) => `[${textOf(r.beforeJson, r.before)},${r.afterJson ?? JSON.stringify(r.after)}]`,
-  decode(raw) {
-    if (raw.charCodeAt(0) !== 0x5b /* [ */) return JSON.parse(raw) as Replay;
-    const [before, after] = JSON.parse(raw) as [ProfileSnapshot | null, ProfileSnapshot];
-    return { before, after };
-  },
-};
 
 /** The decoded profiles a store with the run lock keeps: 16 Mi characters of their JSON. */
 const PROFILE_CACHE_CHARS = 16 * 1024 * 1024;
@@ -99,184 +37,6 @@ const SEP = '\u0000';
 const rangeEnd = (prefix: string): string => `${prefix}\u0001`;
 const replayKey = (profileId: string, key: string): string => `${profileId}${SEP}${key}`;
 const frozenKey = (id: string, n: number): string => `${id}${SEP}${String(n).padStart(12, '0')}`;
-
-/**
- * The writes of one event-loop turn. Every write of the store is staged here and issued to
- * LMDB at once in a `setImmediate` (the check phase of this event-loop iteration, or of the
- * next one when staged from an immediate), so they land in one transaction, in the order
- * they were staged: a value written twice meanwhile is written once, and a replay record put
- * and removed meanwhile (applied and confirmed) is never written at all. (A flush per
- * callback, `process.nextTick`, measured ~15 µs more CPU per update with 512 in flight.)
- */
-class Turn {
-  private readonly dirty = new Set<Overlaid<never>>();
-  private next?: { promise: Promise<void>; resolve: () => void; reject: (err: unknown) => void };
-
-  /** Marks `db` as having staged writes; resolves when they have committed. */
-  stage(db: Overlaid<never>): Promise<void> {
-    this.dirty.add(db);
-    if (!this.next) {
-      let resolve!: () => void;
-      let reject!: (err: unknown) => void;
-      const promise = new Promise<void>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      this.next = { promise, resolve, reject };
-      setImmediate(() => this.flush());
-    }
-    return this.next.promise;
-  }
-
-  /** Issues the staged writes now (a no-op when there are none). */
-  flush(): void {
-    const next = this.next;
-    if (!next) return;
-    this.next = undefined;
-    const writes: Array<Promise<unknown>> = [];
-    try {
-      for (const db of this.dirty) db.flush(writes);
-    } catch (err) {
-      next.reject(err);
-    }
-    this.dirty.clear();
-    Promise.all(writes).then(() => next.resolve(), next.reject);
-  }
-}
-
-/**
- * Decoded values by key, at most `budget` characters of their stored text in all, the least
- * recently written or read let go first: a profile updated again is not read back from LMDB
- * and parsed. Only for a store holding the run lock (`exclusive`): no other process writes
- * its profiles then (the other commands only read), so what is kept is what is on disk.
- */
-class TextBoundCache<V> {
-  private readonly map = new Map<string, { value: V; size: number }>();
-  private size = 0;
-
-  constructor(private readonly budget: number) {}
-
-  get(key: string): V | undefined {
-    const hit = this.map.get(key);
-    if (!hit) return undefined;
-    this.map.delete(key);
-    this.map.set(key, hit);
-    return hit.value;
-  }
-
-  set(key: string, value: V, size: number): void {
-    this.delete(key);
-    if (size > this.budget) return;
-    this.map.set(key, { value, size });
-    this.size += size;
-    for (const [k, v] of this.map) {
-      if (this.size <= this.budget) break;
-      this.map.delete(k);
-      this.size -= v.size;
-    }
-  }
-
-  delete(key: string): void {
-    const hit = this.map.get(key);
-    if (!hit) return;
-    this.map.delete(key);
-    this.size -= hit.size;
-  }
-}
-
-/**
- * A database with read-your-writes: a value written is served from memory while it is staged
- * (see `Turn`) and until its transaction has committed, then read from LMDB again (and the
- * memory let go).
- */
-class Overlaid<V> {
-  private readonly staged = new Map<string, V | undefined>();
-  private readonly pending = new Map<string, { value: V | undefined }>();
-
-  constructor(
-    readonly db: Database<unknown, string>,
-    private readonly turn: Turn,
-    private readonly codec?: Codec<V>,
-    /** Decoded values kept after commit (only where this process is the only writer). */
-    private readonly cache?: TextBoundCache<V>,
-  ) {}
-
-  get(key: string): V | undefined {
-    if (this.staged.has(key)) return this.staged.get(key);
-    const p = this.pending.get(key);
-    if (p) return p.value;
-    const cached = this.cache?.get(key);
-    if (cached) return cached;
-    const raw = this.db.get(key);
-    if (raw === undefined || !this.codec) return raw as V | undefined;
-    const value = this.codec.decode(raw as string);
-    this.cache?.set(key, value, (raw as string).length);
-    return value;
-  }
-
-  /** Whether `key` has a value (without decoding it). */
-  has(key: string): boolean {
-    if (this.staged.has(key)) return this.staged.get(key) !== undefined;
-    const p = this.pending.get(key);
-    if (p) return p.value !== undefined;
-    return this.db.doesExist(key);
-  }
-
-  /** Stages the write (`undefined` removes); resolves when its transaction has committed. */
-  put(key: string, value: V | undefined): Promise<unknown> {
-    this.staged.set(key, value);
-    return this.turn.stage(this as unknown as Overlaid<never>);
-  }
-
-  /** Issues the staged writes to LMDB (`Turn.flush`), pushing their promises on `writes`. */
-  flush(writes: Array<Promise<unknown>>): void {
-    const from = writes.length;
-    const slots: Array<[string, { value: V | undefined }]> = [];
-    let last: Promise<unknown> | undefined;
-    for (const [key, value] of this.staged) {
-      const p = this.pending.get(key);
-      // A removal of what was never written (put and removed in the same turn): nothing to do.
-      if (value === undefined && (p ? p.value === undefined : !this.db.doesExist(key))) continue;
-      const slot = { value };
-      this.pending.set(key, slot);
-      slots.push([key, slot]);
-      let write: Promise<unknown>;
-      if (value === undefined) {
-        this.cache?.delete(key);
-        write = this.db.remove(key);
-      } else if (this.codec) {
-        const text = this.codec.encode(value);
-        this.cache?.set(key, value, text.length);
-        write = this.db.put(key, text);
-      } else {
-        write = this.db.put(key, value);
-      }
-      // The writes of one transaction share one promise (lmdb-js): wait for each once.
-      if (write !== last) writes.push((last = write));
-    }
-    this.staged.clear();
-    if (slots.length === 0) return;
-    const forget = (): void => {
-      for (const [key, slot] of slots) if (this.pending.get(key) === slot) this.pending.delete(key);
-    };
-    Promise.all(writes.slice(from)).then(forget, forget);
-  }
-
-  /** Keys in [start, end): the committed ones with this process's pending and staged writes applied, sorted. */
-  keysInRange(start: string, end: string): string[] {
-    const out = new Set<string>();
-    for (const k of this.db.getKeys({ start, end })) out.add(k);
-    for (const layer of [this.pending, this.staged]) {
-      for (const [k, slot] of layer) {
-        if (k < start || k >= end) continue;
-        const value = layer === this.pending ? (slot as { value: V | undefined }).value : (slot as V | undefined);
-        if (value === undefined) out.delete(k);
-        else out.add(k);
-      }
-    }
-    return [...out].sort();
-  }
-}
 
 export interface LocalSnapshotStoreOptions {
   /** The store's folder (created 0700 when missing; its files 0600). */
@@ -293,7 +53,19 @@ export interface LocalSnapshotStoreOptions {
    * @default DEFAULTS.maxSnapshotBytes (1 MiB)
    */
   maxSnapshotBytes?: number;
+  /**
+   * The writes of this long are committed together (`Turn`): one LMDB transaction per window,
+   * and a message applied and confirmed within it writes no replay record. 0: one per
+   * event-loop iteration. Nothing waits for a commit but the file source's position write.
+   * @default LOCAL_STORE_DEFAULTS.commitWindowMs (10)
+   */
+  commitWindowMs?: number;
 }
+
+/** Defaults of the local snapshot store. */
+export const LOCAL_STORE_DEFAULTS = {
+  commitWindowMs: 10,
+} as const;
 
 /**
  * `SnapshotStore` (and the file source's `FilePositionStore`) on LMDB.
@@ -310,7 +82,7 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
   private readonly frozen: Overlaid<FrozenHeader | string>;
   private readonly positions: Overlaid<FilePosition>;
   private readonly members_: Overlaid<number>;
-  private readonly turn = new Turn();
+  private readonly turn: Turn;
   private closed = false;
   /** The first write that failed: every later call fails with it. */
   private failure?: StoreError;
@@ -319,7 +91,9 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     private readonly env: LocalEnv,
     private readonly lock: RunLock | undefined,
     private readonly maxSnapshotBytes: number,
+    commitWindowMs: number,
   ) {
+    this.turn = new Turn(commitWindowMs);
     const cache = lock ? new TextBoundCache<Entry>(PROFILE_CACHE_CHARS) : undefined;
     this.profiles = new Overlaid(env.db('profiles', 'string'), this.turn, entryCodec, cache);
     this.replays = new Overlaid(env.db('replays', 'string'), this.turn, replayCodec);
@@ -339,7 +113,7 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
       await env.release();
       throw err;
     }
-    return new LocalSnapshotStore(env, lock, options.maxSnapshotBytes ?? DEFAULTS.maxSnapshotBytes);
+    return new LocalSnapshotStore(env, lock, options.maxSnapshotBytes ?? DEFAULTS.maxSnapshotBytes, options.commitWindowMs ?? LOCAL_STORE_DEFAULTS.commitWindowMs);
   }
 
   /** The store's folder. */
@@ -476,11 +250,16 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
 
   async setPosition(key: string, position: FilePosition): Promise<void> {
     this.assertOpen();
-    const write = this.positions.put(key, { ...position });
-    // Issued now, with every write staged before it (so after them): the file source waits
-    // for it, and a position that lags its exports makes a restart read more lines again.
+    // Staged with the turn's other writes: one transaction, no commit of its own. Resolves
+    // once committed (the file source writes one position at a time).
+    await this.settle([this.positions.put(key, { ...position })]);
+  }
+
+  /** Issues the writes staged so far now, and resolves once they (and every earlier one) committed. */
+  async flush(): Promise<void> {
+    this.assertOpen();
     this.turn.flush();
-    await this.settle([write]);
+    await this.env.root.committed;
   }
 
   async close(): Promise<void> {

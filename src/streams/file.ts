@@ -2,12 +2,14 @@
  * The embedded default source: a JSON Lines file, one event per line, read as bytes.
  * With a position store (the local store) it resumes where the last `run` stopped.
  */
-import { createHash } from 'node:crypto';
 import { watch, type FSWatcher } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Observable } from 'rxjs';
 import { DEFAULTS } from '../config/schema.js';
+import { misfit, PositionWriter, type FilePositionStore } from './file-position.js';
 import type { SourceMessage } from './types.js';
+
+export type { FilePosition, FilePositionStore } from './file-position.js';
 
 /** A running source: its messages, and a way to end it gracefully. */
 export interface Source {
@@ -30,31 +32,6 @@ export interface FileProgress {
   line: number;
   readOffset: number;
   readLine: number;
-}
-
-/**
- * Where a file source goes on from: the first line not yet settled, and the identity of the
- * file it belongs to (a file truncated or replaced since is read from its start).
- */
-export interface FilePosition {
-  /** Byte offset of the first line not yet settled. */
-  offset: number;
-  /** Lines before `offset` (the next line's number is `line + 1`). */
-  line: number;
-  /** The file's inode and device when the position was taken. */
-  ino: number;
-  dev: number;
-  /** Bytes of the file read when the position was taken. */
-  size: number;
-  /** sha256 (hex) of the file's first `headBytes` bytes. */
-  head: string;
-  headBytes: number;
-}
-
-/** Keeps file positions (the local store implements it). */
-export interface FilePositionStore {
-  getPosition(key: string): Promise<FilePosition | undefined>;
-  setPosition(key: string, position: FilePosition): Promise<void>;
 }
 
 export interface FileSourceOptions {
@@ -84,8 +61,6 @@ export interface FileSourceOptions {
   onWarning?: (message: string, details: Record<string, unknown>) => void;
 }
 
-/** Bytes hashed to recognise a file again. */
-const HEAD_BYTES = 4_096;
 /** One line taken from the file: its bytes and where it starts and ends. */
 interface Line {
   data: Buffer;
@@ -107,17 +82,6 @@ const isBlank = (b: Buffer): boolean => {
   }
   return true;
 };
-
-async function headHash(fh: FileHandle, bytes: number): Promise<string> {
-  const buf = Buffer.alloc(bytes);
-  let got = 0;
-  while (got < bytes) {
-    const { bytesRead } = await fh.read(buf, got, bytes - got, got);
-    if (bytesRead === 0) break;
-    got += bytesRead;
-  }
-  return createHash('sha256').update(buf.subarray(0, got)).digest('hex');
-}
 
 /**
  * Reads a JSON Lines file as source messages, each line's bytes as `data` (so the decoder
@@ -191,10 +155,14 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
     let nextLine = 0;
     let readSoFar = 0;
     let identity: { ino: number; dev: number } | undefined;
-    let hashed = { head: '', headBytes: -1 };
-    let lastSaved: string | undefined;
     let saveQueued = false;
-    let saving: Promise<void> = Promise.resolve();
+    const writer = positions
+      ? new PositionWriter({
+          store: positions,
+          key: positionKey,
+          onError: (err) => onWarning?.('file source: cannot record the read position (lines may be read again after a restart)', { path, err }),
+        })
+      : undefined;
 
     const current = (): { offset: number; line: number } => {
       while (head < unsettled.length && unsettled[head].settled) head++;
@@ -205,26 +173,11 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
       const first = unsettled[head];
       return first ? { offset: first.start, line: first.lineNo - 1 } : { offset: nextStart, line: nextLine };
     };
-    const save = (): Promise<void> => {
-      if (!positions || !fh || !identity) return saving;
-      const at = current();
-      const handle = fh;
-      const id = identity;
-      saving = saving.then(async () => {
-        const want = Math.min(HEAD_BYTES, at.offset);
-        if (hashed.headBytes !== want && hashed.headBytes < HEAD_BYTES) hashed = { head: await headHash(handle, want), headBytes: want };
-        const pos: FilePosition = { ...at, ino: id.ino, dev: id.dev, size: readSoFar, ...hashed };
-        const text = JSON.stringify(pos);
-        if (text === lastSaved) return;
-        lastSaved = text;
-        await positions.setPosition(positionKey, pos);
-      }).catch((err: unknown) => {
-        onWarning?.('file source: cannot record the read position (lines may be read again after a restart)', { path, err });
-      });
-      return saving;
-    };
+    /** Records the position of now (see `PositionWriter`). */
+    const save = (): Promise<void> =>
+      writer ? writer.save(() => (fh && identity ? { ...current(), size: readSoFar, fh, ino: identity.ino, dev: identity.dev } : undefined)) : Promise.resolve();
     const queueSave = (): void => {
-      if (!positions || saveQueued) return;
+      if (!writer || saveQueued) return;
       saveQueued = true;
       setImmediate(() => {
         saveQueued = false;
@@ -267,16 +220,13 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
       const st = await handle.stat();
       identity = { ino: st.ino, dev: st.dev };
       const stored = positions ? await positions.getPosition(positionKey) : undefined;
-      if (!stored) return { offset: 0, line: 0 };
-      let why: string | undefined;
-      if (stored.ino !== st.ino || stored.dev !== st.dev) why = 'replaced (another inode)';
-      else if (st.size < stored.offset) why = `truncated (${st.size} bytes, position ${stored.offset})`;
-      else if ((await headHash(handle, stored.headBytes)) !== stored.head) why = 'replaced (its first bytes changed)';
+      if (!stored || !writer) return { offset: 0, line: 0 };
+      const why = await misfit(handle, stored);
       if (why) {
         onWarning?.(`file source: ${path} was ${why} since the last run: reading it from the start`, { path });
         return { offset: 0, line: 0 };
       }
-      hashed = { head: stored.head, headBytes: stored.headBytes };
+      writer.hashed = { head: stored.head, headBytes: stored.headBytes };
       return { offset: stored.offset, line: stored.line };
     };
 
@@ -355,7 +305,7 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
               lineNo = nextLine = 0;
               parts = [];
               kept = 0;
-              hashed = { head: '', headBytes: -1 };
+              if (writer) writer.hashed = { head: '', headBytes: -1 };
               continue;
             }
             await waitForSignal(watcher ? pollMs : fallbackPollMs);
@@ -389,7 +339,7 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
         progress = undefined;
         watcher?.close();
         const handle = fh;
-        await saving;
+        await writer?.idle();
         fh = undefined;
         await handle.close();
       }

@@ -1,6 +1,7 @@
 /**
  * The retry queues and delivered-version marks of a config (SPEC §6), beside its snapshot store.
  */
+import { resolve } from 'node:path';
 import type { AppConfig } from '../config/load.js';
 import { LocalDeliveredMarks, LocalRetryQueue } from '../stores/local-retry-queue.js';
 import { MemoryDeliveredMarks, MemoryRetryQueue, type DeliveredMarks } from '../stores/retry-queue.js';
@@ -40,18 +41,27 @@ export async function openRetryQueue(
     return openPoolRetryQueue(s, { coordinator: options.coordinator, partitions: config.source.partitions, logger: options.logger, delayAfter: options.delayAfter });
   }
   const queue = s.kind === 'local' ? new LocalRetryQueue({ path: s.path }) : new MemoryRetryQueue();
-  const marks = s.kind === 'local' ? new LocalDeliveredMarks({ path: s.path }) : new MemoryDeliveredMarks();
+  const marks = s.kind === 'local' ? new LocalDeliveredMarks({ path: s.path, everyPair: !failedInStore(config) }) : new MemoryDeliveredMarks();
   const queues = await ExportQueues.open({ queue, delayAfter: options.delayAfter });
   return { queues, marks, close: async () => void (await Promise.all([queues.close(), marks.close()])) };
 }
 
 /** The delivered-version marks a `failed list` / `failed replay` reads, when the config's store keeps them. */
 export async function openMarks(config: AppConfig): Promise<DeliveredMarks | undefined> {
-  if (config.store.kind === 'local') return new LocalDeliveredMarks({ path: config.store.path });
+  if (config.store.kind === 'local') return new LocalDeliveredMarks({ path: config.store.path, everyPair: !failedInStore(config) });
   if (config.store.kind === 'redis') {
     const { openRedisQueueStores } = await import('./pool-retry-queue.js');
     const stores = openRedisQueueStores(config.store, config.source.kind === 'jetstream' ? config.source.partitions : 1);
     return { get: (d, p) => stores.marks.get(d, p), record: (m) => stores.marks.record(m), close: () => stores.close() };
   }
   return undefined;
+}
+
+/**
+ * Whether the failed requests are kept in the local store itself: then it knows every pair
+ * with one, and writes delivered marks only for those and the queued ones (LocalDeliveredMarks).
+ */
+function failedInStore(config: AppConfig): boolean {
+  const f = config.failedRequests;
+  return config.store.kind === 'local' && f.kind === 'local' && resolve(f.path) === resolve(config.store.path);
 }

@@ -10,6 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RedisDeliveredMarks, RedisRetryQueue } from '../../src/stores/redis-retry-queue.js';
 import { startRedisServer, type RedisServer } from '../support/redis-server.js';
 import { LocalDeliveredMarks, LocalRetryQueue } from '../../src/stores/local-retry-queue.js';
+import { LocalFailedRequestStore } from '../../src/sinks/failed-local-store.js';
+import type { FailedRequest } from '../../src/sinks/types.js';
 import { MemoryDeliveredMarks, MemoryRetryQueue, type DeliveredMarks, type QueuedExport, type RetryQueue } from '../../src/stores/retry-queue.js';
 
 const dirs: string[] = [];
@@ -46,7 +48,9 @@ const kinds: Array<[string, () => { queue: RetryQueue; marks: DeliveredMarks }]>
     'local',
     () => {
       const path = dir();
-      return { queue: new LocalRetryQueue({ path }), marks: new LocalDeliveredMarks({ path }) };
+      // The contract of every mark (a worker whose failed requests are kept elsewhere); the
+      // default, marks only where they may be read, is the next describe's.
+      return { queue: new LocalRetryQueue({ path }), marks: new LocalDeliveredMarks({ path, everyPair: true }) };
     },
   ],
   [
@@ -149,6 +153,86 @@ describe('local retry queue', () => {
     expect(await m2.get('flow', 'p')).toBe(9);
     await q2.close();
     await m2.close();
+  });
+});
+
+const failedRecord = (profileId: string, version: number): FailedRequest => ({
+  id: `${profileId}-v${version}`,
+  dataflowId: 'flow',
+  destinationId: 'dest',
+  profileId,
+  idempotencyKey: `${profileId}-v${version}`,
+  payload: { name: `v${version}` },
+  version,
+  attempts: 3,
+  lastErrorCode: 'ERR_HTTP_STATUS',
+  lastError: 'HTTP 500',
+  failedAt: '2026-12-06T00:00:00.000Z',
+});
+
+describe('local delivered marks: written only for pairs with a queued export or a failed request', () => {
+  it('a pair with neither gets no mark (no write per delivered export)', async () => {
+    const path = dir();
+    const marks = new LocalDeliveredMarks({ path });
+    await marks.record([{ dataflowId: 'flow', profileId: 'p', version: 5 }]);
+    await marks.close();
+    const again = new LocalDeliveredMarks({ path, everyPair: true });
+    expect(await again.get('flow', 'p')).toBeUndefined();
+    await again.close();
+  });
+
+  it('a queued pair gets its marks while queued, and none once its entry was settled', async () => {
+    const path = dir();
+    const queue = new LocalRetryQueue({ path });
+    const marks = new LocalDeliveredMarks({ path });
+    await queue.enqueue(entry('p', 1));
+    await marks.record([{ dataflowId: 'flow', profileId: 'p', version: 2 }]);
+    expect(await queue.settle(entry('p', 1))).toBe(true);
+    await marks.record([{ dataflowId: 'flow', profileId: 'p', version: 3 }]);
+    // A settle of an entry a newer one replaced leaves the pair marked.
+    await queue.enqueue(entry('q', 1));
+    await queue.enqueue(entry('q', 2));
+    expect(await queue.settle(entry('q', 1))).toBe(false);
+    await marks.record([{ dataflowId: 'flow', profileId: 'q', version: 2 }]);
+    await queue.close();
+    await marks.close();
+    const again = new LocalDeliveredMarks({ path });
+    expect(await again.get('flow', 'p')).toBe(2);
+    expect(await again.get('flow', 'q')).toBe(2);
+    await again.close();
+  });
+
+  it('a failed request stored by an earlier run (another process) marks its pair: a newer delivery is recorded, so a replay finds the record superseded', async () => {
+    const path = dir();
+    const failed = new LocalFailedRequestStore({ path });
+    await failed.put(failedRecord('p', 1));
+    await failed.close();
+    // What the next `run` does: opens the store, delivers v2 of p and v1 of r (no record).
+    const marks = new LocalDeliveredMarks({ path });
+    await marks.record([
+      { dataflowId: 'flow', profileId: 'p', version: 2 },
+      { dataflowId: 'flow', profileId: 'r', version: 1 },
+    ]);
+    await marks.close();
+    const replayMarks = new LocalDeliveredMarks({ path });
+    expect(await replayMarks.get('flow', 'p')).toBe(2);
+    expect(await replayMarks.get('flow', 'r')).toBeUndefined();
+    await replayMarks.close();
+  });
+
+  it('a failed request stored by this process marks its pair at once; a mark never goes down before its commit', async () => {
+    const path = dir();
+    const failed = new LocalFailedRequestStore({ path });
+    const marks = new LocalDeliveredMarks({ path });
+    await marks.record([{ dataflowId: 'flow', profileId: 'p', version: 1 }]);
+    void failed.put(failedRecord('p', 1));
+    await marks.record([{ dataflowId: 'flow', profileId: 'p', version: 3 }]);
+    await marks.record([{ dataflowId: 'flow', profileId: 'p', version: 2 }]);
+    await failed.close();
+    await marks.close();
+    const again = new LocalDeliveredMarks({ path });
+    expect(await again.get('flow', 'p')).toBe(3);
+    await again.close();
   });
 });
 

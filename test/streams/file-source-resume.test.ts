@@ -110,6 +110,45 @@ describe('fileSource with a position store', () => {
     expect(positions.map.get(`file:${path}`)).toMatchObject({ line: 200 });
   });
 
+  it('while a position is being committed, the acks of later turns make one more write (the newest position), not one per turn', async () => {
+    const path = join(dir, 'events.jsonl');
+    await writeFile(path, lines(1, 50));
+    /** Holds each write until released, as a slow commit would. */
+    class SlowPositions extends MapPositions {
+      readonly waiting: Array<() => void> = [];
+      override async setPosition(key: string, position: FilePosition): Promise<void> {
+        await new Promise<void>((r) => this.waiting.push(r));
+        return super.setPosition(key, position);
+      }
+    }
+    const positions = new SlowPositions();
+    const run = subscribe({ path, positions, maxInFlight: 1_000 }, false);
+    await until(() => run.got.length === 50);
+    run.got[0]!.ack();
+    await until(() => positions.waiting.length === 1);
+    // Ten more turns of acks while the first write is held.
+    for (let i = 1; i < 50; i += 5) {
+      for (const m of run.got.slice(i, i + 5)) m.ack();
+      await new Promise((r) => setImmediate(r));
+    }
+    await sleep(20);
+    expect(positions.waiting).toHaveLength(1);
+    positions.waiting.shift()!();
+    await until(() => positions.waiting.length === 1);
+    positions.waiting.shift()!();
+    await until(() => positions.writes === 2);
+    expect(positions.map.get(`file:${path}`)).toMatchObject({ line: 50 });
+    // The end of the file: the last write is already what it would write.
+    const ended = until(run.done);
+    for (;;) {
+      if (run.done()) break;
+      positions.waiting.shift()?.();
+      await sleep(2);
+    }
+    await ended;
+    expect(positions.writes).toBe(2);
+  });
+
   it('a truncated file starts over with a warning', async () => {
     const path = join(dir, 'events.jsonl');
     await writeFile(path, lines(1, 5));
