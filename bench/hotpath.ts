@@ -1,6 +1,6 @@
 /**
  * CPU per export of the per-export steps outside the operator chain, each alone, in this
- * process: `npx tsx bench/hotpath.ts [--count N] [--rounds R] [--json]`.
+ * process: `npx tsx bench/hotpath.ts [--count N] [--rounds R] [--json] [--http-only]`.
  *
  * The embedded bench's backlog (single-update profiles, each update its profile's first,
  * exporting once to one dataflow) goes through, step by step:
@@ -12,7 +12,12 @@
  * - `limiter`: `tokenBucket.acquire()` subscribed and granted (src/stores/memory-rate-limiter.ts);
  * - `transport`: `createTransport(...).send` of those requests to a node:http receiver in a
  *   child process, 64 in flight (src/sinks/http/transport.ts + undici): this process's CPU
- *   only.
+ *   only;
+ * - `sink attempt`: `HttpSink.attempt` (bearer auth, request, transport) as `attemptExports`
+ *   calls it, 64 in flight (src/sinks/http/sink.ts).
+ *
+ * `--http-only` runs only the HTTP steps (transport, sink attempt, their floor): copied into
+ * another checkout, it gives that checkout's figures for an A/B in separate processes.
  *
  * Each step runs `rounds` times over the same inputs (a fresh store per round); the median
  * round's CPU µs per export is printed (GC included: it runs on this thread). The machine is
@@ -30,8 +35,10 @@ import { eventIdentity, eventTime, idempotencyKey } from '../src/domain/keys.js'
 import { buildPayload, preparePayloadRules } from '../src/domain/payload.js';
 import type { AppliedUpdate, ProfileUpdate } from '../src/domain/types.js';
 import { requestBuilder, type HttpRequest } from '../src/sinks/http/request.js';
+import { HttpSink } from '../src/sinks/http/sink.js';
 import { createTransport } from '../src/sinks/http/transport.js';
-import type { ExportJob } from '../src/sinks/types.js';
+import type { ExportJob, FailedRequestStore } from '../src/sinks/types.js';
+import { AttemptHandle } from '../src/operators/attempt-exports.js';
 import { tokenBucket } from '../src/stores/memory-rate-limiter.js';
 import { MemorySnapshotStore } from '../src/stores/memory-snapshot-store.js';
 import { benchAudiences, BENCH_TOKEN, dataflowRules } from './config.js';
@@ -40,7 +47,14 @@ import { EventGenerator, stamp } from './events.js';
 const HERE = dirname(fileURLToPath(import.meta.url));
 
 const { values } = parseArgs({
-  options: { count: { type: 'string' }, rounds: { type: 'string' }, json: { type: 'boolean' }, 'no-transport': { type: 'boolean' } },
+  options: {
+    count: { type: 'string' },
+    rounds: { type: 'string' },
+    json: { type: 'boolean' },
+    'no-transport': { type: 'boolean' },
+    /** Only the HTTP steps (transport, sink attempt and their floor): for A/B runs of the sink. */
+    'http-only': { type: 'boolean' },
+  },
 });
 const COUNT = Number(values.count ?? 20_000);
 const ROUNDS = Number(values.rounds ?? 7);
@@ -91,7 +105,7 @@ const jobs: ExportJob[] = applied.map((a, i) => ({
 const results: Array<{ name: string; usPerExport: number; rounds: number[] }> = [];
 
 let store = new MemorySnapshotStore();
-results.push(
+if (!values['http-only']) results.push(
   await measure(
     'store apply+confirm (memory; merge incl.)',
     COUNT,
@@ -108,17 +122,17 @@ results.push(
 
 let sink = 0;
 // Floors (code this step cannot avoid, in files outside its reach), printed for reference.
-results.push(
+if (!values['http-only']) results.push(
   await measure('  floor: applyUpdate alone (src/domain/merge.ts)', COUNT, () => {
     for (let i = 0; i < COUNT; i++) sink += applyUpdate(null, updates[i]).profileId.length;
   }),
 );
-results.push(
+if (!values['http-only']) results.push(
   await measure('payload (buildPayload)', COUNT, () => {
     for (let i = 0; i < COUNT; i++) sink += Object.keys(buildPayload(applied[i], rules, exitedAudiences(applied[i]))).length;
   }),
 );
-results.push(
+if (!values['http-only']) results.push(
   await measure('key (eventIdentity + idempotencyKey + eventTime)', COUNT, () => {
     for (let i = 0; i < COUNT; i++) {
       const u = updates[i];
@@ -140,19 +154,19 @@ const dest: DestinationConfig = {
   connections: 64,
 };
 const build = requestBuilder(dest);
-results.push(
+if (!values['http-only']) results.push(
   await measure('  floor: JSON.stringify(payload) alone', COUNT, () => {
     for (let i = 0; i < COUNT; i++) sink += JSON.stringify(jobs[i].payload).length;
   }),
 );
-results.push(
+if (!values['http-only']) results.push(
   await measure('request (requestBuilder: body JSON + headers)', COUNT, () => {
     for (let i = 0; i < COUNT; i++) sink += build(jobs[i], 1_700_000_000_000).body.length;
   }),
 );
 
 const limiter = tokenBucket({ rate: 10_000, burst: 1_000_000 });
-results.push(
+if (!values['http-only']) results.push(
   await measure('limiter (acquire, granted at once)', COUNT, () => {
     const observer = { next: () => void sink++, error: () => {}, complete: () => {} };
     for (let i = 0; i < COUNT; i++) limiter.acquire().subscribe(observer);
@@ -199,6 +213,22 @@ if (!values['no-transport']) {
       await Promise.all(
         Array.from({ length: 64 }, async () => {
           while (next < COUNT) await transport.send(reqs[next++]);
+        }),
+      );
+    }),
+  );
+  // The sink's attempt (HttpSink.attempt, as attemptExports calls it once the permit is granted):
+  // bearer auth, request build (body JSON, headers), transport. Its floor: the transport line
+  // above plus the request line (body JSON) — the rest is the sink's own.
+  const sinkDest: DestinationConfig = { ...dest, url: `http://127.0.0.1:${port}/export`, auth: { type: 'bearer', token: BENCH_TOKEN } as DestinationConfig['auth'] };
+  const noStore: FailedRequestStore = { put: async () => {}, list: async () => [], remove: async () => {}, close: async () => {} };
+  const httpSink = new HttpSink({ destination: sinkDest, limiter, failedStore: noStore, transport });
+  results.push(
+    await measure('sink attempt (HttpSink.attempt: bearer auth + request + transport, 64 in flight)', COUNT, async () => {
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: 64 }, async () => {
+          while (next < COUNT) await httpSink.attempt(jobs[next++], new AttemptHandle());
         }),
       );
     }),

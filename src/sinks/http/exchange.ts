@@ -2,6 +2,7 @@
  * One request of the transport as an undici dispatch handler (`Exchange`), and the answer it
  * resolves with (`Answer`).
  */
+import { performance } from 'node:perf_hooks';
 import { util, type Dispatcher } from 'undici';
 import { DeliveryError } from '../../errors.js';
 import type { Redactor } from '../../observability/redact.js';
@@ -19,6 +20,75 @@ export interface ExchangeSettings {
   timeoutMs: number;
   now: () => number;
   redactor: Redactor;
+  /** The overall deadlines of the transport's requests. */
+  deadlines: Deadlines;
+}
+
+/** What `Deadlines` keeps of a request: its deadline, its place in the list, what to call past it. */
+export interface DeadlineEntry {
+  deadline: number;
+  prev: DeadlineEntry | undefined;
+  next: DeadlineEntry | undefined;
+  expire(): void;
+}
+
+/**
+ * The overall deadlines (queueing + connect + headers + body) of one transport's requests: one
+ * timer for all of them instead of a `setTimeout` + `clearTimeout` per request. Every request
+ * of a transport has the same `timeoutMs`, so the order they start in is the order their
+ * deadlines come in: a list in start order (linked through the exchanges themselves, nothing
+ * allocated per request), the timer armed for the first; a settled request leaves the list.
+ */
+export class Deadlines {
+  private first: DeadlineEntry | undefined;
+  private last: DeadlineEntry | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly timeoutMs: number,
+    private readonly clock: () => number = performance.now.bind(performance),
+  ) {}
+
+  /** How many requests have a deadline pending (tests). */
+  get size(): number {
+    let n = 0;
+    for (let e = this.first; e !== undefined; e = e.next) n++;
+    return n;
+  }
+
+  add(ex: DeadlineEntry): void {
+    ex.deadline = this.clock() + this.timeoutMs;
+    ex.prev = this.last;
+    ex.next = undefined;
+    if (this.last) this.last.next = ex;
+    else this.first = ex;
+    this.last = ex;
+    if (this.timer === undefined) this.arm(this.timeoutMs);
+  }
+
+  remove(ex: DeadlineEntry): void {
+    if (ex.prev) ex.prev.next = ex.next;
+    else if (this.first === ex) this.first = ex.next;
+    else return; // not in the list
+    if (ex.next) ex.next.prev = ex.prev;
+    else this.last = ex.prev;
+    ex.prev = ex.next = undefined;
+  }
+
+  private arm(ms: number): void {
+    this.timer = setTimeout(this.fire, Math.max(1, Math.ceil(ms)));
+    this.timer.unref();
+  }
+
+  private readonly fire = (): void => {
+    this.timer = undefined;
+    const now = this.clock();
+    for (let ex = this.first; ex !== undefined && ex.deadline <= now; ex = this.first) {
+      this.remove(ex);
+      ex.expire();
+    }
+    if (this.first) this.arm(this.first.deadline - now);
+  };
 }
 
 /**
@@ -44,10 +114,6 @@ function abortReason(): Error {
   return new DOMException('This operation was aborted', 'AbortError');
 }
 
-function onDeadline(ex: Exchange): void {
-  ex.expire();
-}
-
 /** "request cancelled": the caller gave the request up. */
 export function aborted(cause?: unknown): DeliveryError {
   return new DeliveryError('ERR_HTTP_CONNECTION', 'request cancelled', { retryable: true, cause });
@@ -66,7 +132,7 @@ export function aborted(cause?: unknown): DeliveryError {
  * our own aborts (deadline, cancellation) included, which undici reports there once the
  * request has reached a socket, as with `request()` and a signal.
  */
-export class Exchange implements Dispatcher.DispatchHandler {
+export class Exchange implements Dispatcher.DispatchHandler, DeadlineEntry {
   private abortRequest: ((err?: Error) => void) | undefined;
   private statusCode = 0;
   private rawHeaders: Buffer[] | undefined;
@@ -77,8 +143,11 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private settled = false;
   /** Why we aborted the request ourselves, if we did. */
   private why: 'timeout' | 'cancel' | undefined;
-  /** The overall deadline (queueing + connect + headers + body); a plain timer, not an operator. */
-  private readonly timer: NodeJS.Timeout;
+  /** The overall deadline (queueing + connect + headers + body), on `Deadlines`' clock. */
+  deadline = 0;
+  /** Neighbours in the transport's `Deadlines` list. */
+  prev: DeadlineEntry | undefined;
+  next: DeadlineEntry | undefined;
 
   constructor(
     private readonly settings: ExchangeSettings,
@@ -87,8 +156,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     private readonly reject: (err: unknown) => void,
     private readonly signal: AbortSignal | undefined,
   ) {
-    this.timer = setTimeout(onDeadline, settings.timeoutMs, this);
-    this.timer.unref();
+    settings.deadlines.add(this);
     signal?.addEventListener('abort', this, { once: true });
   }
 
@@ -102,6 +170,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
     this.abort('cancel');
   }
 
+  /** Past the deadline (`Deadlines`). */
   expire(): void {
     this.abort('timeout');
   }
@@ -178,7 +247,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private settle(): void {
     this.settled = true;
     this.abortRequest = undefined;
-    clearTimeout(this.timer);
+    this.settings.deadlines.remove(this);
     this.signal?.removeEventListener('abort', this);
   }
 }

@@ -8,7 +8,7 @@
 import type { Dispatcher } from 'undici';
 import type { DestinationConfig } from '../../config/load.js';
 import { processRedactor, type Redactor } from '../../observability/redact.js';
-import { aborted, Exchange, type ExchangeSettings, type TransportResponse } from './exchange.js';
+import { aborted, Deadlines, Exchange, type ExchangeSettings, type TransportResponse } from './exchange.js';
 import { createDispatcher } from './proxy.js';
 import type { HttpRequest } from './request.js';
 import { TRANSPORT_DEFAULTS } from './transport-defaults.js';
@@ -140,7 +140,7 @@ export function createTransport(options: TransportOptions): HttpTransport {
     }
     return lastTarget;
   };
-  const settings: ExchangeSettings = { timeoutMs, now, redactor: options.redactor ?? processRedactor };
+  const settings: ExchangeSettings = { timeoutMs, now, redactor: options.redactor ?? processRedactor, deadlines: new Deadlines(timeoutMs) };
 
   let closing: Promise<void> | undefined;
 
