@@ -16,6 +16,8 @@
  * - `sink attempt`: `HttpSink.attempt` (bearer auth, request, transport) as `attemptExports`
  *   calls it, 64 in flight (src/sinks/http/sink.ts).
  *
+ * `--alloc` adds each step's bytes allocated per export (one more round under V8's sampling heap
+ * profiler, every 256 bytes, freed objects included): unlike CPU time, not moved by the load.
  * `--http-only` runs only the HTTP steps (transport, sink attempt, their floor): copied into
  * another checkout, it gives that checkout's figures for an A/B in separate processes.
  *
@@ -24,6 +26,8 @@
  * shared: compare figures of one run, or medians of several.
  */
 import { fork } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import inspector from 'node:inspector';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -54,6 +58,8 @@ const { values } = parseArgs({
     'no-transport': { type: 'boolean' },
     /** Only the HTTP steps (transport, sink attempt and their floor): for A/B runs of the sink. */
     'http-only': { type: 'boolean' },
+    /** Also bytes allocated per export of each step (V8's sampling heap profiler, every 256 bytes, freed objects included). */
+    alloc: { type: 'boolean' },
   },
 });
 const COUNT = Number(values.count ?? 20_000);
@@ -69,8 +75,40 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)];
 }
 
+const session = values.alloc ? new inspector.Session() : undefined;
+session?.connect();
+const post = (method: string, params?: object): Promise<unknown> =>
+  new Promise((resolve, reject) => session!.post(method, params, (err, res) => (err ? reject(err) : resolve(res))));
+if (session) await post('HeapProfiler.enable');
+
+interface SamplingNode {
+  selfSize: number;
+  children: SamplingNode[];
+}
+const totalSize = (n: SamplingNode): number => n.children.reduce((sum, c) => sum + totalSize(c), n.selfSize);
+
+let profiles = 0;
+
+/** Bytes allocated per item of one more round of `fn` (freed ones included), when `--alloc`. */
+async function allocated(n: number, fn: () => void | Promise<void>, setup?: () => void): Promise<number | undefined> {
+  if (!session) return undefined;
+  setup?.();
+  await post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+  await fn();
+  const { profile } = (await post('HeapProfiler.stopSampling')) as { profile: { head: SamplingNode } };
+  // HD_HOTPATH_ALLOC_DIR: each step's profile as a file, for `npx tsx bench/alloc-profile.ts FILE --exports N`
+  const dir = process.env.HD_HOTPATH_ALLOC_DIR;
+  if (dir) writeFileSync(join(dir, `hotpath-${++profiles}.heapprofile`), JSON.stringify(profile));
+  return totalSize(profile.head) / n;
+}
+
 /** CPU µs per item of `fn` over `n` items, median of ROUNDS rounds (`setup` before each round, not timed). */
-async function measure(name: string, n: number, fn: () => void | Promise<void>, setup?: () => void): Promise<{ name: string; usPerExport: number; rounds: number[] }> {
+async function measure(
+  name: string,
+  n: number,
+  fn: () => void | Promise<void>,
+  setup?: () => void,
+): Promise<{ name: string; usPerExport: number; rounds: number[]; bytesPerExport?: number }> {
   const rounds: number[] = [];
   // One warm-up round (JIT), then the measured ones.
   for (let r = 0; r <= ROUNDS; r++) {
@@ -80,7 +118,7 @@ async function measure(name: string, n: number, fn: () => void | Promise<void>, 
     const us = (cpuUs() - c0) / n;
     if (r > 0) rounds.push(us);
   }
-  return { name, usPerExport: median(rounds), rounds };
+  return { name, usPerExport: median(rounds), rounds, bytesPerExport: await allocated(n, fn, setup) };
 }
 
 const flow = dataflowRules(1)[0];
@@ -102,7 +140,7 @@ const jobs: ExportJob[] = applied.map((a, i) => ({
   eventTime: eventTime(a.update),
 }));
 
-const results: Array<{ name: string; usPerExport: number; rounds: number[] }> = [];
+const results: Array<{ name: string; usPerExport: number; rounds: number[]; bytesPerExport?: number }> = [];
 
 let store = new MemorySnapshotStore();
 if (!values['http-only']) results.push(
@@ -241,5 +279,8 @@ if (values.json) {
   process.stdout.write(`${JSON.stringify({ count: COUNT, rounds: ROUNDS, results }, null, 2)}\n`);
 } else {
   console.log(`per-export CPU of the steps outside the chain (${COUNT} single-update profiles, median of ${ROUNDS} rounds; ${sink > 0 ? 'ok' : ''})`);
-  for (const r of results) console.log(`  ${r.usPerExport.toFixed(2).padStart(8)} µs  ${r.name}   [${r.rounds.map((x) => x.toFixed(1)).join(' ')}]`);
+  for (const r of results) {
+    const bytes = r.bytesPerExport === undefined ? '' : `${Math.round(r.bytesPerExport).toLocaleString('en-US').padStart(7)} B  `;
+    console.log(`  ${r.usPerExport.toFixed(2).padStart(8)} µs  ${bytes}${r.name}   [${r.rounds.map((x) => x.toFixed(1)).join(' ')}]`);
+  }
 }
