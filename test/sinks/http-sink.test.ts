@@ -713,6 +713,34 @@ describe('HttpSink against a real HTTP server', () => {
 });
 
 describe('createSinks', () => {
+  it('a shared auth provider with fixed credentials: the sinks of createSinks use them without authorize()', async () => {
+    const s = await startServer((_h, res) => res.writeHead(200).end());
+    let authorized = 0;
+    const sinks = createSinks(
+      {
+        destinations: [destination(s.url)],
+        dataflows: [{ id: 'f1', destinationId: 'dest-1', audiences: [], attributes: [], includeSegmentNames: false, includeSegmentTimestamps: false, rateLimit: 100 }],
+      },
+      {
+        failedStore: new MemoryFailedStore(),
+        limiterFor: () => ({ acquire: () => of(undefined) }),
+        authFor: () => ({
+          fixedHeaders: { authorization: 'Fixed shared-cred-4321' },
+          authorize: () => {
+            authorized += 1;
+            return Promise.resolve({ authorization: 'Fixed shared-cred-4321' });
+          },
+          invalidate: () => false,
+          close: () => Promise.resolve(),
+        }),
+      },
+    );
+    cleanups.push(() => sinks.close());
+    expect(await firstValueFrom(sinks.get('f1')!.send(job({ dataflowId: 'f1' })))).toMatchObject({ status: 'delivered' });
+    expect(s.hits[0]!.headers.authorization).toBe('Fixed shared-cred-4321');
+    expect(authorized).toBe(0);
+  });
+
   it('builds one sink per dataflow, sharing transport and auth per destination', async () => {
     const s = await startServer((_h, res) => res.writeHead(200).end());
     const d1 = destination(s.url);
