@@ -32,7 +32,8 @@ export { rateLimit } from './operators/rate-limit.js';
 export { retryWithBackoff, backoffDelay } from './operators/retry-with-backoff.js';
 
 export type * from './sinks/types.js';
-export { HttpSink, createSinks, type HttpSinkOptions } from './sinks/http/sink.js';
+export { HttpSink, type HttpSinkOptions } from './sinks/http/sink.js';
+export { createSinks } from './sinks/http/sinks.js';
 export { FileFailedRequestStore, FileRejectedEventStore } from './sinks/failed-file-store.js';
 export { LocalFailedRequestStore, LocalRejectedEventStore } from './sinks/failed-local-store.js';
 export { replayFailedRequests } from './sinks/replay.js';

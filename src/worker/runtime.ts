@@ -10,7 +10,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { FileFailedRequestStore, FileRejectedEventStore } from '../sinks/failed-file-store.js';
 import { LocalFailedRequestStore, LocalRejectedEventStore } from '../sinks/failed-local-store.js';
 import { LocalSnapshotStore } from '../stores/local-snapshot-store.js';
-import { createSinks, type HttpSinks } from '../sinks/http/sink.js';
+import { createSinks, type HttpSinks } from '../sinks/http/sinks.js';
 import type { FailedRequestStore, RejectedEventStore } from '../sinks/types.js';
 import { MemorySnapshotStore } from '../stores/memory-snapshot-store.js';
 import { tokenBucket } from '../stores/memory-rate-limiter.js';

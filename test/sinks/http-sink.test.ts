@@ -6,7 +6,8 @@ import type { DataflowConfig, DestinationConfig } from '../../src/config/load.js
 import { DeliveryError, HttpDestinationError, StoreError } from '../../src/errors.js';
 import type { AuthProvider } from '../../src/sinks/http/auth/types.js';
 import { verifyWebhook } from '../../src/sinks/http/signing.js';
-import { createSinks, HttpSink, type HttpSinkOptions } from '../../src/sinks/http/sink.js';
+import { HttpSink, type HttpSinkOptions } from '../../src/sinks/http/sink.js';
+import { createSinks } from '../../src/sinks/http/sinks.js';
 import { createTransport, type HttpTransport } from '../../src/sinks/http/transport.js';
 import type { RateLimiter } from '../../src/stores/rate-limiter.js';
 import type { DeliveryOutcome, ExportJob, FailedRequest, FailedRequestStore } from '../../src/sinks/types.js';
@@ -425,6 +426,52 @@ describe('HttpSink against a real HTTP server', () => {
     expectNoSecret(store.records.get(j.idempotencyKey));
   });
 
+  it('masks a sensitive header value echoed in another form (base64) though the sink was given no config secrets', async () => {
+    const key = 'hdr-only-key-7f3a9c';
+    const s = await startServer((_h, res) => res.writeHead(400).end(`seen ${Buffer.from(key).toString('base64')} and ${encodeURIComponent(key)}`));
+    const { sink, store } = makeSink(destination(s.url, { headers: { 'x-api-key': key } }));
+    const j = job();
+    const out = await firstValueFrom(sink.send(j));
+    expect(out.status === 'failed' && out.error).toBe('HTTP 400: seen [REDACTED] and [REDACTED]');
+    expect(JSON.stringify(store.records.get(j.idempotencyKey))).not.toContain(Buffer.from(key).toString('base64'));
+  });
+
+  it('fixed credentials (auth.fixedHeaders) go into every request without an authorize() call; the fence still holds', async () => {
+    const s = await startServer((_h, res) => res.writeHead(200).end());
+    let authorized = 0;
+    const auth: AuthProvider = {
+      fixedHeaders: { Authorization: 'Fixed fixed-cred-1234' },
+      authorize: () => {
+        authorized += 1;
+        return Promise.resolve({ authorization: 'Fixed fixed-cred-1234' });
+      },
+      invalidate: () => false,
+      close: () => Promise.resolve(),
+    };
+    const { sink } = makeSink(destination(s.url, { headers: { authorization: 'custom loses' } }), { auth });
+    for (let i = 0; i < 3; i++) expect(await firstValueFrom(sink.send(job()))).toMatchObject({ status: 'delivered' });
+    expect(authorized).toBe(0);
+    expect(s.hits.map((h) => h.headers.authorization)).toEqual(['Fixed fixed-cred-1234', 'Fixed fixed-cred-1234', 'Fixed fixed-cred-1234']);
+    const err = await firstValueFrom(sink.send(job({ guard: () => false }))).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'ERR_FENCED' });
+    expect(s.hits).toHaveLength(3);
+  });
+
+  it('a 401 to fixed credentials is not resent and its reason does not hold them', async () => {
+    const s = await startServer((h, res) => res.writeHead(401).end(`bad ${h.headers.authorization}`));
+    const auth: AuthProvider = {
+      fixedHeaders: { authorization: 'Fixed other-cred-98765' },
+      authorize: () => Promise.resolve({ authorization: 'Fixed other-cred-98765' }),
+      invalidate: () => false,
+      close: () => Promise.resolve(),
+    };
+    const { sink } = makeSink(destination(s.url), { auth });
+    const out = await firstValueFrom(sink.send(job()));
+    expect(out).toMatchObject({ status: 'failed', attempts: 1, statusCode: 401 });
+    expect(out.status === 'failed' && out.error).toBe('HTTP 401: bad [REDACTED]');
+    expect(s.hits).toHaveLength(1);
+  });
+
   it('retries a retryable auth failure and stores a permanent one', async () => {
     const s = await startServer((_h, res) => res.writeHead(200).end());
     let calls = 0;
@@ -666,6 +713,34 @@ describe('HttpSink against a real HTTP server', () => {
 });
 
 describe('createSinks', () => {
+  it('a shared auth provider with fixed credentials: the sinks of createSinks use them without authorize()', async () => {
+    const s = await startServer((_h, res) => res.writeHead(200).end());
+    let authorized = 0;
+    const sinks = createSinks(
+      {
+        destinations: [destination(s.url)],
+        dataflows: [{ id: 'f1', destinationId: 'dest-1', audiences: [], attributes: [], includeSegmentNames: false, includeSegmentTimestamps: false, rateLimit: 100 }],
+      },
+      {
+        failedStore: new MemoryFailedStore(),
+        limiterFor: () => ({ acquire: () => of(undefined) }),
+        authFor: () => ({
+          fixedHeaders: { authorization: 'Fixed shared-cred-4321' },
+          authorize: () => {
+            authorized += 1;
+            return Promise.resolve({ authorization: 'Fixed shared-cred-4321' });
+          },
+          invalidate: () => false,
+          close: () => Promise.resolve(),
+        }),
+      },
+    );
+    cleanups.push(() => sinks.close());
+    expect(await firstValueFrom(sinks.get('f1')!.send(job({ dataflowId: 'f1' })))).toMatchObject({ status: 'delivered' });
+    expect(s.hits[0]!.headers.authorization).toBe('Fixed shared-cred-4321');
+    expect(authorized).toBe(0);
+  });
+
   it('builds one sink per dataflow, sharing transport and auth per destination', async () => {
     const s = await startServer((_h, res) => res.writeHead(200).end());
     const d1 = destination(s.url);

@@ -11,7 +11,7 @@ import type { TLSSocket } from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { resolveConfig, type DestinationConfig } from '../../src/config/load.js';
 import { createAuthProvider } from '../../src/sinks/http/auth/index.js';
-import { authDepsFor } from '../../src/sinks/http/sink.js';
+import { authDepsFor } from '../../src/sinks/http/auth/index.js';
 import type { HttpRequest } from '../../src/sinks/http/request.js';
 import { createTransport, type HttpTransport } from '../../src/sinks/http/transport.js';
 import { generatePki, type TestPki } from '../support/pki.js';

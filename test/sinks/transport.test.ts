@@ -230,6 +230,25 @@ describe('transport over HTTP', () => {
     expect(err.retryable).toBe(true);
   });
 
+  it('the overall deadline covers a body that keeps trickling and a request queued behind it for a socket', async () => {
+    const timers: NodeJS.Timeout[] = [];
+    const s = await server((req, res) => {
+      res.writeHead(200);
+      // a byte every 50 ms, forever: undici's body timeout (idle time) never fires
+      timers.push(setInterval(() => res.write('x'), 50));
+      req.socket.on('close', () => timers.forEach(clearInterval));
+    });
+    const t = transport(dest({ connections: 1, timeoutMs: 300 }));
+    const trickling = failure(t.send(post(`${s.url}/trickle`)));
+    const queued = failure(t.send(post(`${s.url}/queued`)));
+    const [a, b] = await Promise.all([trickling, queued]);
+    timers.forEach(clearInterval);
+    expect(a.code).toBe('ERR_HTTP_TIMEOUT');
+    expect(a.message).toBe('no complete answer within 300 ms');
+    expect(b.code).toBe('ERR_HTTP_TIMEOUT');
+    expect(b.message).toBe('no complete answer within 300 ms');
+  });
+
   it('reports a refused connection with its address (retryable ERR_HTTP_CONNECTION)', async () => {
     const s = await startServer(() => undefined);
     const port = s.port;

@@ -47,7 +47,8 @@ export type RequestBuilder = (job: ExportJob, now?: number) => HttpRequest;
 /**
  * `buildRequest` for one destination, with what does not change from one export to the next
  * (URL, `user-agent`, the lower-cased custom headers, `content-type`, signing secrets) worked
- * out once: the sink calls it on every attempt. Same requests as `buildRequest`.
+ * out once: the sink calls it on every attempt. Same requests as `buildRequest`, plus
+ * `fixedAuth` (credentials that never change, lower-cased names) when given.
  *
  * @example
  * ```ts
@@ -55,10 +56,13 @@ export type RequestBuilder = (job: ExportJob, now?: number) => HttpRequest;
  * const req = build(job, Date.now()); // { url, method: 'POST', headers, body }
  * ```
  */
-export function requestBuilder(dest: DestinationConfig): RequestBuilder {
+export function requestBuilder(dest: DestinationConfig, fixedAuth?: Readonly<Record<string, string>>): RequestBuilder {
   const base: Record<string, string> = { 'user-agent': USER_AGENT };
   for (const [name, value] of Object.entries(dest.headers)) base[name.toLowerCase()] = value;
   base['content-type'] = 'application/json';
+  // Credentials that never change (see AuthProvider.fixedHeaders) win over a custom header, as
+  // the auth headers the sink adds per request do.
+  if (fixedAuth) for (const [name, value] of Object.entries(fixedAuth)) base[name.toLowerCase()] = value;
   const { url } = dest;
   const secrets = dest.signing && dest.signing.secrets.length > 0 ? dest.signing.secrets : undefined;
   return (job: ExportJob, now: number = Date.now()): HttpRequest => {

@@ -6,7 +6,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { asyncScheduler, Observable, of, type SchedulerLike } from 'rxjs';
-import { SENSITIVE_HEADER, type AppConfig, type DataflowConfig, type DestinationConfig } from '../../config/load.js';
+import { SENSITIVE_HEADER, type DestinationConfig } from '../../config/load.js';
 import { DeliveryError, FencedError, HttpDestinationError, StoreError } from '../../errors.js';
 import { throttledWarn, type WarnLogger } from '../../observability/throttled-warn.js';
 import { attemptExports } from '../../operators/attempt-exports.js';
@@ -15,7 +15,6 @@ import { retryExports } from '../../operators/retry-exports.js';
 import type { RetryInfo } from '../../operators/retry-with-backoff.js';
 import { storeFailedExports } from '../../operators/store-failed-exports.js';
 import type { ExportTask } from '../../operators/deliver-exports.js';
-import { tokenBucket } from '../../stores/memory-rate-limiter.js';
 import type { RateLimiter } from '../../stores/rate-limiter.js';
 import type {
   AttemptCancellation,
@@ -27,11 +26,13 @@ import type {
   FailedRequestStore,
   RetryDelays,
 } from '../types.js';
-import { createAuthProvider, type AuthDeps } from './auth/index.js';
+import { authDepsFor, createAuthProvider } from './auth/index.js';
 import type { AuthProvider } from './auth/types.js';
-import { createRedactor, type Redactor } from '../../observability/redact.js';
-import { requestBuilder, type RequestBuilder } from './request.js';
-import { createTransport, type HttpTransport } from './transport.js';
+import { createRedactor, processSecrets, type Redactor } from '../../observability/redact.js';
+import { requestBuilder, type HttpRequest, type RequestBuilder } from './request.js';
+import { createTransport, type HttpTransport, type TransportResponse } from './transport.js';
+
+
 
 /** The least a sink needs of a logger (pino's `Logger` fits). */
 export type SinkLogger = WarnLogger;
@@ -117,8 +118,11 @@ function fenced(job: ExportJob): FencedError {
  * - `attempt(job, cancellation)` — THE attempt, called as its send permit is granted: auth
  *   headers; a new permit from the limiter when the first is older than the limiter's
  *   `maxPermitAgeMs` by then; the request; the fence check (`job.guard()`) immediately before
- *   the request is handed to the transport (after every await); the transport. A 401 answered to credentials that `auth.invalidate()` can
- *   renew rejects with `credentialsRenewed` (the retry stage resends once at once).
+ *   the request is handed to the transport (after every await); the transport. A 401 answered
+ *   to credentials that `auth.invalidate()` can renew rejects with `credentialsRenewed` (the
+ *   retry stage resends once at once). With fixed credentials (`auth.fixedHeaders`: none,
+ *   bearer) they are built into every request once and nothing is awaited before the socket
+ *   (no `authorize()` call, and the permit cannot age on the way).
  * - `fail(job, attempts, err)` — a final failure: the record (no header, URL or secret; every
  *   auth and sensitive header value scrubbed from the reason) goes to the failed-request store
  *   (unless `storeFailures` is false), a throttled warning, a `failed` outcome; `StoreError`
@@ -162,12 +166,15 @@ export class HttpSink implements ExportSink, ExportSender {
   private readonly onRetry?: HttpSinkOptions['onRetry'];
   private readonly onResponse?: HttpSinkOptions['onResponse'];
   private readonly warnStored: (obj: object, msg: string) => void;
-  /** Values of sensitive custom headers: scrubbed from reasons. */
-  private readonly staticSecrets: readonly string[];
-  /** Auth header values seen (the newest few): scrubbed from reasons. */
+  /** Auth header values seen (the newest few) that the redactor does not know: scrubbed from reasons. */
   private readonly seenSecrets = new Set<string>();
   private readonly redactor: Redactor;
   private readonly build: RequestBuilder;
+  /**
+   * The request builder with the auth provider's `fixedHeaders` built in, when it has them:
+   * `attempt` then has nothing to await before the socket.
+   */
+  private readonly buildFixed: RequestBuilder | undefined;
   private closed?: Promise<void>;
 
   constructor(options: HttpSinkOptions) {
@@ -194,14 +201,53 @@ export class HttpSink implements ExportSink, ExportSender {
       now: this.now,
       countAs: 'storedSinceLastWarning',
     });
-    this.redactor = createRedactor(options.secrets ?? []);
-    this.staticSecrets = Object.entries(options.destination.headers)
+    // Sensitive custom header values: masked by the redactor, in every form, with the config's.
+    const staticSecrets = Object.entries(options.destination.headers)
       .filter(([k, v]) => SENSITIVE_HEADER.test(k) && v.length >= d.minSecretLength)
       .map(([, v]) => v);
+    this.redactor = createRedactor([...(options.secrets ?? []), ...staticSecrets]);
     this.build = requestBuilder(options.destination);
+    const fixed = this.auth.fixedHeaders;
+    if (fixed) {
+      for (const k in fixed) this.rememberSecret(fixed[k]!);
+      this.buildFixed = requestBuilder(options.destination, fixed);
+    }
   }
 
-  async attempt(job: ExportJob, cancellation: AttemptCancellation, options?: { renewOn401?: boolean }): Promise<{ statusCode: number }> {
+  attempt(job: ExportJob, cancellation: AttemptCancellation, options?: { renewOn401?: boolean }): Promise<{ statusCode: number }> {
+    const build = this.buildFixed;
+    if (build === undefined) return this.attemptWithAuth(job, cancellation, options);
+    // Fixed credentials: nothing is awaited between the permit (granted in this synchronous
+    // run) and the socket, so the permit is fresh and the fence check is the last moment.
+    if (job.guard && !job.guard()) return Promise.reject(fenced(job));
+    let req: HttpRequest;
+    try {
+      req = build(job, this.now());
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    // A 401 cannot be helped by renewing fixed credentials: no `invalidate` here.
+    return this.transport.send(req, { cancellation }).then(this.answered, this.refused);
+  }
+
+  /** A 2xx answer of the fixed-credentials path (a bound method: no closure per request). */
+  private readonly answered = (res: TransportResponse): TransportResponse => {
+    this.onResponse?.(res.statusCode);
+    return res;
+  };
+
+  /** A failed attempt of the fixed-credentials path. */
+  private readonly refused = (err: unknown): never => {
+    this.onResponse?.(err instanceof DeliveryError ? err.statusCode : undefined);
+    throw err;
+  };
+
+  /** `attempt` with credentials from `auth.authorize()` (OAuth2, or any provider without `fixedHeaders`). */
+  private async attemptWithAuth(
+    job: ExportJob,
+    cancellation: AttemptCancellation,
+    options?: { renewOn401?: boolean },
+  ): Promise<{ statusCode: number }> {
     // The caller's permit was granted just now: the delivery operators call `attempt` in the
     // same synchronous run as the limiter's grant (rateLimit → attemptExports; slot → attempt).
     const permitAt = this.clock();
@@ -242,7 +288,10 @@ export class HttpSink implements ExportSink, ExportSender {
     const statusCode = err instanceof DeliveryError ? err.statusCode : undefined;
     const rawReason = err instanceof Error ? err.message : String(err);
     // An endpoint may echo the request (URL, headers) in its error body: mask what we know.
-    const reason = this.redactor.text(scrub(rawReason, new Set([...this.staticSecrets, ...this.seenSecrets])));
+    // One masking pass in the usual case: the redactor knows the config's secrets, sensitive
+    // header values and every token an auth provider registered; only auth values it does not
+    // know (a custom provider's) are scrubbed first.
+    const reason = this.redactor.text(this.seenSecrets.size > 0 ? scrub(rawReason, this.seenSecrets) : rawReason);
     const outcome: DeliveryOutcome = { status: 'failed', job, attempts, statusCode, code, error: reason };
     if (!this.storeFailures) return outcome;
     const record: FailedRequest = {
@@ -336,7 +385,7 @@ export class HttpSink implements ExportSink, ExportSender {
   private rememberSecret(value: string): void {
     const min = HTTP_SINK_DEFAULTS.minSecretLength;
     const seen = this.seenSecrets;
-    if (value.length < min || seen.has(value)) return;
+    if (value.length < min || seen.has(value) || processSecrets.has(value)) return;
     while (seen.size >= HTTP_SINK_DEFAULTS.maxRememberedSecrets) {
       const oldest = seen.values().next().value;
       if (oldest === undefined) break;
@@ -359,7 +408,7 @@ export class HttpSink implements ExportSink, ExportSender {
 }
 
 /** Masks every known secret value in a reason. */
-function scrub(text: string, secrets: Set<string>): string {
+function scrub(text: string, secrets: ReadonlySet<string>): string {
   let out = text;
   // longest first, so a full `Bearer x` is masked before its `x`
   for (const s of [...secrets].sort((a, b) => b.length - a.length)) {
@@ -368,142 +417,3 @@ function scrub(text: string, secrets: Set<string>): string {
   return out;
 }
 
-/**
- * Token requests share the destination's Agent (and its TLS settings) only when the token
- * endpoint has the same origin; another origin goes through undici's global dispatcher, so a
- * private CA or client certificate meant for the export endpoint does not apply to it.
- */
-export function authDepsFor(dest: DestinationConfig, transport: HttpTransport, logger?: AuthDeps['logger']): AuthDeps {
-  const a = dest.auth;
-  let dispatcher: AuthDeps['dispatcher'];
-  if (a.type === 'oauth2-client-credentials' || a.type === 'oauth2-password') {
-    try {
-      if (new URL(a.accessTokenUrl).origin === new URL(dest.url).origin) dispatcher = transport.dispatcher;
-    } catch {
-      // validated URLs: cannot happen; fall back to the global dispatcher
-    }
-  }
-  return { dispatcher, proxy: dest.proxy, timeoutMs: dest.timeoutMs, logger };
-}
-
-/** The HttpSinks of a config, by dataflow id. */
-export interface HttpSinks {
-  /** The sink of a dataflow, or undefined for an unknown id. */
-  get(dataflowId: string): HttpSink | undefined;
-  readonly sinks: ReadonlyMap<string, HttpSink>;
-  /** Closes every sink, then each shared transport and auth provider once. */
-  close(): Promise<void>;
-}
-
-export interface CreateSinksOptions {
-  failedStore: FailedRequestStore;
-  /**
-   * The rate limiter of a dataflow, called once per dataflow; inject the Redis-backed limiter
-   * for a pool. Every attempt of the sink takes one permit: do not also rate-limit the same
-   * jobs upstream with the same limiter.
-   * @default (flow) => tokenBucket({ rate: flow.rateLimit, scheduler }) — per worker
-   */
-  limiterFor?: (dataflow: DataflowConfig) => RateLimiter;
-  /** @default createTransport({ destination }) — one per destination */
-  transportFor?: (destination: DestinationConfig) => HttpTransport;
-  /** @default createAuthProvider(destination.auth, authDepsFor(destination, transport)) — one per destination */
-  authFor?: (destination: DestinationConfig, transport: HttpTransport) => AuthProvider;
-  /** A logger, or a function giving one per dataflow (a child logger). @default none */
-  loggerFor?: (dataflowId: string) => SinkLogger | undefined;
-  /** The logger of a destination's auth provider (token renewal warnings). @default none */
-  authLoggerFor?: (destinationId: string) => SinkLogger | undefined;
-  warnIntervalMs?: number;
-  storeFailures?: boolean;
-  scheduler?: SchedulerLike;
-  random?: () => number;
-  now?: () => number;
-  onRetry?: HttpSinkOptions['onRetry'];
-  /** Every attempt's answer status, per dataflow (see `HttpSinkOptions.onResponse`). @default none */
-  onResponse?: (dataflowId: string, statusCode: number | undefined) => void;
-}
-
-/**
- * Builds one HttpSink per dataflow of a config: dataflows of the same destination share one
- * transport (connection pool) and one auth provider (one token); each dataflow has its own
- * limiter from `limiterFor` (default: an in-memory token bucket at the dataflow's
- * `rateLimit`). Closing the set closes each shared resource once.
- *
- * @example
- * ```ts
- * const sinks = createSinks(config, {
- *   failedStore,
- *   limiterFor: (flow) => tokenBucket({ rate: flow.rateLimit }), // the default; a pool passes its shared limiter
- *   loggerFor: (id) => logger.child({ dataflowId: id }),
- * });
- * sinks.get('flow-1')?.send(job);
- * await sinks.close();
- * ```
- */
-export function createSinks(
-  config: Pick<AppConfig, 'destinations' | 'dataflows'> & Partial<Pick<AppConfig, 'secrets'>>,
-  options: CreateSinksOptions,
-): HttpSinks {
-  const limiterFor =
-    options.limiterFor ?? ((flow: DataflowConfig) => tokenBucket({ rate: flow.rateLimit, scheduler: options.scheduler }));
-  const transportFor = options.transportFor ?? ((destination: DestinationConfig) => createTransport({ destination }));
-  const authFor =
-    options.authFor ??
-    ((destination: DestinationConfig, transport: HttpTransport) =>
-      createAuthProvider(destination.auth, authDepsFor(destination, transport, options.authLoggerFor?.(destination.id))));
-  const shared = new Map<string, { transport: HttpTransport; auth: AuthProvider }>();
-  const sinks = new Map<string, HttpSink>();
-  const byId = new Map(config.destinations.map((d) => [d.id, d]));
-
-  for (const flow of config.dataflows) {
-    const destination = byId.get(flow.destinationId);
-    if (!destination) throw new TypeError(`dataflow ${flow.id}: unknown destination ${flow.destinationId}`);
-    let found = shared.get(destination.id);
-    if (!found) {
-      const transport = transportFor(destination);
-      found = { transport, auth: authFor(destination, transport) };
-      shared.set(destination.id, found);
-    }
-    const res = found;
-    sinks.set(
-      flow.id,
-      new HttpSink({
-        destination,
-        limiter: limiterFor(flow),
-        failedStore: options.failedStore,
-        // the set owns the shared resources: a sink's own close() must not close them
-        transport: { send: (req, opts) => res.transport.send(req, opts), dispatcher: res.transport.dispatcher, close: () => Promise.resolve() },
-        auth: {
-          authorize: () => res.auth.authorize(),
-          invalidate: (h) => res.auth.invalidate(h),
-          close: () => Promise.resolve(),
-        },
-        scheduler: options.scheduler,
-        random: options.random,
-        now: options.now,
-        storeFailures: options.storeFailures,
-        secrets: config.secrets,
-        logger: options.loggerFor?.(flow.id),
-        warnIntervalMs: options.warnIntervalMs,
-        onRetry: options.onRetry,
-        onResponse: options.onResponse ? (status) => options.onResponse?.(flow.id, status) : undefined,
-      }),
-    );
-  }
-
-  let closing: Promise<void> | undefined;
-  return {
-    get: (id) => sinks.get(id),
-    sinks,
-    close(): Promise<void> {
-      closing ??= (async () => {
-        await Promise.allSettled([...sinks.values()].map((s) => s.close()));
-        const results = await Promise.allSettled(
-          [...shared.values()].flatMap((r) => [r.auth.close(), r.transport.close()]),
-        );
-        const bad = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-        if (bad) throw bad.reason;
-      })();
-      return closing;
-    },
-  };
-}

@@ -19,6 +19,7 @@ import type { AuthProvider } from './types.js';
 export function bearerAuth(options: { token: string }): AuthProvider {
   const value = `Bearer ${options.token}`;
   return {
+    fixedHeaders: Object.freeze({ authorization: value }),
     authorize: () => Promise.resolve({ authorization: value }),
     invalidate: () => false,
     close: () => Promise.resolve(),

@@ -3,7 +3,8 @@
  */
 import type { Dispatcher } from 'undici';
 import type { AuthConfig } from '../../../config/schema.js';
-import type { ResolvedProxy } from '../../../config/load.js';
+import type { DestinationConfig, ResolvedProxy } from '../../../config/load.js';
+import type { HttpTransport } from '../transport.js';
 import { bearerAuth } from './bearer.js';
 import { noAuth } from './none.js';
 import { createOAuth2Provider } from './oauth2.js';
@@ -57,4 +58,22 @@ export function createAuthProvider(auth: AuthConfig, deps: AuthDeps): AuthProvid
       throw new TypeError(`unsupported auth type ${(unknown as { type?: unknown }).type as string}`);
     }
   }
+}
+
+/**
+ * Token requests share the destination's Agent (and its TLS settings) only when the token
+ * endpoint has the same origin; another origin goes through undici's global dispatcher, so a
+ * private CA or client certificate meant for the export endpoint does not apply to it.
+ */
+export function authDepsFor(dest: DestinationConfig, transport: HttpTransport, logger?: AuthDeps['logger']): AuthDeps {
+  const a = dest.auth;
+  let dispatcher: AuthDeps['dispatcher'];
+  if (a.type === 'oauth2-client-credentials' || a.type === 'oauth2-password') {
+    try {
+      if (new URL(a.accessTokenUrl).origin === new URL(dest.url).origin) dispatcher = transport.dispatcher;
+    } catch {
+      // validated URLs: cannot happen; fall back to the global dispatcher
+    }
+  }
+  return { dispatcher, proxy: dest.proxy, timeoutMs: dest.timeoutMs, logger };
 }

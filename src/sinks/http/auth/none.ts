@@ -16,6 +16,7 @@ const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
  */
 export function noAuth(): AuthProvider {
   return {
+    fixedHeaders: NO_HEADERS,
     authorize: () => Promise.resolve({ ...NO_HEADERS }),
     invalidate: () => false,
     close: () => Promise.resolve(),

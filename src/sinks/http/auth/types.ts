@@ -5,6 +5,12 @@
 
 export interface AuthProvider {
   /**
+   * Set when the credentials never change (`none`, `bearer`): the headers `authorize()` would
+   * always give. The sink then builds them into every request once, with no `authorize()` call
+   * (and no await) per request. A provider that sets it answers `invalidate()` with `false`.
+   */
+  readonly fixedHeaders?: Readonly<Record<string, string>>;
+  /**
    * Headers to add to one request (e.g. `Authorization`). May fetch or renew a token; many
    * concurrent callers share a single fetch. Rejects with a DeliveryError of code `ERR_AUTH`
    * (retryable unless the token endpoint refused the grant for good) whose message holds no

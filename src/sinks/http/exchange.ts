@@ -1,0 +1,253 @@
+/**
+ * One request of the transport as an undici dispatch handler (`Exchange`), and the answer it
+ * resolves with (`Answer`).
+ */
+import { performance } from 'node:perf_hooks';
+import { util, type Dispatcher } from 'undici';
+import { DeliveryError } from '../../errors.js';
+import type { Redactor } from '../../observability/redact.js';
+import { classify, statusError, type ResponseHeaders } from './answer-errors.js';
+import { TRANSPORT_DEFAULTS } from './transport-defaults.js';
+
+/** The answer to a successful (2xx) request; its body has been consumed. */
+export interface TransportResponse {
+  statusCode: number;
+  headers: ResponseHeaders;
+}
+
+/** What every exchange of one transport shares. */
+export interface ExchangeSettings {
+  timeoutMs: number;
+  now: () => number;
+  redactor: Redactor;
+  /** The overall deadlines of the transport's requests. */
+  deadlines: Deadlines;
+}
+
+/** What `Deadlines` keeps of a request: its deadline, its place in the list, what to call past it. */
+export interface DeadlineEntry {
+  deadline: number;
+  prev: DeadlineEntry | undefined;
+  next: DeadlineEntry | undefined;
+  expire(): void;
+}
+
+/**
+ * The overall deadlines (queueing + connect + headers + body) of one transport's requests: one
+ * timer for all of them instead of a `setTimeout` + `clearTimeout` per request. Every request
+ * of a transport has the same `timeoutMs`, so the order they start in is the order their
+ * deadlines come in: a list in start order (linked through the exchanges themselves, nothing
+ * allocated per request), the timer armed for the first; a settled request leaves the list.
+ */
+export class Deadlines {
+  private first: DeadlineEntry | undefined;
+  private last: DeadlineEntry | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly timeoutMs: number,
+    private readonly clock: () => number = performance.now.bind(performance),
+  ) {}
+
+  /** How many requests have a deadline pending (tests). */
+  get size(): number {
+    let n = 0;
+    for (let e = this.first; e !== undefined; e = e.next) n++;
+    return n;
+  }
+
+  add(ex: DeadlineEntry): void {
+    ex.deadline = this.clock() + this.timeoutMs;
+    ex.prev = this.last;
+    ex.next = undefined;
+    if (this.last) this.last.next = ex;
+    else this.first = ex;
+    this.last = ex;
+    if (this.timer === undefined) this.arm(this.timeoutMs);
+  }
+
+  remove(ex: DeadlineEntry): void {
+    if (ex.prev) ex.prev.next = ex.next;
+    else if (this.first === ex) this.first = ex.next;
+    else return; // not in the list
+    if (ex.next) ex.next.prev = ex.prev;
+    else this.last = ex.prev;
+    ex.prev = ex.next = undefined;
+  }
+
+  private arm(ms: number): void {
+    this.timer = setTimeout(this.fire, Math.max(1, Math.ceil(ms)));
+    this.timer.unref();
+  }
+
+  private readonly fire = (): void => {
+    this.timer = undefined;
+    const now = this.clock();
+    for (let ex = this.first; ex !== undefined && ex.deadline <= now; ex = this.first) {
+      this.remove(ex);
+      ex.expire();
+    }
+    if (this.first) this.arm(this.first.deadline - now);
+  };
+}
+
+/**
+ * A 2xx answer: its headers are parsed from undici's raw list only when asked for (the sink
+ * never asks: on the export path a 2xx costs no header object).
+ */
+class Answer implements TransportResponse {
+  private parsed: ResponseHeaders | undefined;
+
+  constructor(
+    readonly statusCode: number,
+    private readonly raw: Buffer[],
+  ) {}
+
+  get headers(): ResponseHeaders {
+    this.parsed ??= util.parseHeaders(this.raw);
+    return this.parsed;
+  }
+}
+
+/** The reason given to undici when we abort a request ourselves (it comes back in onError). */
+function abortReason(): Error {
+  return new DOMException('This operation was aborted', 'AbortError');
+}
+
+/** "request cancelled": the caller gave the request up. */
+export function aborted(cause?: unknown): DeliveryError {
+  return new DeliveryError('ERR_HTTP_CONNECTION', 'request cancelled', { retryable: true, cause });
+}
+
+/**
+ * One request as an undici dispatch handler, in the handler interface undici's `Request`
+ * calls itself (`onConnect` / `onHeaders` / `onData` / `onComplete` / `onError`). The
+ * controller style (`onRequestStart` / `onResponseStart` / …) is undici's newer surface, but
+ * `dispatch()` adapts it to this one per request (a wrapper handler, a controller, and the
+ * headers and trailers parsed into objects for every answer): at one request per export that
+ * was the sink's largest avoidable cost in undici. Keeps the status, the raw headers and at
+ * most `errorExcerptBytes` of a non-2xx body; reads (and drops) the rest so the socket is
+ * reused, up to `maxDrainBytes`, past which the request is aborted (the socket is closed
+ * instead). Settles its promise once: on the end of the response, or on undici's error —
+ * our own aborts (deadline, cancellation) included, which undici reports there once the
+ * request has reached a socket, as with `request()` and a signal.
+ */
+export class Exchange implements Dispatcher.DispatchHandler, DeadlineEntry {
+  private abortRequest: ((err?: Error) => void) | undefined;
+  private statusCode = 0;
+  private rawHeaders: Buffer[] | undefined;
+  /** Kept bytes of a non-2xx body; undefined for 2xx. */
+  private kept: Buffer[] | undefined;
+  private keptBytes = 0;
+  private total = 0;
+  private settled = false;
+  /** Why we aborted the request ourselves, if we did. */
+  private why: 'timeout' | 'cancel' | undefined;
+  /** The overall deadline (queueing + connect + headers + body), on `Deadlines`' clock. */
+  deadline = 0;
+  /** Neighbours in the transport's `Deadlines` list. */
+  prev: DeadlineEntry | undefined;
+  next: DeadlineEntry | undefined;
+
+  constructor(
+    private readonly settings: ExchangeSettings,
+    private readonly https: boolean,
+    private readonly resolve: (res: TransportResponse) => void,
+    private readonly reject: (err: unknown) => void,
+    private readonly signal: AbortSignal | undefined,
+  ) {
+    settings.deadlines.add(this);
+    signal?.addEventListener('abort', this, { once: true });
+  }
+
+  /** The caller gave up (`Cancellation`). */
+  cancel(): void {
+    this.abort('cancel');
+  }
+
+  /** The `signal` listener (an object listener: no closure per request). */
+  handleEvent(): void {
+    this.abort('cancel');
+  }
+
+  /** Past the deadline (`Deadlines`). */
+  expire(): void {
+    this.abort('timeout');
+  }
+
+  private abort(why: 'timeout' | 'cancel'): void {
+    if (this.settled || this.why !== undefined) return;
+    this.why = why;
+    // Not on a socket yet: onConnect aborts it when it gets one.
+    this.abortRequest?.(abortReason());
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (this.why !== undefined) abort(abortReason());
+    else this.abortRequest = abort;
+  }
+
+  onHeaders(statusCode: number, rawHeaders: Buffer[]): boolean {
+    // 1xx informational answers come first; the real one follows.
+    if (statusCode < 200) return true;
+    this.statusCode = statusCode;
+    this.rawHeaders = rawHeaders;
+    if (statusCode >= 300) this.kept = [];
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.settled) return true;
+    this.total += chunk.length;
+    const kept = this.kept;
+    if (kept !== undefined && this.keptBytes < TRANSPORT_DEFAULTS.errorExcerptBytes) {
+      const part = chunk.subarray(0, TRANSPORT_DEFAULTS.errorExcerptBytes - this.keptBytes);
+      kept.push(part);
+      this.keptBytes += part.length;
+    }
+    if (this.total > TRANSPORT_DEFAULTS.maxDrainBytes) {
+      // Too long to read through: answer with what we have, close the socket.
+      const abort = this.abortRequest;
+      this.finish();
+      abort?.(abortReason());
+    }
+    return true;
+  }
+
+  onComplete(): void {
+    this.finish();
+  }
+
+  onError(err: Error): void {
+    if (this.settled) return;
+    this.settle();
+    const { timeoutMs } = this.settings;
+    if (this.why === 'timeout') {
+      this.reject(new DeliveryError('ERR_HTTP_TIMEOUT', `no complete answer within ${timeoutMs} ms`, { retryable: true, cause: err }));
+    } else if (this.why === 'cancel') {
+      this.reject(aborted(err));
+    } else {
+      this.reject(classify(err, timeoutMs, this.https));
+    }
+  }
+
+  private finish(): void {
+    if (this.settled) return;
+    this.settle();
+    const statusCode = this.statusCode;
+    const raw = this.rawHeaders ?? [];
+    if (statusCode >= 200 && statusCode < 300) {
+      this.resolve(new Answer(statusCode, raw));
+      return;
+    }
+    const excerpt = this.keptBytes === 0 ? '' : Buffer.concat(this.kept ?? []).toString('utf8');
+    this.reject(statusError(statusCode, util.parseHeaders(raw), excerpt, this.settings));
+  }
+
+  private settle(): void {
+    this.settled = true;
+    this.abortRequest = undefined;
+    this.settings.deadlines.remove(this);
+    this.signal?.removeEventListener('abort', this);
+  }
+}
