@@ -53,7 +53,7 @@ export function isOpen(task: ExportTask): boolean {
  * settles it as "queued", without the message waiting for its retries.
  *
  * @example
- * planned$.pipe(deliverExports(rateLimit({ limiter }), sendExports({ sinkFor }), retryExports({ sinkFor, limiterFor }), storeFailedExports({ sinkFor })))
+ * planned$.pipe(deliverExports(rateLimit({ limiter }), attemptExports({ sinkFor }), retryExports({ sinkFor, limiterFor }), storeFailedExports({ sinkFor })))
  */
 export function deliverExports(...stages: MonoTypeOperatorFunction<ExportTask>[]): OperatorFunction<PlannedEnvelope, SettledEnvelope> {
   return (source) =>
