@@ -18,8 +18,22 @@ export function isIn(record: MembershipRecord | undefined): boolean {
   return record !== undefined && (record.status === 'realized' || record.status === 'existing');
 }
 
-function memberships(s: ProfileSnapshot | null): Record<string, MembershipRecord> {
-  return s ? s.memberships : {};
+/** No memberships (a profile seen for the first time): one frozen object, not one per call. */
+const NO_MEMBERSHIPS: Readonly<Record<string, MembershipRecord>> = Object.freeze({});
+
+function memberships(s: ProfileSnapshot | null): Readonly<Record<string, MembershipRecord>> {
+  return s ? s.memberships : NO_MEMBERSHIPS;
+}
+
+/**
+ * `list` with `item` added, `[item]` when there is no list yet. Lists here hold a few ids: an
+ * array literal is sized to its content, while the first `push` onto `[]` reserves 17 slots
+ * (and a `last` record keeps its lists for the life of the snapshot).
+ */
+function added<T>(list: T[] | undefined, item: T): T[] {
+  if (list === undefined) return [item];
+  list.push(item);
+  return list;
 }
 
 /**
@@ -153,18 +167,18 @@ export function identityChanged(before: ProfileSnapshot | null, after: ProfileSn
 export function exitedAudiences(applied: AppliedUpdate): string[] {
   const before = memberships(applied.before);
   const after = applied.after.memberships;
-  const out: string[] = [];
-  for (const id in after) if (Object.hasOwn(after, id) && isIn(own(before, id)) && !isIn(after[id])) out.push(id);
-  return out;
+  let out: string[] | undefined;
+  for (const id in after) if (Object.hasOwn(after, id) && isIn(own(before, id)) && !isIn(after[id])) out = added(out, id);
+  return out ?? [];
 }
 
 /** Audiences (any) the profile entered in this update: out before, in after. */
 export function enteredAudiences(applied: AppliedUpdate): string[] {
   const before = memberships(applied.before);
   const after = applied.after.memberships;
-  const out: string[] = [];
-  for (const id in after) if (Object.hasOwn(after, id) && !isIn(own(before, id)) && isIn(after[id])) out.push(id);
-  return out;
+  let out: string[] | undefined;
+  for (const id in after) if (Object.hasOwn(after, id) && !isIn(own(before, id)) && isIn(after[id])) out = added(out, id);
+  return out ?? [];
 }
 
 /**
@@ -177,28 +191,40 @@ export function enteredAudiences(applied: AppliedUpdate): string[] {
 export function decideExports(applied: AppliedUpdate, dataflows: readonly DataflowRules[]): ExportDecision[] {
   const before = memberships(applied.before);
   const after = applied.after.memberships;
+  const patch = applied.update.attributes;
   let idChanged: boolean | undefined;
-  const decisions: ExportDecision[] = [];
+  let decisions: ExportDecision[] | undefined;
   for (const flow of dataflows) {
-    const entered: string[] = [];
-    const exited: string[] = [];
+    let entered: string[] | undefined;
+    let exited: string[] | undefined;
     let inAny = false;
     for (const m of flow.audiences) {
       const was = isIn(own(before, m.id));
       const is = isIn(own(after, m.id));
       if (is) inAny = true;
-      if (!was && is) entered.push(m.id);
-      else if (was && !is) exited.push(m.id);
+      if (!was && is) entered = added(entered, m.id);
+      else if (was && !is) exited = added(exited, m.id);
     }
-    const reasons: ExportReason[] = [];
-    if (entered.length > 0 || exited.length > 0) reasons.push('membership');
+    const membership = entered !== undefined || exited !== undefined;
+    let identity = false;
+    let attribute = false;
     if (inAny) {
       idChanged ??= identityChanged(applied.before, applied.after);
-      if (idChanged) reasons.push('identity');
-      const patch = applied.update.attributes;
-      if (patch !== undefined && flow.attributes.some((m) => patchTouches(patch, m))) reasons.push('attribute');
+      identity = idChanged;
+      if (patch !== undefined) for (const m of flow.attributes) if ((attribute = patchTouches(patch, m))) break;
     }
-    if (reasons.length > 0) decisions.push({ dataflowId: flow.id, reasons, entered, exited });
+    if (!membership && !identity && !attribute) continue;
+    decisions = added(decisions, { dataflowId: flow.id, reasons: reasonsOf(membership, identity, attribute), entered: entered ?? [], exited: exited ?? [] });
   }
-  return decisions;
+  return decisions ?? [];
+}
+
+/** The reasons, in the order SPEC §3 lists them, as one array literal (sized to its content). */
+function reasonsOf(membership: boolean, identity: boolean, attribute: boolean): ExportReason[] {
+  if (membership) {
+    if (identity) return attribute ? ['membership', 'identity', 'attribute'] : ['membership', 'identity'];
+    return attribute ? ['membership', 'attribute'] : ['membership'];
+  }
+  if (identity) return attribute ? ['identity', 'attribute'] : ['identity'];
+  return attribute ? ['attribute'] : [];
 }

@@ -57,8 +57,11 @@ export interface StoredLastUpdate extends Omit<LastUpdate, 'written'> {
 export function lastUpdateOf(snapshot: Pick<ProfileSnapshot, 'last'>): LastUpdate | undefined {
   const last = snapshot.last;
   if (!last) return undefined;
-  const { writtenText, written, ...rest } = last;
-  return { ...rest, written: writtenOf(last) };
+  const { writtenText, written, eventId, at, ...rest } = last;
+  const view: LastUpdate = { ...rest, written: writtenOf(last) };
+  if (eventId !== undefined) view.eventId = eventId;
+  if (at !== undefined) view.at = at;
+  return view;
 }
 
 /** The written leaf paths of a stored record (either form). */
@@ -78,18 +81,19 @@ export function summarizeUpdate(before: ProfileSnapshot | null, update: ProfileU
   const patch = update.attributes;
   const writtenText = patch === undefined ? '' : joinWrittenPaths(patch, LAST_UPDATE_LIMITS.written);
   const count = pathCount;
-  const last: StoredLastUpdate = {
+  // Every field in one literal (absent ones undefined, which JSON leaves out): a field added
+  // afterwards would give each stored record a property array of its own.
+  return {
+    eventId: update.eventId,
+    at: update.timestamp,
+    writtenText: joinable ? writtenText : undefined,
+    written: joinable ? undefined : atMost(writtenPaths(patch), LAST_UPDATE_LIMITS.written),
     writtenMore: Math.max(0, count - LAST_UPDATE_LIMITS.written),
     identityChanged: identityChanged(before, after),
     // The arrays are kept as they are when within the limits (no copy per update).
     entered: atMost(enteredAudiences(applied), LAST_UPDATE_LIMITS.audiences),
     exited: atMost(exitedAudiences(applied), LAST_UPDATE_LIMITS.audiences),
   };
-  if (joinable) last.writtenText = writtenText;
-  else last.written = atMost(writtenPaths(patch), LAST_UPDATE_LIMITS.written);
-  if (update.eventId !== undefined) last.eventId = update.eventId;
-  if (update.timestamp !== undefined) last.at = update.timestamp;
-  return last;
 }
 
 function atMost(xs: string[], n: number): string[] {

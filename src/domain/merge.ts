@@ -158,8 +158,8 @@ export function applyUpdate(before: ProfileSnapshot | null, update: ProfileUpdat
     for (const id in ups) {
       if (!Object.hasOwn(ups, id)) continue;
       const r = ups[id];
-      const record: MembershipRecord = { status: r.status };
-      if (r.lastQualificationTime !== undefined) record.lastQualificationTime = r.lastQualificationTime;
+      // One literal per shape: a property added later would cost the record a property array.
+      const record: MembershipRecord = r.lastQualificationTime !== undefined ? { status: r.status, lastQualificationTime: r.lastQualificationTime } : { status: r.status };
       setOwn(memberships, id, record);
     }
   }
@@ -172,5 +172,7 @@ export function applyUpdate(before: ProfileSnapshot | null, update: ProfileUpdat
         ? mergeIdentities(base.identityMap, update.identityMap, update.removedIdentities)
         : base.identityMap,
     memberships,
+    // Set by withLastUpdate: named here so the snapshot holds it in-object (no property array).
+    last: undefined,
   });
 }
