@@ -103,7 +103,8 @@ export function deliverExports(...stages: MonoTypeOperatorFunction<ExportTask>[]
           const { jobs } = env;
           if (env.fault || jobs.length === 0) return done(settled);
           left.set(env, jobs.length);
-          for (let i = 0; i < jobs.length; i++) tasksIn?.next({ job: jobs[i]!, env, attempts: 0 });
+          // Every field a stage sets, named at once: one hidden class, no property array per task.
+          for (let i = 0; i < jobs.length; i++) tasksIn?.next({ job: jobs[i]!, env, attempts: 0, error: undefined, outcome: undefined, abandoned: undefined });
         },
         error: (err: unknown) => subscriber.error(err),
         complete: () => {
