@@ -6,7 +6,7 @@ import type { RejectedEvent, RejectedEventStore } from '../sinks/types.js';
 import type { SnapshotStore } from '../stores/types.js';
 import type { SettledEnvelope } from './deliver-exports.js';
 import { rejectedRecord } from './divert-rejected.js';
-import { settle, step, type StepOutput } from './internal/step.js';
+import { settle, step } from './internal/step.js';
 
 export interface AcknowledgeOptions {
   /** The snapshot store whose replay record of the message is forgotten before the ack. */
@@ -57,16 +57,34 @@ export function acknowledge(options: AcknowledgeOptions): MonoTypeOperatorFuncti
       return out.next(env);
     }
     out.hold();
-    if (fault === undefined) return confirmThenAck(store, env, out, onAcked);
     const finish = (): void => {
       if (out.closed) return;
       out.next(env);
       out.release();
     };
+    const confirmThenAck = (then: () => void): void => {
+      const ack = (): void => {
+        if (out.closed) return;
+        try {
+          env.msg.ack();
+        } catch (err) {
+          // The source cannot take acks any more (its connection is gone): stop the chain.
+          return out.error(err);
+        }
+        then();
+        finish();
+      };
+      // A backfill item or a rejection before the store step has no replay record.
+      if (env.backfill || env.applied === undefined) return ack();
+      // The exports are settled whatever happens to the bookkeeping: a confirm that fails
+      // (store down) leaves a replay record the store bounds; the message is acked anyway.
+      settle(() => store.confirm(env.update.profileId, env.msg.key), ack, ack);
+    };
+    if (fault === undefined) return confirmThenAck(() => onAcked?.(env));
     const record = rejectedRecord(env.msg, fault.error, scheduler.now());
     settle(
       () => rejected.put(record),
-      () => confirmThenAck(store, env, out, (e) => onRejected?.(e, record)),
+      () => confirmThenAck(() => onRejected?.(env, record)),
       (err: unknown) => {
         if (out.closed) return;
         env.msg.nak(nakDelayMs);
@@ -75,42 +93,4 @@ export function acknowledge(options: AcknowledgeOptions): MonoTypeOperatorFuncti
       },
     );
   });
-}
-
-/**
- * Confirms the envelope's replay record, then acks its message, calls `after` and emits it
- * (the output is held). One closure per message: this is every settled message's path.
- */
-function confirmThenAck(
-  store: Pick<SnapshotStore, 'confirm'>,
-  env: SettledEnvelope,
-  out: StepOutput<SettledEnvelope>,
-  after: ((env: SettledEnvelope) => void) | undefined,
-): void {
-  // A backfill item or a rejection before the store step has no replay record.
-  if (env.backfill || env.applied === undefined) return ackThenEmit(env, out, after);
-  const ack = (): void => ackThenEmit(env, out, after);
-  // The exports are settled whatever happens to the bookkeeping: a confirm that fails
-  // (store down) leaves a replay record the store bounds; the message is acked anyway.
-  let confirmed: PromiseLike<void>;
-  try {
-    confirmed = store.confirm(env.update.profileId, env.msg.key);
-  } catch {
-    return ack();
-  }
-  confirmed.then(ack, ack);
-}
-
-function ackThenEmit(env: SettledEnvelope, out: StepOutput<SettledEnvelope>, after: ((env: SettledEnvelope) => void) | undefined): void {
-  if (out.closed) return;
-  try {
-    env.msg.ack();
-  } catch (err) {
-    // The source cannot take acks any more (its connection is gone): stop the chain.
-    return out.error(err);
-  }
-  after?.(env);
-  if (out.closed) return;
-  out.next(env);
-  out.release();
 }
