@@ -80,20 +80,27 @@ export function summarizeUpdate(before: ProfileSnapshot | null, update: ProfileU
   const applied: AppliedUpdate = { update, before, after };
   const patch = update.attributes;
   const writtenText = patch === undefined ? '' : joinWrittenPaths(patch, LAST_UPDATE_LIMITS.written);
-  const count = pathCount;
-  // Every field in one literal (absent ones undefined, which JSON leaves out): a field added
-  // afterwards would give each stored record a property array of its own.
-  return {
-    eventId: update.eventId,
-    at: update.timestamp,
-    writtenText: joinable ? writtenText : undefined,
-    written: joinable ? undefined : atMost(writtenPaths(patch), LAST_UPDATE_LIMITS.written),
-    writtenMore: Math.max(0, count - LAST_UPDATE_LIMITS.written),
-    identityChanged: identityChanged(before, after),
-    // The arrays are kept as they are when within the limits (no copy per update).
-    entered: atMost(enteredAudiences(applied), LAST_UPDATE_LIMITS.audiences),
-    exited: atMost(exitedAudiences(applied), LAST_UPDATE_LIMITS.audiences),
-  };
+  // (joinWrittenPaths leaves its answers in `pathCount` and `joinable`: none without a patch.)
+  const count = patch === undefined ? 0 : pathCount;
+  const joined = patch === undefined || joinable;
+  const writtenMore = Math.max(0, count - LAST_UPDATE_LIMITS.written);
+  const changed = identityChanged(before, after);
+  // The arrays are kept as they are when within the limits (no copy per update).
+  const entered = atMost(enteredAudiences(applied), LAST_UPDATE_LIMITS.audiences);
+  const exited = atMost(exitedAudiences(applied), LAST_UPDATE_LIMITS.audiences);
+  const { eventId, timestamp } = update;
+  // The usual record in one literal: a field added afterwards would give each stored record a
+  // property array of its own. (No field is ever set to undefined: a snapshot equals its JSON
+  // round trip, which the crash tests compare with isDeepStrictEqual.)
+  if (joined && eventId !== undefined && timestamp !== undefined) {
+    return { eventId, at: timestamp, writtenText, writtenMore, identityChanged: changed, entered, exited };
+  }
+  const last: StoredLastUpdate = { writtenMore, identityChanged: changed, entered, exited };
+  if (joined) last.writtenText = writtenText;
+  else last.written = atMost(writtenPaths(patch), LAST_UPDATE_LIMITS.written);
+  if (eventId !== undefined) last.eventId = eventId;
+  if (timestamp !== undefined) last.at = timestamp;
+  return last;
 }
 
 function atMost(xs: string[], n: number): string[] {

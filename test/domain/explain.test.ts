@@ -1,3 +1,4 @@
+import { isDeepStrictEqual } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { decideExports, writtenPaths } from '../../src/domain/diff.js';
 import { explainDataflow, LAST_UPDATE_LIMITS, lastUpdateOf, reconstructApplied, summarizeUpdate, writtenOf } from '../../src/domain/explain.js';
@@ -145,4 +146,29 @@ describe('the stored last record', () => {
     const empty = summarizeUpdate(null, { profileId: 'p', attributes: { '': 1 } }, applyUpdate(null, { profileId: 'p', attributes: { '': 1 } }));
     expect(writtenOf(empty)).toEqual(['']);
   });
+
+  it('never holds an undefined field: a snapshot is deep-strict-equal to its JSON round trip (the crash tests compare them so)', () => {
+    const many = Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`k${i}`, i]));
+    const updates: ProfileUpdate[] = [
+      { profileId: 'p', eventId: 'e1', timestamp: '2026-11-26T10:00:00Z', attributes: { a: { b: 1 } }, ...inAud('aud-1') },
+      { profileId: 'p', attributes: many },
+      { profileId: 'p', eventId: 'e3' },
+      { profileId: 'p', timestamp: '2026-11-26T10:00:00Z', attributes: { 'x\ny': 1 } },
+      { profileId: 'p', identityMap: { ecid: [{ id: 'e1' }] }, segmentMembership: { ups: { 'aud-1': { status: 'exited', lastQualificationTime: '2026-11-26T10:00:00Z' } } } },
+    ];
+    let s: ProfileSnapshot | null = null;
+    for (const u of updates) {
+      s = applyUpdate(s, u);
+      expect(isDeepStrictEqual(s, JSON.parse(JSON.stringify(s)))).toBe(true);
+    }
+  });
+
+  it('counts no paths for an update without attributes, whatever the update before wrote', () => {
+    const many = Object.fromEntries(Array.from({ length: 100 }, (_, i) => [`k${i}`, i]));
+    const first = applyUpdate(null, { profileId: 'p', attributes: many });
+    expect(first.last?.writtenMore).toBe(100 - LAST_UPDATE_LIMITS.written);
+    const next = applyUpdate(first, { profileId: 'p', eventId: 'e2' });
+    expect(lastUpdateOf(next)).toMatchObject({ written: [], writtenMore: 0 });
+  });
 });
+
