@@ -3,7 +3,7 @@
  * time: in-memory store, sink and limiter fakes whose answers arrive on the TestScheduler.
  */
 import { describe, it, expect } from 'vitest';
-import { map } from 'rxjs';
+import { map, Observable, type Subscriber } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import { applyUpdate } from '../src/domain/merge.js';
 import type { DataflowRules, ProfileSnapshot, ProfileUpdate } from '../src/domain/types.js';
@@ -312,4 +312,40 @@ describe('the chain (exportPipeline) in virtual time', () => {
     expect(log.filter((l) => l.includes('send'))).toEqual(['1 send fr#1']);
     expect(metrics.flow('flow-1')).toMatchObject({ received: 2, excluded: 1, delivered: 1 });
   });
+
+  // The sink checks a send permit's age from the moment `attempt` is called (src/sinks/http/sink.ts):
+  // that holds only while nothing asynchronous sits between `rateLimit` and `attemptExports`.
+  it.each([
+    ['inline retries', false],
+    ['retry queues', true],
+  ])('calls the attempt in the same call stack as the limiter grants its slot (%s: rateLimit directly before attemptExports)', (_name, queued) => {
+    const ts = scheduler();
+    const log: Log = [];
+    const waiting: Array<Subscriber<void>> = [];
+    const limiter: RateLimiter = { acquire: () => new Observable<void>((s) => void waiting.push(s)), tryAcquire: () => false };
+    const queues = {
+      isQueued: () => false,
+      backingOff: () => false,
+      enqueue: () => later(ts, 0, () => undefined),
+      succeeded: () => {},
+    };
+    const marks = { record: () => later(ts, 0, () => undefined) };
+    const { options } = setup(ts, log, queued ? { retryQueue: { queues, marks } } : {}, limiter);
+    const atGrant: string[] = [];
+    ts.run(({ cold, expectObservable }) => {
+      const msgs = { a: message(ts, log, 1, ev('a', 'p-1')), b: message(ts, log, 2, ev('b', 'p-2')) };
+      const grant = (): void => {
+        const sends = log.filter((l) => l.includes('send')).length;
+        waiting.shift()!.next();
+        // Nothing may run between the grant and the attempt: the send is logged before `next` returns.
+        atGrant.push(`${sends}→${log.filter((l) => l.includes('send')).length}`);
+      };
+      ts.schedule(grant, 5);
+      ts.schedule(grant, 8);
+      expectObservable(cold<SourceMessage>('ab|', msgs).pipe(exportPipeline(options), map(() => 'x'))).toBe('--------x 2ms (x|)');
+    });
+    expect(atGrant).toEqual(['0→1', '1→2']);
+    expect(log.filter((l) => l.includes('send'))).toEqual(['5 send a#1', '8 send b#1']);
+  });
 });
+

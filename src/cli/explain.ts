@@ -9,7 +9,7 @@
 import { Option, type Command } from 'commander';
 import type { UnsetVariable } from '../config/env.js';
 import { SENSITIVE_HEADER, type AppConfig, type DestinationConfig } from '../config/load.js';
-import { explainDataflow, type DataflowVerdict, type LastUpdate } from '../domain/explain.js';
+import { explainDataflow, lastUpdateOf, type DataflowVerdict, type LastUpdate } from '../domain/explain.js';
 import { idempotencyKey } from '../domain/keys.js';
 import { buildPayload, preparePayloadRules } from '../domain/payload.js';
 import type { AppliedUpdate, ExportPayload, JsonValue, ProfileSnapshot } from '../domain/types.js';
@@ -106,7 +106,7 @@ export function buildReport(config: AppConfig, snapshot: ProfileSnapshot, flows:
     };
     return { ...verdict, destinationId: dest.id, request };
   });
-  return { profileId: snapshot.profileId, found: true, snapshot: stored, last: last ?? null, dataflows };
+  return { profileId: snapshot.profileId, found: true, snapshot: stored, last: lastUpdateOf(snapshot) ?? null, dataflows };
 }
 
 /** A config value as shown: `${NAME} (unset)` for an unset variable, secrets masked. */

@@ -18,8 +18,22 @@ export function isIn(record: MembershipRecord | undefined): boolean {
   return record !== undefined && (record.status === 'realized' || record.status === 'existing');
 }
 
-function memberships(s: ProfileSnapshot | null): Record<string, MembershipRecord> {
-  return s ? s.memberships : {};
+/** No memberships (a profile seen for the first time): one frozen object, not one per call. */
+const NO_MEMBERSHIPS: Readonly<Record<string, MembershipRecord>> = Object.freeze({});
+
+function memberships(s: ProfileSnapshot | null): Readonly<Record<string, MembershipRecord>> {
+  return s ? s.memberships : NO_MEMBERSHIPS;
+}
+
+/**
+ * `list` with `item` added, `[item]` when there is no list yet. Lists here hold a few ids: an
+ * array literal is sized to its content, while the first `push` onto `[]` reserves 17 slots
+ * (and a `last` record keeps its lists for the life of the snapshot).
+ */
+function added<T>(list: T[] | undefined, item: T): T[] {
+  if (list === undefined) return [item];
+  list.push(item);
+  return list;
 }
 
 /**
@@ -30,26 +44,15 @@ export function membershipOf(s: ProfileSnapshot | null | undefined, id: string):
   return s ? own(s.memberships, id) : undefined;
 }
 
-/** The patch `writtenPaths` walked last and its answer (see there). */
-let lastPatch: JsonObject | undefined;
-let lastPaths: string[] = [];
-
 /**
  * Every leaf path written by an attributes patch, dotted (`person.name.firstName`).
- * `null` (a removal), scalars and arrays are leaves; objects are walked into.
- *
- * The merge (the `last` record of the snapshot) and the export decision ask it about the same
- * patch one after the other: the answer for the last patch is kept and given again for the
- * same object. So the array is shared — callers never modify it — and a patch is never
- * modified after it was decoded (an update is immutable down the chain).
+ * `null` (a removal), scalars and arrays are leaves; objects are walked into. For `explain`
+ * and tests: the export decision asks `patchTouches` instead (no string per leaf).
  */
 export function writtenPaths(patch: JsonObject | undefined): string[] {
   if (!patch) return [];
-  if (patch === lastPatch) return lastPaths;
   const out: string[] = [];
   collectPaths(patch, '', out);
-  lastPatch = patch;
-  lastPaths = out;
   return out;
 }
 
@@ -62,6 +65,67 @@ function collectPaths(patch: JsonObject, prefix: string, out: string[]): void {
     if (isPlainObject(value)) collectPaths(value, path, out);
     else out.push(path);
   }
+}
+
+/**
+ * Whether some leaf path written by `patch` (as `writtenPaths` lists them) `touches` the
+ * mapped path `mapped` — the same answer as `writtenPaths(patch).some((w) => touches(w, mapped))`,
+ * keys holding dots included, but by walking the patch along `mapped` with offsets into it:
+ * no path string is built. A differential test in test/domain/diff.test.ts pins the two.
+ */
+export function patchTouches(patch: JsonObject | undefined, mapped: string): boolean {
+  return patch !== undefined && touchesFrom(patch, mapped, 0);
+}
+
+/** `patchTouches` below a prefix of `mapped` of length `at` (0: the root, whose paths have no leading dot). */
+function touchesFrom(patch: JsonObject, mapped: string, at: number): boolean {
+  // The paths here are `key` (at 0) or `prefix.key`: the key is compared from `start`.
+  const start = at === 0 ? 0 : at + 1;
+  const rest = mapped.length - start;
+  for (const key in patch) {
+    if (!Object.hasOwn(patch, key)) continue;
+    const value = patch[key];
+    const leaf = !isPlainObject(value);
+    const n = key.length;
+    if (n <= rest) {
+      if (!mapped.startsWith(key, start)) continue;
+      const end = start + n;
+      // The path is the mapped one: a leaf touches it, an object does when anything under it is written.
+      if (end === mapped.length) {
+        // (Under an empty path, as at the root, the children's paths have no leading dot.)
+        if (leaf || (end === 0 ? touchesFrom(value, mapped, 0) : hasLeaf(value))) return true;
+        continue;
+      }
+      // The path is a prefix of the mapped one: a leaf above it touches it (written over it);
+      // an object is walked into when its children's paths can still lead to it.
+      if (mapped.charCodeAt(end) === 46 /* . */) {
+        if (leaf || touchesFrom(value, mapped, end)) return true;
+      } else if (end === 0 && !leaf && touchesFrom(value, mapped, 0)) {
+        // An empty key at the root: its children's paths have no leading dot either.
+        return true;
+      }
+    } else if (key.charCodeAt(rest) === 46 && sameChars(key, mapped, start, rest)) {
+      // A key holding dots that goes past the mapped path: this path lies under it.
+      if (leaf || hasLeaf(value)) return true;
+    }
+  }
+  return false;
+}
+
+/** Whether the first `n` characters of `key` are those of `mapped` from `start`. */
+function sameChars(key: string, mapped: string, start: number, n: number): boolean {
+  for (let i = 0; i < n; i++) if (key.charCodeAt(i) !== mapped.charCodeAt(start + i)) return false;
+  return true;
+}
+
+/** Whether `writtenPaths` would list at least one path under this object (`{}` holds none). */
+function hasLeaf(value: JsonObject): boolean {
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
+    const v = value[key];
+    if (!isPlainObject(v) || hasLeaf(v)) return true;
+  }
+  return false;
 }
 
 /**
@@ -103,18 +167,18 @@ export function identityChanged(before: ProfileSnapshot | null, after: ProfileSn
 export function exitedAudiences(applied: AppliedUpdate): string[] {
   const before = memberships(applied.before);
   const after = applied.after.memberships;
-  const out: string[] = [];
-  for (const id in after) if (Object.hasOwn(after, id) && isIn(own(before, id)) && !isIn(after[id])) out.push(id);
-  return out;
+  let out: string[] | undefined;
+  for (const id in after) if (Object.hasOwn(after, id) && isIn(own(before, id)) && !isIn(after[id])) out = added(out, id);
+  return out ?? [];
 }
 
 /** Audiences (any) the profile entered in this update: out before, in after. */
 export function enteredAudiences(applied: AppliedUpdate): string[] {
   const before = memberships(applied.before);
   const after = applied.after.memberships;
-  const out: string[] = [];
-  for (const id in after) if (Object.hasOwn(after, id) && !isIn(own(before, id)) && isIn(after[id])) out.push(id);
-  return out;
+  let out: string[] | undefined;
+  for (const id in after) if (Object.hasOwn(after, id) && !isIn(own(before, id)) && isIn(after[id])) out = added(out, id);
+  return out ?? [];
 }
 
 /**
@@ -127,33 +191,42 @@ export function enteredAudiences(applied: AppliedUpdate): string[] {
 export function decideExports(applied: AppliedUpdate, dataflows: readonly DataflowRules[]): ExportDecision[] {
   const before = memberships(applied.before);
   const after = applied.after.memberships;
+  const patch = applied.update.attributes;
   let idChanged: boolean | undefined;
-  let written: string[] | undefined;
-  const decisions: ExportDecision[] = [];
+  let decisions: ExportDecision[] | undefined;
   for (const flow of dataflows) {
-    const entered: string[] = [];
-    const exited: string[] = [];
+    let entered: string[] | undefined;
+    let exited: string[] | undefined;
     let inAny = false;
     for (const m of flow.audiences) {
       const was = isIn(own(before, m.id));
       const is = isIn(own(after, m.id));
       if (is) inAny = true;
-      if (!was && is) entered.push(m.id);
-      else if (was && !is) exited.push(m.id);
+      if (!was && is) entered = added(entered, m.id);
+      else if (was && !is) exited = added(exited, m.id);
     }
-    const reasons: ExportReason[] = [];
-    if (entered.length > 0 || exited.length > 0) reasons.push('membership');
+    const membership = entered !== undefined || exited !== undefined;
+    let identity = false;
+    let attribute = false;
     if (inAny) {
       idChanged ??= identityChanged(applied.before, applied.after);
-      if (idChanged) reasons.push('identity');
-      if (flow.attributes.length > 0) {
-        written ??= writtenPaths(applied.update.attributes);
-        if (written.some((w) => flow.attributes.some((m) => touches(w, m)))) reasons.push('attribute');
-      }
+      identity = idChanged;
+      if (patch !== undefined) for (const m of flow.attributes) if ((attribute = patchTouches(patch, m))) break;
     }
-    if (reasons.length > 0) decisions.push({ dataflowId: flow.id, reasons, entered, exited });
+    if (!membership && !identity && !attribute) continue;
+    decisions = added(decisions, { dataflowId: flow.id, reasons: reasonsOf(membership, identity, attribute), entered: entered ?? [], exited: exited ?? [] });
   }
-  return decisions;
+  return decisions ?? [];
+}
+
+/** The reasons, in the order SPEC §3 lists them, as one array literal (sized to its content). */
+function reasonsOf(membership: boolean, identity: boolean, attribute: boolean): ExportReason[] {
+  if (membership) {
+    if (identity) return attribute ? ['membership', 'identity', 'attribute'] : ['membership', 'identity'];
+    return attribute ? ['membership', 'attribute'] : ['membership'];
+  }
+  if (identity) return attribute ? ['identity', 'attribute'] : ['identity'];
+  return attribute ? ['attribute'] : [];
 }
 
 /** Audiences the profile entered / exited between two snapshots (what a membership index changes). */

@@ -9,7 +9,7 @@
  */
 import { EventRejectedError } from '../errors.js';
 import { applyUpdate } from './merge.js';
-import type { LastUpdate } from './explain.js';
+import type { StoredLastUpdate } from './explain.js';
 import type { ProfileSnapshot, ProfileUpdate } from './types.js';
 
 /** Options of `mergeChecked`. */
@@ -73,13 +73,14 @@ const MERGE_SLACK_BYTES = 96;
  * UTF-16 unit (a control character becomes `\u00XX`) plus quotes and comma, and the fixed
  * keys, booleans and numbers.
  */
-function lastBytesBound(last: LastUpdate | undefined): number {
+function lastBytesBound(last: StoredLastUpdate | undefined): number {
   if (!last) return 0;
   let n = 160;
   const strings = (xs: readonly string[]): void => {
     for (let i = 0; i < xs.length; i++) n += 6 * xs[i].length + 3;
   };
-  strings(last.written);
+  if (last.written !== undefined) strings(last.written);
+  if (last.writtenText !== undefined) n += 6 * last.writtenText.length + 16;
   strings(last.entered);
   strings(last.exited);
   if (last.eventId !== undefined) n += 6 * last.eventId.length + 16;

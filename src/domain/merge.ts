@@ -46,6 +46,23 @@ export function emptySnapshot(profileId: string): ProfileSnapshot {
 }
 
 /**
+ * Whether merging `patch` into nothing gives `patch` itself (deeply equal): it removes nothing
+ * (no `null`) and holds no empty object (the merge drops those), at any depth, and is not
+ * empty. The merge then keeps the decoded object as it is instead of copying it: an update is
+ * never modified once decoded, nor is a snapshot (arrays were always shared this way).
+ */
+function mergesToItself(patch: JsonObject): boolean {
+  let empty = true;
+  for (const key in patch) {
+    if (!Object.hasOwn(patch, key)) continue;
+    empty = false;
+    const value = patch[key];
+    if (value === null || (isPlainObject(value) && !mergesToItself(value))) return false;
+  }
+  return !empty;
+}
+
+/**
  * Deep-merges `patch` into `base`: objects merge key by key, arrays and scalars replace,
  * `null` removes the key. An object that ends up empty is dropped, so a profile never
  * carries `{}` husks (an empty object holds no attribute). Returns a new object; `base` is not changed.
@@ -60,6 +77,11 @@ export function mergeAttributes(base: JsonObject, patch: JsonObject): JsonObject
       delete out[key];
     } else if (isPlainObject(value)) {
       const current = own(out, key);
+      // Nothing (or a scalar) there before: a patch object that merges to itself is kept as it is.
+      if (!isPlainObject(current) && mergesToItself(value)) {
+        setOwn(out, key, value);
+        continue;
+      }
       const merged = mergeAttributes(isPlainObject(current) ? current : {}, value);
       if (isEmptyObject(merged)) delete out[key];
       else setOwn(out, key, merged);
@@ -74,7 +96,9 @@ export function mergeAttributes(base: JsonObject, patch: JsonObject): JsonObject
  * Adds identities (union by namespace + id) and removes the `removed` ones. Namespaces are
  * data: they are read with `own` and written with `setOwn`, so no namespace name can reach
  * `Object.prototype`. A namespace the update does not touch keeps its list (lists are never
- * changed in place: a touched one is copied first).
+ * changed in place: a touched one is copied first); a new namespace whose list holds no id
+ * twice takes the update's list as it is, and identity objects are shared, not copied (an
+ * update is never modified once decoded, nor is a snapshot).
  */
 export function mergeIdentities(
   base: IdentityMap,
@@ -87,12 +111,17 @@ export function mergeIdentities(
     for (const ns in add) {
       if (!Object.hasOwn(add, ns)) continue;
       const known = own(out, ns);
+      const adding = add[ns];
+      if (known === undefined && distinctIds(adding)) {
+        setOwn(out, ns, adding);
+        continue;
+      }
       let list: Identity[] | undefined;
-      for (const identity of add[ns]) {
+      for (const identity of adding) {
         const current = list ?? known;
         if (current !== undefined && current.some((i) => i.id === identity.id)) continue;
         list ??= known ? known.slice() : [];
-        list.push({ ...identity } as Identity);
+        list.push(identity);
       }
       if (list) setOwn(out, ns, list);
     }
@@ -110,6 +139,15 @@ export function mergeIdentities(
   return out;
 }
 
+/** Whether no id occurs twice in the list. */
+function distinctIds(list: readonly Identity[]): boolean {
+  for (let i = 1; i < list.length; i++) {
+    const id = list[i].id;
+    for (let j = 0; j < i; j++) if (list[j].id === id) return false;
+  }
+  return true;
+}
+
 /** Applies one validated update to the snapshot (or to an empty one when `before` is null). */
 export function applyUpdate(before: ProfileSnapshot | null, update: ProfileUpdate): ProfileSnapshot {
   const base = before ?? emptySnapshot(update.profileId);
@@ -120,18 +158,21 @@ export function applyUpdate(before: ProfileSnapshot | null, update: ProfileUpdat
     for (const id in ups) {
       if (!Object.hasOwn(ups, id)) continue;
       const r = ups[id];
-      const record: MembershipRecord = { status: r.status };
-      if (r.lastQualificationTime !== undefined) record.lastQualificationTime = r.lastQualificationTime;
+      // One literal per shape: a property added later would cost the record a property array.
+      const record: MembershipRecord = r.lastQualificationTime !== undefined ? { status: r.status, lastQualificationTime: r.lastQualificationTime } : { status: r.status };
       setOwn(memberships, id, record);
     }
   }
+  const patch = update.attributes;
   return withLastUpdate(before, update, {
     profileId: base.profileId,
-    attributes: update.attributes ? mergeAttributes(base.attributes, update.attributes) : base.attributes,
+    attributes: patch ? (isEmptyObject(base.attributes) && mergesToItself(patch) ? patch : mergeAttributes(base.attributes, patch)) : base.attributes,
     identityMap:
       update.identityMap || update.removedIdentities
         ? mergeIdentities(base.identityMap, update.identityMap, update.removedIdentities)
         : base.identityMap,
     memberships,
+    // Set by withLastUpdate: named here so the snapshot holds it in-object (no property array).
+    last: undefined,
   });
 }

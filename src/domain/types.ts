@@ -43,7 +43,7 @@ export interface ProfileSnapshot {
   /** Audience id → latest membership record (exited ones are kept: they are history). */
   memberships: Record<string, MembershipRecord>;
   /** What the last update applied to it did (for `explain`; see domain/explain.ts). */
-  last?: import('./explain.js').LastUpdate;
+  last?: import('./explain.js').StoredLastUpdate;
 }
 
 /** What applying one update did to a profile. */

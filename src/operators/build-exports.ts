@@ -57,6 +57,8 @@ export function buildExports(options: BuildExportsOptions): OperatorFunction<Dec
         payload: buildPayload(state, flow.rules, exited),
         eventTime: time,
         guard: env.msg.fence?.isCurrent,
+        // Set by queueBehind; named here so the job keeps it in-object (no property array).
+        version: undefined,
       };
     });
   };

@@ -53,7 +53,7 @@ export function isOpen(task: ExportTask): boolean {
  * settles it as "queued", without the message waiting for its retries.
  *
  * @example
- * planned$.pipe(deliverExports(rateLimit({ limiter }), sendExports({ sinkFor }), retryExports({ sinkFor, limiterFor }), storeFailedExports({ sinkFor })))
+ * planned$.pipe(deliverExports(rateLimit({ limiter }), attemptExports({ sinkFor }), retryExports({ sinkFor, limiterFor }), storeFailedExports({ sinkFor })))
  */
 export function deliverExports(...stages: MonoTypeOperatorFunction<ExportTask>[]): OperatorFunction<PlannedEnvelope, SettledEnvelope> {
   return (source) =>
@@ -103,7 +103,8 @@ export function deliverExports(...stages: MonoTypeOperatorFunction<ExportTask>[]
           const { jobs } = env;
           if (env.fault || jobs.length === 0) return done(settled);
           left.set(env, jobs.length);
-          for (let i = 0; i < jobs.length; i++) tasksIn?.next({ job: jobs[i]!, env, attempts: 0 });
+          // Every field a stage sets, named at once: one hidden class, no property array per task.
+          for (let i = 0; i < jobs.length; i++) tasksIn?.next({ job: jobs[i]!, env, attempts: 0, error: undefined, outcome: undefined, abandoned: undefined });
         },
         error: (err: unknown) => subscriber.error(err),
         complete: () => {

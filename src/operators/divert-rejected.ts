@@ -7,7 +7,7 @@ import type { SourceMessage } from '../streams/types.js';
 import { settle, step } from './internal/step.js';
 import type { RejectedEvent, RejectedEventStore } from '../sinks/types.js';
 import type { Decoded } from './decode-events.js';
-import type { Envelope } from '../streams/envelope.js';
+import { liveEnvelope, type Envelope } from '../streams/envelope.js';
 
 export interface DivertRejectedOptions {
   /** Where rejected events are written (beside the failed requests). */
@@ -56,7 +56,7 @@ export function divertRejected(options: DivertRejectedOptions): OperatorFunction
   // A valid one goes out at once (one `next`, no inner Observable); a rejected one is a
   // pending write that holds back only the completion.
   return step<Decoded, Envelope>(() => (decoded, out) => {
-    if (decoded.ok) return out.next({ msg: decoded.msg, update: decoded.update, updateBytes: decoded.updateBytes });
+    if (decoded.ok) return out.next(liveEnvelope(decoded.msg, decoded.update, decoded.updateBytes));
     const { msg, error } = decoded;
     const record = rejectedRecord(msg, error, scheduler.now(), rawLimit);
     out.hold();

@@ -125,6 +125,8 @@ export function exportPipeline(options: PipelineOptions): OperatorFunction<Sourc
   const rq = options.retryQueue;
   // With retry queues: order and a failing endpoint first (queueBehind), then one attempt;
   // a retryable failure is queued (queueRetries), a permanent one stored. Without: inline retries.
+  // `limit` sits directly before `attemptExports`, nothing asynchronous between: the sink dates a
+  // send permit from the call of `attempt` (marbles/chain.test.ts pins it for both variants).
   const stages: Array<MonoTypeOperatorFunction<ExportTask>> = rq
     ? [queueBehind({ queues: rq.queues, scheduler }), limit, attemptExports({ sinkFor }), queueRetries({ queues: rq.queues }), storeFailedExports({ sinkFor })]
     : [limit, attemptExports({ sinkFor }), retryExports({ sinkFor, limiterFor, scheduler, random }), storeFailedExports({ sinkFor })];

@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { decideExports, identityChanged, touches, writtenPaths } from '../../src/domain/diff.js';
+import { decideExports, identityChanged, patchTouches, touches, writtenPaths } from '../../src/domain/diff.js';
 import { applyUpdate } from '../../src/domain/merge.js';
 import type {
+  JsonObject,
   AppliedUpdate,
   DataflowRules,
   ExportDecision,
@@ -396,5 +397,52 @@ describe('writtenPaths / touches', () => {
     expect(touches('person.gender', 'person.name.firstName')).toBe(false);
     expect(touches('person.nameX', 'person.name')).toBe(false);
     expect(touches('person.name', 'person.nameX')).toBe(false);
+  });
+});
+
+describe('patchTouches', () => {
+  it('answers as writtenPaths + touches: same path, under, above, not a sibling; empty objects write nothing', () => {
+    const patch = { person: { name: { firstName: 'J', lastName: null } }, tags: ['a'], e: {}, deep: { x: {} } };
+    expect(patchTouches(patch, 'person.name.firstName')).toBe(true);
+    expect(patchTouches(patch, 'person.name')).toBe(true);
+    expect(patchTouches(patch, 'person')).toBe(true);
+    expect(patchTouches(patch, 'tags.0')).toBe(true);
+    expect(patchTouches(patch, 'person.name.middleName')).toBe(false);
+    expect(patchTouches(patch, 'person.nam')).toBe(false);
+    expect(patchTouches(patch, 'e')).toBe(false);
+    expect(patchTouches(patch, 'deep')).toBe(false);
+    expect(patchTouches(undefined, 'person')).toBe(false);
+  });
+
+  it('is writtenPaths(patch).some((w) => touches(w, mapped)) on 20,000 random patches, keys with dots and empty keys included', () => {
+    let seed = 7;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return (seed >>> 16) % n;
+    };
+    const keys = ['a', 'b', 'a.b', 'b.a', '', '.', 'a.', '.a', 'ab', 'a.b.c'];
+    const patchOf = (depth: number): JsonObject => {
+      const o: JsonObject = {};
+      const n = rand(4);
+      for (let i = 0; i < n; i++) {
+        const r = rand(6);
+        o[keys[rand(keys.length)]] = depth > 0 && r < 3 ? patchOf(depth - 1) : r === 3 ? null : r === 4 ? [1] : 'v';
+      }
+      return o;
+    };
+    const mappedOf = (): string => Array.from({ length: 1 + rand(3) }, () => keys[rand(keys.length)]).join('.');
+    let hits = 0;
+    for (let i = 0; i < 20_000; i++) {
+      const patch = patchOf(3);
+      const mapped = i % 50 === 0 ? '' : mappedOf();
+      const expected = writtenPaths(patch).some((w) => touches(w, mapped));
+      if (patchTouches(patch, mapped) !== expected) {
+        throw new Error(`differs (${hits} hits so far) for ${JSON.stringify(patch)} and ${JSON.stringify(mapped)}: expected ${expected}`);
+      }
+      if (expected) hits++;
+    }
+    // Both answers occur often (the test is not all-false).
+    expect(hits).toBeGreaterThan(1_000);
+    expect(hits).toBeLessThan(18_000);
   });
 });

@@ -328,3 +328,31 @@ describe('mergeAttributes with a key named __proto__', () => {
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
 });
+
+describe('applyUpdate keeps what merges to itself', () => {
+  it("keeps a new profile's clean patch objects and new identity lists (no copy), and a later merge changes neither", () => {
+    const update: ProfileUpdate = {
+      profileId: 'p',
+      attributes: { person: { name: { firstName: 'J' } }, tags: ['a'] },
+      identityMap: { ecid: [{ id: 'e1' }] },
+    };
+    const first = applyUpdate(null, update);
+    expect(first.attributes).toBe(update.attributes);
+    expect(first.identityMap.ecid).toBe(update.identityMap!.ecid);
+    const second = applyUpdate(first, { profileId: 'p', attributes: { person: { name: { firstName: 'K' } }, extra: { x: 1 } }, identityMap: { ecid: [{ id: 'e2' }] } });
+    expect(second.attributes).toEqual({ person: { name: { firstName: 'K' } }, tags: ['a'], extra: { x: 1 } });
+    expect(update.attributes).toEqual({ person: { name: { firstName: 'J' } }, tags: ['a'] });
+    expect(first.attributes).toBe(update.attributes);
+    expect(second.identityMap.ecid.map((i) => i.id)).toEqual(['e1', 'e2']);
+    expect(update.identityMap!.ecid).toEqual([{ id: 'e1' }]);
+  });
+
+  it('copies (and cleans) a patch holding a removal or an empty object, or an identity list with an id twice', () => {
+    const update: ProfileUpdate = { profileId: 'p', attributes: { a: { b: null, c: 1 }, d: { e: {} }, f: { g: 1 } }, identityMap: { ecid: [{ id: 'e1' }, { id: 'e1' }] } };
+    const s = applyUpdate(null, update);
+    expect(s.attributes).toEqual({ a: { c: 1 }, f: { g: 1 } });
+    expect(s.attributes).not.toBe(update.attributes);
+    expect(s.attributes.f).toBe((update.attributes as { f: unknown }).f);
+    expect(s.identityMap).toEqual({ ecid: [{ id: 'e1' }] });
+  });
+});
