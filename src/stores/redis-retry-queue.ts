@@ -307,8 +307,28 @@ export class RedisDeliveredMarks implements DeliveredMarks {
     return typeof v === 'string' ? Number(v) : undefined;
   }
 
-  async record(marks: ReadonlyArray<{ dataflowId: string; profileId: string; version: number }>): Promise<void> {
-    if (marks.length === 0) return;
+  /** Marks recorded during this event-loop turn, written together by one script call. */
+  private pending: Array<{ dataflowId: string; profileId: string; version: number }> = [];
+  private written: Promise<void> | undefined;
+
+  /**
+   * Records deliveries. The calls of one event-loop turn (one per settled message) are
+   * written together by one script call, which every caller's promise waits for: one round
+   * trip per turn instead of one per message.
+   */
+  record(marks: ReadonlyArray<{ dataflowId: string; profileId: string; version: number }>): Promise<void> {
+    if (marks.length === 0) return Promise.resolve();
+    for (const m of marks) this.pending.push(m);
+    this.written ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      const batch = this.pending;
+      this.pending = [];
+      this.written = undefined;
+      return this.write(batch);
+    });
+    return this.written;
+  }
+
+  private async write(marks: ReadonlyArray<{ dataflowId: string; profileId: string; version: number }>): Promise<void> {
     const held = this.o.epoch ? await this.o.epoch.current() : '';
     const keys = [this.o.epoch?.key ?? `${this.o.prefix}epoch`, ...marks.map((m) => this.mk(m.dataflowId))];
     const args = [held, ...marks.flatMap((m) => [m.profileId, String(m.version)])];

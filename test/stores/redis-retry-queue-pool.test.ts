@@ -81,6 +81,26 @@ describe('redis retry queue in a pool', () => {
     expect((await q.list()).map((e) => e.profileId)).toEqual([a]);
   });
 
+  it('marks recorded in one event-loop turn are written by one script call, and every caller waits for it', async () => {
+    const redis = client();
+    const prefix = `rm${++n}:`;
+    const marks = new RedisDeliveredMarks({ redis, prefix });
+    let calls = 0;
+    const evalOf = redis.eval.bind(redis);
+    (redis as unknown as { eval: typeof redis.eval }).eval = ((...args: Parameters<typeof redis.eval>) => (calls++, evalOf(...args))) as typeof redis.eval;
+    await Promise.all([
+      marks.record([{ dataflowId: 'f', profileId: 'a', version: 3 }]),
+      marks.record([{ dataflowId: 'f', profileId: 'b', version: 5 }, { dataflowId: 'g', profileId: 'a', version: 1 }]),
+      marks.record([{ dataflowId: 'f', profileId: 'a', version: 2 }]),
+    ]);
+    expect(calls).toBe(1);
+    expect([await marks.get('f', 'a'), await marks.get('f', 'b'), await marks.get('g', 'a')]).toEqual([3, 5, 1]);
+    // a later turn: a call of its own
+    await marks.record([{ dataflowId: 'f', profileId: 'a', version: 4 }]);
+    expect(calls).toBe(2);
+    expect(await marks.get('f', 'a')).toBe(4);
+  });
+
   it('Redis emptied: every call of the queue and of the marks rejects with ERR_STORE_LOST', async () => {
     const prefix = `t${++n}:`;
     const redis = client();
