@@ -56,7 +56,11 @@ describe('status: dataflow figures equal the deliveries', () => {
     };
     const flow = report.dataflows.find((d) => d.id === 'flow-1')!;
     const received = events.length + outsiders.length;
-    expect(flow.total).toEqual({ received, exported: delivered, excluded: received - delivered - failed, failed });
+    // Each workload event makes one export: delivered, stored as failed, or superseded in the
+    // retry queue by a newer export of its profile (SPEC §6); the outsiders are excluded.
+    const superseded = flow.total.superseded ?? 0;
+    expect(flow.total).toEqual({ received, exported: delivered, excluded: outsiders.length, failed, ...(flow.total.superseded !== undefined ? { superseded } : {}) });
+    expect(delivered + failed + superseded).toBe(events.length);
     expect(flow.run).toEqual(flow.total);
     expect(report.rejected).toEqual({ run: 2, total: 2 });
     expect(Date.parse(flow.lastDeliveryAt!)).toBeGreaterThanOrEqual(started - 1_000);
@@ -68,7 +72,7 @@ describe('status: dataflow figures equal the deliveries', () => {
 
     const table = await runCli(['status', '--config', setup.cfg]);
     expect(table.code).toBe(0);
-    expect(table.stdout).toMatch(new RegExp(`flow-1\\s+${received}\\s+${delivered}\\s+${received - delivered - failed}\\s+${failed}\\s`));
+    expect(table.stdout).toMatch(new RegExp(`flow-1\\s+${received}\\s+${delivered}\\s+${outsiders.length}\\s+${failed}\\s+${superseded}\\s`));
     expect(table.stdout).toContain('rejected input events: 2 this run, 2 in total');
 
     // A running pool worker's admin server: ready (Redis, NATS, a lease), the same figures on /api/dataflows.

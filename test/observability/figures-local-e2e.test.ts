@@ -107,7 +107,7 @@ describe('status on the local store: figures equal the deliveries, durable acros
 
     const table = await runCli(['status', '--config', cfg]);
     expect(table.code, table.stderr).toBe(0);
-    expect(table.stdout).toMatch(new RegExp(`\\n\\s+total\\s+${first.valid}\\s+${o1.delivered}\\s+${first.valid - o1.delivered - o1.failed}\\s+${o1.failed}\\s*\\n`));
+    expect(table.stdout).toMatch(new RegExp(`\\n\\s+total\\s+${first.valid}\\s+${o1.delivered}\\s+${first.valid - o1.delivered - o1.failed}\\s+${o1.failed}\\s+${f1.total.superseded ?? 0}\\s*\\n`));
     expect(table.stdout).toContain('2 in total');
 
     // More events, a second run: the totals grow by exactly what it did.
