@@ -9,9 +9,9 @@
  * (the default): the Redis marks drop the superseded records there too.
  */
 import { describe, expect, it } from 'vitest';
-import { publish, runCli, useBackboneAndReceiver, type Backbone, type RecordingReceiver } from '../support/backbone.js';
-import { orderViolations, poolFlow } from '../support/pool.js';
-import { until } from '../support/pool-queue.js';
+import { publish, runCli } from '../support/backbone.js';
+import { orderViolations, usePoolFixture } from '../support/pool.js';
+import { newestSeq, until } from '../support/pool-queue.js';
 
 const A = 60;
 const B = 30;
@@ -25,12 +25,11 @@ const update = (id: string, v: number): object => ({
 });
 
 describe('failed replay in a pool', () => {
-  let bb: Backbone;
-  let rx: RecordingReceiver;
-  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
+  const pool = usePoolFixture();
 
   async function outageThenReplay(name: string, mode: 'queue' | 'direct'): Promise<void> {
-    const s = poolFlow({ bb, rx, name });
+    const { bb, rx } = pool;
+    const s = pool.flow({ name });
     await s.prime();
     const w1 = s.start();
     const w2 = s.start();
@@ -53,15 +52,7 @@ describe('failed replay in a pool', () => {
     // 2. It is back: v2 and v3 of the a-* profiles are delivered.
     await rx.up();
     await publish(bb, s.cfg, `${name}-v23.jsonl`, [...as.map((id) => update(id, 2)), ...as.map((id) => update(id, 3))]);
-    const newest = (): Map<string, number> => {
-      // In arrival order: the last body accepted per profile is its state at the endpoint.
-      const m = new Map<string, number>();
-      for (const r of rx.delivered(s.path)) {
-        const b = (r.body as { bench: { pid: string; seq: number } }).bench;
-        m.set(b.pid, b.seq);
-      }
-      return m;
-    };
+    const newest = (): Map<string, number> => newestSeq(rx, s.path);
     await rx.waitFor(() => as.every((id) => newest().get(id) === 3), 90_000, 'v3 of every a-* profile');
 
     // 3. `failed list` shows the a-* records as superseded (the Redis marks); `failed replay

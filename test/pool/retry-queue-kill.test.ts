@@ -10,20 +10,19 @@
 import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { partitionOf } from '../../src/domain/partition.js';
-import { publish, useBackboneAndReceiver, type Backbone, type RecordingReceiver } from '../support/backbone.js';
-import { orderViolations, POOL, poolFlow, seqWorkload } from '../support/pool.js';
-import { queuedCount, until, waitForLog } from '../support/pool-queue.js';
+import { publish } from '../support/backbone.js';
+import { orderViolations, POOL, seqWorkload, usePoolFixture } from '../support/pool.js';
+import { newestSeq, queuedCount, until, waitForLog } from '../support/pool-queue.js';
 
 const PROFILES = 200;
 const PER_PROFILE = 3;
 
 describe('pool retry queues and a SIGKILLed worker', () => {
-  let bb: Backbone;
-  let rx: RecordingReceiver;
-  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
+  const pool = usePoolFixture();
 
   it("every export queued by the killed worker is delivered by the partition's next owner; none older after newer", async () => {
-    const s = poolFlow({ bb, rx, name: 'rqk', destination: { retry: { minDelayMs: 20_000, maxDelayMs: 30_000 } } });
+    const { bb, rx } = pool;
+    const s = pool.flow({ name: 'rqk', destination: { retry: { minDelayMs: 20_000, maxDelayMs: 30_000 } } });
     await s.prime();
     let failing = true;
     rx.respond = () => (failing ? 503 : 200);
@@ -58,14 +57,7 @@ describe('pool retry queues and a SIGKILLed worker', () => {
     failing = false;
     const survivor = victim === w1 ? w2 : w1;
 
-    const newest = (): Map<string, number> => {
-      const m = new Map<string, number>();
-      for (const r of rx.delivered(s.path)) {
-        const b = (r.body as { bench: { pid: string; seq: number } }).bench;
-        m.set(b.pid, b.seq);
-      }
-      return m;
-    };
+    const newest = (): Map<string, number> => newestSeq(rx, s.path);
     const profiles = [...new Set(events.map((e) => e.profileId))];
     await rx.waitFor(() => {
       const m = newest();

@@ -4,14 +4,12 @@
  * owner of the profile's partition drains it.
  */
 import { describe, expect, it } from 'vitest';
-import { publish, useBackboneAndReceiver, type Backbone, type RecordingReceiver } from '../support/backbone.js';
-import { orderViolations, seqWorkload } from '../support/pool.js';
+import { publish } from '../support/backbone.js';
+import { orderViolations, seqWorkload, usePoolFixture } from '../support/pool.js';
 import { twoFlowPool, waitForLog } from '../support/pool-queue.js';
 
 describe('pool retry queues', () => {
-  let bb: Backbone;
-  let rx: RecordingReceiver;
-  useBackboneAndReceiver((b, r) => ((bb = b), (rx = r)));
+  const pool = usePoolFixture();
 
   /*
    * Not a timing assertion: while the healthy dataflow receives its 3,000 exports, the hanging
@@ -23,6 +21,7 @@ describe('pool retry queues', () => {
    */
   it('two workers, one destination hanging: a healthy dataflow on the same updates delivers its 3,000 exports', async () => {
     const N = 3_000;
+    const { bb, rx } = pool;
     const s = twoFlowPool({ bb, rx, name: 'rqh', bad: { timeoutMs: 2_000 }, worker: { maxInFlight: 64 } });
     // The hanging endpoint never answers (each attempt times out).
     rx.respond = (r) => (r.path === s.badPath ? new Promise<number>(() => {}) : 200);

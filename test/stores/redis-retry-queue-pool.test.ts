@@ -10,6 +10,7 @@ import { RedisDeliveredMarks, RedisRetryQueue } from '../../src/stores/redis-ret
 import { RedisStoreEpoch } from '../../src/stores/redis-store-epoch.js';
 import type { QueuedExport } from '../../src/stores/retry-queue.js';
 import { startRedisServer, type RedisServer } from '../support/redis-server.js';
+import { queuedExport } from '../support/queued-export.js';
 
 let server: RedisServer | undefined;
 let n = 0;
@@ -27,17 +28,7 @@ afterAll(async () => {
   await server?.stop();
 });
 
-const entry = (profileId: string, version: number, over: Partial<QueuedExport> = {}): QueuedExport => ({
-  dataflowId: 'flow',
-  destinationId: 'dest',
-  profileId,
-  idempotencyKey: `${profileId}-v${version}`,
-  payload: { name: `v${version}` },
-  version,
-  attempts: 1,
-  dueAt: 1_000,
-  ...over,
-});
+const entry = queuedExport;
 
 /** Profile ids of partition `p` of 4. */
 const ofPartition = (p: number, count: number): string[] => {

@@ -13,6 +13,7 @@ import { LocalDeliveredMarks, LocalRetryQueue } from '../../src/stores/local-ret
 import { LocalFailedRequestStore } from '../../src/sinks/failed-local-store.js';
 import type { FailedRequest } from '../../src/sinks/types.js';
 import { MemoryDeliveredMarks, MemoryRetryQueue, type DeliveredMarks, type QueuedExport, type RetryQueue } from '../../src/stores/retry-queue.js';
+import { queuedExport } from '../support/queued-export.js';
 
 const dirs: string[] = [];
 const dir = (): string => {
@@ -30,17 +31,7 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-const entry = (profileId: string, version: number, over: Partial<QueuedExport> = {}): QueuedExport => ({
-  dataflowId: 'flow',
-  destinationId: 'dest',
-  profileId,
-  idempotencyKey: `${profileId}-v${version}`,
-  payload: { name: `v${version}` },
-  version,
-  attempts: 1,
-  dueAt: 1_000,
-  ...over,
-});
+const entry = queuedExport;
 
 const kinds: Array<[string, () => { queue: RetryQueue; marks: DeliveredMarks }]> = [
   ['memory', () => ({ queue: new MemoryRetryQueue(), marks: new MemoryDeliveredMarks() })],

@@ -90,3 +90,16 @@ export async function until(pred: () => boolean | Promise<boolean>, timeoutMs: n
     await sleep(50);
   }
 }
+
+/**
+ * Per profile, the `bench.seq` of the last body the receiver accepted on `path` (arrival
+ * order): the profile's state at the endpoint. Bodies carry `bench.pid` and `bench.seq`.
+ */
+export function newestSeq(rx: RecordingReceiver, path: string): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const r of rx.delivered(path)) {
+    const b = (r.body as { bench: { pid: string; seq: number } }).bench;
+    m.set(b.pid, b.seq);
+  }
+  return m;
+}
