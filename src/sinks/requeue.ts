@@ -11,7 +11,7 @@
  * one replaces the queued one (which is then superseded). A queue holds one export per (dataflow,
  * profile), so of one profile's records only the newest is sent.
  */
-import type { DeliveredMarks, QueuedExport, RetryQueue } from '../stores/retry-queue.js';
+import { queueKey, type DeliveredMarks, type QueuedExport, type RetryQueue } from '../stores/retry-queue.js';
 import type { FailedRequest, FailedRequestStore } from './types.js';
 
 export interface RequeueOptions {
@@ -74,7 +74,11 @@ export async function requeueFailedRequests(o: RequeueOptions): Promise<RequeueS
   s.stored = stored.length;
   s.selected = records.length;
   const known = new Set(o.dataflowIds);
-  /** Idempotency keys queued by this replay: one replaced later is superseded, not queued. */
+  /**
+   * The (dataflow, profile) pairs this replay queued a record of: a later record of the pair
+   * that replaces the queued export supersedes it (it is then not sent). Pairs, not keys: the
+   * queue may keep a merged export under a key of its own (`mergeQueued`).
+   */
   const queuedHere = new Set<string>();
   let done: string[] = [];
   const flush = async (): Promise<void> => {
@@ -97,11 +101,12 @@ export async function requeueFailedRequests(o: RequeueOptions): Promise<RequeueS
         if (!res.kept) s.superseded++;
         else {
           s.queued++;
-          queuedHere.add(r.idempotencyKey);
-          if (res.replaced !== undefined && queuedHere.delete(res.replaced)) {
+          const pair = queueKey(r.dataflowId, r.profileId);
+          if (res.replaced !== undefined && queuedHere.has(pair)) {
             s.queued--;
             s.superseded++;
           }
+          queuedHere.add(pair);
         }
       }
       done.push(r.id);
