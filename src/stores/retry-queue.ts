@@ -8,7 +8,6 @@
  * exits it does not name itself (see `supersede` in src/domain/supersede.ts).
  */
 import { supersede } from '../domain/supersede.js';
-import { carriedExitsKey } from '../domain/keys.js';
 import type { ExportPayload } from '../domain/types.js';
 
 /** One export waiting in its dataflow's retry queue. Holds no secret (as a failed request). */
@@ -85,12 +84,9 @@ export function mergeQueued(stored: QueuedExport | undefined, incoming: QueuedEx
   if (stored === undefined) return incoming;
   if (incoming.idempotencyKey === stored.idempotencyKey) return { ...incoming };
   if (incoming.version < stored.version) return undefined;
-  const payload = supersede(stored.payload, incoming.payload);
   return {
     ...incoming,
-    payload,
-    // A body completed with carried exits is not the newer export's body: a key of its own.
-    idempotencyKey: payload === incoming.payload ? incoming.idempotencyKey : carriedExitsKey(incoming.idempotencyKey, payload.segmentMembership),
+    payload: supersede(stored.payload, incoming.payload),
     // The queue keeps its schedule: a newer export waits no less than the one it replaces.
     dueAt: Math.max(incoming.dueAt, stored.dueAt),
   };
