@@ -34,6 +34,21 @@ export function idempotencyKey(parts: { dataflowId: string; profileId: string; e
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
 }
 
+/**
+ * The `Idempotency-Key` of an export whose body a newer export took over in a retry queue and
+ * completed with the audience exits the older one carried (`supersede`): a key of its own,
+ * derived from the newer export's key and the body's memberships, so one key never stands for
+ * two bodies — an endpoint that already received the newer export alone (e.g. its attempt
+ * timed out after the endpoint processed it) does not drop the body that carries the exit as a
+ * duplicate. The same merge gives the same key (deterministic).
+ *
+ * @example carriedExitsKey('3f2a…', { ups: { a: { status: 'exited' } } })
+ */
+export function carriedExitsKey(key: string, memberships: unknown): string {
+  const h = sha256Hex(`${key}\u0000carried\u0000${JSON.stringify(memberships)}`);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
 /** Upstream event time in ms, when the event carries a valid `timestamp`. */
 export function eventTime(update: ProfileUpdate): number | undefined {
   if (update.timestamp === undefined) return undefined;

@@ -76,8 +76,8 @@ export async function requeueFailedRequests(o: RequeueOptions): Promise<RequeueS
   const known = new Set(o.dataflowIds);
   /**
    * The (dataflow, profile) pairs this replay queued a record of: a later record of the pair
-   * that replaces the queued export supersedes it (it is then not sent). By pair: a live export
-   * that replaced this replay's record meanwhile is what the later record replaces.
+   * that replaces the queued export supersedes it (it is then not sent). Pairs, not keys: the
+   * queue may keep a merged export under a key of its own (`mergeQueued`).
    */
   const queuedHere = new Set<string>();
   let done: string[] = [];

@@ -59,7 +59,7 @@ export class LocalRetryQueue implements RetryQueue {
     // Marked before it is stored: a delivery of the pair from now on leaves its mark.
     markedPairsOf(this.env).queuedOne(entry.dataflowId, entry.profileId, entry.idempotencyKey);
     try {
-      return await this.env.root.transaction((): EnqueueResult => {
+      const r = await this.env.root.transaction((): EnqueueResult => {
         const raw = this.db.get(k);
         const stored = isQueued(raw) ? raw : undefined;
         const next = mergeQueued(stored, entry);
@@ -67,8 +67,11 @@ export class LocalRetryQueue implements RetryQueue {
         if (stored) this.db.remove(dueKey(stored));
         this.db.put(k, next);
         this.db.put(dueKey(next), next.idempotencyKey);
-        return { kept: true, replaced: stored !== undefined && stored.idempotencyKey !== entry.idempotencyKey ? stored.idempotencyKey : undefined };
+        return { kept: true, key: next.idempotencyKey, replaced: stored !== undefined && stored.idempotencyKey !== next.idempotencyKey ? stored.idempotencyKey : undefined };
       });
+      // Stored under a key of its own (carried exits): the pair stays marked until that one leaves.
+      if (r.key !== undefined && r.key !== entry.idempotencyKey) markedPairsOf(this.env).queuedOne(entry.dataflowId, entry.profileId, r.key);
+      return r;
     } catch (err) {
       throw storeError(this.env, 'queue an export', err);
     }

@@ -188,7 +188,7 @@ export class RedisRetryQueue implements RetryQueue {
       if (res === -1) throw new FencedError(`export ${entry.idempotencyKey} not queued: this worker no longer holds the profile's partition`);
       if (res === -2) await this.lost(held);
       if (res === 0) continue; // the entry changed meanwhile: read and merge again
-      return { kept: true, replaced: stored !== undefined && stored.idempotencyKey !== entry.idempotencyKey ? stored.idempotencyKey : undefined };
+      return { kept: true, key: next.idempotencyKey, replaced: stored !== undefined && stored.idempotencyKey !== next.idempotencyKey ? stored.idempotencyKey : undefined };
     }
   }
 

@@ -8,6 +8,7 @@
  * exits it does not name itself (see `supersede` in src/domain/supersede.ts).
  */
 import { supersede } from '../domain/supersede.js';
+import { carriedExitsKey } from '../domain/keys.js';
 import type { ExportPayload } from '../domain/types.js';
 
 /** One export waiting in its dataflow's retry queue. Holds no secret (as a failed request). */
@@ -61,6 +62,12 @@ export interface RetryQueue {
 export interface EnqueueResult {
   /** The entry is stored (alone, or superseding an older one). */
   kept: boolean;
+  /**
+   * The idempotency key the stored entry has (when kept): the entry's own, or a key of its own
+   * when it carries the exits of the export it replaced (`mergeQueued`). Indexes of what is
+   * queued hold this key: the drain settles the stored entry by it.
+   */
+  key?: string;
   /** The idempotency key of the older export it superseded, if any. */
   replaced?: string;
 }
@@ -84,9 +91,12 @@ export function mergeQueued(stored: QueuedExport | undefined, incoming: QueuedEx
   if (stored === undefined) return incoming;
   if (incoming.idempotencyKey === stored.idempotencyKey) return { ...incoming };
   if (incoming.version < stored.version) return undefined;
+  const payload = supersede(stored.payload, incoming.payload);
   return {
     ...incoming,
-    payload: supersede(stored.payload, incoming.payload),
+    payload,
+    // A body completed with carried exits is not the newer export's body: a key of its own.
+    idempotencyKey: payload === incoming.payload ? incoming.idempotencyKey : carriedExitsKey(incoming.idempotencyKey, payload.segmentMembership),
     // The queue keeps its schedule: a newer export waits no less than the one it replaces.
     dueAt: Math.max(incoming.dueAt, stored.dueAt),
   };
@@ -109,7 +119,7 @@ export class MemoryRetryQueue implements RetryQueue {
     const next = mergeQueued(stored, entry);
     if (next === undefined) return { kept: false };
     this.entries.set(k, next);
-    return { kept: true, replaced: stored !== undefined && stored.idempotencyKey !== entry.idempotencyKey ? stored.idempotencyKey : undefined };
+    return { kept: true, key: next.idempotencyKey, replaced: stored !== undefined && stored.idempotencyKey !== next.idempotencyKey ? stored.idempotencyKey : undefined };
   }
 
   async due(dataflowId: string, now: number, limit: number): Promise<QueuedExport[]> {

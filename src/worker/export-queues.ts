@@ -203,6 +203,9 @@ export class ExportQueues implements ExportQueueing {
     try {
       const r = await this.queue.enqueue(entry);
       kept = r.kept;
+      // Stored under a key of its own (it carries the exits of the export it replaced): the
+      // index names the stored entry, which the drain settles by that key.
+      if (kept && r.key !== undefined && r.key !== job.idempotencyKey && this.index.get(k) === job.idempotencyKey) this.index.set(k, r.key);
       if (r.replaced !== undefined) this.supersededBy.next({ dataflowId: job.dataflowId, idempotencyKey: r.replaced });
     } catch (err) {
       if (this.index.get(k) === job.idempotencyKey) {

@@ -36,7 +36,7 @@ const record = (profileId: string, version: number, ups?: Record<string, { statu
 describe('requeueFailedRequests', () => {
   it('queues the newest record of each pair; older ones, delivered ones and unknown dataflows are counted apart', async () => {
     const store = memoryStore([
-      // p: three records; v2 carries v1's exit over, v3 replaces it: only v3 is sent
+      // p: three records; v2 carries v1's exit over (a merged export keeps a key of its own), v3 replaces it
       record('p', 1, { a: { status: 'exited' } }),
       record('p', 2),
       record('p', 3),

@@ -59,10 +59,10 @@ const kinds: Array<[string, () => { queue: RetryQueue; marks: DeliveredMarks }]>
 describe.each(kinds)('%s retry queue', (_name, make) => {
   it('keeps one export per (dataflow, profile): a newer one supersedes (naming what it replaced), an older one is dropped', async () => {
     const { queue, marks } = make();
-    expect(await queue.enqueue(entry('p', 1))).toEqual({ kept: true, replaced: undefined });
-    expect(await queue.enqueue(entry('p', 3, { dueAt: 500, attempts: 0 }))).toEqual({ kept: true, replaced: 'p-v1' });
+    expect(await queue.enqueue(entry('p', 1))).toEqual({ kept: true, key: 'p-v1', replaced: undefined });
+    expect(await queue.enqueue(entry('p', 3, { dueAt: 500, attempts: 0 }))).toEqual({ kept: true, key: 'p-v3', replaced: 'p-v1' });
     expect(await queue.enqueue(entry('p', 2))).toEqual({ kept: false });
-    expect(await queue.enqueue(entry('q', 1, { dataflowId: 'other' }))).toEqual({ kept: true, replaced: undefined });
+    expect(await queue.enqueue(entry('q', 1, { dataflowId: 'other' }))).toEqual({ kept: true, key: 'q-v1', replaced: undefined });
     const [p] = await queue.list('flow');
     // the newer export keeps the queue's schedule (not earlier than the one it replaced)
     expect(p).toMatchObject({ idempotencyKey: 'p-v3', version: 3, attempts: 0, dueAt: 1_000, payload: { name: 'v3' } });
@@ -77,9 +77,16 @@ describe.each(kinds)('%s retry queue', (_name, make) => {
     await queue.enqueue(entry('p', 2, { payload: { segmentMembership: { ups: { b: { status: 'realized' } } } } }));
     const [kept] = await queue.list('flow');
     expect(kept!.payload).toEqual({ segmentMembership: { ups: { b: { status: 'realized' }, a: { status: 'exited' } } } });
-    // The merged export is the newer one (its key): the worker's index of queued keys and the
-    // drain's settle compare keys.
-    expect(kept!.idempotencyKey).toBe('p-v2');
+    // One key never stands for two bodies: the completed body gets a key of its own, the same
+    // one when the same merge happens again (a redelivered v2 behind it).
+    expect(kept!.idempotencyKey).not.toBe('p-v2');
+    expect(kept!.idempotencyKey).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    await queue.enqueue(entry('p', 2, { payload: { segmentMembership: { ups: { b: { status: 'realized' } } } } }));
+    expect((await queue.list('flow'))[0]!.idempotencyKey).toBe(kept!.idempotencyKey);
+    // Nothing carried over: the newer export keeps its own key.
+    await queue.enqueue(entry('q', 1, { payload: { segmentMembership: { ups: { b: { status: 'realized' } } } } }));
+    await queue.enqueue(entry('q', 2, { payload: { segmentMembership: { ups: { a: { status: 'realized' } } } } }));
+    expect((await queue.list('flow')).find((e) => e.profileId === 'q')!.idempotencyKey).toBe('q-v2');
     await queue.close();
     await marks.close();
   });
@@ -183,6 +190,23 @@ describe('local delivered marks: written only for pairs with a queued export or 
     const again = new LocalDeliveredMarks({ path });
     expect(await again.get('flow', 'p')).toBe(2);
     expect(await again.get('flow', 'q')).toBe(2);
+    await again.close();
+  });
+
+  it('a merged entry stored under a key of its own (carried exit) unmarks its pair once settled', async () => {
+    const path = dir();
+    const queue = new LocalRetryQueue({ path });
+    const marks = new LocalDeliveredMarks({ path });
+    await queue.enqueue(entry('p', 1, { payload: { segmentMembership: { ups: { a: { status: 'exited' } } } } }));
+    await queue.enqueue(entry('p', 2));
+    const [merged] = await queue.list('flow');
+    expect(merged!.idempotencyKey).not.toBe('p-v2');
+    expect(await queue.settle(merged!)).toBe(true);
+    await marks.record([{ dataflowId: 'flow', profileId: 'p', version: 3 }]);
+    await queue.close();
+    await marks.close();
+    const again = new LocalDeliveredMarks({ path, everyPair: true });
+    expect(await again.get('flow', 'p')).toBeUndefined();
     await again.close();
   });
 

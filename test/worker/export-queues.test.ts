@@ -50,6 +50,21 @@ describe('ExportQueues', () => {
     expect(q.size).toBe(1);
   });
 
+  it('an export that carries the exit of the one it replaced is stored under a key of its own: the index names it, so settling it empties the queue', async () => {
+    const queue = new MemoryRetryQueue();
+    const q = await ExportQueues.open({ queue });
+    await q.enqueue({ ...job('p', 1), payload: { segmentMembership: { ups: { a: { status: 'exited' } } } } }, 1, e503);
+    await q.enqueue(job('p', 2), 0);
+    await q.enqueue(job('p', 2), 0); // v2 again (a redelivery): the same merge, the same key
+    const [merged] = await queue.list('flow');
+    expect(merged!.idempotencyKey).not.toBe('p-v2');
+    expect(await queue.settle(merged!)).toBe(true);
+    q.settled(merged!);
+    expect(q.isQueued('flow', 'p')).toBe(false);
+    expect([...q.depths()]).toEqual([['flow', 0]]);
+    expect(q.backingOff('flow')).toBe(false);
+  });
+
   it('loads what the store holds at open (a restart queues behind it), and an export without a version is refused', async () => {
     const queue = new MemoryRetryQueue();
     await queue.enqueue({ dataflowId: 'flow', destinationId: 'd', profileId: 'p', idempotencyKey: 'k', payload: {}, version: 1, attempts: 1, dueAt: 0 });
