@@ -322,6 +322,8 @@ describe('the console in a real browser (issue 16)', () => {
       await page.check(`tr[data-profile="${p}"] input[type="checkbox"]`);
       await page.waitForSelector(`tr[data-profile="${p}"] input[type="checkbox"]:checked`);
     }
+    // each change re-renders the list after a fetch: wait for the render that saw both
+    await page.waitForFunction(() => document.getElementById('replay-selected')?.textContent === 'Replay selected (2)', undefined, { timeout: 10_000 }).catch(() => undefined);
     expect(await page.textContent('#replay-selected')).toBe('Replay selected (2)');
     await page.click('#replay-selected');
     await page.waitForFunction(() => document.getElementById('action-result')?.className === 'ok' && document.getElementById('page-info')?.getAttribute('data-total') === '3');
