@@ -75,6 +75,9 @@ interface Unsettled {
   settled: boolean;
 }
 
+/** What the reading loop waits for (see `signal`). */
+type Wait = 'data' | 'room';
+
 const isBlank = (b: Buffer): boolean => {
   for (let i = 0; i < b.length; i++) {
     const c = b[i];
@@ -119,13 +122,21 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
   /** Set while subscribed and reading (`progress()`). */
   let progress: (() => FileProgress) | undefined;
   let stopped = false;
-  let kicked = false;
-  let wake: (() => void) | undefined;
-  const signal = (): void => {
-    kicked = true;
+  /**
+   * Why the reading loop may go on: `data` (the file changed, or a poll is due) or `room` (an
+   * ack lowered the in-flight count). Each is latched until the loop waits for it, and an ack
+   * wakes only a loop waiting for room: at the end of a followed file one read per change,
+   * not one per ack.
+   */
+  const kicked = { data: false, room: false };
+  let wake: { kind: Wait; resolve: () => void } | undefined;
+  const signal = (kind?: Wait): void => {
+    if (kind) kicked[kind] = true;
+    else kicked.data = kicked.room = true;
     const w = wake;
+    if (!w || (kind && w.kind !== kind)) return;
     wake = undefined;
-    w?.();
+    w.resolve();
   };
 
   const messages$ = new Observable<SourceMessage>((subscriber) => {
@@ -133,19 +144,24 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
     const timers = new Set<NodeJS.Timeout>();
     let watcher: FSWatcher | undefined;
     let fh: FileHandle | undefined;
-    const waitForSignal = (ms?: number): Promise<void> =>
+    /** Resolves at the next `signal` of `kind` (or a latched one), or after `ms`. */
+    const waitFor = (kind: Wait, ms?: number): Promise<void> =>
       new Promise((r) => {
-        if (kicked) {
-          kicked = false;
+        if (kicked[kind]) {
+          kicked[kind] = false;
           r();
           return;
         }
         let t: NodeJS.Timeout | undefined;
-        wake = () => {
-          if (t) clearTimeout(t);
-          r();
+        wake = {
+          kind,
+          resolve: () => {
+            if (t) clearTimeout(t);
+            kicked[kind] = false;
+            r();
+          },
         };
-        if (ms !== undefined) t = setTimeout(signal, ms);
+        if (ms !== undefined) t = setTimeout(() => signal(kind), ms);
       });
 
     // Position bookkeeping: emitted lines in file order, and what the next line starts at.
@@ -200,7 +216,7 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
           mark.settled = true;
           inFlight--;
           queueSave();
-          signal();
+          signal('room');
         },
         working: () => {},
         nak: (delayMs = 1_000) => {
@@ -236,7 +252,7 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
         const start = await startAt(fh);
         if (follow) {
           try {
-            watcher = watch(path, { persistent: false }, () => signal());
+            watcher = watch(path, { persistent: false }, () => signal('data'));
             watcher.on('error', () => {
               watcher?.close();
               watcher = undefined;
@@ -275,7 +291,7 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
           if (subscriber.closed || stopped) return false;
           if (inFlight < maxInFlight) return emitLine(body, end);
           return (async (): Promise<boolean> => {
-            while (inFlight >= maxInFlight && !subscriber.closed && !stopped) await waitForSignal();
+            while (inFlight >= maxInFlight && !subscriber.closed && !stopped) await waitFor('room');
             // Not emitted: the position stays before this line, so the next run reads it.
             if (subscriber.closed || stopped) return false;
             return emitLine(body, end);
@@ -294,7 +310,7 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
 
         const chunk = Buffer.allocUnsafe(chunkBytes);
         while (!stopped && !subscriber.closed) {
-          kicked = false;
+          kicked.data = false;
           const { bytesRead } = await fh.read(chunk, 0, chunkBytes, offset);
           if (bytesRead === 0) {
             if (!follow) break;
@@ -308,7 +324,7 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
               if (writer) writer.hashed = { head: '', headBytes: -1 };
               continue;
             }
-            await waitForSignal(watcher ? pollMs : fallbackPollMs);
+            await waitFor('data', watcher ? pollMs : fallbackPollMs);
             continue;
           }
           const base = offset;
@@ -328,12 +344,15 @@ export function fileSource(options: FileSourceOptions): Source & { progress(): F
             go = typeof done === 'boolean' ? done : await done;
           }
           if (!go) break;
+          // A short read reached the end of a followed file: wait for it to change rather than
+          // read nothing and stat it (the next read after a change checks for truncation).
+          if (follow && bytesRead < chunkBytes) await waitFor('data', watcher ? pollMs : fallbackPollMs);
         }
         // A last line without a newline is a whole event at the end of a finished file.
         if (!follow && !stopped && kept > 0 && !subscriber.closed) await finishLine(offset);
         watcher?.close();
         watcher = undefined;
-        while (inFlight > 0 && !subscriber.closed) await waitForSignal();
+        while (inFlight > 0 && !subscriber.closed) await waitFor('room');
         await save();
       } finally {
         progress = undefined;

@@ -1,5 +1,5 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { appendFile, mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Subscription } from 'rxjs';
@@ -195,6 +195,39 @@ describe('fileSource', () => {
     ]);
     run.src.stop();
     await until(run.done);
+  });
+
+  it('at the end of a followed file, reads it again when it changes, not once per ack (nor twice per change)', async () => {
+    const path = await file('events.jsonl', lines(200));
+    // Count the reads of every FileHandle (the source opens its own).
+    const probe = await open(path, 'r');
+    const proto = Object.getPrototypeOf(probe) as { read: (...args: unknown[]) => Promise<unknown> };
+    await probe.close();
+    const read = vi.spyOn(proto, 'read');
+    try {
+      const run = subscribe({ path, follow: true, pollMs: 10_000 });
+      await until(() => run.got.length === 200);
+      await sleep(20);
+      const atEnd = read.mock.calls.length;
+      // 200 acks, one per turn: the reading loop is at the end of the file, nothing changed.
+      for (const m of run.got) {
+        m.ack();
+        await sleep(0);
+      }
+      await sleep(20);
+      expect(read.mock.calls.length - atEnd).toBe(0);
+      // 20 appends of one line, each read once (the read that found it short waits for the next change).
+      for (let i = 0; i < 20; i++) {
+        await appendFile(path, `{"n":${201 + i}}\n`);
+        await until(() => run.got.length === 201 + i);
+        run.got[200 + i].ack();
+      }
+      expect(read.mock.calls.length - atEnd).toBeLessThanOrEqual(30);
+      run.src.stop();
+      await until(run.done);
+    } finally {
+      read.mockRestore();
+    }
   });
 
   it('stop() on a followed file completes it once the messages in flight are acked', async () => {
