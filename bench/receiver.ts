@@ -9,6 +9,7 @@
  * answered with `{ id, ... }` echoing the request's `id`.
  */
 import { createServer } from 'node:http';
+import { writeFileSync } from 'node:fs';
 
 class Column {
   data: Float64Array;
@@ -67,6 +68,15 @@ const server = createServer((req, res) => {
     res.end();
   });
 });
+// HD_RECEIVER_TRACE=FILE: on exit, one line per request: arrival ms, latency ms (for a latency time series).
+if (process.env.HD_RECEIVER_TRACE) {
+  const trace = process.env.HD_RECEIVER_TRACE;
+  process.on('exit', () => {
+    const lines: string[] = [];
+    for (let i = 0; i < arrival.length; i++) lines.push(`${arrival.data[i]} ${arrival.data[i] - sentAt.data[i]}`);
+    writeFileSync(trace, lines.join('\n'));
+  });
+}
 server.keepAliveTimeout = 65_000;
 server.headersTimeout = 66_000;
 server.requestTimeout = 0;
