@@ -105,6 +105,8 @@ export class TextBoundCache<V> {
 export class Overlaid<V> {
   private readonly staged = new Map<string, V | undefined>();
   private readonly pending = new Map<string, { value: V | undefined }>();
+  /** Staged keys known to have no value in LMDB (`put(…, fresh)`): removed before the flush, nothing is written. */
+  private readonly fresh = new Set<string>();
 
   constructor(
     readonly db: Database<unknown, string>,
@@ -127,6 +129,16 @@ export class Overlaid<V> {
     return value;
   }
 
+  /**
+   * Whether `key` has a value as far as this process's own writes tell (staged or not yet
+   * committed), without reading LMDB: undefined when they say nothing.
+   */
+  known(key: string): boolean | undefined {
+    if (this.staged.has(key)) return this.staged.get(key) !== undefined;
+    const p = this.pending.get(key);
+    return p ? p.value !== undefined : undefined;
+  }
+
   /** Whether `key` has a value (without decoding it). */
   has(key: string): boolean {
     if (this.staged.has(key)) return this.staged.get(key) !== undefined;
@@ -135,8 +147,13 @@ export class Overlaid<V> {
     return this.db.doesExist(key);
   }
 
-  /** Stages the write (`undefined` removes); resolves when its transaction has committed. */
-  put(key: string, value: V | undefined): Promise<unknown> {
+  /**
+   * Stages the write (`undefined` removes); resolves when its transaction has committed. The
+   * writes of one window share one promise. `fresh`: the caller knows LMDB holds no value for
+   * `key` (a new replay record), so a removal staged before the flush writes nothing at all.
+   */
+  put(key: string, value: V | undefined, fresh = false): Promise<unknown> {
+    if (fresh && !this.staged.has(key) && !this.pending.has(key)) this.fresh.add(key);
     this.staged.set(key, value);
     return this.turn.stage(this as unknown as Overlaid<never>);
   }
@@ -148,8 +165,10 @@ export class Overlaid<V> {
     let last: Promise<unknown> | undefined;
     for (const [key, value] of this.staged) {
       const p = this.pending.get(key);
-      // A removal of what was never written (put and removed in the same turn): nothing to do.
-      if (value === undefined && (p ? p.value === undefined : !this.db.doesExist(key))) continue;
+      // A removal of what was never written (a fresh key put and removed in the same window),
+      // or already being removed: nothing to do. Any other removal is issued without reading
+      // LMDB first (removing a missing key changes nothing).
+      if (value === undefined && (p ? p.value === undefined : this.fresh.has(key))) continue;
       const slot = { value };
       this.pending.set(key, slot);
       slots.push([key, slot]);
@@ -168,6 +187,7 @@ export class Overlaid<V> {
       if (write !== last) writes.push((last = write));
     }
     this.staged.clear();
+    this.fresh.clear();
     if (slots.length === 0) return;
     const forget = (): void => {
       for (const [key, slot] of slots) if (this.pending.get(key) === slot) this.pending.delete(key);

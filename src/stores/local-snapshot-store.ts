@@ -5,7 +5,7 @@
  * Redis stores (the contract suite in test/stores runs against all three).
  *
  * Writes are asynchronous LMDB puts, staged and issued together once per commit window
- * (`Turn`, 10 ms): they land in one transaction (lmdb-js batches them), so a worker with
+ * (`Turn`, 50 ms): they land in one transaction (lmdb-js batches them), so a worker with
  * hundreds of messages in flight commits once per window, not once per message or turn. A store holding the run lock
  * also keeps recently used profiles decoded (`TextBoundCache`). The read-modify-write of a profile is synchronous
  * (read the entry, merge, queue the write), so calls on one profile land in call order; an
@@ -57,14 +57,14 @@ export interface LocalSnapshotStoreOptions {
    * The writes of this long are committed together (`Turn`): one LMDB transaction per window,
    * and a message applied and confirmed within it writes no replay record. 0: one per
    * event-loop iteration. Nothing waits for a commit but the file source's position write.
-   * @default LOCAL_STORE_DEFAULTS.commitWindowMs (10)
+   * @default LOCAL_STORE_DEFAULTS.commitWindowMs (50)
    */
   commitWindowMs?: number;
 }
 
 /** Defaults of the local snapshot store. */
 export const LOCAL_STORE_DEFAULTS = {
-  commitWindowMs: 10,
+  commitWindowMs: 50,
 } as const;
 
 /**
@@ -86,6 +86,8 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
   private closed = false;
   /** The first write that failed: every later call fails with it. */
   private failure?: StoreError;
+  /** The promise of the window `track` watches already. */
+  private tracked?: Promise<unknown>;
 
   private constructor(
     private readonly env: LocalEnv,
@@ -138,7 +140,6 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     const before = entry ? entry.snapshot : null;
     // The guarded merge: a throw of the pure merge, or a snapshot past its limit, rejects the event.
     const { after, json } = mergeChecked(before, update, { maxSnapshotBytes: this.maxSnapshotBytes });
-    const writes: Array<Promise<unknown>> = [];
     const keys = (entry?.keys ?? []).filter((k) => k !== ctx.key);
     keys.push(ctx.key);
     if (keys.length > MAX_PENDING_PER_PROFILE) {
@@ -146,17 +147,19 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
       // else the oldest unconfirmed application.
       const gone = keys.findIndex((k) => !this.replays.has(replayKey(id, k)));
       const [dropped] = keys.splice(gone >= 0 && gone < keys.length - 1 ? gone : 0, 1);
-      if (gone < 0) writes.push(this.replays.put(replayKey(id, dropped), undefined));
+      if (gone < 0) this.replays.put(replayKey(id, dropped), undefined);
     }
     // Without a size limit the JSON is made when the turn's writes are issued (once, lazily).
     const next: Entry = { snapshot: after, keys, json };
     const watermark = ctx.watermark ?? w;
     if (watermark !== undefined) next.watermark = watermark;
     const replay: Replay = { before, after, beforeJson: entry?.json, afterJson: json };
-    writes.push(this.profiles.put(id, next), this.replays.put(replayKey(id, ctx.key), replay), ...this.index(before, after));
-    // One turn, one transaction: the profile, its replay record and its index entries commit
+    // One window, one transaction: the profile, its replay record and its index entries commit
     // together. Not awaited (see `track`): this process reads them at once through the overlay.
-    this.track(writes);
+    // The replay record is new (\`first\` is none): confirmed within the window, it is never written.
+    this.index(before, after);
+    this.profiles.put(id, next);
+    this.track(this.replays.put(replayKey(id, ctx.key), replay, true));
     return { update, before, after, replayed: false };
   }
 
@@ -164,8 +167,10 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
   async confirm(profileId: string, key: string): Promise<void> {
     this.assertOpen();
     const k = replayKey(profileId, key);
-    if (!this.replays.has(k)) return;
-    this.track([this.replays.put(k, undefined)]);
+    // No LMDB read: when this process's writes say nothing of the record, its removal is
+    // staged anyway (a confirmed application's record was committed in an earlier window).
+    if (this.replays.known(k) === false) return;
+    this.track(this.replays.put(k, undefined));
   }
 
   async get(profileId: string): Promise<ProfileSnapshot | null> {
@@ -221,7 +226,7 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     writes.push(this.backfills.put(id, state));
     // Not awaited (see `track`): a worker begins every backfill of its config before its
     // source's first message is applied, as SPEC §8 asks (the members at its start).
-    this.track(writes);
+    this.track(Promise.all(writes));
     return { state: { ...state }, phase: known ? 'restart' : 'start' };
   }
 
@@ -239,7 +244,7 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     // backfill source begins one mapping's backfill after the previous one's last checkpoint;
     // without a wait here, every backfill of an empty store begins before the file source's
     // first line is applied, as with the memory store.
-    this.track(writes);
+    this.track(Promise.all(writes));
   }
 
   async getPosition(key: string): Promise<FilePosition | undefined> {
@@ -296,18 +301,15 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     return writes;
   }
 
-  /** Index writes for the memberships that changed between `before` and `after`. */
-  private index(before: ProfileSnapshot | null, after: ProfileSnapshot): Array<Promise<unknown>> {
-    if (before?.memberships === after.memberships) return [];
-    const writes: Array<Promise<unknown>> = [];
+  /** Stages the index writes for the memberships that changed between `before` and `after`. */
+  private index(before: ProfileSnapshot | null, after: ProfileSnapshot): void {
+    if (before?.memberships === after.memberships) return;
     for (const audienceId of Object.keys(after.memberships)) {
       const was = isIn(before?.memberships[audienceId]);
       const is = isIn(after.memberships[audienceId]);
       if (was === is) continue;
-      const key = `${audienceId}${SEP}${after.profileId}`;
-      writes.push(this.members_.put(key, is ? 1 : undefined));
+      this.members_.put(`${audienceId}${SEP}${after.profileId}`, is ? 1 : undefined);
     }
-    return writes;
   }
 
   private async settle(writes: Array<Promise<unknown>>): Promise<void> {
@@ -325,8 +327,11 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
    * lost in a crash is made again, identically, when its message is read again. A write
    * that fails makes the next call fail (the message is then redelivered).
    */
-  private track(writes: Array<Promise<unknown>>): void {
-    Promise.all(writes).catch((err: unknown) => {
+  private track(write: Promise<unknown>): void {
+    // The writes of one window share one promise: one handler for all of them.
+    if (write === this.tracked) return;
+    this.tracked = write;
+    write.catch((err: unknown) => {
       this.failure ??= this.failed(err);
     });
   }

@@ -113,8 +113,8 @@ describe('the local store across runs', () => {
     expect([...received].filter((key) => !expected.has(key))).toEqual([]);
     const duplicates = mine().length - n;
     // What is sent again: what was in flight at the kill (maxInFlight, 64), and what was acked
-    // since the read position last committed (it is saved once per event-loop turn after the
-    // acks, not awaited by them): a few at most, far below another window's worth.
+    // since the read position last committed (it is saved with the store's writes, one commit
+    // per 50-ms window, not awaited by the acks): a few at most, far below another window's worth.
     expect(duplicates).toBeLessThanOrEqual(2 * 64);
   }, 180_000);
 

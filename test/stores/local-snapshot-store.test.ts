@@ -208,4 +208,33 @@ describe('LocalSnapshotStore (durable)', () => {
     await env.release();
     await s.close();
   });
+
+  it('confirm reads nothing from LMDB: a record confirmed in its window is never written nor removed, one committed earlier is removed', async () => {
+    const s = await LocalSnapshotStore.open({ path, exclusive: true, commitWindowMs: 600_000 });
+    const env = openLocalEnv(path);
+    const replays = env.db('replays', 'string');
+    const reads = { exist: 0, get: 0, removes: 0 };
+    const spy = replays as unknown as Record<'doesExist' | 'get' | 'remove', (...a: unknown[]) => unknown>;
+    const orig = { doesExist: spy.doesExist, get: spy.get, remove: spy.remove };
+    spy.doesExist = (...a) => (reads.exist++, orig.doesExist.apply(replays, a));
+    spy.get = (...a) => (reads.get++, orig.get.apply(replays, a));
+    spy.remove = (...a) => (reads.removes++, orig.remove.apply(replays, a));
+    try {
+      // Window 1: 100 applied, 60 confirmed within it.
+      for (let i = 0; i < 100; i++) await s.apply({ profileId: `p-${i}`, attributes: { i } }, { key: `k${i}`, seq: i });
+      for (let i = 0; i < 60; i++) await s.confirm(`p-${i}`, `k${i}`);
+      await s.flush();
+      expect(replays.getKeysCount()).toBe(40);
+      expect(reads).toEqual({ exist: 0, get: 0, removes: 0 });
+      // Window 2: the 40 committed ones confirmed: removed, still without a read.
+      for (let i = 60; i < 100; i++) await s.confirm(`p-${i}`, `k${i}`);
+      await s.flush();
+      expect(replays.getKeysCount()).toBe(0);
+      expect(reads).toEqual({ exist: 0, get: 0, removes: 40 });
+    } finally {
+      Object.assign(spy, orig);
+      await env.release();
+      await s.close();
+    }
+  });
 });
