@@ -76,7 +76,7 @@ export interface DataflowConfig extends DataflowRules {
 export type SourceConfig = RawConfig['source'];
 type RawStore = RawConfig['store'];
 /** The store, resolved: a local store's folder is absolute. */
-export type StoreConfig = Exclude<RawStore, { kind: 'local' }> | { kind: 'local'; path: string };
+export type StoreConfig = Exclude<RawStore, { kind: 'local' }> | (Extract<RawStore, { kind: 'local' }> & { path: string });
 type RawFailed = RawConfig['failedRequests'];
 export type FailedRequestsConfig =
   | { kind: 'local'; path: string }
@@ -317,7 +317,7 @@ function alertSecrets(c: RawConfig): string[] {
 export const DEFAULT_LOCAL_STORE = 'http-destination.state';
 
 function resolveStore(s: RawStore, baseDir: string): StoreConfig {
-  return s.kind === 'local' ? { kind: 'local', path: resolve(baseDir, s.path ?? DEFAULT_LOCAL_STORE) } : s;
+  return s.kind === 'local' ? { ...s, path: resolve(baseDir, s.path ?? DEFAULT_LOCAL_STORE) } : s;
 }
 
 function resolveFailed(c: RawConfig, baseDir: string): FailedRequestsConfig {

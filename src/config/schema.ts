@@ -149,6 +149,12 @@ const localStore = z.strictObject({
   kind: z.literal('local'),
   /** The store's folder; default `http-destination.state` beside the config file. */
   path: nonEmpty.optional(),
+  /**
+   * Profiles `run` keeps decoded in memory, at most this many bytes of their JSON text (the
+   * least recently used let go first); a profile found there is not read back and parsed.
+   * The heap they take is about 2–3 times this. @default 67108864 (64 MiB)
+   */
+  profileCacheBytes: z.number().int().nonnegative().optional(),
 });
 const redisStore = z.strictObject({
   kind: z.literal('redis'),

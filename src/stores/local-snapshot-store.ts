@@ -29,9 +29,6 @@ interface FrozenHeader {
   count: number;
 }
 
-/** The decoded profiles a store with the run lock keeps: 16 Mi characters of their JSON. */
-const PROFILE_CACHE_CHARS = 16 * 1024 * 1024;
-
 const SEP = '\u0000';
 /** Sorts after every key that starts with `<prefix>\0`. */
 const rangeEnd = (prefix: string): string => `${prefix}\u0001`;
@@ -60,11 +57,18 @@ export interface LocalSnapshotStoreOptions {
    * @default LOCAL_STORE_DEFAULTS.commitWindowMs (50)
    */
   commitWindowMs?: number;
+  /**
+   * A store with the run lock keeps decoded profiles, at most this many characters of their
+   * JSON text (`TextBoundCache`; 0: none).
+   * @default LOCAL_STORE_DEFAULTS.profileCacheBytes (64 MiB)
+   */
+  profileCacheBytes?: number;
 }
 
 /** Defaults of the local snapshot store. */
 export const LOCAL_STORE_DEFAULTS = {
   commitWindowMs: 50,
+  profileCacheBytes: 64 * 1024 * 1024,
 } as const;
 
 /**
@@ -94,9 +98,10 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     private readonly lock: RunLock | undefined,
     private readonly maxSnapshotBytes: number,
     commitWindowMs: number,
+    profileCacheBytes: number,
   ) {
     this.turn = new Turn(commitWindowMs);
-    const cache = lock ? new TextBoundCache<Entry>(PROFILE_CACHE_CHARS) : undefined;
+    const cache = lock && profileCacheBytes > 0 ? new TextBoundCache<Entry>(profileCacheBytes) : undefined;
     this.profiles = new Overlaid(env.db('profiles', 'string'), this.turn, entryCodec, cache);
     this.replays = new Overlaid(env.db('replays', 'string'), this.turn, replayCodec);
     this.backfills = new Overlaid(env.db('backfills'), this.turn);
@@ -115,7 +120,13 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
       await env.release();
       throw err;
     }
-    return new LocalSnapshotStore(env, lock, options.maxSnapshotBytes ?? DEFAULTS.maxSnapshotBytes, options.commitWindowMs ?? LOCAL_STORE_DEFAULTS.commitWindowMs);
+    return new LocalSnapshotStore(
+      env,
+      lock,
+      options.maxSnapshotBytes ?? DEFAULTS.maxSnapshotBytes,
+      options.commitWindowMs ?? LOCAL_STORE_DEFAULTS.commitWindowMs,
+      options.profileCacheBytes ?? LOCAL_STORE_DEFAULTS.profileCacheBytes,
+    );
   }
 
   /** The store's folder. */

@@ -51,7 +51,7 @@ export interface OpenSnapshotStoreOptions {
 export async function openSnapshotStore(config: AppConfig, logger?: Logger, options: OpenSnapshotStoreOptions = {}): Promise<SnapshotStore> {
   const s = config.store;
   if (s.kind === 'memory') return new MemorySnapshotStore({ maxSnapshotBytes: config.worker.maxSnapshotBytes });
-  if (s.kind === 'local') return LocalSnapshotStore.open({ path: s.path, exclusive: options.exclusive, maxSnapshotBytes: config.worker.maxSnapshotBytes });
+  if (s.kind === 'local') return LocalSnapshotStore.open({ path: s.path, exclusive: options.exclusive, maxSnapshotBytes: config.worker.maxSnapshotBytes, profileCacheBytes: s.profileCacheBytes });
   const { openRedisSnapshotStore } = await import('./backbone.js');
   return openRedisSnapshotStore(s, logger, { maxSnapshotBytes: config.worker.maxSnapshotBytes });
 }

@@ -378,6 +378,10 @@ describe('errors name the field path', () => {
     expect(cfg.failedRequests).toEqual({ kind: 'local', path: '/base/data/state' });
     raw.store = { kind: 'local', path: 'x', colour: 'blue' };
     expect(onlyIssue(() => resolve(raw)).path).toBe('store.colour');
+    raw.store = { kind: 'local', path: 'x', profileCacheBytes: 1_048_576 };
+    expect(resolveConfig(raw, { baseDir: '/base', env: {} }).store).toEqual({ kind: 'local', path: '/base/x', profileCacheBytes: 1_048_576 });
+    raw.store = { kind: 'local', profileCacheBytes: -1 };
+    expect(onlyIssue(() => resolve(raw)).path).toBe('store.profileCacheBytes');
   });
 
   it('a bad store.kind names store.kind', () => {

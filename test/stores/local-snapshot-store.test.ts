@@ -209,6 +209,35 @@ describe('LocalSnapshotStore (durable)', () => {
     await s.close();
   });
 
+  it('with the run lock, profiles within profileCacheBytes are not read back from LMDB; past it, or with 0, they are', async () => {
+    const readsWith = async (profileCacheBytes: number | undefined): Promise<number> => {
+      const dir = join(await freshDir(), 'state');
+      const s = await LocalSnapshotStore.open({ path: dir, exclusive: true, ...(profileCacheBytes === undefined ? {} : { profileCacheBytes }) });
+      const env = openLocalEnv(dir);
+      const profiles = env.db('profiles', 'string') as unknown as { get: (...a: unknown[]) => unknown };
+      const get = profiles.get;
+      let reads = 0;
+      try {
+        for (let i = 0; i < 200; i++) await s.apply({ profileId: `p-${i}`, attributes: { i, pad: 'x'.repeat(100) } }, { key: `a${i}`, seq: i });
+        await s.flush();
+        profiles.get = (...a) => (reads++, get.apply(profiles, a));
+        // Newest first: the ones a small cache still holds are met before any is let go.
+        for (let i = 199; i >= 0; i--) await s.apply({ profileId: `p-${i}`, attributes: { j: i } }, { key: `b${i}`, seq: i });
+        await s.flush();
+      } finally {
+        profiles.get = get;
+        await env.release();
+        await s.close();
+      }
+      return reads;
+    };
+    expect(await readsWith(undefined)).toBe(0); // the default holds them all
+    expect(await readsWith(0)).toBe(200);
+    const some = await readsWith(10_000); // ~150 characters each: about 60 fit
+    expect(some).toBeGreaterThan(100);
+    expect(some).toBeLessThan(200);
+  });
+
   it('confirm reads nothing from LMDB: a record confirmed in its window is never written nor removed, one committed earlier is removed', async () => {
     const s = await LocalSnapshotStore.open({ path, exclusive: true, commitWindowMs: 600_000 });
     const env = openLocalEnv(path);
