@@ -152,14 +152,17 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     // The guarded merge: a throw of the pure merge, or a snapshot past its limit, rejects the event.
     const { after, json } = mergeChecked(before, update, { maxSnapshotBytes: this.maxSnapshotBytes });
     const keys = (entry?.keys ?? []).filter((k) => k !== ctx.key);
-    keys.push(ctx.key);
-    if (keys.length > MAX_PENDING_PER_PROFILE) {
-      // Past the bound: forget a confirmed key if there is one (its record is gone already),
-      // else the oldest unconfirmed application.
+    // A replay record exists only for a key in this list (the invariant `fresh` below rests
+    // on): a key leaves it with its record. Below the bound, this key's record is new.
+    const fresh = keys.length < MAX_PENDING_PER_PROFILE;
+    if (!fresh) {
+      // At the bound: forget a confirmed key if there is one (its record is gone already),
+      // else the oldest unconfirmed application, and its record with it.
       const gone = keys.findIndex((k) => !this.replays.has(replayKey(id, k)));
-      const [dropped] = keys.splice(gone >= 0 && gone < keys.length - 1 ? gone : 0, 1);
+      const [dropped] = keys.splice(gone >= 0 ? gone : 0, 1);
       if (gone < 0) this.replays.put(replayKey(id, dropped), undefined);
     }
+    keys.push(ctx.key);
     // Without a size limit the JSON is made when the turn's writes are issued (once, lazily).
     const next: Entry = { snapshot: after, keys, json };
     const watermark = ctx.watermark ?? w;
@@ -167,10 +170,12 @@ export class LocalSnapshotStore implements SnapshotStore, FilePositionStore {
     const replay: Replay = { before, after, beforeJson: entry?.json, afterJson: json };
     // One window, one transaction: the profile, its replay record and its index entries commit
     // together. Not awaited (see `track`): this process reads them at once through the overlay.
-    // The replay record is new (\`first\` is none): confirmed within the window, it is never written.
+    // Below the bound the replay record is new (confirmed within the window, it is never
+    // written); a profile that reached the bound may hold records an earlier version left
+    // behind, so there its removal is always issued.
     this.index(before, after);
     this.profiles.put(id, next);
-    this.track(this.replays.put(replayKey(id, ctx.key), replay, true));
+    this.track(this.replays.put(replayKey(id, ctx.key), replay, fresh));
     return { update, before, after, replayed: false };
   }
 

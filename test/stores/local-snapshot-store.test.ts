@@ -238,6 +238,29 @@ describe('LocalSnapshotStore (durable)', () => {
     expect(some).toBeLessThan(200);
   });
 
+  it('past the replay bound the oldest unconfirmed key leaves with its record; applied again and confirmed in one window, it leaves none', async () => {
+    const s = await LocalSnapshotStore.open({ path, exclusive: true, commitWindowMs: 600_000 });
+    const env = openLocalEnv(path);
+    const replays = env.db('replays', 'string');
+    try {
+      for (let i = 0; i <= MAX_PENDING_PER_PROFILE; i++) await s.apply({ profileId: 'p', attributes: { [`a${i}`]: i } }, { key: `k${i}`, seq: i });
+      await s.flush();
+      expect(replays.doesExist('p\u0000k0')).toBe(false);
+      expect(replays.getKeysCount()).toBe(MAX_PENDING_PER_PROFILE);
+      // k0 read again (a redelivery): merged again, confirmed within the window.
+      expect((await s.apply({ profileId: 'p', attributes: { a0: 0 } }, { key: 'k0', seq: 0 })).replayed).toBe(false);
+      await s.confirm('p', 'k0');
+      await s.flush();
+      expect(replays.doesExist('p\u0000k0')).toBe(false);
+      const third = await s.apply({ profileId: 'p', attributes: { a0: 0 } }, { key: 'k0', seq: 0 });
+      expect(third.replayed).toBe(false);
+      expect(third.before).not.toBeNull();
+    } finally {
+      await env.release();
+      await s.close();
+    }
+  });
+
   it('confirm reads nothing from LMDB: a record confirmed in its window is never written nor removed, one committed earlier is removed', async () => {
     const s = await LocalSnapshotStore.open({ path, exclusive: true, commitWindowMs: 600_000 });
     const env = openLocalEnv(path);
