@@ -318,13 +318,25 @@ describe('the console in a real browser (issue 16)', () => {
     // a selection of two
     await page.selectOption('select[name="dataflow"]', 'flow-a');
     await page.waitForFunction(() => document.getElementById('page-info')?.getAttribute('data-total') === '5');
-    for (const p of ['bad-1', 'bad-2']) {
+    // Selecting updates the page in place, at once: no request, the count right after each click.
+    const fetched: string[] = [];
+    const onRequest = (r: { url(): string }): void => void fetched.push(r.url());
+    page.on('request', onRequest);
+    for (const [i, p] of ['bad-1', 'bad-2'].entries()) {
       await page.check(`tr[data-profile="${p}"] input[type="checkbox"]`);
-      await page.waitForSelector(`tr[data-profile="${p}"] input[type="checkbox"]:checked`);
+      expect(await page.textContent('#replay-selected')).toBe(`Replay selected (${i + 1})`);
     }
-    // each change re-renders the list after a fetch: wait for the render that saw both
-    await page.waitForFunction(() => document.getElementById('replay-selected')?.textContent === 'Replay selected (2)', undefined, { timeout: 10_000 }).catch(() => undefined);
+    await page.check('th input[type="checkbox"]');
+    expect(await page.textContent('#replay-selected')).toBe('Replay selected (5)');
+    expect(await page.locator('tbody input[type="checkbox"]:checked').count()).toBe(5);
+    await page.uncheck('th input[type="checkbox"]');
+    expect(await page.textContent('#replay-selected')).toBe('Replay selected (0)');
+    expect(await page.isDisabled('#replay-selected')).toBe(true);
+    for (const p of ['bad-1', 'bad-2']) await page.check(`tr[data-profile="${p}"] input[type="checkbox"]`);
     expect(await page.textContent('#replay-selected')).toBe('Replay selected (2)');
+    expect(await page.isChecked('th input[type="checkbox"]')).toBe(false);
+    page.off('request', onRequest);
+    expect(fetched).toEqual([]);
     await page.click('#replay-selected');
     await page.waitForFunction(() => document.getElementById('action-result')?.className === 'ok' && document.getElementById('page-info')?.getAttribute('data-total') === '3');
     expect(await page.textContent('#action-result')).toMatch(/delivered 2\b/);

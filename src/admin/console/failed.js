@@ -74,12 +74,28 @@ export async function renderFailed(main) {
     el('button', { type: 'button', onclick: rerender }, 'Refresh'),
   );
   const ids = page.items.map((r) => r.id);
-  const allChecked = ids.length > 0 && ids.every((id) => state.selected.has(id));
+  const allChecked = () => ids.length > 0 && ids.every((id) => state.selected.has(id));
+  // A selection change updates the page in place (count, buttons, the page's box): no fetch, no re-render.
+  let replaySelected;
+  let pageBox;
+  const boxes = new Map();
+  const syncSelection = () => {
+    const n = state.selected.size;
+    replaySelected.textContent = `Replay selected (${n})`;
+    replaySelected.disabled = n === 0;
+    pageBox.checked = allChecked();
+    for (const [id, box] of boxes) box.checked = state.selected.has(id);
+  };
+  const rowBox = (r) => {
+    const box = el('input', { type: 'checkbox', 'aria-label': `select ${r.profileId}`, checked: state.selected.has(r.id), onchange: (e) => (e.target.checked ? state.selected.add(r.id) : state.selected.delete(r.id), syncSelection()) });
+    boxes.set(r.id, box);
+    return box;
+  };
   const rows = page.items.map((r) =>
     el(
       'tr',
       { 'data-failed-id': r.id, 'data-profile': r.profileId, 'data-dataflow': r.dataflowId },
-      el('td', {}, el('input', { type: 'checkbox', 'aria-label': `select ${r.profileId}`, checked: state.selected.has(r.id), onchange: (e) => (e.target.checked ? state.selected.add(r.id) : state.selected.delete(r.id), rerender()) })),
+      el('td', {}, rowBox(r)),
       el('td', { class: 'nowrap' }, r.failedAt),
       el('td', {}, r.dataflowId),
       el('td', {}, el('a', { href: `#/explain?${new URLSearchParams({ profile: r.profileId, dataflow: r.dataflowId })}` }, r.profileId)),
@@ -89,20 +105,23 @@ export async function renderFailed(main) {
       el('td', {}, el('button', { type: 'button', 'data-replay-one': r.id, onclick: () => act(main, `replay ${r.profileId}`, `/api/failed/replay-selected?${new URLSearchParams([['id', r.id]])}`) }, 'Replay')),
     ),
   );
-  const selectedIds = [...state.selected];
+  replaySelected = el(
+    'button',
+    {
+      type: 'button',
+      id: 'replay-selected',
+      disabled: state.selected.size === 0,
+      onclick: () => {
+        const selectedIds = [...state.selected];
+        act(main, `replay ${selectedIds.length} selected`, `/api/failed/replay-selected?${new URLSearchParams(selectedIds.map((id) => ['id', id]))}`);
+      },
+    },
+    `Replay selected (${state.selected.size})`,
+  );
   const actions = el(
     'div',
     { class: 'actions' },
-    el(
-      'button',
-      {
-        type: 'button',
-        id: 'replay-selected',
-        disabled: selectedIds.length === 0,
-        onclick: () => act(main, `replay ${selectedIds.length} selected`, `/api/failed/replay-selected?${new URLSearchParams(selectedIds.map((id) => ['id', id]))}`),
-      },
-      `Replay selected (${selectedIds.length})`,
-    ),
+    replaySelected,
     el(
       'button',
       {
@@ -141,7 +160,7 @@ export async function renderFailed(main) {
           el(
             'tr',
             {},
-            el('th', {}, el('input', { type: 'checkbox', 'aria-label': 'select this page', checked: allChecked, onchange: (e) => (ids.forEach((id) => (e.target.checked ? state.selected.add(id) : state.selected.delete(id))), rerender()) })),
+            el('th', {}, (pageBox = el('input', { type: 'checkbox', 'aria-label': 'select this page', checked: allChecked(), onchange: (e) => (ids.forEach((id) => (e.target.checked ? state.selected.add(id) : state.selected.delete(id))), syncSelection()) }))),
             ['failed at', 'dataflow', 'profile', 'status', 'attempts', 'last error', ''].map((h) => el('th', {}, h)),
           ),
         ),
