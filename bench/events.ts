@@ -26,8 +26,8 @@ export function flowAttributes(n: number): string[] {
     : ['person.name', 'personalEmail', 'homeAddress.city', ...common];
 }
 
-/** mulberry32: small, fast, good enough for test data. */
-function prng(seed: number): () => number {
+/** mulberry32: small, fast, good enough for test data (the backbone tests' workloads use it too). */
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

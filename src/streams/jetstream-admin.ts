@@ -198,10 +198,23 @@ function stepError(what: string, err: unknown): Error {
   return consumerChanged(err) ? new ConsumerChanged(e) : e;
 }
 
+/** A durable pull consumer with explicit ack on `subject`, from the stream's start or from `startSeq`. */
+function pullConsumerConfig(o: { durable: string; subject: string; startSeq?: number; maxAckPending: number; ackWait: number }) {
+  return {
+    durable_name: o.durable,
+    ack_policy: AckPolicy.Explicit,
+    ...(o.startSeq === undefined ? { deliver_policy: DeliverPolicy.All } : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: o.startSeq }),
+    filter_subject: o.subject,
+    max_ack_pending: o.maxAckPending,
+    ack_wait: o.ackWait,
+  };
+}
+
 async function ensureConsumerOnce(options: EnsureConsumerOptions): Promise<ConsumerInfo> {
   const { jsm, stream, subject, durable } = options;
   const maxAckPending = options.maxAckPending ?? JETSTREAM_SOURCE_DEFAULTS.maxAckPending;
   const ackWait = nanos(options.ackWaitMs ?? JETSTREAM_SOURCE_DEFAULTS.ackWaitMs);
+  const config = (startSeq?: number) => pullConsumerConfig({ durable, subject, startSeq, maxAckPending, ackWait });
   let info: ConsumerInfo | undefined;
   try {
     info = await jsm.consumers.info(stream, durable);
@@ -212,14 +225,7 @@ async function ensureConsumerOnce(options: EnsureConsumerOptions): Promise<Consu
   }
   if (!info) {
     try {
-      return await jsm.consumers.add(stream, {
-        durable_name: durable,
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.All,
-        filter_subject: subject,
-        max_ack_pending: maxAckPending,
-        ack_wait: ackWait,
-      });
+      return await jsm.consumers.add(stream, config());
     } catch (err) {
       throw stepError(`creating consumer ${stream}/${durable}`, err);
     }
@@ -237,15 +243,7 @@ async function ensureConsumerOnce(options: EnsureConsumerOptions): Promise<Consu
       }
     }
     try {
-      return await jsm.consumers.add(stream, {
-        durable_name: durable,
-        ack_policy: AckPolicy.Explicit,
-        deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: start,
-        filter_subject: subject,
-        max_ack_pending: maxAckPending,
-        ack_wait: ackWait,
-      });
+      return await jsm.consumers.add(stream, config(start));
     } catch (err) {
       throw stepError(`recreating consumer ${stream}/${durable} from sequence ${start}`, err);
     }
@@ -297,14 +295,16 @@ export interface CreateConsumerOptions {
 export async function createConsumer(options: CreateConsumerOptions): Promise<ConsumerInfo> {
   const { jsm, stream, subject, durable, startSeq } = options;
   try {
-    return await jsm.consumers.add(stream, {
-      durable_name: durable,
-      ack_policy: AckPolicy.Explicit,
-      ...(startSeq !== undefined ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: startSeq } : { deliver_policy: DeliverPolicy.All }),
-      filter_subject: subject,
-      max_ack_pending: options.maxAckPending ?? JETSTREAM_SOURCE_DEFAULTS.maxAckPending,
-      ack_wait: nanos(options.ackWaitMs ?? JETSTREAM_SOURCE_DEFAULTS.ackWaitMs),
-    });
+    return await jsm.consumers.add(
+      stream,
+      pullConsumerConfig({
+        durable,
+        subject,
+        startSeq,
+        maxAckPending: options.maxAckPending ?? JETSTREAM_SOURCE_DEFAULTS.maxAckPending,
+        ackWait: nanos(options.ackWaitMs ?? JETSTREAM_SOURCE_DEFAULTS.ackWaitMs),
+      }),
+    );
   } catch (err) {
     throw jsError(`creating consumer ${stream}/${durable}${startSeq !== undefined ? ` from sequence ${startSeq}` : ''}`, err);
   }

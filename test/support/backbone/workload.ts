@@ -3,18 +3,10 @@
  * order, and updates that export.
  */
 import type { ProfileUpdate } from '../../../src/domain/types.js';
+import { prng } from '../../../bench/events.js';
 
-/** A small deterministic PRNG (mulberry32), so a failing run can be reproduced from its seed. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
+/** A small deterministic PRNG (mulberry32, the benchmark's), so a failing run can be reproduced from its seed. */
+export { prng };
 
 /** Interleaves per-profile event lists at random, keeping each profile's order. */
 export function interleave<T>(lists: T[][], rand: () => number): T[] {
