@@ -93,9 +93,12 @@ describe('the local store across runs', () => {
     const killed = startCli(['run', '--config', cfg, '--once']);
     await rx.waitFor(() => mine().length >= n / 3, 60_000);
     killed.signal('SIGKILL');
+    const killedAt = Date.now();
     const k = await killed.exited;
     expect(k.signal).toBe('SIGKILL');
     const atKill = mine().length;
+    // The pace just before the kill (exports per ms over its last 500 ms).
+    const pace = mine().filter((r) => r.at > killedAt - 500 && r.at <= killedAt).length / 500;
     expect(atKill).toBeLessThan(n);
 
     const again = await runCli(['run', '--config', cfg, '--once', '--json'], { timeoutMs: 120_000 });
@@ -113,9 +116,12 @@ describe('the local store across runs', () => {
     expect([...received].filter((key) => !expected.has(key))).toEqual([]);
     const duplicates = mine().length - n;
     // What is sent again: what was in flight at the kill (maxInFlight, 64), and what was acked
-    // since the read position last committed (it is saved with the store's writes, one commit
-    // per 50-ms window, not awaited by the acks): a few at most, far below another window's worth.
-    expect(duplicates).toBeLessThanOrEqual(2 * 64);
+    // since the read position last committed — it is saved with the store's writes, one commit
+    // per 50-ms window, not awaited by the acks: about one window of exports, plus a commit
+    // (README, "The local store"). Bounded by the pace at the kill over 150 ms (a window, and
+    // a commit that may be slow on a loaded machine); a run that kept no position sends ≥ n / 3.
+    expect(duplicates).toBeLessThanOrEqual(64 + Math.ceil(pace * 150));
+    expect(duplicates).toBeLessThan(n / 4);
   }, 180_000);
 
   it('a second run on the same store is refused naming the store; failed list, failed replay and rejected list work beside the running one', async () => {
