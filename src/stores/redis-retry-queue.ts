@@ -22,9 +22,10 @@
  * missing or changed marker (Redis emptied) rejects with `StoreLostError`, loudly, instead of
  * reading an empty queue or no marks.
  */
+import { redisCall } from './redis-call.js';
 import type { Redis } from 'ioredis';
 import { partitionOf } from '../domain/partition.js';
-import { FencedError, HttpDestinationError, StoreError } from '../errors.js';
+import { FencedError, StoreError } from '../errors.js';
 import type { RedisStoreEpoch } from './redis-store-epoch.js';
 import { mergeQueued, type DeliveredMarks, type EnqueueResult, type QueuedExport, type RetryQueue } from './retry-queue.js';
 
@@ -104,16 +105,8 @@ export interface RedisRetryQueueOptions {
   epoch?: RedisStoreEpoch;
 }
 
-/** Runs one Redis call; a client failure becomes a `StoreError` (typed errors pass). */
-async function call<T>(op: string, fn: () => Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof HttpDestinationError) throw err;
-    const reason = err instanceof Error ? err.message : String(err);
-    throw new StoreError(`redis retry queue: ${op} failed: ${reason}`, { cause: err });
-  }
-}
+/** Runs one Redis call (see `redisCall`). */
+const call = <T>(op: string, fn: () => Promise<T>): Promise<T> => redisCall('redis retry queue', op, fn);
 
 /**
  * Retry queues in Redis.

@@ -3,6 +3,7 @@
  * pool of workers. Same semantics as `MemorySnapshotStore` (the contract suite in
  * test/stores runs against both).
  */
+import { redisCall } from './redis-call.js';
 import { Redis } from 'ioredis';
 import { membershipChanges } from '../domain/diff.js';
 import { mergeChecked } from '../domain/merge-checked.js';
@@ -363,16 +364,8 @@ export class RedisSnapshotStore implements SnapshotStore {
     return run;
   }
 
-  /** Runs one Redis call; any failure becomes a `StoreError` with the cause attached. */
-  private readonly call = async <T>(op: string, fn: () => Promise<T>): Promise<T> => {
-    try {
-      return await fn();
-    } catch (err) {
-      if (err instanceof StoreError) throw err;
-      const reason = err instanceof Error ? err.message : String(err);
-      throw new StoreError(`redis snapshot store: ${op} failed: ${reason}`, { cause: err });
-    }
-  };
+  /** Runs one Redis call (see `redisCall`). */
+  private readonly call = <T>(op: string, fn: () => Promise<T>): Promise<T> => redisCall('redis snapshot store', op, fn);
 
   private parse<T>(raw: string, where: string): T {
     try {

@@ -12,9 +12,10 @@
  * and "nothing delivered yet", letting older states through), through a `RedisStoreEpoch` of
  * their own (`verify`/`current`/`mismatch`), with the same lost / reset-state behaviour.
  */
+import { redisCall } from './redis-call.js';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { HttpDestinationError, StoreError, StoreLostError } from '../errors.js';
+import { StoreError, StoreLostError } from '../errors.js';
 
 export const EPOCH_DEFAULTS = {
   keyPrefix: 'hd:',
@@ -199,14 +200,8 @@ export class RedisStoreEpoch {
     return this.lostError;
   }
 
-  /** Runs one Redis call; any failure becomes a `StoreError`. */
-  private async call<T>(op: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      if (err instanceof HttpDestinationError) throw err;
-      const reason = err instanceof Error ? err.message : String(err);
-      throw new StoreError(`redis snapshot store: ${op} failed: ${reason}`, { cause: err });
-    }
+  /** Runs one Redis call (see `redisCall`). */
+  private call<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    return redisCall('redis snapshot store', op, fn);
   }
 }
