@@ -3,7 +3,6 @@
  * workers, kept in Redis. See `createPoolCoordinator` for the algorithm and the key layout.
  */
 import { performance } from 'node:perf_hooks';
-import type { Redis } from 'ioredis';
 import { asyncScheduler, Subject, type Subscription } from 'rxjs';
 import { ConfigError, StoreError } from '../errors.js';
 import { assignPartitions } from '../domain/assignment.js';

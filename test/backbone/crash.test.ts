@@ -25,7 +25,6 @@ import {
   sleep,
   useBackboneAndReceiver,
   type Backbone,
-  type CliProcess,
   type Oracle,
   type RecordingReceiver,
 } from '../support/backbone.js';

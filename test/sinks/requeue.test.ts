@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { requeueFailedRequests } from '../../src/sinks/requeue.js';
 import type { FailedRequest, FailedRequestStore } from '../../src/sinks/types.js';
 import { MemoryDeliveredMarks, MemoryRetryQueue } from '../../src/stores/retry-queue.js';
+import { failedExport } from '../support/queued-export.js';
 
 function memoryStore(records: FailedRequest[]): FailedRequestStore & { records: FailedRequest[] } {
   const s = {
@@ -19,19 +20,8 @@ function memoryStore(records: FailedRequest[]): FailedRequestStore & { records: 
   return s;
 }
 
-const record = (profileId: string, version: number, ups?: Record<string, { status: string }>): FailedRequest => ({
-  id: `${profileId}-v${version}`,
-  dataflowId: 'flow',
-  destinationId: 'dest',
-  profileId,
-  idempotencyKey: `${profileId}-v${version}`,
-  payload: { name: `v${version}`, ...(ups ? { segmentMembership: { ups } } : {}) },
-  version,
-  attempts: 3,
-  lastErrorCode: 'ERR_HTTP_STATUS',
-  lastError: 'HTTP 500',
-  failedAt: '2026-12-06T00:00:00.000Z',
-});
+const record = (profileId: string, version: number, ups?: Record<string, { status: string }>): FailedRequest =>
+  failedExport(profileId, version, ups ? { payload: { name: `v${version}`, segmentMembership: { ups } } } : {});
 
 describe('requeueFailedRequests', () => {
   it('queues the newest record of each pair; older ones, delivered ones and unknown dataflows are counted apart', async () => {

@@ -8,7 +8,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { partitionOf } from '../../src/domain/partition.js';
 import { RedisDeliveredMarks, RedisRetryQueue } from '../../src/stores/redis-retry-queue.js';
 import { RedisStoreEpoch } from '../../src/stores/redis-store-epoch.js';
-import type { QueuedExport } from '../../src/stores/retry-queue.js';
 import { startRedisServer, type RedisServer } from '../support/redis-server.js';
 import { queuedExport } from '../support/queued-export.js';
 

@@ -11,9 +11,8 @@ import { RedisDeliveredMarks, RedisRetryQueue } from '../../src/stores/redis-ret
 import { startRedisServer, type RedisServer } from '../support/redis-server.js';
 import { LocalDeliveredMarks, LocalRetryQueue } from '../../src/stores/local-retry-queue.js';
 import { LocalFailedRequestStore } from '../../src/sinks/failed-local-store.js';
-import type { FailedRequest } from '../../src/sinks/types.js';
-import { MemoryDeliveredMarks, MemoryRetryQueue, type DeliveredMarks, type QueuedExport, type RetryQueue } from '../../src/stores/retry-queue.js';
-import { queuedExport } from '../support/queued-export.js';
+import { MemoryDeliveredMarks, MemoryRetryQueue, type DeliveredMarks, type RetryQueue } from '../../src/stores/retry-queue.js';
+import { failedExport, queuedExport } from '../support/queued-export.js';
 
 const dirs: string[] = [];
 const dir = (): string => {
@@ -147,20 +146,6 @@ describe('local retry queue', () => {
   });
 });
 
-const failedRecord = (profileId: string, version: number): FailedRequest => ({
-  id: `${profileId}-v${version}`,
-  dataflowId: 'flow',
-  destinationId: 'dest',
-  profileId,
-  idempotencyKey: `${profileId}-v${version}`,
-  payload: { name: `v${version}` },
-  version,
-  attempts: 3,
-  lastErrorCode: 'ERR_HTTP_STATUS',
-  lastError: 'HTTP 500',
-  failedAt: '2026-12-06T00:00:00.000Z',
-});
-
 describe('local delivered marks: written only for pairs with a queued export or a failed request', () => {
   it('a pair with neither gets no mark (no write per delivered export)', async () => {
     const path = dir();
@@ -213,7 +198,7 @@ describe('local delivered marks: written only for pairs with a queued export or 
   it('a failed request stored by an earlier run (another process) marks its pair: a newer delivery is recorded, so a replay finds the record superseded', async () => {
     const path = dir();
     const failed = new LocalFailedRequestStore({ path });
-    await failed.put(failedRecord('p', 1));
+    await failed.put(failedExport('p', 1));
     await failed.close();
     // What the next `run` does: opens the store, delivers v2 of p and v1 of r (no record).
     const marks = new LocalDeliveredMarks({ path });
@@ -233,7 +218,7 @@ describe('local delivered marks: written only for pairs with a queued export or 
     const failed = new LocalFailedRequestStore({ path });
     const marks = new LocalDeliveredMarks({ path });
     await marks.record([{ dataflowId: 'flow', profileId: 'p', version: 1 }]);
-    void failed.put(failedRecord('p', 1));
+    void failed.put(failedExport('p', 1));
     await marks.record([{ dataflowId: 'flow', profileId: 'p', version: 3 }]);
     await marks.record([{ dataflowId: 'flow', profileId: 'p', version: 2 }]);
     await failed.close();
