@@ -95,12 +95,12 @@ export class Deadlines {
  * A 2xx answer: its headers are parsed from undici's raw list only when asked for (the sink
  * never asks: on the export path a 2xx costs no header object).
  */
-class Answer implements TransportResponse {
+export class Answer implements TransportResponse {
   private parsed: ResponseHeaders | undefined;
 
   constructor(
     readonly statusCode: number,
-    private readonly raw: Buffer[],
+    private readonly raw: Array<Buffer | string>,
   ) {}
 
   get headers(): ResponseHeaders {
@@ -119,6 +119,9 @@ export function aborted(cause?: unknown): DeliveryError {
   return new DeliveryError('ERR_HTTP_CONNECTION', 'request cancelled', { retryable: true, cause });
 }
 
+/** Why an exchange ended without an answer of its own: our deadline, our cancel, or neither (undici's error). */
+export type AbortWhy = 'timeout' | 'cancel' | undefined;
+
 /**
  * One request as an undici dispatch handler, in the handler interface undici's `Request`
  * calls itself (`onConnect` / `onHeaders` / `onData` / `onComplete` / `onError`). The
@@ -128,11 +131,16 @@ export function aborted(cause?: unknown): DeliveryError {
  * was the sink's largest avoidable cost in undici. Keeps the status, the raw headers and at
  * most `errorExcerptBytes` of a non-2xx body; reads (and drops) the rest so the socket is
  * reused, up to `maxDrainBytes`, past which the request is aborted (the socket is closed
- * instead). Settles its promise once: on the end of the response, or on undici's error —
- * our own aborts (deadline, cancellation) included, which undici reports there once the
- * request has reached a socket, as with `request()` and a signal.
+ * instead). Settles once: on the end of the response, or on undici's error — our own aborts
+ * (deadline, cancellation) included, which undici reports there once the request has reached
+ * a socket, as with `request()` and a signal.
+ *
+ * What a settled exchange becomes is its subclass's business: `Exchange` (below) resolves or
+ * rejects a promise with typed errors on the spot; the transport thread
+ * (./transport-thread.ts) sends the raw outcome to the main thread, which builds the same
+ * errors there (its redactor knows every secret of the process).
  */
-export class Exchange implements Dispatcher.DispatchHandler, DeadlineEntry {
+export abstract class DispatchExchange implements Dispatcher.DispatchHandler, DeadlineEntry {
   private abortRequest: ((err?: Error) => void) | undefined;
   private statusCode = 0;
   private rawHeaders: Buffer[] | undefined;
@@ -142,7 +150,7 @@ export class Exchange implements Dispatcher.DispatchHandler, DeadlineEntry {
   private total = 0;
   private settled = false;
   /** Why we aborted the request ourselves, if we did. */
-  private why: 'timeout' | 'cancel' | undefined;
+  private why: AbortWhy;
   /** The overall deadline (queueing + connect + headers + body), on `Deadlines`' clock. */
   deadline = 0;
   /** Neighbours in the transport's `Deadlines` list. */
@@ -150,15 +158,19 @@ export class Exchange implements Dispatcher.DispatchHandler, DeadlineEntry {
   next: DeadlineEntry | undefined;
 
   constructor(
-    private readonly settings: ExchangeSettings,
-    private readonly https: boolean,
-    private readonly resolve: (res: TransportResponse) => void,
-    private readonly reject: (err: unknown) => void,
+    private readonly deadlines: Deadlines,
     private readonly signal: AbortSignal | undefined,
   ) {
-    settings.deadlines.add(this);
+    deadlines.add(this);
     signal?.addEventListener('abort', this, { once: true });
   }
+
+  /** A 2xx answer, its body read to the end. */
+  protected abstract answered(statusCode: number, rawHeaders: Buffer[]): void;
+  /** A non-2xx answer: at most `errorExcerptBytes` of its body, decoded as UTF-8. */
+  protected abstract refused(statusCode: number, rawHeaders: Buffer[], excerpt: string): void;
+  /** No (complete) answer: undici's error, and whether we aborted the request ourselves. */
+  protected abstract failed(why: AbortWhy, err: Error): void;
 
   /** The caller gave up (`Cancellation`). */
   cancel(): void {
@@ -221,14 +233,7 @@ export class Exchange implements Dispatcher.DispatchHandler, DeadlineEntry {
   onError(err: Error): void {
     if (this.settled) return;
     this.settle();
-    const { timeoutMs } = this.settings;
-    if (this.why === 'timeout') {
-      this.reject(new DeliveryError('ERR_HTTP_TIMEOUT', `no complete answer within ${timeoutMs} ms`, { retryable: true, cause: err }));
-    } else if (this.why === 'cancel') {
-      this.reject(aborted(err));
-    } else {
-      this.reject(classify(err, timeoutMs, this.https));
-    }
+    this.failed(this.why, err);
   }
 
   private finish(): void {
@@ -237,17 +242,54 @@ export class Exchange implements Dispatcher.DispatchHandler, DeadlineEntry {
     const statusCode = this.statusCode;
     const raw = this.rawHeaders ?? [];
     if (statusCode >= 200 && statusCode < 300) {
-      this.resolve(new Answer(statusCode, raw));
+      this.answered(statusCode, raw);
       return;
     }
     const excerpt = this.keptBytes === 0 ? '' : Buffer.concat(this.kept ?? []).toString('utf8');
-    this.reject(statusError(statusCode, util.parseHeaders(raw), excerpt, this.settings));
+    this.refused(statusCode, raw, excerpt);
   }
 
   private settle(): void {
     this.settled = true;
     this.abortRequest = undefined;
-    this.settings.deadlines.remove(this);
+    this.deadlines.remove(this);
     this.signal?.removeEventListener('abort', this);
+  }
+}
+
+/** The error of an exchange that ended without an answer (see `DispatchExchange.failed`). */
+export function failureError(why: AbortWhy, err: Error, timeoutMs: number, https: boolean): DeliveryError {
+  if (why === 'timeout') {
+    return new DeliveryError('ERR_HTTP_TIMEOUT', `no complete answer within ${timeoutMs} ms`, { retryable: true, cause: err });
+  }
+  if (why === 'cancel') return aborted(err);
+  return classify(err, timeoutMs, https);
+}
+
+/**
+ * The inline transport's exchange (./transport.ts): resolves with the answer on 2xx, rejects
+ * with the typed, secret-free `DeliveryError` otherwise.
+ */
+export class Exchange extends DispatchExchange {
+  constructor(
+    private readonly settings: ExchangeSettings,
+    private readonly https: boolean,
+    private readonly resolve: (res: TransportResponse) => void,
+    private readonly reject: (err: unknown) => void,
+    signal: AbortSignal | undefined,
+  ) {
+    super(settings.deadlines, signal);
+  }
+
+  protected answered(statusCode: number, rawHeaders: Buffer[]): void {
+    this.resolve(new Answer(statusCode, rawHeaders));
+  }
+
+  protected refused(statusCode: number, rawHeaders: Buffer[], excerpt: string): void {
+    this.reject(statusError(statusCode, util.parseHeaders(rawHeaders), excerpt, this.settings));
+  }
+
+  protected failed(why: AbortWhy, err: Error): void {
+    this.reject(failureError(why, err, this.settings.timeoutMs, this.https));
   }
 }

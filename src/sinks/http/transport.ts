@@ -87,6 +87,67 @@ export interface TransportOptions {
   redactor?: Redactor;
 }
 
+/** Where a request goes, as undici's `dispatch` takes it. */
+export interface RequestTarget {
+  origin: string;
+  path: string;
+  https: boolean;
+}
+
+/**
+ * A request URL's origin and path, remembered for the last URL asked (a destination's
+ * requests all go to one URL: no `new URL` per request). Throws on an invalid URL.
+ */
+export function urlTargets(): (url: string) => RequestTarget {
+  let lastUrl = '';
+  let last: RequestTarget = { origin: '', path: '', https: false };
+  return (url) => {
+    if (url !== lastUrl) {
+      const u = new URL(url);
+      last = { origin: u.origin, path: `${u.pathname}${u.search}`, https: u.protocol === 'https:' };
+      lastUrl = url;
+    }
+    return last;
+  };
+}
+
+/** What a destination's undici dispatcher is built from (its transport's `destination`). */
+export type DispatcherSettings = TransportOptions['destination'];
+
+/**
+ * The undici dispatcher of a destination: keep-alive, `connections` per origin, pipelining 1,
+ * headers/body timeouts of `timeoutMs`, connect timeout of at most `timeoutMs`, TLS / mTLS
+ * from `destination.tls`; through `destination.proxy` when it has one (./proxy.ts). The
+ * inline transport, the transport thread's dispatchers and the thread transport's main-side
+ * `dispatcher` are all made here, so they cannot drift apart.
+ */
+export function createDestinationDispatcher(destination: DispatcherSettings): Dispatcher {
+  const { timeoutMs, tls } = destination;
+  return createDispatcher(
+    {
+      connections: destination.connections,
+      pipelining: TRANSPORT_DEFAULTS.pipelining,
+      keepAliveTimeout: TRANSPORT_DEFAULTS.keepAliveTimeoutMs,
+      keepAliveMaxTimeout: TRANSPORT_DEFAULTS.keepAliveMaxTimeoutMs,
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      connect: {
+        timeout: Math.min(TRANSPORT_DEFAULTS.connectTimeoutMs, timeoutMs),
+        ...(tls
+          ? {
+              cert: tls.cert,
+              key: tls.key,
+              ca: tls.ca,
+              passphrase: tls.passphrase,
+              rejectUnauthorized: tls.rejectUnauthorized,
+            }
+          : {}),
+      },
+    },
+    destination.proxy,
+  );
+}
+
 /**
  * Creates the transport of one destination.
  *
@@ -106,40 +167,9 @@ export function createTransport(options: TransportOptions): HttpTransport {
   const { destination } = options;
   const now = options.now ?? Date.now;
   const timeoutMs = destination.timeoutMs;
-  const tls = destination.tls;
-  const dispatcher =
-    options.dispatcher ??
-    createDispatcher({
-      connections: destination.connections,
-      pipelining: TRANSPORT_DEFAULTS.pipelining,
-      keepAliveTimeout: TRANSPORT_DEFAULTS.keepAliveTimeoutMs,
-      keepAliveMaxTimeout: TRANSPORT_DEFAULTS.keepAliveMaxTimeoutMs,
-      headersTimeout: timeoutMs,
-      bodyTimeout: timeoutMs,
-      connect: {
-        timeout: Math.min(TRANSPORT_DEFAULTS.connectTimeoutMs, timeoutMs),
-        ...(tls
-          ? {
-              cert: tls.cert,
-              key: tls.key,
-              ca: tls.ca,
-              passphrase: tls.passphrase,
-              rejectUnauthorized: tls.rejectUnauthorized,
-            }
-          : {}),
-      },
-    }, destination.proxy);
+  const dispatcher = options.dispatcher ?? createDestinationDispatcher(destination);
 
-  let lastUrl = '';
-  let lastTarget: { origin: string; path: string; https: boolean } = { origin: '', path: '', https: false };
-  const target = (url: string): { origin: string; path: string; https: boolean } => {
-    if (url !== lastUrl) {
-      const u = new URL(url);
-      lastTarget = { origin: u.origin, path: `${u.pathname}${u.search}`, https: u.protocol === 'https:' };
-      lastUrl = url;
-    }
-    return lastTarget;
-  };
+  const target = urlTargets();
   const settings: ExchangeSettings = { timeoutMs, now, redactor: options.redactor ?? processRedactor, deadlines: new Deadlines(timeoutMs) };
 
   let closing: Promise<void> | undefined;
@@ -148,7 +178,7 @@ export function createTransport(options: TransportOptions): HttpTransport {
     const signal = opts?.signal;
     const cancellation = opts?.cancellation;
     if (signal?.aborted || cancellation?.cancelled) return Promise.reject(aborted());
-    let t: { origin: string; path: string; https: boolean };
+    let t: RequestTarget;
     try {
       t = target(req.url);
     } catch (err) {
