@@ -13,7 +13,8 @@ import { DeliveryError } from '../../src/errors.js';
 import { createRedactor, MASK, processSecrets, SecretRegistry } from '../../src/observability/redact.js';
 import { createAuthProvider } from '../../src/sinks/http/auth/index.js';
 import { HttpSink } from '../../src/sinks/http/sink.js';
-import { createTransport, TRANSPORT_DEFAULTS, type HttpTransport } from '../../src/sinks/http/transport.js';
+import { createThreadTransport } from '../../src/sinks/http/thread-transport.js';
+import { createTransport, TRANSPORT_DEFAULTS, type HttpTransport, type TransportOptions } from '../../src/sinks/http/transport.js';
 import type { FailedRequest, FailedRequestStore } from '../../src/sinks/types.js';
 import { startTokenServer, type TokenServer } from '../support/token-server.js';
 
@@ -86,60 +87,69 @@ const post = (url: string, headers: Record<string, string> = {}) => ({ url, meth
 /** Text of `n` characters with no whitespace run (so flattening keeps its length). */
 const pad = (n: number): string => 'e'.repeat(n);
 
-describe('transport: the excerpt of an error answer is masked before it is cut', () => {
-  const SECRET = `brr!T0k'()*~-${'x7'.repeat(4)}`; // 21 characters that every encoding treats differently
+/**
+ * Both transports: undici on the main thread, or on the transport thread — which knows no
+ * secret: the excerpt comes back raw and is masked here, on the main thread.
+ */
+describe.each(['inline', 'thread'] as const)('%s transport', (kind) => {
+  const make = (o: Pick<TransportOptions, 'destination' | 'redactor'>): HttpTransport =>
+    kind === 'inline' ? createTransport(o) : createThreadTransport(o);
 
-  it('a secret straddling the 200-character cut, in every echo form, leaves no fragment', async () => {
-    const registry = new SecretRegistry();
-    const redactor = createRedactor([SECRET], { registry });
-    const cut = TRANSPORT_DEFAULTS.errorExcerptChars;
-    const cases: Array<{ name: string; before: number; form: string }> = [];
-    for (const [name, f] of Object.entries(echoForms(SECRET))) {
-      // the cut falls after 8, after half, and 1 before the end of the echoed form
-      for (const keep of [8, Math.floor(f.length / 2), f.length - 1]) cases.push({ name, before: cut - keep, form: f });
-    }
-    let i = 0;
-    const s = await endpoint(() => {
-      const c = cases[i++ % cases.length]!;
-      return { status: 500, body: `${pad(c.before)}${c.form} and the rest of the answer` };
+  describe('the excerpt of an error answer is masked before it is cut', () => {
+    const SECRET = `brr!T0k'()*~-${'x7'.repeat(4)}`; // 21 characters that every encoding treats differently
+
+    it('a secret straddling the 200-character cut, in every echo form, leaves no fragment', async () => {
+      const registry = new SecretRegistry();
+      const redactor = createRedactor([SECRET], { registry });
+      const cut = TRANSPORT_DEFAULTS.errorExcerptChars;
+      const cases: Array<{ name: string; before: number; form: string }> = [];
+      for (const [name, f] of Object.entries(echoForms(SECRET))) {
+        // the cut falls after 8, after half, and 1 before the end of the echoed form
+        for (const keep of [8, Math.floor(f.length / 2), f.length - 1]) cases.push({ name, before: cut - keep, form: f });
+      }
+      let i = 0;
+      const s = await endpoint(() => {
+        const c = cases[i++ % cases.length]!;
+        return { status: 500, body: `${pad(c.before)}${c.form} and the rest of the answer` };
+      });
+      const t = transport(make({ destination: { connections: 1, timeoutMs: 2_000 }, redactor }));
+      for (const c of cases) {
+        const err = await failure(t.send(post(s.url)));
+        expect(err.statusCode).toBe(500);
+        expect(err.message.startsWith(`HTTP 500: ${pad(20)}`), c.name).toBe(true);
+        expect(leaksOf(err.message, [SECRET]), `${c.name}: ${err.message}`).toEqual([]);
+      }
     });
-    const t = transport(createTransport({ destination: { connections: 1, timeoutMs: 2_000 }, redactor }));
-    for (const c of cases) {
-      const err = await failure(t.send(post(s.url)));
-      expect(err.statusCode).toBe(500);
-      expect(err.message.startsWith(`HTTP 500: ${pad(20)}`), c.name).toBe(true);
-      expect(leaksOf(err.message, [SECRET]), `${c.name}: ${err.message}`).toEqual([]);
-    }
-  });
 
-  it('a secret straddling the end of the kept bytes (errorExcerptBytes) leaves no fragment, even when flattening shortens the text', async () => {
-    const registry = new SecretRegistry();
-    const redactor = createRedactor([SECRET], { registry });
-    const window = TRANSPORT_DEFAULTS.errorExcerptBytes;
-    const forms = Object.entries(echoForms(SECRET));
-    let i = 0;
-    const s = await endpoint(() => {
-      const [, f] = forms[i++ % forms.length]!;
-      // whitespace collapses to one space: what is left of the 512 bytes fits in the 200 characters
-      const head = `x${' '.repeat(window - 20)}y `;
-      return { status: 502, body: `${head}${f}${pad(100)}` };
+    it('a secret straddling the end of the kept bytes (errorExcerptBytes) leaves no fragment, even when flattening shortens the text', async () => {
+      const registry = new SecretRegistry();
+      const redactor = createRedactor([SECRET], { registry });
+      const window = TRANSPORT_DEFAULTS.errorExcerptBytes;
+      const forms = Object.entries(echoForms(SECRET));
+      let i = 0;
+      const s = await endpoint(() => {
+        const [, f] = forms[i++ % forms.length]!;
+        // whitespace collapses to one space: what is left of the 512 bytes fits in the 200 characters
+        const head = `x${' '.repeat(window - 20)}y `;
+        return { status: 502, body: `${head}${f}${pad(100)}` };
+      });
+      const t = transport(make({ destination: { connections: 1, timeoutMs: 2_000 }, redactor }));
+      for (const [name] of forms) {
+        const err = await failure(t.send(post(s.url)));
+        expect(err.message, name).toContain('HTTP 502: x y');
+        expect(leaksOf(err.message, [SECRET]), `${name}: ${err.message}`).toEqual([]);
+        expect(err.message, name).toContain(MASK);
+      }
     });
-    const t = transport(createTransport({ destination: { connections: 1, timeoutMs: 2_000 }, redactor }));
-    for (const [name] of forms) {
-      const err = await failure(t.send(post(s.url)));
-      expect(err.message, name).toContain('HTTP 502: x y');
-      expect(leaksOf(err.message, [SECRET]), `${name}: ${err.message}`).toEqual([]);
-      expect(err.message, name).toContain(MASK);
-    }
-  });
 
-  it('by default masks every secret of the process, including one registered after the transport was made', async () => {
-    const late = `late-runtime-token-${Date.now()}!'`;
-    const s = await endpoint((req) => ({ status: 401, body: `denied: ${String(req.headers.authorization)} / ${form(String(req.headers.authorization))}` }));
-    const t = transport(createTransport({ destination: { connections: 1, timeoutMs: 2_000 } }));
-    processSecrets.add(late);
-    const err = await failure(t.send(post(s.url, { authorization: `Bearer ${late}` })));
-    expect(err.message).toBe(`HTTP 401: denied: Bearer ${MASK} / Bearer+${MASK}`);
+    it('by default masks every secret of the process, including one registered after the transport was made', async () => {
+      const late = `late-runtime-token-${Date.now()}!'`;
+      const s = await endpoint((req) => ({ status: 401, body: `denied: ${String(req.headers.authorization)} / ${form(String(req.headers.authorization))}` }));
+      const t = transport(make({ destination: { connections: 1, timeoutMs: 2_000 } }));
+      processSecrets.add(late);
+      const err = await failure(t.send(post(s.url, { authorization: `Bearer ${late}` })));
+      expect(err.message).toBe(`HTTP 401: denied: Bearer ${MASK} / Bearer+${MASK}`);
+    });
   });
 });
 

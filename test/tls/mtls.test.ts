@@ -5,7 +5,8 @@ import type { TLSSocket } from 'node:tls';
 import { join } from 'node:path';
 import { ConfigErrors, DeliveryError } from '../../src/errors.js';
 import { resolveConfig, type ResolvedTls } from '../../src/config/load.js';
-import { createTransport } from '../../src/sinks/http/transport.js';
+import { createThreadTransport } from '../../src/sinks/http/thread-transport.js';
+import { createTransport, type HttpTransport } from '../../src/sinks/http/transport.js';
 import type { HttpRequest } from '../../src/sinks/http/request.js';
 import { generatePki, type CertAndKey, type TestPki } from '../support/pki.js';
 
@@ -76,9 +77,15 @@ function request(url: string): HttpRequest {
   };
 }
 
-/** Sends one request through a fresh transport with these TLS settings. */
-async function send(tls: ResolvedTls | undefined, url = mtlsUrl) {
-  const transport = createTransport({ destination: { connections: 1, timeoutMs: 5_000, tls } });
+type Kind = 'inline' | 'thread';
+/** Both transports (undici on the main thread, or on the transport thread) pass every case. */
+const KINDS: Kind[] = ['inline', 'thread'];
+const make = (kind: Kind, destination: { connections: number; timeoutMs: number; tls?: ResolvedTls }): HttpTransport =>
+  kind === 'inline' ? createTransport({ destination }) : createThreadTransport({ destination });
+
+/** Sends one request through a fresh transport of this kind with these TLS settings. */
+async function send(kind: Kind, tls: ResolvedTls | undefined, url = mtlsUrl) {
+  const transport = make(kind, { connections: 1, timeoutMs: 5_000, tls });
   try {
     return await transport.send(request(url));
   } finally {
@@ -87,9 +94,9 @@ async function send(tls: ResolvedTls | undefined, url = mtlsUrl) {
 }
 
 /** The DeliveryError a send rejects with; checks the request never reached the handler. */
-async function refused(tls: ResolvedTls | undefined, url = mtlsUrl): Promise<DeliveryError> {
+async function refused(kind: Kind, tls: ResolvedTls | undefined, url = mtlsUrl): Promise<DeliveryError> {
   const before = seen.length;
-  const err = await send(tls, url).then(
+  const err = await send(kind, tls, url).then(
     () => {
       throw new Error('expected the request to be refused');
     },
@@ -106,86 +113,88 @@ async function refused(tls: ResolvedTls | undefined, url = mtlsUrl): Promise<Del
 
 const buf = (s: string): Buffer => Buffer.from(s, 'utf8');
 
-describe('mTLS against a server that requires client certificates', () => {
-  it('delivers with the right client certificate and tls.ca trusting our CA', async () => {
-    const res = await send({ cert: buf(pki.client.cert), key: buf(pki.client.key), ca: buf(pki.ca.cert), rejectUnauthorized: true });
-    expect(res.statusCode).toBe(200);
-    expect(seen.at(-1)).toBe('test-client');
-  });
-
-  it('is refused without a client certificate', async () => {
-    const e = await refused({ ca: buf(pki.ca.cert), rejectUnauthorized: true });
-    // TLS 1.3: the server checks the certificate after the client's handshake is done, then hangs up.
-    expect(e.message).toMatch(/certificate|closed|reset/i);
-  });
-
-  it('is refused with a client certificate from another CA', async () => {
-    const e = await refused({ cert: buf(pki.otherClient.cert), key: buf(pki.otherClient.key), ca: buf(pki.ca.cert), rejectUnauthorized: true });
-    expect(e.message).toMatch(/certificate|unknown ca|closed|reset/i);
-  });
-
-  it('works with the encrypted key and the right passphrase', async () => {
-    const res = await send({
-      cert: buf(pki.encryptedClient.cert),
-      key: buf(pki.encryptedClient.key),
-      passphrase: pki.encryptedClient.passphrase,
-      ca: buf(pki.ca.cert),
-      rejectUnauthorized: true,
+describe.each(KINDS)('%s transport', (kind) => {
+  describe('mTLS against a server that requires client certificates', () => {
+    it('delivers with the right client certificate and tls.ca trusting our CA', async () => {
+      const res = await send(kind, { cert: buf(pki.client.cert), key: buf(pki.client.key), ca: buf(pki.ca.cert), rejectUnauthorized: true });
+      expect(res.statusCode).toBe(200);
+      expect(seen.at(-1)).toBe('test-client');
     });
-    expect(res.statusCode).toBe(200);
-    expect(seen.at(-1)).toBe('test-client');
-  });
 
-  it('fails with the encrypted key and a wrong passphrase, without printing either', async () => {
-    const e = await refused({
-      cert: buf(pki.encryptedClient.cert),
-      key: buf(pki.encryptedClient.key),
-      passphrase: 'not-the-passphrase',
-      ca: buf(pki.ca.cert),
-      rejectUnauthorized: true,
+    it('is refused without a client certificate', async () => {
+      const e = await refused(kind, { ca: buf(pki.ca.cert), rejectUnauthorized: true });
+      // TLS 1.3: the server checks the certificate after the client's handshake is done, then hangs up.
+      expect(e.message).toMatch(/certificate|closed|reset/i);
     });
-    expect(e.message).toMatch(/decrypt|passphrase/i);
-    expect(e.message).not.toContain('not-the-passphrase');
-  });
-});
 
-describe('mTLS with TLS 1.2 (client certificate checked during the handshake)', () => {
-  it('delivers with the right client certificate', async () => {
-    const res = await send({ cert: buf(pki.client.cert), key: buf(pki.client.key), ca: buf(pki.ca.cert), rejectUnauthorized: true }, tls12Url);
-    expect(res.statusCode).toBe(200);
-  });
-  it('is refused without a client certificate', async () => {
-    const e = await refused({ ca: buf(pki.ca.cert), rejectUnauthorized: true }, tls12Url);
-    expect(e.message).toMatch(/^TLS: .*handshake failure/);
-  });
-  it('is refused with a client certificate from another CA', async () => {
-    const e = await refused({ cert: buf(pki.otherClient.cert), key: buf(pki.otherClient.key), ca: buf(pki.ca.cert), rejectUnauthorized: true }, tls12Url);
-    // A Node server verifies after the handshake and resets the connection without an alert.
-    expect(e.message).toMatch(/certificate|unknown ca|ECONNRESET|closed/i);
-  });
-});
+    it('is refused with a client certificate from another CA', async () => {
+      const e = await refused(kind, { cert: buf(pki.otherClient.cert), key: buf(pki.otherClient.key), ca: buf(pki.ca.cert), rejectUnauthorized: true });
+      expect(e.message).toMatch(/certificate|unknown ca|closed|reset/i);
+    });
 
-describe('verification of the server certificate', () => {
-  const client = (): ResolvedTls => ({ cert: buf(pki.client.cert), key: buf(pki.client.key), rejectUnauthorized: true });
+    it('works with the encrypted key and the right passphrase', async () => {
+      const res = await send(kind, {
+        cert: buf(pki.encryptedClient.cert),
+        key: buf(pki.encryptedClient.key),
+        passphrase: pki.encryptedClient.passphrase,
+        ca: buf(pki.ca.cert),
+        rejectUnauthorized: true,
+      });
+      expect(res.statusCode).toBe(200);
+      expect(seen.at(-1)).toBe('test-client');
+    });
 
-  it('rejects a server certificate from an unknown CA (no tls.ca)', async () => {
-    const e = await refused(client());
-    expect(e.message).toMatch(/^TLS: .*certificate/);
-  });
-
-  it('rejects it with no tls settings at all (verification is on by default)', async () => {
-    const e = await refused(undefined, wrongHostUrl);
-    expect(e.message).toMatch(/^TLS: .*certificate/);
+    it('fails with the encrypted key and a wrong passphrase, without printing either', async () => {
+      const e = await refused(kind, {
+        cert: buf(pki.encryptedClient.cert),
+        key: buf(pki.encryptedClient.key),
+        passphrase: 'not-the-passphrase',
+        ca: buf(pki.ca.cert),
+        rejectUnauthorized: true,
+      });
+      expect(e.message).toMatch(/decrypt|passphrase/i);
+      expect(e.message).not.toContain('not-the-passphrase');
+    });
   });
 
-  it('rejects a certificate for another host name even when its CA is trusted', async () => {
-    const e = await refused({ ca: buf(pki.ca.cert), rejectUnauthorized: true }, wrongHostUrl);
-    expect(e.message).toMatch(/^TLS: .*(altnames|Hostname)/);
+  describe('mTLS with TLS 1.2 (client certificate checked during the handshake)', () => {
+    it('delivers with the right client certificate', async () => {
+      const res = await send(kind, { cert: buf(pki.client.cert), key: buf(pki.client.key), ca: buf(pki.ca.cert), rejectUnauthorized: true }, tls12Url);
+      expect(res.statusCode).toBe(200);
+    });
+    it('is refused without a client certificate', async () => {
+      const e = await refused(kind, { ca: buf(pki.ca.cert), rejectUnauthorized: true }, tls12Url);
+      expect(e.message).toMatch(/^TLS: .*handshake failure/);
+    });
+    it('is refused with a client certificate from another CA', async () => {
+      const e = await refused(kind, { cert: buf(pki.otherClient.cert), key: buf(pki.otherClient.key), ca: buf(pki.ca.cert), rejectUnauthorized: true }, tls12Url);
+      // A Node server verifies after the handshake and resets the connection without an alert.
+      expect(e.message).toMatch(/certificate|unknown ca|ECONNRESET|closed/i);
+    });
   });
 
-  it('accepts an unverified server only when rejectUnauthorized is false', async () => {
-    const res = await send({ ...client(), rejectUnauthorized: false });
-    expect(res.statusCode).toBe(200);
+  describe('verification of the server certificate', () => {
+    const client = (): ResolvedTls => ({ cert: buf(pki.client.cert), key: buf(pki.client.key), rejectUnauthorized: true });
+
+    it('rejects a server certificate from an unknown CA (no tls.ca)', async () => {
+      const e = await refused(kind, client());
+      expect(e.message).toMatch(/^TLS: .*certificate/);
+    });
+
+    it('rejects it with no tls settings at all (verification is on by default)', async () => {
+      const e = await refused(kind, undefined, wrongHostUrl);
+      expect(e.message).toMatch(/^TLS: .*certificate/);
+    });
+
+    it('rejects a certificate for another host name even when its CA is trusted', async () => {
+      const e = await refused(kind, { ca: buf(pki.ca.cert), rejectUnauthorized: true }, wrongHostUrl);
+      expect(e.message).toMatch(/^TLS: .*(altnames|Hostname)/);
+    });
+
+    it('accepts an unverified server only when rejectUnauthorized is false', async () => {
+      const res = await send(kind, { ...client(), rejectUnauthorized: false });
+      expect(res.statusCode).toBe(200);
+    });
   });
 });
 
@@ -197,7 +206,7 @@ describe('TLS files through resolveConfig', () => {
     dataflows: [{ id: 'flow-1', destination: 'dest-1', audiences: ['aud-1'] }],
   });
 
-  it('reads cert, key, ca and passphrase from files and delivers', async () => {
+  it.each(KINDS)('reads cert, key, ca and passphrase from files and delivers (%s)', async (kind) => {
     const cfg = resolveConfig(
       raw({ cert: 'client.crt', key: 'client-encrypted.key', ca: 'ca.crt', passphrase: pki.encryptedClient.passphrase }),
       { baseDir: pki.dir, env: {} },
@@ -205,7 +214,7 @@ describe('TLS files through resolveConfig', () => {
     const dest = cfg.destinations[0];
     expect(dest.tls?.cert?.toString()).toBe(pki.client.cert);
     expect(dest.tls?.rejectUnauthorized).toBe(true);
-    const transport = createTransport({ destination: dest });
+    const transport = make(kind, dest);
     try {
       expect((await transport.send(request(dest.url))).statusCode).toBe(200);
     } finally {

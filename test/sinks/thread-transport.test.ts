@@ -1,0 +1,213 @@
+/**
+ * What the thread transport adds to the transport contract (which test/sinks/transport.test.ts,
+ * excerpt-masking.test.ts and test/tls/mtls.test.ts check against both transports): requests
+ * and answers cross in batches, a thread that dies fails its pending requests (retryably) and
+ * the next send starts a new one, the thread never holds a process that has nothing pending,
+ * and the main-side `dispatcher` has the destination's settings.
+ */
+import { execFile } from 'node:child_process';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { Worker } from 'node:worker_threads';
+import { request } from 'undici';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { DeliveryError } from '../../src/errors.js';
+import type { HttpRequest } from '../../src/sinks/http/request.js';
+import { createThreadTransport, TransportThread } from '../../src/sinks/http/thread-transport.js';
+import type { HttpTransport } from '../../src/sinks/http/transport.js';
+import { generatePki, type TestPki } from '../support/pki.js';
+
+const servers: Server[] = [];
+const transports: HttpTransport[] = [];
+afterEach(async () => {
+  await Promise.all(transports.splice(0).map((t) => t.close()));
+  for (const s of servers.splice(0)) {
+    s.closeAllConnections();
+    await new Promise((r) => s.close(r));
+  }
+});
+
+async function server(handler: (req: IncomingMessage, res: ServerResponse) => void): Promise<{ url: string; received: () => number }> {
+  let received = 0;
+  const s = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      received += 1;
+      handler(req, res);
+    });
+  });
+  servers.push(s);
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(s.address() as AddressInfo).port}/profiles`, received: () => received };
+}
+
+const post = (url: string): HttpRequest => ({ url, method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"a":1}' });
+
+function transport(thread: TransportThread, connections = 8): HttpTransport {
+  const t = createThreadTransport({ destination: { connections, timeoutMs: 10_000 }, thread });
+  transports.push(t);
+  return t;
+}
+
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((r) => setTimeout(r, 5));
+}
+
+describe('thread transport: batching', () => {
+  it('many sends of one turn cross in one message, and their answers in fewer messages than answers', async () => {
+    const n = 50;
+    // Hold every request until all have arrived, then answer them all at once.
+    const held: ServerResponse[] = [];
+    const s = await server((_req, res) => {
+      held.push(res);
+      if (held.length === n) for (const r of held) r.writeHead(200).end();
+    });
+    const thread = new TransportThread();
+    const t = transport(thread, n);
+    const all = Array.from({ length: n }, () => t.send(post(s.url)));
+    const statuses = (await Promise.all(all)).map((r) => r.statusCode);
+    expect(statuses).toEqual(Array(n).fill(200));
+    // one message: the destination's dispatcher opened and all the requests
+    expect(thread.posted).toBe(1);
+    // answers of one event-loop turn of the thread share a message
+    expect(thread.received).toBeGreaterThanOrEqual(1);
+    expect(thread.received).toBeLessThan(n);
+  });
+
+  it('two destinations share one thread, each with its own dispatcher', async () => {
+    const a = await server((_req, res) => res.writeHead(200).end());
+    const b = await server((_req, res) => res.writeHead(202).end());
+    const thread = new TransportThread();
+    const ta = transport(thread, 1);
+    const tb = transport(thread, 1);
+    const [ra, rb] = await Promise.all([ta.send(post(a.url)), tb.send(post(b.url))]);
+    expect([ra.statusCode, rb.statusCode]).toEqual([200, 202]);
+    expect(thread.started).toBe(1);
+    expect(thread.posted).toBe(1);
+  });
+});
+
+describe('thread transport: the thread dies', () => {
+  it('pending sends reject with a retryable ERR_HTTP_CONNECTION, and a later send starts a new thread', async () => {
+    const silent = await server(() => undefined); // never answers
+    const ok = await server((_req, res) => res.writeHead(200).end());
+    const thread = new TransportThread();
+    const t = transport(thread);
+    const pending = Array.from({ length: 5 }, () =>
+      t.send(post(silent.url)).then(
+        () => undefined,
+        (e: unknown) => e,
+      ),
+    );
+    await until(() => silent.received() === 5);
+    expect(thread.inFlight).toBe(5);
+    await thread.current!.terminate();
+    const errors = await Promise.all(pending);
+    for (const e of errors) {
+      expect(e).toBeInstanceOf(DeliveryError);
+      expect((e as DeliveryError).code).toBe('ERR_HTTP_CONNECTION');
+      expect((e as DeliveryError).retryable).toBe(true);
+      expect((e as DeliveryError).message).toMatch(/^transport thread exited/);
+    }
+    expect(thread.inFlight).toBe(0);
+    expect((await t.send(post(ok.url))).statusCode).toBe(200);
+    expect(thread.started).toBe(2);
+  });
+
+  it('a thread that fails (an uncaught error) rejects its pending sends, naming no more than the error code', async () => {
+    const thread = new TransportThread({ spawn: () => new Worker('setTimeout(() => { throw new TypeError("boom with a secret") }, 50)', { eval: true }) });
+    const t = transport(thread);
+    const err = await t.send(post('http://127.0.0.1:9/')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(DeliveryError);
+    expect((err as DeliveryError).code).toBe('ERR_HTTP_CONNECTION');
+    expect((err as DeliveryError).retryable).toBe(true);
+    expect((err as DeliveryError).message).toBe('transport thread failed (TypeError)');
+  });
+});
+
+describe('thread transport: lifecycle', () => {
+  it('close() closes the dispatcher after its requests in flight, then stops the thread once the last transport is closed', async () => {
+    const s = await server((_req, res) => setTimeout(() => res.writeHead(200).end(), 100));
+    const thread = new TransportThread();
+    const a = createThreadTransport({ destination: { connections: 2, timeoutMs: 5_000 }, thread });
+    const b = createThreadTransport({ destination: { connections: 2, timeoutMs: 5_000 }, thread });
+    const sent = a.send(post(s.url));
+    await until(() => s.received() === 1);
+    await a.close();
+    // the request in flight was answered before the close completed
+    expect((await sent).statusCode).toBe(200);
+    expect(thread.current).toBeDefined(); // b is still open
+    const exited = new Promise((r) => thread.current!.once('exit', r));
+    await b.close();
+    expect(thread.current).toBeUndefined();
+    await exited;
+    await a.close(); // idempotent
+    const late = await a.send(post(s.url)).then(
+      () => undefined,
+      (e: unknown) => e as DeliveryError,
+    );
+    expect(late?.message).toBe('transport closed');
+  });
+
+  // A child process: it exits by itself only if the thread holds no handle once nothing is pending.
+  async function child(mode: 'close' | 'no-close', url: string): Promise<{ code: number | null; out: string }> {
+    const src = new URL('../../src/sinks/http/thread-transport.ts', import.meta.url).href;
+    const code = `
+      const { createThreadTransport } = await import(${JSON.stringify(src)});
+      const t = createThreadTransport({ destination: { connections: 1, timeoutMs: 5000 } });
+      const res = await t.send({ url: ${JSON.stringify(url)}, method: 'POST', headers: {}, body: '{}' });
+      console.log('status', res.statusCode);
+      if (${JSON.stringify(mode)} === 'close') await t.close();
+    `;
+    return new Promise((resolve) => {
+      const p = execFile(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: process.cwd(), timeout: 45_000 }, (_err, stdout, stderr) =>
+        resolve({ code: p.exitCode, out: `${stdout}${stderr}` }),
+      );
+    });
+  }
+
+  it.each(['close', 'no-close'] as const)('a process exits by itself once its answer is in (%s)', async (mode) => {
+    // The answer takes a while: the thread must hold the process while the request is pending.
+    const s = await server((_req, res) => setTimeout(() => res.writeHead(200).end(), 300));
+    const r = await child(mode, s.url);
+    expect(r.out).toContain('status 200');
+    expect(r.code).toBe(0);
+  });
+});
+
+describe('thread transport: the main-side dispatcher (a same-origin token endpoint)', () => {
+  let pki: TestPki;
+  let mtls: HttpsServer;
+  let url: string;
+  beforeAll(async () => {
+    pki = await generatePki();
+    mtls = createHttpsServer({ cert: pki.server.cert, key: pki.server.key, ca: pki.ca.cert, requestCert: true, rejectUnauthorized: true }, (req, res) => {
+      const cn = (req.socket as TLSSocket).getPeerCertificate()?.subject?.CN;
+      req.resume();
+      req.on('end', () => res.writeHead(200).end(String(cn)));
+    });
+    await new Promise<void>((r) => mtls.listen(0, '127.0.0.1', r));
+    url = `https://127.0.0.1:${(mtls.address() as AddressInfo).port}/token`;
+  });
+  afterAll(async () => {
+    mtls?.closeAllConnections();
+    await new Promise((r) => mtls?.close(r));
+    await pki?.cleanup();
+  });
+
+  it('has the destination TLS settings (client certificate, CA) on the main thread', async () => {
+    const thread = new TransportThread();
+    const tls = { cert: Buffer.from(pki.client.cert), key: Buffer.from(pki.client.key), ca: Buffer.from(pki.ca.cert), rejectUnauthorized: true };
+    const t = createThreadTransport({ destination: { connections: 1, timeoutMs: 5_000, tls }, thread });
+    transports.push(t);
+    const res = await request(url, { method: 'POST', body: 'grant_type=client_credentials', dispatcher: t.dispatcher });
+    expect(res.statusCode).toBe(200);
+    expect(await res.body.text()).toBe('test-client');
+    expect(thread.started).toBe(0); // the token request did not need the thread
+  });
+});
