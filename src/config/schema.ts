@@ -29,6 +29,8 @@ export const DEFAULTS = {
   maxSnapshotBytes: 1_048_576,
   /** How long a starting worker retries reaching NATS and Redis before it exits 1. */
   startupTimeoutMs: 30_000,
+  /** Run the HTTP client (undici) on a worker thread of its own, off the main thread (issues 10, 12). */
+  httpThread: true,
 } as const;
 
 /**
@@ -377,6 +379,8 @@ export const configSchema = z.strictObject({
       /** 1 KiB … 256 MiB (Redis refuses larger strings than 512 MB; a snapshot is rewritten on every update). */
       maxSnapshotBytes: z.number().int().min(1_024).max(268_435_456).default(DEFAULTS.maxSnapshotBytes),
       startupTimeoutMs: durationMs(0).default(DEFAULTS.startupTimeoutMs),
+      /** undici on a worker thread (false: on the main thread, as before). */
+      httpThread: z.boolean().default(DEFAULTS.httpThread),
     })
     .default({
       maxInFlight: DEFAULTS.maxInFlight,
@@ -384,6 +388,7 @@ export const configSchema = z.strictObject({
       maxEventBytes: DEFAULTS.maxEventBytes,
       maxSnapshotBytes: DEFAULTS.maxSnapshotBytes,
       startupTimeoutMs: DEFAULTS.startupTimeoutMs,
+      httpThread: DEFAULTS.httpThread,
     }),
   /** The admin server (`run --metrics-port`): `token` guards actions and any non-loopback bind. */
   admin: z.strictObject({ token: nonEmpty.optional() }).optional(),

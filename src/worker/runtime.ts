@@ -4,6 +4,7 @@
  * backbone (JetStream, Redis) is loaded only when the config asks for it.
  */
 import type { AppConfig, DataflowConfig } from '../config/load.js';
+import { DEFAULTS } from '../config/schema.js';
 import type { RateLimiter } from '../stores/rate-limiter.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -11,6 +12,8 @@ import { FileFailedRequestStore, FileRejectedEventStore } from '../sinks/failed-
 import { LocalFailedRequestStore, LocalRejectedEventStore } from '../sinks/failed-local-store.js';
 import { LocalSnapshotStore } from '../stores/local-snapshot-store.js';
 import { createSinks, type HttpSinks } from '../sinks/http/sinks.js';
+import { createThreadTransport } from '../sinks/http/thread-transport.js';
+import { createTransport } from '../sinks/http/transport.js';
 import type { FailedRequestStore, RejectedEventStore } from '../sinks/types.js';
 import { MemorySnapshotStore } from '../stores/memory-snapshot-store.js';
 import { tokenBucket } from '../stores/memory-rate-limiter.js';
@@ -68,8 +71,12 @@ export function openSinks(
     metrics?: Pick<Metrics, 'httpResponse'>;
   },
 ): HttpSinks {
+  // `worker.httpThread` (default true): undici on the process's transport thread, off the main thread.
+  // (`?.`: configs made by hand in tests may lack the field.)
+  const onThread = config.worker?.httpThread ?? DEFAULTS.httpThread;
   return createSinks(config, {
     failedStore: deps.failed,
+    transportFor: (destination) => (onThread ? createThreadTransport({ destination }) : createTransport({ destination })),
     // One worker: an in-process token bucket. A pool (Redis store): the pool-wide Redis send slots.
     limiterFor: deps.limiterFor ?? ((flow) => tokenBucket({ rate: flow.rateLimit })),
     loggerFor: (id) => deps.logger.child({ dataflowId: id }),

@@ -232,7 +232,7 @@ describe('defaults', () => {
       includeSegmentTimestamps: false,
       rateLimit: 10000,
     });
-    expect(cfg.worker).toEqual({ maxInFlight: 512, drainTimeoutMs: 30000, maxEventBytes: 1048576, maxSnapshotBytes: 1048576, startupTimeoutMs: 30000 });
+    expect(cfg.worker).toEqual({ maxInFlight: 512, drainTimeoutMs: 30000, maxEventBytes: 1048576, maxSnapshotBytes: 1048576, startupTimeoutMs: 30000, httpThread: true });
     expect(cfg.log).toEqual({ level: 'info' });
     expect(cfg.secrets).toEqual([]);
   });
@@ -246,6 +246,20 @@ describe('defaults', () => {
     const raw = minimal() as Raw & { worker?: unknown };
     raw.worker = { maxSnapshotBytes: 4096 };
     expect(resolve(raw).worker.maxSnapshotBytes).toBe(4096);
+  });
+
+  it('worker.httpThread: true by default (also when worker is given without it), false accepted, a wrong type names the field', () => {
+    const withWorker = minimal() as Raw & { worker?: unknown };
+    withWorker.worker = { maxInFlight: 64 };
+    expect(resolve(withWorker).worker.httpThread).toBe(true);
+    const off = minimal() as Raw & { worker?: unknown };
+    off.worker = { httpThread: false };
+    expect(resolve(off).worker.httpThread).toBe(false);
+    for (const bad of ['yes', 1, null]) {
+      const raw = minimal() as Raw & { worker?: unknown };
+      raw.worker = { httpThread: bad };
+      expect(onlyIssue(() => resolve(raw)).message).toMatch(/^worker\.httpThread: /);
+    }
   });
 
   it('oauth2-client-credentials defaults credentialsType to body-form', () => {

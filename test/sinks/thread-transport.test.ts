@@ -11,12 +11,17 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { Worker } from 'node:worker_threads';
+import { firstValueFrom } from 'rxjs';
 import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { resolveConfig } from '../../src/config/load.js';
 import { DeliveryError } from '../../src/errors.js';
+import { createLogger } from '../../src/observability/logger.js';
 import type { HttpRequest } from '../../src/sinks/http/request.js';
-import { createThreadTransport, TransportThread } from '../../src/sinks/http/thread-transport.js';
+import { createThreadTransport, sharedTransportThread, TransportThread } from '../../src/sinks/http/thread-transport.js';
 import type { HttpTransport } from '../../src/sinks/http/transport.js';
+import type { FailedRequestStore } from '../../src/sinks/types.js';
+import { openSinks } from '../../src/worker/runtime.js';
 import { generatePki, type TestPki } from '../support/pki.js';
 
 const servers: Server[] = [];
@@ -209,5 +214,39 @@ describe('thread transport: the main-side dispatcher (a same-origin token endpoi
     expect(res.statusCode).toBe(200);
     expect(await res.body.text()).toBe('test-client');
     expect(thread.started).toBe(0); // the token request did not need the thread
+  });
+});
+
+describe('worker.httpThread: openSinks', () => {
+  const noFailures: FailedRequestStore = { put: async () => undefined, list: async () => [], remove: async () => undefined, close: async () => undefined };
+
+  it.each([
+    [undefined, true],
+    [true, true],
+    [false, false],
+  ] as const)('httpThread %s: sends through the transport thread: %s', async (httpThread, onThread) => {
+    const s = await server((_req, res) => res.writeHead(200).end());
+    const config = resolveConfig(
+      {
+        source: { kind: 'file', path: 'events.jsonl' },
+        audiences: [{ id: 'aud-1', name: 'A', mergePolicyId: 'mp-1', createdAt: 1, updatedAt: 2 }],
+        destinations: [{ id: 'dest-1', endpoint: s.url }],
+        dataflows: [{ id: 'flow-1', destination: 'dest-1', audiences: ['aud-1'] }],
+        ...(httpThread === undefined ? {} : { worker: { httpThread } }),
+      },
+      { env: {}, baseDir: '/' },
+    );
+    const sinks = openSinks(config, { failed: noFailures, logger: createLogger({ level: 'silent' }), storeFailures: false });
+    const before = sharedTransportThread().posted;
+    try {
+      const out = await firstValueFrom(
+        sinks.get('flow-1')!.send({ dataflowId: 'flow-1', destinationId: 'dest-1', profileId: 'p-1', idempotencyKey: 'k-1', payload: { a: 1 } }),
+      );
+      expect(out.status).toBe('delivered');
+    } finally {
+      await sinks.close();
+    }
+    expect(s.received()).toBe(1);
+    expect(sharedTransportThread().posted > before).toBe(onThread);
   });
 });

@@ -97,7 +97,14 @@ export function createSinks(
         limiter: limiterFor(flow),
         failedStore: options.failedStore,
         // the set owns the shared resources: a sink's own close() must not close them
-        transport: { send: (req, opts) => res.transport.send(req, opts), dispatcher: res.transport.dispatcher, close: () => Promise.resolve() },
+        // (`dispatcher` read on use: a thread transport makes its main-side dispatcher only when asked)
+        transport: {
+          send: (req, opts) => res.transport.send(req, opts),
+          get dispatcher() {
+            return res.transport.dispatcher;
+          },
+          close: () => Promise.resolve(),
+        },
         auth: {
           fixedHeaders: res.auth.fixedHeaders,
           authorize: () => res.auth.authorize(),
