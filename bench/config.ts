@@ -26,6 +26,8 @@ export interface WorkerConfigOptions {
   partitions: number;
   /** Suffix of the failed-request / rejected-event stream names. */
   tag: string;
+  /** worker.httpThread; undefined: the config default. */
+  httpThread?: boolean;
 }
 
 export function workerConfig(o: WorkerConfigOptions): object {
@@ -51,6 +53,8 @@ export interface EmbeddedConfigOptions {
   rateLimit: number;
   connections: number;
   maxInFlight: number;
+  /** worker.httpThread; undefined: the config default. */
+  httpThread?: boolean;
 }
 
 /**
@@ -70,7 +74,7 @@ export function embeddedConfig(o: EmbeddedConfigOptions): object {
   };
 }
 
-function commonConfig(o: { receiverPort: number; flows: number; rateLimit: number; connections: number; maxInFlight: number }): object {
+function commonConfig(o: { receiverPort: number; flows: number; rateLimit: number; connections: number; maxInFlight: number; httpThread?: boolean }): object {
   return {
     audiences: AUDIENCES.map((a) => ({ ...a, origin: 'segmentation' })),
     destinations: [
@@ -97,7 +101,7 @@ function commonConfig(o: { receiverPort: number; flows: number; rateLimit: numbe
       attributes: flowAttributes(i + 1),
       rateLimit: o.rateLimit,
     })),
-    worker: { maxInFlight: o.maxInFlight, drainTimeoutMs: 30_000 },
+    worker: { maxInFlight: o.maxInFlight, drainTimeoutMs: 30_000, ...(o.httpThread === undefined ? {} : { httpThread: o.httpThread }) },
     log: { level: 'warn' },
   };
 }

@@ -62,6 +62,7 @@ const HELP = `npm run bench [-- options]
   --max-seconds S     a drain is stopped (SIGTERM) after this long; steady waits at most this long
                       for the last exports after the offered load (default 90)
   --ceiling-seconds S measured seconds of the undici ceiling (default 5)
+  --http-thread on|off worker.httpThread: undici on a worker thread (on, the config default) or on the main thread
   --node-args "…"     extra node options for the worker process (e.g. "--max-semi-space-size=64")
   --cpu-prof          run the worker under --cpu-prof in drain/steady modes and print the top functions
   --prof-dir DIR      where .cpuprofile files go (default a temp folder, printed)
@@ -90,6 +91,8 @@ interface Options {
   maxSeconds: number;
   cpuProf: boolean;
   profDir?: string;
+  /** worker.httpThread; undefined: the config default. */
+  httpThread?: boolean;
   nodeArgs: string[];
   keep: boolean;
   json: boolean;
@@ -116,6 +119,7 @@ function parseOptions(): Options {
       'cpu-prof': { type: 'boolean' },
       'prof-dir': { type: 'string' },
       'node-args': { type: 'string' },
+      'http-thread': { type: 'string' },
       json: { type: 'boolean' },
       keep: { type: 'boolean' },
       help: { type: 'boolean' },
@@ -149,9 +153,15 @@ function parseOptions(): Options {
     console.error(`--store: memory or local, got ${store}`);
     process.exit(2);
   }
+  const httpThread = values['http-thread'];
+  if (httpThread !== undefined && httpThread !== 'on' && httpThread !== 'off') {
+    console.error(`--http-thread: on or off, got ${httpThread}`);
+    process.exit(2);
+  }
   return {
     modes,
     store,
+    httpThread: httpThread === undefined ? undefined : httpThread === 'on',
     count: values.count === undefined ? undefined : Math.floor(num(values.count, 0, 'count')),
     profiles: values.profiles === undefined ? undefined : Math.floor(num(values.profiles, 0, 'profiles')),
     rate: values.rate === undefined ? undefined : num(values.rate, 0, 'rate'),
@@ -617,6 +627,7 @@ async function drain(env: Env, mode: string, flows: number, count: number, worke
         rateLimit: opts.rateLimit,
         connections: opts.connections,
         maxInFlight: opts.maxInFlight,
+        httpThread: opts.httpThread,
         batchSize: opts.batchSize,
         partitions: opts.partitions,
         tag,
@@ -776,6 +787,7 @@ async function steady(env: Env, workers: number): Promise<ModeResult> {
         rateLimit: opts.rateLimit,
         connections: opts.connections,
         maxInFlight: opts.maxInFlight,
+        httpThread: opts.httpThread,
         batchSize: opts.batchSize,
         partitions: opts.partitions,
         tag,
@@ -852,6 +864,7 @@ function embeddedConfigFile(env: Env, tag: string, file: string, store: Embedded
         rateLimit: opts.rateLimit,
         connections: opts.connections,
         maxInFlight: opts.maxInFlight,
+        httpThread: opts.httpThread,
       }),
     ),
   );
