@@ -5,12 +5,12 @@
  * contract (./transport.ts): same answers, same `DeliveryError`s, same cancellation; only
  * where undici runs differs.
  *
- * - One `TransportThread` per process (`sharedTransportThread()`), started on the first send,
+ * - One `TransportThread` per process (`sharedTransportThread()`, ./thread-host.ts), started on the first send,
  *   shared by every destination; each destination opens its own dispatcher inside it
  *   (`createDestinationDispatcher`: the inline transport's settings, TLS, mTLS, proxy).
  * - Requests go to the thread, and answers come back, one `postMessage` per event-loop turn
  *   each way (./thread-protocol.ts).
- * - Secrets and redaction stay here: the thread returns the raw status, headers and at most
+ * - Secrets and redaction stay on the main thread (./thread-host.ts): the thread returns the raw status, headers and at most
  *   `errorExcerptBytes` of an error body, or an error's cause chain; this side builds the
  *   errors with `statusError` (and the process redactor) or `classify`.
  * - The overall deadline runs in the thread (the inline `Exchange`'s `Deadlines`); should the
@@ -19,32 +19,13 @@
  * - The thread keeps the process alive only while requests (or closes) are pending; it is
  *   terminated when the last of its transports is closed.
  */
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
-import { util, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { DeliveryError } from '../../errors.js';
 import { processRedactor, type Redactor } from '../../observability/redact.js';
-import { statusError, type ResponseHeaders } from './answer-errors.js';
-import { aborted, failureError, type TransportResponse } from './exchange.js';
+import { aborted, type TransportResponse } from './exchange.js';
 import type { HttpRequest } from './request.js';
-import {
-  ANS_CLOSED,
-  ANS_FAILED,
-  ANS_OK,
-  ANS_STATUS,
-  OP_CANCEL,
-  OP_CLOSE,
-  OP_OPEN,
-  OP_SEND,
-  rebuildError,
-  splitRawHeaders,
-  WHY_CANCEL,
-  WHY_TIMEOUT,
-  type ChannelSettings,
-  type ErrorLink,
-} from './thread-protocol.js';
+import { sharedTransportThread, type TransportThread } from './thread-host.js';
+import type { ChannelSettings } from './thread-protocol.js';
 import {
   createDestinationDispatcher,
   urlTargets,
@@ -54,307 +35,7 @@ import {
   type SendOptions,
 } from './transport.js';
 
-/**
- * Starts the thread: the built product (dist/, .js) loads `transport-thread.js` beside this
- * file; from the TypeScript sources (vitest, tsx) the thread registers tsx's loader first
- * (Node 20 does not apply the parent's `--import` loaders to a worker thread).
- */
-function spawnTransportWorker(): Worker {
-  const self = import.meta.url;
-  if (!self.endsWith('.ts')) return new Worker(new URL('./transport-thread.js', self));
-  const entry = new URL('./transport-thread.ts', self).href;
-  // tsx's ESM API, by its package's `exports` (its CommonJS build does not load in a thread).
-  const pkgPath = createRequire(self).resolve('tsx/package.json');
-  const pkg = JSON.parse(readFileSync(pkgPath, 'utf8')) as { exports: Record<string, { import: { default: string } }> };
-  const tsx = new URL(pkg.exports['./esm/api']!.import.default, pathToFileURL(pkgPath)).href;
-  const boot = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); });`;
-  return new Worker(boot, { eval: true });
-}
-
-/** A 2xx from the thread: the headers are split and parsed only when asked for. */
-class ThreadAnswer implements TransportResponse {
-  private parsed: ResponseHeaders | undefined;
-
-  constructor(
-    readonly statusCode: number,
-    private readonly raw: string,
-  ) {}
-
-  get headers(): ResponseHeaders {
-    this.parsed ??= util.parseHeaders(splitRawHeaders(this.raw));
-    return this.parsed;
-  }
-}
-
-/** One `send` waiting for the thread's answer; the `Cancellation` target and `signal` listener. */
-class PendingSend {
-  constructor(
-    readonly id: number,
-    readonly channel: ThreadChannel,
-    readonly https: boolean,
-    readonly resolve: (res: TransportResponse) => void,
-    readonly reject: (err: unknown) => void,
-    readonly signal: AbortSignal | undefined,
-  ) {
-    signal?.addEventListener('abort', this, { once: true });
-  }
-
-  /** `Cancellation` target. */
-  cancel(): void {
-    this.channel.thread.cancel(this);
-  }
-
-  /** The `signal` listener (an object listener: no closure per request). */
-  handleEvent(): void {
-    this.cancel();
-  }
-
-  /** Leaves the signal; call once, when the promise settles. */
-  done(): void {
-    this.signal?.removeEventListener('abort', this);
-  }
-}
-
-/** A destination as the thread knows it. */
-interface ThreadChannel {
-  readonly id: number;
-  readonly thread: TransportThread;
-  readonly settings: ChannelSettings;
-  readonly timeoutMs: number;
-  readonly now: () => number;
-  readonly redactor: Redactor;
-  /** The thread generation whose dispatcher for this channel is open (0: none). */
-  openIn: number;
-  closed: boolean;
-}
-
-export interface TransportThreadOptions {
-  /** Starts the thread. @default the `transport-thread` module beside this one */
-  spawn?: () => Worker;
-}
-
-/**
- * The worker thread undici runs on, shared by the thread transports of a process (see
- * `sharedTransportThread`), and the batching of requests and answers.
- *
- * @example
- * ```ts
- * const thread = new TransportThread();
- * const a = createThreadTransport({ destination: destA, thread });
- * const b = createThreadTransport({ destination: destB, thread });
- * ```
- */
-export class TransportThread {
-  /** Messages posted to the thread (batches of operations). */
-  posted = 0;
-  /** Messages received from it (batches of answers). */
-  received = 0;
-  /** Threads started so far. */
-  started = 0;
-  private worker: Worker | undefined;
-  /** Bumped for every thread started: a channel opened in an older one must open again. */
-  private generation = 0;
-  private readonly pending = new Map<number, PendingSend>();
-  private readonly closing = new Map<number, () => void>();
-  private out: unknown[] = [];
-  private flushQueued = false;
-  private refd = false;
-  private nextId = 1;
-  private nextChannel = 1;
-  /** Channels created and not yet closed. */
-  private live = 0;
-  private readonly spawn: () => Worker;
-
-  constructor(options: TransportThreadOptions = {}) {
-    this.spawn = options.spawn ?? spawnTransportWorker;
-  }
-
-  /** The running thread (tests: terminate it to see pending sends fail). */
-  get current(): Worker | undefined {
-    return this.worker;
-  }
-
-  /** Requests sent and not answered yet. */
-  get inFlight(): number {
-    return this.pending.size;
-  }
-
-  /** A new destination; nothing is started before its first send. */
-  openChannel(settings: ChannelSettings, timeoutMs: number, now: () => number, redactor: Redactor): ThreadChannel {
-    this.live++;
-    return { id: this.nextChannel++, thread: this, settings, timeoutMs, now, redactor, openIn: 0, closed: false };
-  }
-
-  send(channel: ThreadChannel, t: RequestTarget, req: HttpRequest, p: PendingSend): void {
-    if (this.worker === undefined) this.start();
-    const out = this.out;
-    if (channel.openIn !== this.generation) {
-      channel.openIn = this.generation;
-      out.push(OP_OPEN, channel.id, channel.settings);
-    }
-    this.pending.set(p.id, p);
-    out.push(OP_SEND, p.id, channel.id, t.origin, t.path, req.method, req.headers, req.body);
-    this.busy();
-    this.schedule();
-  }
-
-  nextRequestId(): number {
-    return this.nextId++;
-  }
-
-  /** Rejects `p` at once ("request cancelled") and aborts it in the thread. */
-  cancel(p: PendingSend): void {
-    if (this.pending.get(p.id) !== p) return;
-    this.pending.delete(p.id);
-    p.done();
-    p.reject(aborted());
-    if (this.worker === undefined) return;
-    this.out.push(OP_CANCEL, p.id);
-    this.schedule();
-    this.idle();
-  }
-
-  /** Closes a channel's dispatcher after its requests in flight; the last one stops the thread. */
-  async closeChannel(channel: ThreadChannel): Promise<void> {
-    if (channel.closed) return;
-    channel.closed = true;
-    this.live--;
-    if (this.worker !== undefined && channel.openIn === this.generation) {
-      const closed = new Promise<void>((resolve) => this.closing.set(channel.id, resolve));
-      this.out.push(OP_CLOSE, channel.id);
-      this.busy();
-      this.schedule();
-      await closed;
-    }
-    await this.stopWhenUnused();
-  }
-
-  private async stopWhenUnused(): Promise<void> {
-    const w = this.worker;
-    if (w === undefined || this.live > 0 || this.pending.size > 0 || this.closing.size > 0) return;
-    this.worker = undefined;
-    this.out = [];
-    await w.terminate();
-  }
-
-  private start(): void {
-    const w = this.spawn();
-    this.worker = w;
-    this.generation++;
-    this.started++;
-    this.refd = true; // a new Worker holds the process until unref'd
-    w.on('message', (batch: unknown[]) => {
-      if (this.worker === w) this.answers(batch);
-    });
-    w.on('error', (err: Error) => {
-      const what = (err as { code?: unknown }).code ?? err.name;
-      this.gone(w, `failed (${String(what)})`, err);
-    });
-    w.on('messageerror', (err: Error) => this.gone(w, 'failed (an answer could not be read)', err));
-    w.on('exit', (code: number) => this.gone(w, `exited (code ${code})`));
-  }
-
-  /** The thread died: every pending send rejects (retryable), every close is done; the next send starts a new one. */
-  private gone(w: Worker, why: string, cause?: unknown): void {
-    if (this.worker !== w) return;
-    this.worker = undefined;
-    this.out = [];
-    if (cause !== undefined) void w.terminate();
-    const pending = [...this.pending.values()];
-    this.pending.clear();
-    for (const p of pending) {
-      p.done();
-      p.reject(new DeliveryError('ERR_HTTP_CONNECTION', `transport thread ${why}`, { retryable: true, cause }));
-    }
-    const closes = [...this.closing.values()];
-    this.closing.clear();
-    for (const resolve of closes) resolve();
-  }
-
-  private schedule(): void {
-    if (!this.flushQueued) {
-      this.flushQueued = true;
-      setImmediate(this.flush);
-    }
-  }
-
-  private readonly flush = (): void => {
-    this.flushQueued = false;
-    const batch = this.out;
-    if (batch.length === 0) return;
-    this.out = [];
-    const w = this.worker;
-    if (w === undefined) return;
-    w.postMessage(batch);
-    this.posted++;
-  };
-
-  /** Something is pending: the thread keeps the process alive. */
-  private busy(): void {
-    if (!this.refd && this.worker !== undefined) {
-      this.refd = true;
-      this.worker.ref();
-    }
-  }
-
-  /** Nothing pending: the thread alone does not keep the process alive. */
-  private idle(): void {
-    if (this.refd && this.pending.size === 0 && this.closing.size === 0 && this.worker !== undefined) {
-      this.refd = false;
-      this.worker.unref();
-    }
-  }
-
-  private answers(batch: unknown[]): void {
-    this.received++;
-    const pending = this.pending;
-    for (let i = 0; i < batch.length; ) {
-      const tag = batch[i];
-      if (tag === ANS_CLOSED) {
-        const id = batch[i + 1] as number;
-        i += 2;
-        const resolve = this.closing.get(id);
-        this.closing.delete(id);
-        resolve?.();
-        continue;
-      }
-      const id = batch[i + 1] as number;
-      const p = pending.get(id);
-      if (p !== undefined) {
-        pending.delete(id);
-        p.done();
-      }
-      if (tag === ANS_OK) {
-        if (p) p.resolve(new ThreadAnswer(batch[i + 2] as number, batch[i + 3] as string));
-        i += 4;
-      } else if (tag === ANS_STATUS) {
-        if (p) {
-          const c = p.channel;
-          const headers = util.parseHeaders(splitRawHeaders(batch[i + 3] as string));
-          p.reject(statusError(batch[i + 2] as number, headers, batch[i + 4] as string, c));
-        }
-        i += 5;
-      } else if (tag === ANS_FAILED) {
-        if (p) {
-          const why = batch[i + 2] === WHY_TIMEOUT ? 'timeout' : batch[i + 2] === WHY_CANCEL ? 'cancel' : undefined;
-          p.reject(failureError(why, rebuildError(batch[i + 3] as ErrorLink[]), p.channel.timeoutMs, p.https));
-        }
-        i += 4;
-      } else {
-        throw new Error(`transport thread: unknown answer ${String(tag)}`);
-      }
-    }
-    this.idle();
-  }
-}
-
-let shared: TransportThread | undefined;
-
-/** The process's transport thread, made on first use (its Worker starts on the first send). */
-export function sharedTransportThread(): TransportThread {
-  shared ??= new TransportThread();
-  return shared;
-}
+export { sharedTransportThread, TransportThread, type TransportThreadOptions } from './thread-host.js';
 
 export interface ThreadTransportOptions {
   destination: DispatcherSettings;
@@ -412,8 +93,7 @@ export function createThreadTransport(options: ThreadTransportOptions): HttpTran
       return Promise.reject(err);
     }
     return new Promise<TransportResponse>((resolve, reject) => {
-      const p = new PendingSend(thread.nextRequestId(), channel, t.https, resolve, reject, signal);
-      thread.send(channel, t, req, p);
+      const p = thread.send(channel, t, req, resolve, reject, signal);
       cancellation?.attach(p);
     });
   }
