@@ -139,6 +139,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
   const failures = await openFailureStores(config);
   const limiters = config.store.kind === 'redis' ? (await import('./backbone.js')).openRedisLimiters(config.store, logger) : undefined;
   const sinks = openSinks(config, { failed: failures.failed, logger, limiterFor: limiters?.limiterFor, metrics });
+  const sinksReady = sinks.ready(); // the HTTP transport thread starts while the rest opens
   let retry: RetryQueueHandle | undefined;
   const source = await openSource(config, once, logger, store, () => retry?.queues.size ?? 0);
   // Retry queues (SPEC §6) where the store can hold them durably beside the snapshots.
@@ -274,6 +275,8 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
       }),
       tap({ complete: () => liveDone.next() }),
     );
+  // No rate-limit permit before the transport thread takes requests (worker.httpThread).
+  await sinksReady;
   const subscription = merge(live$, drain$).subscribe({
     error: (err: unknown) => rejectStopped(err),
     complete: () => resolveStopped(),

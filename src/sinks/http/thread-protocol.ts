@@ -23,6 +23,8 @@ export const ANS_STATUS = 1;
 export const ANS_FAILED = 2;
 /** thread → main: `ANS_CLOSED, channel` — the dispatcher is closed. */
 export const ANS_CLOSED = 3;
+/** thread → main: `ANS_READY` — the thread's first message: undici is loaded, requests are taken. */
+export const ANS_READY = 4;
 
 /** `why` of `ANS_FAILED`: undici's own error, our deadline, our cancel. */
 export const WHY_ERROR = 0;

@@ -17,6 +17,7 @@ import {
   ANS_CLOSED,
   ANS_FAILED,
   ANS_OK,
+  ANS_READY,
   ANS_STATUS,
   describeError,
   joinRawHeaders,
@@ -161,3 +162,6 @@ port.on('message', (batch: unknown[]) => {
     }
   }
 });
+
+// Loaded (undici included): tell the main thread, which may wait for this before taking permits.
+port.postMessage([ANS_READY]);
