@@ -136,6 +136,22 @@ describe('thread transport: the thread dies', () => {
 });
 
 describe('thread transport: lifecycle', () => {
+  it('ready() starts the thread and resolves once it takes requests; it also resolves (never hangs) when the thread dies first', async () => {
+    const thread = new TransportThread();
+    await thread.ready();
+    expect(thread.started).toBe(1);
+    const w = thread.current!;
+    const s = await server((_req, res) => res.writeHead(200).end());
+    expect((await transport(thread).send(post(s.url))).statusCode).toBe(200);
+    expect(thread.started).toBe(1); // the send used the thread ready() started
+    await w.terminate();
+
+    const dying = new TransportThread({ spawn: () => new Worker('process.exit(3)', { eval: true }) });
+    await dying.ready();
+    expect(dying.current).toBeUndefined();
+  });
+
+
   it('close() closes the dispatcher after its requests in flight, then stops the thread once the last transport is closed', async () => {
     const s = await server((_req, res) => setTimeout(() => res.writeHead(200).end(), 100));
     const thread = new TransportThread();
