@@ -81,7 +81,7 @@ export function openSinks(
     metrics?: Pick<Metrics, 'httpResponse'>;
   },
 ): OpenedSinks {
-  // `worker.httpThread` (default true): undici on the process's transport thread, off the main thread.
+  // `worker.httpThread` (default false): undici on the process's transport thread, off the main thread.
   // (`?.`: configs made by hand in tests may lack the field.)
   const onThread = config.worker?.httpThread ?? DEFAULTS.httpThread;
   const sinks = createSinks(config, {

@@ -232,7 +232,7 @@ describe('defaults', () => {
       includeSegmentTimestamps: false,
       rateLimit: 10000,
     });
-    expect(cfg.worker).toEqual({ maxInFlight: 512, drainTimeoutMs: 30000, maxEventBytes: 1048576, maxSnapshotBytes: 1048576, startupTimeoutMs: 30000, httpThread: true });
+    expect(cfg.worker).toEqual({ maxInFlight: 512, drainTimeoutMs: 30000, maxEventBytes: 1048576, maxSnapshotBytes: 1048576, startupTimeoutMs: 30000, httpThread: false });
     expect(cfg.log).toEqual({ level: 'info' });
     expect(cfg.secrets).toEqual([]);
   });
@@ -248,13 +248,15 @@ describe('defaults', () => {
     expect(resolve(raw).worker.maxSnapshotBytes).toBe(4096);
   });
 
-  it('worker.httpThread: true by default (also when worker is given without it), false accepted, a wrong type names the field', () => {
+  it('worker.httpThread: false by default (also when worker is given without it), true and false accepted, a wrong type names the field', () => {
     const withWorker = minimal() as Raw & { worker?: unknown };
     withWorker.worker = { maxInFlight: 64 };
-    expect(resolve(withWorker).worker.httpThread).toBe(true);
-    const off = minimal() as Raw & { worker?: unknown };
-    off.worker = { httpThread: false };
-    expect(resolve(off).worker.httpThread).toBe(false);
+    expect(resolve(withWorker).worker.httpThread).toBe(false);
+    for (const v of [true, false]) {
+      const raw = minimal() as Raw & { worker?: unknown };
+      raw.worker = { httpThread: v };
+      expect(resolve(raw).worker.httpThread).toBe(v);
+    }
     for (const bad of ['yes', 1, null]) {
       const raw = minimal() as Raw & { worker?: unknown };
       raw.worker = { httpThread: bad };

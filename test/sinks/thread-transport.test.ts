@@ -237,7 +237,7 @@ describe('worker.httpThread: openSinks', () => {
   const noFailures: FailedRequestStore = { put: async () => undefined, list: async () => [], remove: async () => undefined, close: async () => undefined };
 
   it.each([
-    [undefined, true],
+    [undefined, false],
     [true, true],
     [false, false],
   ] as const)('httpThread %s: sends through the transport thread: %s', async (httpThread, onThread) => {
