@@ -6,6 +6,7 @@
  * and the main-side `dispatcher` has the destination's settings.
  */
 import { execFile } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -91,6 +92,29 @@ describe('thread transport: batching', () => {
     expect([ra.statusCode, rb.statusCode]).toEqual([200, 202]);
     expect(thread.started).toBe(1);
     expect(thread.posted).toBe(1);
+  });
+});
+
+describe('thread transport: a paced dataflow (SendOptions.pace)', () => {
+  it('no more than floor(1.05 × perSecond) of a dataflow leave the thread in a second: the rest wait for the window', async () => {
+    const arrivals: number[] = [];
+    const s = await server((_req, res) => {
+      arrivals.push(performance.now());
+      res.writeHead(200).end();
+    });
+    const thread = new TransportThread();
+    const t = transport(thread, 4);
+    const pace = { key: 'flow-1', perSecond: 10 }; // 10 in a second at most (floor(10.5))
+    const unpaced = Array.from({ length: 12 }, () => t.send(post(s.url)));
+    await Promise.all(unpaced); // another key (none): not held
+    const first = performance.now();
+    const sends = Array.from({ length: 14 }, () => t.send(post(s.url), { pace }));
+    await Promise.all(sends);
+    const paced = arrivals.slice(12);
+    expect(paced).toHaveLength(14);
+    // the 11th left one window after the first (a slower machine only makes it later)
+    expect(paced[10]! - first).toBeGreaterThanOrEqual(900);
+    expect(paced[9]! - first).toBeLessThan(paced[10]! - first);
   });
 });
 

@@ -90,6 +90,8 @@ export function createSinks(
       shared.set(destination.id, found);
     }
     const res = found;
+    // the dataflow's limit, for a transport that reaches the socket later than it is called (thread transport)
+    const pace = { key: flow.id, perSecond: flow.rateLimit };
     sinks.set(
       flow.id,
       new HttpSink({
@@ -99,7 +101,7 @@ export function createSinks(
         // the set owns the shared resources: a sink's own close() must not close them
         // (`dispatcher` read on use: a thread transport makes its main-side dispatcher only when asked)
         transport: {
-          send: (req, opts) => res.transport.send(req, opts),
+          send: (req, opts) => res.transport.send(req, { signal: opts?.signal, cancellation: opts?.cancellation, pace }),
           get dispatcher() {
             return res.transport.dispatcher;
           },

@@ -32,7 +32,7 @@ import {
   type ChannelSettings,
   type ErrorLink,
 } from './thread-protocol.js';
-import type { RequestTarget } from './transport.js';
+import type { Pace, RequestTarget } from './transport.js';
 
 /**
  * Starts the thread: the built product (dist/, .js) loads `transport-thread.js` beside this
@@ -195,6 +195,7 @@ export class TransportThread {
     resolve: (res: TransportResponse) => void,
     reject: (err: unknown) => void,
     signal: AbortSignal | undefined,
+    pace: Pace | undefined,
   ): { cancel(): void } {
     const p = new PendingSend(this.nextId++, channel, t.https, resolve, reject, signal);
     if (this.worker === undefined) this.start();
@@ -204,7 +205,7 @@ export class TransportThread {
       out.push(OP_OPEN, channel.id, channel.settings);
     }
     this.pending.set(p.id, p);
-    out.push(OP_SEND, p.id, channel.id, t.origin, t.path, req.method, req.headers, req.body);
+    out.push(OP_SEND, p.id, channel.id, t.origin, t.path, req.method, req.headers, req.body, pace?.key ?? '', pace?.perSecond ?? 0);
     this.busy();
     this.schedule();
     return p;

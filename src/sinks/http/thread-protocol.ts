@@ -8,7 +8,10 @@
 
 /** main → thread: `OP_OPEN, channel, settings` — build the destination's dispatcher. */
 export const OP_OPEN = 0;
-/** main → thread: `OP_SEND, id, channel, origin, path, method, headers, body`. */
+/**
+ * main → thread: `OP_SEND, id, channel, origin, path, method, headers, body, paceKey, perSecond`
+ * (`paceKey` '' and `perSecond` 0: not paced; see `SendOptions.pace`).
+ */
 export const OP_SEND = 1;
 /** main → thread: `OP_CANCEL, id` — abort that request (its promise already rejected on the main side). */
 export const OP_CANCEL = 2;

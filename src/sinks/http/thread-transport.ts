@@ -93,7 +93,7 @@ export function createThreadTransport(options: ThreadTransportOptions): HttpTran
       return Promise.reject(err);
     }
     return new Promise<TransportResponse>((resolve, reject) => {
-      const p = thread.send(channel, t, req, resolve, reject, signal);
+      const p = thread.send(channel, t, req, resolve, reject, signal, opts?.pace);
       cancellation?.attach(p);
     });
   }

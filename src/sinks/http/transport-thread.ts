@@ -9,10 +9,12 @@
  * tokens included: this thread knows none). Answers go back batched, one message per
  * event-loop turn, like the requests come (./thread-protocol.ts).
  */
+import { performance } from 'node:perf_hooks';
 import { parentPort } from 'node:worker_threads';
 import type { Dispatcher } from 'undici';
 import type { ResolvedTls } from '../../config/load.js';
 import { Deadlines, DispatchExchange, type AbortWhy } from './exchange.js';
+import { PACE_SLACK, PaceGate } from './pace-gate.js';
 import {
   ANS_CLOSED,
   ANS_FAILED,
@@ -38,11 +40,30 @@ if (!port) throw new Error('transport-thread runs in a worker thread (see thread
 interface Channel {
   dispatcher: Dispatcher;
   deadlines: Deadlines;
+  timeoutMs: number;
+}
+
+/** A request its dataflow's `PaceGate` holds. */
+interface Held {
+  id: number;
+  channelId: number;
+  origin: string;
+  path: string;
+  method: string;
+  headers: Record<string, string>;
+  body: string;
+  /** When it came (the gate's clock). */
+  at: number;
+  cancelled: boolean;
 }
 
 const channels = new Map<number, Channel>();
 /** Requests in flight, by id (for OP_CANCEL). */
 const exchanges = new Map<number, ThreadExchange>();
+/** Requests held by their gate, by id (for OP_CANCEL). */
+const heldById = new Map<number, Held>();
+/** The gate of each paced key (dataflow). */
+const gates = new Map<string, PaceGate<Held>>();
 
 let out: unknown[] = [];
 let flushQueued = false;
@@ -96,7 +117,7 @@ function open(id: number, s: ChannelSettings): void {
     ? { cert: asBuffer(s.tls.cert), key: asBuffer(s.tls.key), ca: asBuffer(s.tls.ca), passphrase: s.tls.passphrase, rejectUnauthorized: s.tls.rejectUnauthorized }
     : undefined;
   const dispatcher = createDestinationDispatcher({ connections: s.connections, timeoutMs: s.timeoutMs, tls, proxy: s.proxy });
-  channels.set(id, { dispatcher, deadlines: new Deadlines(s.timeoutMs) });
+  channels.set(id, { dispatcher, deadlines: new Deadlines(s.timeoutMs), timeoutMs: s.timeoutMs });
 }
 
 /** A request for a channel that is not open (cannot happen: the main side rejects those). */
@@ -118,6 +139,46 @@ function send(id: number, channelId: number, origin: string, path: string, metho
   }
 }
 
+/** A held request the gate lets go: sent, unless cancelled meanwhile or held past its deadline. */
+function released(h: Held): void {
+  heldById.delete(h.id);
+  if (h.cancelled) return;
+  const channel = channels.get(h.channelId);
+  if (channel && performance.now() - h.at >= channel.timeoutMs) {
+    out.push(ANS_FAILED, h.id, WHY_TIMEOUT, describeError(new DOMException('This operation was aborted', 'AbortError')));
+    queued();
+    return;
+  }
+  send(h.id, h.channelId, h.origin, h.path, h.method, h.headers, h.body);
+}
+
+/**
+ * A request of a paced dataflow: sent now, or held by its gate while a second at the socket
+ * is full (see pace-gate.ts; the overall deadline of a held request counts from its arrival).
+ */
+function paced(key: string, perSecond: number, id: number, channelId: number, origin: string, path: string, method: string, headers: Record<string, string>, body: string): void {
+  let gate = gates.get(key);
+  if (gate === undefined || gate.cap !== Math.max(1, Math.floor(perSecond * PACE_SLACK))) {
+    gate = new PaceGate<Held>(perSecond, released);
+    gates.set(key, gate);
+  }
+  if (gate.admit()) return send(id, channelId, origin, path, method, headers, body);
+  const h: Held = { id, channelId, origin, path, method, headers, body, at: performance.now(), cancelled: false };
+  heldById.set(id, h);
+  gate.hold(h);
+}
+
+function cancel(id: number): void {
+  const ex = exchanges.get(id);
+  if (ex) return ex.cancel();
+  const h = heldById.get(id);
+  if (h) {
+    // the main side already rejected it: it just never leaves
+    h.cancelled = true;
+    heldById.delete(id);
+  }
+}
+
 function close(id: number): void {
   const channel = channels.get(id);
   channels.delete(id);
@@ -133,20 +194,36 @@ function close(id: number): void {
 port.on('message', (batch: unknown[]) => {
   for (let i = 0; i < batch.length; ) {
     switch (batch[i]) {
-      case OP_SEND:
-        send(
-          batch[i + 1] as number,
-          batch[i + 2] as number,
-          batch[i + 3] as string,
-          batch[i + 4] as string,
-          batch[i + 5] as string,
-          batch[i + 6] as Record<string, string>,
-          batch[i + 7] as string,
-        );
-        i += 8;
+      case OP_SEND: {
+        const perSecond = batch[i + 9] as number;
+        if (perSecond > 0) {
+          paced(
+            batch[i + 8] as string,
+            perSecond,
+            batch[i + 1] as number,
+            batch[i + 2] as number,
+            batch[i + 3] as string,
+            batch[i + 4] as string,
+            batch[i + 5] as string,
+            batch[i + 6] as Record<string, string>,
+            batch[i + 7] as string,
+          );
+        } else {
+          send(
+            batch[i + 1] as number,
+            batch[i + 2] as number,
+            batch[i + 3] as string,
+            batch[i + 4] as string,
+            batch[i + 5] as string,
+            batch[i + 6] as Record<string, string>,
+            batch[i + 7] as string,
+          );
+        }
+        i += 10;
         break;
+      }
       case OP_CANCEL:
-        exchanges.get(batch[i + 1] as number)?.cancel();
+        cancel(batch[i + 1] as number);
         i += 2;
         break;
       case OP_OPEN:

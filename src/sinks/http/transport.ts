@@ -51,12 +51,27 @@ export class Cancellation {
   }
 }
 
-/** How a `send` can be cancelled. */
+/** A dataflow's rate limit, as a transport that sends later than it is called needs it (`SendOptions.pace`). */
+export interface Pace {
+  /** The dataflow (or whatever shares the limit). */
+  key: string;
+  /** Its rate limit, requests per second. */
+  perSecond: number;
+}
+
+/** How a `send` can be cancelled, and paced. */
 export interface SendOptions {
   /** Aborting it cancels the request. */
   signal?: AbortSignal;
   /** Cancelling it cancels the request: the same as `signal`, cheaper. */
   cancellation?: Pick<Cancellation, 'cancelled' | 'attach'>;
+  /**
+   * The rate limit the request was permitted under. The thread transport (which reaches the
+   * socket a little later than `send` is called, and much later when its thread is short of
+   * CPU) holds a request rather than put more than `floor(1.05 × perSecond)` requests of
+   * `key` in any sliding second at the socket. The inline transport sends at once: it ignores it.
+   */
+  pace?: Pace;
 }
 
 export interface HttpTransport {

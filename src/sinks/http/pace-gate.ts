@@ -1,0 +1,96 @@
+/**
+ * The transport thread's last check of a dataflow's rate limit, at the socket (`SendOptions.pace`).
+ *
+ * The rate limiter grants permits on the main thread; the transport thread sends a little
+ * later — and, when it is short of CPU, 50–100 ms later, after which the requests permitted
+ * meanwhile would leave together and crowd one second at the endpoint. The gate counts what
+ * left in the last second and holds a request (in order) rather than let more than
+ * `floor(1.05 × perSecond)` leave in any sliding second: SPEC §7's bound, at the socket.
+ * Normally it never holds anything (the limiter's pace is below its cap).
+ */
+import { performance } from 'node:perf_hooks';
+
+/** The sliding window, ms. */
+export const PACE_WINDOW_MS = 1_000;
+/** What SPEC §7 allows above the limit in any window. */
+export const PACE_SLACK = 1.05;
+/** Dropped window entries kept before the list is compacted. */
+const COMPACT_AFTER = 1_024;
+
+/**
+ * One dataflow's window at the socket.
+ *
+ * @example
+ * ```ts
+ * const gate = new PaceGate<Req>(50, (r) => dispatch(r));
+ * if (gate.admit()) dispatch(req); else gate.hold(req); // released in order, as the window allows
+ * ```
+ */
+export class PaceGate<T> {
+  /** Most requests in any window. */
+  readonly cap: number;
+  /** When the requests of the last window left (ascending; entries before `head` are dropped). */
+  private times: number[] = [];
+  private head = 0;
+  private queue: T[] = [];
+  private qHead = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    perSecond: number,
+    private readonly release: (item: T) => void,
+    private readonly clock: () => number = performance.now.bind(performance),
+  ) {
+    this.cap = Math.max(1, Math.floor(perSecond * PACE_SLACK));
+  }
+
+  /** Requests held now. */
+  get held(): number {
+    return this.queue.length - this.qHead;
+  }
+
+  /** True (and counted) when a request may leave now: nothing held before it and room in the window. */
+  admit(): boolean {
+    return this.qHead === this.queue.length && this.take(this.clock());
+  }
+
+  /** Holds `item` behind the others; `release(item)` is called when the window has room. */
+  hold(item: T): void {
+    this.queue.push(item);
+    this.arm();
+  }
+
+  private take(now: number): boolean {
+    let times = this.times;
+    const from = now - PACE_WINDOW_MS;
+    while (this.head < times.length && times[this.head]! <= from) this.head++;
+    if (this.head > COMPACT_AFTER && this.head * 2 > times.length) {
+      times = this.times = times.slice(this.head);
+      this.head = 0;
+    }
+    if (times.length - this.head >= this.cap) return false;
+    times.push(now);
+    return true;
+  }
+
+  private arm(): void {
+    if (this.timer !== undefined) return;
+    const oldest = this.times[this.head];
+    const wait = oldest === undefined ? 1 : oldest + PACE_WINDOW_MS - this.clock();
+    this.timer = setTimeout(this.drain, Math.max(1, Math.ceil(wait)));
+  }
+
+  private readonly drain = (): void => {
+    this.timer = undefined;
+    const now = this.clock();
+    while (this.qHead < this.queue.length && this.take(now)) {
+      const item = this.queue[this.qHead]!;
+      this.queue[this.qHead++] = undefined as T; // let it go
+      this.release(item);
+    }
+    if (this.qHead === this.queue.length) {
+      this.queue = [];
+      this.qHead = 0;
+    } else this.arm();
+  };
+}
