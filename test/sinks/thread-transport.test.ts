@@ -22,6 +22,7 @@ import type { HttpRequest } from '../../src/sinks/http/request.js';
 import { createThreadTransport, sharedTransportThread, TransportThread } from '../../src/sinks/http/thread-transport.js';
 import type { HttpTransport } from '../../src/sinks/http/transport.js';
 import type { FailedRequestStore } from '../../src/sinks/types.js';
+import { createSinks } from '../../src/sinks/http/sinks.js';
 import { openSinks } from '../../src/worker/runtime.js';
 import { generatePki, type TestPki } from '../support/pki.js';
 
@@ -288,5 +289,47 @@ describe('worker.httpThread: openSinks', () => {
     }
     expect(s.received()).toBe(1);
     expect(sharedTransportThread().posted > before).toBe(onThread);
+  });
+});
+
+describe('createSinks: each dataflow passes its rate limit to the transport (SendOptions.pace)', () => {
+  it('pace is { key: dataflow id, perSecond: rateLimit } on every send', async () => {
+    const config = resolveConfig(
+      {
+        source: { kind: 'file', path: 'events.jsonl' },
+        audiences: [{ id: 'aud-1', name: 'A', mergePolicyId: 'mp-1', createdAt: 1, updatedAt: 2 }],
+        destinations: [{ id: 'dest-1', endpoint: 'http://127.0.0.1:9/x' }],
+        dataflows: [
+          { id: 'flow-a', destination: 'dest-1', audiences: ['aud-1'], rateLimit: 25 },
+          { id: 'flow-b', destination: 'dest-1', audiences: ['aud-1'], rateLimit: 400 },
+        ],
+      },
+      { env: {}, baseDir: '/' },
+    );
+    const seen: unknown[] = [];
+    const stub: HttpTransport = {
+      send: (_req, opts) => {
+        seen.push(opts?.pace);
+        return Promise.resolve({ statusCode: 200, headers: {} });
+      },
+      get dispatcher(): never {
+        throw new Error('not used');
+      },
+      close: () => Promise.resolve(),
+    };
+    const noFailures: FailedRequestStore = { put: async () => undefined, list: async () => [], remove: async () => undefined, close: async () => undefined };
+    const sinks = createSinks(config, { failedStore: noFailures, transportFor: () => stub, storeFailures: false });
+    try {
+      for (const id of ['flow-a', 'flow-b']) {
+        const out = await firstValueFrom(sinks.get(id)!.send({ dataflowId: id, destinationId: 'dest-1', profileId: 'p-1', idempotencyKey: `${id}:k`, payload: {} }));
+        expect(out.status).toBe('delivered');
+      }
+    } finally {
+      await sinks.close();
+    }
+    expect(seen).toEqual([
+      { key: 'flow-a', perSecond: 25 },
+      { key: 'flow-b', perSecond: 400 },
+    ]);
   });
 });
