@@ -31,9 +31,10 @@ export const DEFAULTS = {
   startupTimeoutMs: 30_000,
   /**
    * Run the HTTP client (undici) on a worker thread of its own, off the main thread (issues 10,
-   * 12). Off by default for now: the thread's scheduling delays between a rate-limit permit
-   * and the socket are not bounded, and on a loaded machine requests of a rate-limited
-   * dataflow can reach the endpoint bunched (README, `worker.httpThread`).
+   * 12). Off by default for now: the permits are granted on the main thread, the thread reaches
+   * the socket later (50–100 ms on a loaded machine) and sends at the limit in bursts; its pace
+   * gate keeps the socket within SPEC §7, but endpoints on a loaded machine still counted up
+   * to 5.7% over (README, "The HTTP transport thread").
    */
   httpThread: false,
 } as const;

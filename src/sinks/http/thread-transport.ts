@@ -18,6 +18,9 @@
  *   ("transport thread exited …") and the next send starts a new thread.
  * - The thread keeps the process alive only while requests (or closes) are pending; it is
  *   terminated when the last of its transports is closed.
+ * - `SendOptions.pace` (a dataflow's rate limit, passed by `createSinks`): the thread holds a
+ *   request rather than let more than `floor(1.05 × perSecond)` of the dataflow leave in any
+ *   sliding second (./pace-gate.ts) — the permits were granted earlier, on the main thread.
  */
 import type { Dispatcher } from 'undici';
 import { DeliveryError } from '../../errors.js';
