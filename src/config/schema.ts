@@ -29,14 +29,6 @@ export const DEFAULTS = {
   maxSnapshotBytes: 1_048_576,
   /** How long a starting worker retries reaching NATS and Redis before it exits 1. */
   startupTimeoutMs: 30_000,
-  /**
-   * Run the HTTP client (undici) on a worker thread of its own, off the main thread (issues 10,
-   * 12). Off by default for now: the permits are granted on the main thread, the thread reaches
-   * the socket later (50–100 ms on a loaded machine) and sends at the limit in bursts; its pace
-   * gate keeps the socket within SPEC §7, but endpoints on a loaded machine still counted up
-   * to 5.7% over (README, "The HTTP transport thread").
-   */
-  httpThread: false,
 } as const;
 
 /**
@@ -385,8 +377,13 @@ export const configSchema = z.strictObject({
       /** 1 KiB … 256 MiB (Redis refuses larger strings than 512 MB; a snapshot is rewritten on every update). */
       maxSnapshotBytes: z.number().int().min(1_024).max(268_435_456).default(DEFAULTS.maxSnapshotBytes),
       startupTimeoutMs: durationMs(0).default(DEFAULTS.startupTimeoutMs),
-      /** undici on a worker thread (true) or on the main thread (false, the default). */
-      httpThread: z.boolean().default(DEFAULTS.httpThread),
+      /**
+       * undici on a worker thread (true) or on the main thread (false). Unset: the thread on one
+       * host (store `local` or `memory`), the main thread in a pool (store `redis`: the pool's
+       * send slots are checked for age on the main thread, before a request crosses over).
+       * See `httpThreadOf`.
+       */
+      httpThread: z.boolean().optional(),
     })
     .default({
       maxInFlight: DEFAULTS.maxInFlight,
@@ -394,7 +391,6 @@ export const configSchema = z.strictObject({
       maxEventBytes: DEFAULTS.maxEventBytes,
       maxSnapshotBytes: DEFAULTS.maxSnapshotBytes,
       startupTimeoutMs: DEFAULTS.startupTimeoutMs,
-      httpThread: DEFAULTS.httpThread,
     }),
   /** The admin server (`run --metrics-port`): `token` guards actions and any non-loopback bind. */
   admin: z.strictObject({ token: nonEmpty.optional() }).optional(),

@@ -4,7 +4,6 @@
  * backbone (JetStream, Redis) is loaded only when the config asks for it.
  */
 import type { AppConfig, DataflowConfig } from '../config/load.js';
-import { DEFAULTS } from '../config/schema.js';
 import type { RateLimiter } from '../stores/rate-limiter.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -69,6 +68,17 @@ export interface OpenedSinks extends HttpSinks {
   ready(): Promise<void>;
 }
 
+/**
+ * Whether undici runs on the process's transport thread (`worker.httpThread`): as configured,
+ * else on one host (store `local` or `memory`) yes, in a pool (store `redis`) no — there the
+ * pool's send slots are checked for age on the main thread, and a thread that fell behind
+ * could let slots granted before its stall reach the endpoint together with other workers'.
+ * (`?.`: configs made by hand in tests may lack `worker`.)
+ */
+export function httpThreadOf(config: Pick<AppConfig, 'worker' | 'store'>): boolean {
+  return config.worker?.httpThread ?? config.store.kind !== 'redis';
+}
+
 /** One HTTP sink per dataflow, each with its own rate limiter (per worker, unless `limiterFor` gives pool-wide ones). */
 export function openSinks(
   config: AppConfig,
@@ -81,9 +91,7 @@ export function openSinks(
     metrics?: Pick<Metrics, 'httpResponse'>;
   },
 ): OpenedSinks {
-  // `worker.httpThread` (default false): undici on the process's transport thread, off the main thread.
-  // (`?.`: configs made by hand in tests may lack the field.)
-  const onThread = config.worker?.httpThread ?? DEFAULTS.httpThread;
+  const onThread = httpThreadOf(config);
   const sinks = createSinks(config, {
     failedStore: deps.failed,
     transportFor: (destination) => (onThread ? createThreadTransport({ destination }) : createTransport({ destination })),

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { ConfigError, ConfigErrors } from '../../src/errors.js';
 import { DEFAULTS } from '../../src/config/schema.js';
 import { loadConfigFile, resolveConfig, type AppConfig } from '../../src/config/load.js';
+import { httpThreadOf } from '../../src/worker/runtime.js';
 import { generatePki, type TestPki } from '../support/pki.js';
 
 let dir: string;
@@ -232,7 +233,7 @@ describe('defaults', () => {
       includeSegmentTimestamps: false,
       rateLimit: 10000,
     });
-    expect(cfg.worker).toEqual({ maxInFlight: 512, drainTimeoutMs: 30000, maxEventBytes: 1048576, maxSnapshotBytes: 1048576, startupTimeoutMs: 30000, httpThread: false });
+    expect(cfg.worker).toEqual({ maxInFlight: 512, drainTimeoutMs: 30000, maxEventBytes: 1048576, maxSnapshotBytes: 1048576, startupTimeoutMs: 30000 });
     expect(cfg.log).toEqual({ level: 'info' });
     expect(cfg.secrets).toEqual([]);
   });
@@ -248,10 +249,10 @@ describe('defaults', () => {
     expect(resolve(raw).worker.maxSnapshotBytes).toBe(4096);
   });
 
-  it('worker.httpThread: false by default (also when worker is given without it), true and false accepted, a wrong type names the field', () => {
+  it('worker.httpThread: unset by default (also when worker is given without it), true and false accepted, a wrong type names the field', () => {
     const withWorker = minimal() as Raw & { worker?: unknown };
     withWorker.worker = { maxInFlight: 64 };
-    expect(resolve(withWorker).worker.httpThread).toBe(false);
+    expect(resolve(withWorker).worker.httpThread).toBeUndefined();
     for (const v of [true, false]) {
       const raw = minimal() as Raw & { worker?: unknown };
       raw.worker = { httpThread: v };
@@ -262,6 +263,21 @@ describe('defaults', () => {
       raw.worker = { httpThread: bad };
       expect(onlyIssue(() => resolve(raw)).message).toMatch(/^worker\.httpThread: /);
     }
+  });
+
+  it('httpThreadOf: unset, the thread on one host (local, memory store), not in a pool (redis store); set, as set', () => {
+    const on = (store: unknown, httpThread?: boolean): boolean => {
+      const raw = minimal() as Raw & { worker?: unknown; store?: unknown };
+      raw.store = store;
+      if (store && (store as { kind: string }).kind === 'redis') raw.source = { kind: 'jetstream' };
+      if (httpThread !== undefined) raw.worker = { httpThread };
+      return httpThreadOf(resolve(raw));
+    };
+    expect(on(undefined)).toBe(true); // the embedded default: the local store
+    expect(on({ kind: 'memory' })).toBe(true);
+    expect(on({ kind: 'redis', url: 'redis://127.0.0.1:6379' })).toBe(false);
+    expect(on({ kind: 'redis', url: 'redis://127.0.0.1:6379' }, true)).toBe(true);
+    expect(on({ kind: 'memory' }, false)).toBe(false);
   });
 
   it('oauth2-client-credentials defaults credentialsType to body-form', () => {

@@ -1,7 +1,7 @@
 /**
  * The transport thread's last check of a dataflow's rate limit at the socket (pace-gate.ts):
- * at most floor(1.05 × perSecond) leave in any sliding second, the rest are held in order and
- * released as the window moves on. Fake timers and a fake clock: no real time.
+ * at most floor(1.05 × perSecond) leave in any sliding second, and none closer to the ones before
+ * than the limit's spacing allows; the rest are held in order and released at that pace. Fake timers and a fake clock: no real time.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { PaceGate } from '../../src/sinks/http/pace-gate.js';
@@ -22,22 +22,36 @@ describe('PaceGate', () => {
     }
   }
 
-  it('lets floor(1.05 × perSecond) go in a second, holds the rest in order, releases them as the window moves', () => {
+  it('lets a burst go at the limit\'s pace: two at once (one interval early), then one per interval, in order', () => {
     const left = new Map<number, number>();
     const gate = new PaceGate<number>(20, (i) => left.set(i, Date.now()), () => Date.now());
     expect(gate.cap).toBe(21);
     const t0 = Date.now();
     offer(gate, left, 0, 30);
-    expect(left.size).toBe(21);
-    expect(gate.held).toBe(9);
-    vi.advanceTimersByTime(999);
-    expect(left.size).toBe(21);
+    expect(left.size).toBe(2);
+    expect(gate.held).toBe(28);
+    vi.advanceTimersByTime(49);
+    expect(left.size).toBe(2);
     vi.advanceTimersByTime(1);
+    expect(left.size).toBe(3);
+    vi.advanceTimersByTime(28 * 50);
     expect(left.size).toBe(30);
     expect(gate.held).toBe(0);
-    // in order, and the held ones left one window after the first ones
     expect([...left.keys()]).toEqual(Array.from({ length: 30 }, (_, i) => i));
-    expect(left.get(21)! - t0).toBe(1_000);
+    // one interval (50 ms) apart after the first two
+    for (let i = 2; i < 30; i++) expect(left.get(i)! - t0).toBe((i - 1) * 50);
+  });
+
+  it('at a high rate, lets 5 ms of requests go at once (timers have a 1-ms grain), then keeps the pace', () => {
+    const left = new Map<number, number>();
+    const gate = new PaceGate<number>(10_000, (i) => left.set(i, Date.now()), () => Date.now());
+    offer(gate, left, 0, 200);
+    // 5 ms of 0.1-ms intervals early, and the one due now (± one for the sum of the intervals' rounding)
+    expect(left.size).toBeGreaterThanOrEqual(50);
+    expect(left.size).toBeLessThanOrEqual(51);
+    vi.advanceTimersByTime(15);
+    expect(left.size).toBe(200);
+    expect(gate.held).toBe(0);
   });
 
   it('never has more than the cap in any sliding second, whatever the offers', () => {
@@ -55,6 +69,8 @@ describe('PaceGate', () => {
     for (let i = 0; i < times.length; i++) {
       const inWindow = times.filter((t) => t >= times[i]! && t < times[i]! + 1_000).length;
       expect(inWindow).toBeLessThanOrEqual(gate.cap);
+      // and the spacing: at 10/s (100-ms intervals, 100 ms early at most), ≤ 3 in any 150 ms
+      expect(times.filter((t) => t >= times[i]! && t < times[i]! + 150).length).toBeLessThanOrEqual(3);
     }
   });
 

@@ -262,7 +262,7 @@ describe('worker.httpThread: openSinks', () => {
   const noFailures: FailedRequestStore = { put: async () => undefined, list: async () => [], remove: async () => undefined, close: async () => undefined };
 
   it.each([
-    [undefined, false],
+    [undefined, true], // one host (the local store, the default): the thread
     [true, true],
     [false, false],
   ] as const)('httpThread %s: sends through the transport thread: %s', async (httpThread, onThread) => {

@@ -3,10 +3,15 @@
  *
  * The rate limiter grants permits on the main thread; the transport thread sends a little
  * later — and, when it is short of CPU, 50–100 ms later, after which the requests permitted
- * meanwhile would leave together and crowd one second at the endpoint. The gate counts what
- * left in the last second and holds a request (in order) rather than let more than
- * `floor(1.05 × perSecond)` leave in any sliding second: SPEC §7's bound, at the socket.
- * Normally it never holds anything (the limiter's pace is below its cap).
+ * meanwhile would leave together and crowd one second at the endpoint. The gate holds a
+ * request (in order) rather than let it leave
+ * - more than `floor(1.05 × perSecond)` in any sliding second (SPEC §7's bound, at the socket), or
+ * - closer to the ones before than the limit's spacing allows (a virtual schedule, one
+ *   request every `1000 / perSecond` ms, `max(one interval, 5 ms)` early at most: the
+ *   generic cell rate algorithm), so that what was permitted before a stall leaves at the
+ *   limit's pace after it, not in one burst that a stall of the endpoint's own would then
+ *   squeeze into one second with the next ones.
+ * Normally it holds little: the limiter's permits already come at that pace.
  */
 import { performance } from 'node:perf_hooks';
 
@@ -14,6 +19,8 @@ import { performance } from 'node:perf_hooks';
 export const PACE_WINDOW_MS = 1_000;
 /** What SPEC §7 allows above the limit in any window. */
 export const PACE_SLACK = 1.05;
+/** The schedule's tolerance at high rates (timers have a 1-ms grain; answers come in batches), ms. */
+export const PACE_TOLERANCE_MS = 5;
 /** Dropped window entries kept before the list is compacted. */
 const COMPACT_AFTER = 1_024;
 
@@ -35,6 +42,12 @@ export class PaceGate<T> {
   private queue: T[] = [];
   private qHead = 0;
   private timer: NodeJS.Timeout | undefined;
+  /** The limit's spacing, ms. */
+  private readonly interval: number;
+  /** How early a request may leave against the virtual schedule, ms. */
+  private readonly tolerance: number;
+  /** When the next request is due on the virtual schedule (ms on `clock`). */
+  private due = -Infinity;
 
   constructor(
     perSecond: number,
@@ -42,6 +55,8 @@ export class PaceGate<T> {
     private readonly clock: () => number = performance.now.bind(performance),
   ) {
     this.cap = Math.max(1, Math.floor(perSecond * PACE_SLACK));
+    this.interval = PACE_WINDOW_MS / perSecond;
+    this.tolerance = Math.max(this.interval, PACE_TOLERANCE_MS);
   }
 
   /** Requests held now. */
@@ -68,15 +83,18 @@ export class PaceGate<T> {
       times = this.times = times.slice(this.head);
       this.head = 0;
     }
-    if (times.length - this.head >= this.cap) return false;
+    if (times.length - this.head >= this.cap || now < this.due - this.tolerance) return false;
+    this.due = Math.max(this.due, now) + this.interval;
     times.push(now);
     return true;
   }
 
   private arm(): void {
     if (this.timer !== undefined) return;
+    const now = this.clock();
     const oldest = this.times[this.head];
-    const wait = oldest === undefined ? 1 : oldest + PACE_WINDOW_MS - this.clock();
+    const full = this.times.length - this.head >= this.cap && oldest !== undefined;
+    const wait = Math.max(full ? oldest + PACE_WINDOW_MS - now : 1, this.due - this.tolerance - now);
     this.timer = setTimeout(this.drain, Math.max(1, Math.ceil(wait)));
   }
 
