@@ -13,7 +13,7 @@ import { openFiguresStore, startFiguresFlush } from '../observability/figures.js
 import { startAlerts, type AlertEngine } from '../observability/alerts.js';
 import { lagTotals } from '../observability/source-lag.js';
 import { openAlertChannels } from '../observability/alert-channels.js';
-import { openAlertStateStore } from '../observability/alerts-redis.js';
+import { openAlertStateStore } from '../observability/alert-state.js';
 import type { Logger } from '../observability/logger.js';
 import { createLogger } from '../observability/logger.js';
 import { Metrics } from '../observability/metrics.js';

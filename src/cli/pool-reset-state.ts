@@ -5,11 +5,9 @@
  * marker, and they resume within about a second, over what Redis holds now.
  */
 import { Option, type Command } from 'commander';
-import { Redis } from 'ioredis';
 import { loadConfigFile } from '../config/load.js';
 import { StoreError, UsageError } from '../errors.js';
 import { createRedactor } from '../observability/redact.js';
-import { resetStoreEpoch } from '../stores/redis-snapshot-store.js';
 
 /** Adds `reset-state` to the `pool` command. */
 export function registerPoolResetState(pool: Command): void {
@@ -32,6 +30,8 @@ export async function poolResetState(o: { config: string }): Promise<{ previous:
   if (config.store.kind !== 'redis') {
     throw new UsageError(`pool reset-state needs store.kind: redis in the config (it is ${config.store.kind})`);
   }
+  // Loaded here, not with the command line: only a pool needs the Redis client.
+  const [{ Redis }, { resetStoreEpoch }] = await Promise.all([import('ioredis'), import('../stores/redis-snapshot-store.js')]);
   const redis = new Redis(config.store.url, { maxRetriesPerRequest: 1, lazyConnect: true });
   redis.on('error', () => {});
   try {

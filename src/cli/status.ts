@@ -12,7 +12,7 @@ import { loadConfigFile, type AppConfig } from '../config/load.js';
 import { UsageError } from '../errors.js';
 import { readFiguresReport } from '../admin/api.js';
 import { openFiguresStore, type FiguresReport } from '../observability/figures.js';
-import { openAlertStateStore } from '../observability/alerts-redis.js';
+import { openAlertStateStore } from '../observability/alert-state.js';
 
 const fmtMs = (ms: number | null): string => (ms === null ? '-' : ms >= 1000 ? `${(ms / 1000).toFixed(ms >= 10_000 ? 0 : 1)} s` : `${Math.round(ms)} ms`);
 

@@ -7,9 +7,6 @@
  * member), so a member published twice (a backfiller died between its publish and its
  * checkpoint) is stored once by JetStream's de-duplication.
  */
-import { jetstream } from '@nats-io/jetstream';
-import { headers, type NatsConnection } from '@nats-io/transport-node';
-import { partitionSubject } from '../domain/partition.js';
 import type { Envelope } from './envelope.js';
 import type { BackfillItemRef, SourceMessage } from './types.js';
 
@@ -73,26 +70,4 @@ export function backfillEnvelope(msg: SourceMessage & { backfill: BackfillItemRe
     nak: (delayMs) => msg.nak(delayMs),
   };
   return { msg: keyed, update: { profileId: item.profileId }, backfill: { dataflowId: item.dataflowId, audienceId: item.audienceId } };
-}
-
-/**
- * Publishes a page of backfill items to their partitions' subjects (`<subject>.<partition>`),
- * each with its stable `Nats-Msg-Id`, and resolves once JetStream acked every one (a
- * duplicate ack counts: the item is in the stream already). Rejects on the first failure.
- */
-export function backfillPublisher(options: { nc: NatsConnection; subject: string; partitions: number; timeoutMs?: number }): (items: BackfillItemRef[]) => Promise<void> {
-  const js = jetstream(options.nc);
-  return async (items) => {
-    await Promise.all(
-      items.map((item) => {
-        const h = headers();
-        h.set(BACKFILL_HEADER, item.id);
-        return js.publish(partitionSubject(options.subject, item.profileId, options.partitions), encodeBackfillItem(item), {
-          msgID: backfillMsgId(item.id, item.profileId),
-          headers: h,
-          ...(options.timeoutMs !== undefined && { timeout: options.timeoutMs }),
-        });
-      }),
-    );
-  };
 }

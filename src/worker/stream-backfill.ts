@@ -8,7 +8,7 @@ import type { AppConfig, SourceConfig } from '../config/load.js';
 import type { Logger } from '../observability/logger.js';
 import { RedisSnapshotStore } from '../stores/redis-snapshot-store.js';
 import type { SnapshotStore } from '../stores/types.js';
-import { backfillPublisher } from '../streams/backfill-item.js';
+import { backfillPublisher } from '../streams/backfill-publisher.js';
 import { connectNats, type NatsHandle } from '../streams/nats.js';
 import { localBackfillLock, redisBackfillLock, type BackfillLock } from './backfill-lock.js';
 import { startBackfiller, type Backfiller } from './backfiller.js';

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { AlertsConfig } from '../../src/config/schema.js';
 import { LocalAlertStateStore } from '../../src/observability/alerts-local.js';
-import { openAlertStateStore } from '../../src/observability/alerts-redis.js';
+import { openAlertStateStore } from '../../src/observability/alert-state.js';
 import { startAlerts, type ActiveAlert, type AlertChannel, type AlertMessage } from '../../src/observability/alerts.js';
 import { LocalFiguresStore } from '../../src/observability/figures-local.js';
 import type { FiguresDelta } from '../../src/observability/figures.js';

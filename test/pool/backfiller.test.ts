@@ -16,7 +16,7 @@ import type { DataflowRules } from '../../src/domain/types.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { RedisSnapshotStore } from '../../src/stores/redis-snapshot-store.js';
 import { backfillId } from '../../src/streams/backfill.js';
-import { backfillPublisher } from '../../src/streams/backfill-item.js';
+import { backfillPublisher } from '../../src/streams/backfill-publisher.js';
 import { ensureStream } from '../../src/streams/jetstream.js';
 import { backfillLockKeys, redisBackfillLock } from '../../src/worker/backfill-lock.js';
 import { startBackfiller } from '../../src/worker/backfiller.js';
