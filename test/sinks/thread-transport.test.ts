@@ -24,6 +24,7 @@ import type { HttpTransport } from '../../src/sinks/http/transport.js';
 import type { FailedRequestStore } from '../../src/sinks/types.js';
 import { createSinks } from '../../src/sinks/http/sinks.js';
 import { openSinks } from '../../src/worker/runtime.js';
+import { ANS_READY } from '../../src/sinks/http/thread-protocol.js';
 import { generatePki, type TestPki } from '../support/pki.js';
 
 const servers: Server[] = [];
@@ -157,6 +158,57 @@ describe('thread transport: the thread dies', () => {
     expect((err as DeliveryError).code).toBe('ERR_HTTP_CONNECTION');
     expect((err as DeliveryError).retryable).toBe(true);
     expect((err as DeliveryError).message).toBe('transport thread failed (TypeError)');
+  });
+});
+
+describe('thread transport: a thread that stops answering (the watchdog)', () => {
+  /** A thread that says it is ready (or not), then never answers anything. */
+  const mute = (announce: boolean) => () =>
+    new Worker(
+      `const { parentPort } = require('node:worker_threads'); ${announce ? `parentPort.postMessage([${ANS_READY}]);` : ''} parentPort.on('message', () => {}); setInterval(() => {}, 1000);`,
+      { eval: true },
+    );
+
+  it('a send pending stuckAfterMs past its deadline: the thread is terminated, what was pending rejects (retryable), the next send starts a new thread', async () => {
+    let spawned = 0;
+    const thread = new TransportThread({ spawn: () => (spawned++ === 0 ? mute(true)() : new Worker(`process.exit(0)`, { eval: true })), stuckAfterMs: 100 });
+    const t = createThreadTransport({ destination: { connections: 2, timeoutMs: 50 }, thread });
+    transports.push(t);
+    await thread.ready();
+    const first = thread.current!;
+    let exited = false;
+    first.once('exit', () => (exited = true));
+    const errors = await Promise.all(
+      [1, 2].map(() =>
+        t.send(post('http://127.0.0.1:9/')).then(
+          () => undefined,
+          (e: unknown) => e,
+        ),
+      ),
+    );
+    for (const e of errors) {
+      expect(e).toBeInstanceOf(DeliveryError);
+      expect((e as DeliveryError).code).toBe('ERR_HTTP_CONNECTION');
+      expect((e as DeliveryError).retryable).toBe(true);
+      expect((e as DeliveryError).message).toBe('transport thread stuck (no answer within 150 ms)');
+    }
+    expect(thread.inFlight).toBe(0);
+    await until(() => exited); // terminated, not left running
+    void t.send(post('http://127.0.0.1:9/')).catch(() => undefined);
+    expect(thread.started).toBe(2);
+  });
+
+  it('a thread that never announces itself: ready() resolves after stuckAfterMs and the thread is terminated', async () => {
+    const thread = new TransportThread({ spawn: mute(false), stuckAfterMs: 100 });
+    const started = performance.now();
+    const readyP = thread.ready();
+    const w = thread.current!;
+    let exited = false;
+    w.once('exit', () => (exited = true));
+    await readyP;
+    expect(performance.now() - started).toBeGreaterThanOrEqual(100);
+    expect(thread.current).toBeUndefined();
+    await until(() => exited);
   });
 });
 

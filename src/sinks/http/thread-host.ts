@@ -8,6 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
+import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { util } from 'undici';
 import { DeliveryError } from '../../errors.js';
@@ -68,6 +69,9 @@ class ThreadAnswer implements TransportResponse {
 
 /** One `send` waiting for the thread's answer; the `Cancellation` target and `signal` listener. */
 class PendingSend {
+  /** When it was handed to the thread (`performance.now()`). */
+  readonly at = performance.now();
+
   constructor(
     readonly id: number,
     readonly channel: ThreadChannel,
@@ -111,7 +115,17 @@ export interface ThreadChannel {
 export interface TransportThreadOptions {
   /** Starts the thread. @default the `transport-thread` module beside this one */
   spawn?: () => Worker;
+  /**
+   * How long past a request's own deadline (`timeoutMs`, which the thread enforces) the main
+   * thread waits for its answer, and how long a starting thread may take to announce itself,
+   * before it declares the thread stuck: it is terminated, what was pending rejects
+   * (retryable) and the next send starts a new one. @default TRANSPORT_THREAD_STUCK_MS (10 s)
+   */
+  stuckAfterMs?: number;
 }
+
+/** `TransportThreadOptions.stuckAfterMs`' default. */
+export const TRANSPORT_THREAD_STUCK_MS = 10_000;
 
 /**
  * The worker thread undici runs on, shared by the thread transports of a process (see
@@ -148,9 +162,15 @@ export class TransportThread {
   /** Channels created and not yet closed. */
   private live = 0;
   private readonly spawn: () => Worker;
+  private readonly stuckAfterMs: number;
+  /** The watchdog's timer, running while something is pending. */
+  private watchdog: NodeJS.Timeout | undefined;
+  /** When the running thread was started, until it announced itself (`performance.now()`). */
+  private startingSince: number | undefined;
 
   constructor(options: TransportThreadOptions = {}) {
     this.spawn = options.spawn ?? spawnTransportWorker;
+    this.stuckAfterMs = options.stuckAfterMs ?? TRANSPORT_THREAD_STUCK_MS;
   }
 
   /** The running thread (tests: terminate it to see pending sends fail). */
@@ -256,6 +276,7 @@ export class TransportThread {
     w.unref();
     this.refd = false;
     this.isReady = new Promise<void>((resolve) => (this.markReady = resolve));
+    this.startingSince = performance.now();
     w.on('message', (batch: unknown[]) => {
       if (this.worker !== w) return;
       try {
@@ -274,12 +295,13 @@ export class TransportThread {
   }
 
   /** The thread died: every pending send rejects (retryable), every close is done; the next send starts a new one. */
-  private gone(w: Worker, why: string, cause?: unknown): void {
+  private gone(w: Worker, why: string, cause?: unknown, stop = cause !== undefined): void {
     if (this.worker !== w) return;
     this.worker = undefined;
+    this.startingSince = undefined;
     this.markReady();
     this.out = [];
-    if (cause !== undefined) void w.terminate();
+    if (stop) void w.terminate();
     const pending = [...this.pending.values()];
     this.pending.clear();
     for (const p of pending) {
@@ -315,7 +337,36 @@ export class TransportThread {
       this.refd = true;
       this.worker.ref();
     }
+    if (this.watchdog === undefined) {
+      this.watchdog = setInterval(this.watch, Math.max(10, Math.min(1_000, this.stuckAfterMs / 2)));
+      this.watchdog.unref();
+    }
   }
+
+  /**
+   * The watchdog: the thread enforces each request's deadline itself, so a request still
+   * pending `stuckAfterMs` past its deadline — or a thread that has not announced itself
+   * `stuckAfterMs` after its start — means the thread stopped answering (a loop that never
+   * yields, a bug in undici): it is terminated, and what was pending rejects (retryable)
+   * instead of holding its messages for ever. The oldest pending send is the first in `pending`.
+   */
+  private readonly watch = (): void => {
+    const w = this.worker;
+    if (w === undefined || (this.pending.size === 0 && this.readyWaiters === 0)) {
+      clearInterval(this.watchdog);
+      this.watchdog = undefined;
+      return;
+    }
+    const now = performance.now();
+    if (this.startingSince !== undefined && now - this.startingSince > this.stuckAfterMs) {
+      this.gone(w, `stuck (not started within ${this.stuckAfterMs} ms)`, undefined, true);
+      return;
+    }
+    const oldest = this.pending.values().next().value as PendingSend | undefined;
+    if (oldest !== undefined && now - oldest.at > oldest.channel.timeoutMs + this.stuckAfterMs) {
+      this.gone(w, `stuck (no answer within ${oldest.channel.timeoutMs + this.stuckAfterMs} ms)`, undefined, true);
+    }
+  };
 
   /** Nothing pending: the thread alone does not keep the process alive. */
   private idle(): void {
@@ -332,6 +383,7 @@ export class TransportThread {
       const tag = batch[i];
       if (tag === ANS_READY) {
         i += 1;
+        this.startingSince = undefined;
         this.markReady();
         continue;
       }
