@@ -153,10 +153,12 @@ function released(h: Held): void {
 }
 
 /**
- * A request of a paced dataflow: sent now, or held by its gate while a second at the socket
- * is full (see pace-gate.ts; the overall deadline of a held request counts from its arrival).
+ * A request: sent now when it has no pace (`perSecond` 0) or its dataflow's gate lets it go;
+ * else held by the gate (see pace-gate.ts; the overall deadline of a held request counts from
+ * its arrival).
  */
 function paced(key: string, perSecond: number, id: number, channelId: number, origin: string, path: string, method: string, headers: Record<string, string>, body: string): void {
+  if (perSecond <= 0) return send(id, channelId, origin, path, method, headers, body); // not paced
   let gate = gates.get(key);
   if (gate === undefined || gate.cap !== Math.max(1, Math.floor(perSecond * PACE_SLACK))) {
     gate = new PaceGate<Held>(perSecond, released);
@@ -194,34 +196,20 @@ function close(id: number): void {
 port.on('message', (batch: unknown[]) => {
   for (let i = 0; i < batch.length; ) {
     switch (batch[i]) {
-      case OP_SEND: {
-        const perSecond = batch[i + 9] as number;
-        if (perSecond > 0) {
-          paced(
-            batch[i + 8] as string,
-            perSecond,
-            batch[i + 1] as number,
-            batch[i + 2] as number,
-            batch[i + 3] as string,
-            batch[i + 4] as string,
-            batch[i + 5] as string,
-            batch[i + 6] as Record<string, string>,
-            batch[i + 7] as string,
-          );
-        } else {
-          send(
-            batch[i + 1] as number,
-            batch[i + 2] as number,
-            batch[i + 3] as string,
-            batch[i + 4] as string,
-            batch[i + 5] as string,
-            batch[i + 6] as Record<string, string>,
-            batch[i + 7] as string,
-          );
-        }
+      case OP_SEND:
+        paced(
+          batch[i + 8] as string,
+          batch[i + 9] as number,
+          batch[i + 1] as number,
+          batch[i + 2] as number,
+          batch[i + 3] as string,
+          batch[i + 4] as string,
+          batch[i + 5] as string,
+          batch[i + 6] as Record<string, string>,
+          batch[i + 7] as string,
+        );
         i += 10;
         break;
-      }
       case OP_CANCEL:
         cancel(batch[i + 1] as number);
         i += 2;
