@@ -102,5 +102,10 @@ export function openSinks(
     storeFailures: deps.storeFailures,
     onResponse: deps.metrics ? (id, status) => deps.metrics?.httpResponse(id, status) : undefined,
   });
+  if (onThread) {
+    // The thread's troubles are the process's (one thread for every destination): a warning, once each.
+    sharedTransportThread().onTrouble ??= (why, pending) =>
+      deps.logger.warn({ pending }, `transport thread ${why}: its ${pending} pending request(s) fail (retryable) and the next send starts a new thread`);
+  }
   return Object.assign(sinks, { ready: () => (onThread ? sharedTransportThread().ready() : Promise.resolve()) });
 }

@@ -125,6 +125,8 @@ describe('thread transport: the thread dies', () => {
     const silent = await server(() => undefined); // never answers
     const ok = await server((_req, res) => res.writeHead(200).end());
     const thread = new TransportThread();
+    const troubles: Array<[string, number]> = [];
+    thread.onTrouble = (why, n) => troubles.push([why, n]);
     const t = transport(thread);
     const pending = Array.from({ length: 5 }, () =>
       t.send(post(silent.url)).then(
@@ -142,6 +144,7 @@ describe('thread transport: the thread dies', () => {
       expect((e as DeliveryError).retryable).toBe(true);
       expect((e as DeliveryError).message).toMatch(/^transport thread exited/);
     }
+    expect(troubles).toEqual([['exited (code 1)', 5]]);
     expect(thread.inFlight).toBe(0);
     expect((await t.send(post(ok.url))).statusCode).toBe(200);
     expect(thread.started).toBe(2);
@@ -171,7 +174,10 @@ describe('thread transport: a thread that stops answering (the watchdog)', () =>
 
   it('a send pending stuckAfterMs past its deadline: the thread is terminated, what was pending rejects (retryable), the next send starts a new thread', async () => {
     let spawned = 0;
+    // (startTimeoutMs stays 10 s: a loaded machine may take longer than 100 ms to start a thread)
     const thread = new TransportThread({ spawn: () => (spawned++ === 0 ? mute(true)() : new Worker(`process.exit(0)`, { eval: true })), stuckAfterMs: 100 });
+    const troubles: Array<[string, number]> = [];
+    thread.onTrouble = (why, n) => troubles.push([why, n]);
     const t = createThreadTransport({ destination: { connections: 2, timeoutMs: 50 }, thread });
     transports.push(t);
     await thread.ready();
@@ -193,13 +199,14 @@ describe('thread transport: a thread that stops answering (the watchdog)', () =>
       expect((e as DeliveryError).message).toBe('transport thread stuck (no answer within 150 ms)');
     }
     expect(thread.inFlight).toBe(0);
+    expect(troubles).toEqual([['stuck (no answer within 150 ms)', 2]]);
     await until(() => exited); // terminated, not left running
     void t.send(post('http://127.0.0.1:9/')).catch(() => undefined);
     expect(thread.started).toBe(2);
   });
 
-  it('a thread that never announces itself: ready() resolves after stuckAfterMs and the thread is terminated', async () => {
-    const thread = new TransportThread({ spawn: mute(false), stuckAfterMs: 100 });
+  it('a thread that never announces itself: ready() resolves after startTimeoutMs and the thread is terminated', async () => {
+    const thread = new TransportThread({ spawn: mute(false), startTimeoutMs: 100 });
     const started = performance.now();
     const readyP = thread.ready();
     const w = thread.current!;
@@ -341,6 +348,36 @@ describe('worker.httpThread: openSinks', () => {
     }
     expect(s.received()).toBe(1);
     expect(sharedTransportThread().posted > before).toBe(onThread);
+  });
+});
+
+describe('worker.httpThread: openSinks warns of the thread\'s troubles', () => {
+  it('a thread that dies is a warning naming why and how many requests failed', async () => {
+    const lines: string[] = [];
+    const logger = createLogger({ level: 'info', destination: { write: (l: string) => (lines.push(l), true) } as unknown as NodeJS.WritableStream });
+    const config = resolveConfig(
+      {
+        source: { kind: 'file', path: 'events.jsonl' },
+        audiences: [{ id: 'aud-1', name: 'A', mergePolicyId: 'mp-1', createdAt: 1, updatedAt: 2 }],
+        destinations: [{ id: 'dest-1', endpoint: 'http://127.0.0.1:9/' }],
+        dataflows: [{ id: 'flow-1', destination: 'dest-1', audiences: ['aud-1'] }],
+      },
+      { env: {}, baseDir: '/' },
+    );
+    const shared = sharedTransportThread();
+    const before = shared.onTrouble;
+    shared.onTrouble = undefined;
+    const noFailures: FailedRequestStore = { put: async () => undefined, list: async () => [], remove: async () => undefined, close: async () => undefined };
+    const sinks = openSinks(config, { failed: noFailures, logger, storeFailures: false });
+    try {
+      expect(shared.onTrouble).toBeTypeOf('function');
+      shared.onTrouble!('exited (code 7)', 3);
+      const warn = lines.map((l) => JSON.parse(l) as { level: number; msg: string; pending: number }).find((l) => l.msg.startsWith('transport thread'));
+      expect(warn).toMatchObject({ level: 40, pending: 3, msg: 'transport thread exited (code 7): its 3 pending request(s) fail (retryable) and the next send starts a new thread' });
+    } finally {
+      await sinks.close();
+      shared.onTrouble = before;
+    }
   });
 });
 

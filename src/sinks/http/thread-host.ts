@@ -117,11 +117,13 @@ export interface TransportThreadOptions {
   spawn?: () => Worker;
   /**
    * How long past a request's own deadline (`timeoutMs`, which the thread enforces) the main
-   * thread waits for its answer, and how long a starting thread may take to announce itself,
-   * before it declares the thread stuck: it is terminated, what was pending rejects
-   * (retryable) and the next send starts a new one. @default TRANSPORT_THREAD_STUCK_MS (10 s)
+   * thread waits for its answer before it declares the thread stuck: it is terminated, what
+   * was pending rejects (retryable) and the next send starts a new one.
+   * @default TRANSPORT_THREAD_STUCK_MS (10 s)
    */
   stuckAfterMs?: number;
+  /** How long a starting thread may take to announce itself; past it, the same. @default TRANSPORT_THREAD_STUCK_MS (10 s) */
+  startTimeoutMs?: number;
 }
 
 /** `TransportThreadOptions.stuckAfterMs`' default. */
@@ -145,6 +147,12 @@ export class TransportThread {
   received = 0;
   /** Threads started so far. */
   started = 0;
+  /**
+   * Told when the thread died or was declared stuck (`why`: "exited (code 1)", "failed
+   * (ERR_…)", "stuck (…)") and how many pending requests that failed. Must not throw.
+   * `openSinks` logs it as a warning. @default none
+   */
+  onTrouble: ((why: string, pending: number) => void) | undefined;
   private worker: Worker | undefined;
   /** Bumped for every thread started: a channel opened in an older one must open again. */
   private generation = 0;
@@ -163,6 +171,7 @@ export class TransportThread {
   private live = 0;
   private readonly spawn: () => Worker;
   private readonly stuckAfterMs: number;
+  private readonly startTimeoutMs: number;
   /** The watchdog's timer, running while something is pending. */
   private watchdog: NodeJS.Timeout | undefined;
   /** When the running thread was started, until it announced itself (`performance.now()`). */
@@ -171,6 +180,7 @@ export class TransportThread {
   constructor(options: TransportThreadOptions = {}) {
     this.spawn = options.spawn ?? spawnTransportWorker;
     this.stuckAfterMs = options.stuckAfterMs ?? TRANSPORT_THREAD_STUCK_MS;
+    this.startTimeoutMs = options.startTimeoutMs ?? TRANSPORT_THREAD_STUCK_MS;
   }
 
   /** The running thread (tests: terminate it to see pending sends fail). */
@@ -304,6 +314,7 @@ export class TransportThread {
     if (stop) void w.terminate();
     const pending = [...this.pending.values()];
     this.pending.clear();
+    this.onTrouble?.(why, pending.length);
     for (const p of pending) {
       p.done();
       p.reject(new DeliveryError('ERR_HTTP_CONNECTION', `transport thread ${why}`, { retryable: true, cause }));
@@ -338,7 +349,7 @@ export class TransportThread {
       this.worker.ref();
     }
     if (this.watchdog === undefined) {
-      this.watchdog = setInterval(this.watch, Math.max(10, Math.min(1_000, this.stuckAfterMs / 2)));
+      this.watchdog = setInterval(this.watch, Math.max(10, Math.min(1_000, this.stuckAfterMs / 2, this.startTimeoutMs / 2)));
       this.watchdog.unref();
     }
   }
@@ -346,7 +357,7 @@ export class TransportThread {
   /**
    * The watchdog: the thread enforces each request's deadline itself, so a request still
    * pending `stuckAfterMs` past its deadline — or a thread that has not announced itself
-   * `stuckAfterMs` after its start — means the thread stopped answering (a loop that never
+   * `startTimeoutMs` after its start — means the thread stopped answering (a loop that never
    * yields, a bug in undici): it is terminated, and what was pending rejects (retryable)
    * instead of holding its messages for ever. The oldest pending send is the first in `pending`.
    */
@@ -358,8 +369,8 @@ export class TransportThread {
       return;
     }
     const now = performance.now();
-    if (this.startingSince !== undefined && now - this.startingSince > this.stuckAfterMs) {
-      this.gone(w, `stuck (not started within ${this.stuckAfterMs} ms)`, undefined, true);
+    if (this.startingSince !== undefined && now - this.startingSince > this.startTimeoutMs) {
+      this.gone(w, `stuck (not started within ${this.startTimeoutMs} ms)`, undefined, true);
       return;
     }
     const oldest = this.pending.values().next().value as PendingSend | undefined;
