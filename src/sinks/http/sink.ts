@@ -30,7 +30,7 @@ import { authDepsFor, createAuthProvider } from './auth/index.js';
 import type { AuthProvider } from './auth/types.js';
 import { createRedactor, processSecrets, type Redactor } from '../../observability/redact.js';
 import { requestBuilder, type HttpRequest, type RequestBuilder } from './request.js';
-import { createTransport, type HttpTransport, type TransportResponse } from './transport.js';
+import { createTransport, type HttpTransport, type Pace, type TransportResponse } from './transport.js';
 
 
 
@@ -96,6 +96,12 @@ export interface HttpSinkOptions {
    * timeout), for the per-dataflow response-class metric. Must not throw. @default none
    */
   onResponse?: (statusCode: number | undefined) => void;
+  /**
+   * The dataflow's pace, given to the transport with every request (`SendOptions.pace`): a
+   * transport that reaches the socket later than it is called (the thread transport) keeps
+   * it there. @default none
+   */
+  pace?: Pace;
 }
 
 function isStatus(err: unknown, status: number): boolean {
@@ -165,6 +171,7 @@ export class HttpSink implements ExportSink, ExportSender {
   private readonly storeFailures: boolean;
   private readonly onRetry?: HttpSinkOptions['onRetry'];
   private readonly onResponse?: HttpSinkOptions['onResponse'];
+  private readonly pace: Pace | undefined;
   private readonly warnStored: (obj: object, msg: string) => void;
   /** Auth header values seen (the newest few) that the redactor does not know: scrubbed from reasons. */
   private readonly seenSecrets = new Set<string>();
@@ -195,6 +202,7 @@ export class HttpSink implements ExportSink, ExportSender {
     this.storeFailures = options.storeFailures ?? d.storeFailures;
     this.onRetry = options.onRetry;
     this.onResponse = options.onResponse;
+    this.pace = options.pace;
     this.warnStored = throttledWarn({
       logger: options.logger,
       intervalMs: options.warnIntervalMs ?? d.warnIntervalMs,
@@ -227,7 +235,7 @@ export class HttpSink implements ExportSink, ExportSender {
       return Promise.reject(err);
     }
     // A 401 cannot be helped by renewing fixed credentials: no `invalidate` here.
-    return this.transport.send(req, { cancellation }).then(this.answered, this.refused);
+    return this.transport.send(req, { cancellation, pace: this.pace }).then(this.answered, this.refused);
   }
 
   /** A 2xx answer of the fixed-credentials path (a bound method: no closure per request). */
@@ -263,7 +271,7 @@ export class HttpSink implements ExportSink, ExportSender {
     // right before the request leaves. Pool mode: after a pause past the lease, nothing goes out.
     if (job.guard && !job.guard()) throw fenced(job);
     try {
-      const res = await this.transport.send(req, { cancellation });
+      const res = await this.transport.send(req, { cancellation, pace: this.pace });
       this.onResponse?.(res.statusCode);
       return res;
     } catch (err) {

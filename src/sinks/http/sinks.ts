@@ -90,8 +90,6 @@ export function createSinks(
       shared.set(destination.id, found);
     }
     const res = found;
-    // the dataflow's limit, for a transport that reaches the socket later than it is called (thread transport)
-    const pace = { key: flow.id, perSecond: flow.rateLimit };
     sinks.set(
       flow.id,
       new HttpSink({
@@ -101,7 +99,7 @@ export function createSinks(
         // the set owns the shared resources: a sink's own close() must not close them
         // (`dispatcher` read on use: a thread transport makes its main-side dispatcher only when asked)
         transport: {
-          send: (req, opts) => res.transport.send(req, { signal: opts?.signal, cancellation: opts?.cancellation, pace }),
+          send: (req, opts) => res.transport.send(req, opts),
           get dispatcher() {
             return res.transport.dispatcher;
           },
@@ -122,6 +120,8 @@ export function createSinks(
         warnIntervalMs: options.warnIntervalMs,
         onRetry: options.onRetry,
         onResponse: options.onResponse ? (status) => options.onResponse?.(flow.id, status) : undefined,
+        // the dataflow's limit, for a transport that reaches the socket later than it is called (thread transport)
+        pace: { key: flow.id, perSecond: flow.rateLimit },
       }),
     );
   }
