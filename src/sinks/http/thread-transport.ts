@@ -18,25 +18,18 @@
  *   ("transport thread exited …") and the next send starts a new thread.
  * - The thread keeps the process alive only while requests (or closes) are pending; it is
  *   terminated when the last of its transports is closed.
- * - `SendOptions.pace` (a dataflow's rate limit, passed by `createSinks`): the thread holds a
- *   request rather than let more than `floor(1.05 × perSecond)` of the dataflow leave in any
- *   sliding second (./pace-gate.ts) — the permits were granted earlier, on the main thread.
+ * - `SendOptions.pace` (a dataflow's rate limit, passed by its sink — `HttpSinkOptions.pace`,
+ *   set by `createSinks`): the thread holds a request rather than let more than
+ *   `floor(1.05 × perSecond)` of the dataflow leave in any sliding second, or leave closer to
+ *   the previous ones than the limit's spacing allows (./pace-gate.ts) — the permits were
+ *   granted earlier, on the main thread.
  */
 import type { Dispatcher } from 'undici';
 import { DeliveryError } from '../../errors.js';
 import { processRedactor, type Redactor } from '../../observability/redact.js';
-import { aborted, type TransportResponse } from './exchange.js';
-import type { HttpRequest } from './request.js';
 import { sharedTransportThread, type TransportThread } from './thread-host.js';
 import type { ChannelSettings } from './thread-protocol.js';
-import {
-  createDestinationDispatcher,
-  urlTargets,
-  type DispatcherSettings,
-  type HttpTransport,
-  type RequestTarget,
-  type SendOptions,
-} from './transport.js';
+import { createDestinationDispatcher, sender, urlTargets, type DispatcherSettings, type HttpTransport } from './transport.js';
 
 export { sharedTransportThread, TransportThread, type TransportThreadOptions } from './thread-host.js';
 
@@ -84,22 +77,13 @@ export function createThreadTransport(options: ThreadTransportOptions): HttpTran
   let mainDispatcher: Dispatcher | undefined;
   let closing: Promise<void> | undefined;
 
-  function send(req: HttpRequest, opts?: SendOptions): Promise<TransportResponse> {
-    const signal = opts?.signal;
-    const cancellation = opts?.cancellation;
-    if (signal?.aborted || cancellation?.cancelled) return Promise.reject(aborted());
-    if (channel.closed) return Promise.reject(new DeliveryError('ERR_HTTP_CONNECTION', 'transport closed', { retryable: true }));
-    let t: RequestTarget;
-    try {
-      t = target(req.url);
-    } catch (err) {
-      return Promise.reject(err);
+  const send = sender(target, (req, t, resolve, reject, signal, opts) => {
+    if (channel.closed) {
+      reject(new DeliveryError('ERR_HTTP_CONNECTION', 'transport closed', { retryable: true }));
+      return undefined;
     }
-    return new Promise<TransportResponse>((resolve, reject) => {
-      const p = thread.send(channel, t, req, resolve, reject, signal, opts?.pace);
-      cancellation?.attach(p);
-    });
-  }
+    return thread.send(channel, t, req, resolve, reject, signal, opts?.pace);
+  });
 
   return {
     send,

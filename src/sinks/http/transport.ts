@@ -164,6 +164,42 @@ export function createDestinationDispatcher(destination: DispatcherSettings): Di
 }
 
 /**
+ * Hands a request to undici (or to the thread that runs it); returns what cancels it, or
+ * undefined when it settled the promise itself (nothing to cancel).
+ */
+export type StartRequest = (
+  req: HttpRequest,
+  target: RequestTarget,
+  resolve: (res: TransportResponse) => void,
+  reject: (err: unknown) => void,
+  signal: AbortSignal | undefined,
+  options: SendOptions | undefined,
+) => { cancel(): void } | undefined;
+
+/**
+ * The `send` of a transport around `start`, what both transports do alike: a send cancelled
+ * before it begins rejects at once ("request cancelled"), the URL becomes a target (`targetOf`,
+ * see `urlTargets`), and a `cancellation` is attached to what `start` returns.
+ */
+export function sender(targetOf: (url: string) => RequestTarget, start: StartRequest): HttpTransport['send'] {
+  return (req, opts) => {
+    const signal = opts?.signal;
+    const cancellation = opts?.cancellation;
+    if (signal?.aborted || cancellation?.cancelled) return Promise.reject(aborted());
+    let t: RequestTarget;
+    try {
+      t = targetOf(req.url);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return new Promise<TransportResponse>((resolve, reject) => {
+      const handle = start(req, t, resolve, reject, signal, opts);
+      if (handle !== undefined) cancellation?.attach(handle);
+    });
+  };
+}
+
+/**
  * Creates the transport of one destination.
  *
  * @example
@@ -189,24 +225,13 @@ export function createTransport(options: TransportOptions): HttpTransport {
 
   let closing: Promise<void> | undefined;
 
-  function send(req: HttpRequest, opts?: SendOptions): Promise<TransportResponse> {
-    const signal = opts?.signal;
-    const cancellation = opts?.cancellation;
-    if (signal?.aborted || cancellation?.cancelled) return Promise.reject(aborted());
-    let t: RequestTarget;
-    try {
-      t = target(req.url);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    return new Promise<TransportResponse>((resolve, reject) => {
-      const ex = new Exchange(settings, t.https, resolve, reject, signal);
-      cancellation?.attach(ex);
-      // undici's low-level API: no Readable body, no async iterator, no AbortController (the
-      // exchange aborts through the controller undici hands it); errors arrive in onResponseError.
-      dispatcher.dispatch({ origin: t.origin, path: t.path, method: req.method, headers: req.headers, body: req.body }, ex);
-    });
-  }
+  // undici's low-level API: no Readable body, no async iterator, no AbortController (the
+  // exchange aborts through the controller undici hands it); errors arrive in onResponseError.
+  const send = sender(target, (req, t, resolve, reject, signal) => {
+    const ex = new Exchange(settings, t.https, resolve, reject, signal);
+    dispatcher.dispatch({ origin: t.origin, path: t.path, method: req.method, headers: req.headers, body: req.body }, ex);
+    return ex;
+  });
 
   return {
     send,
