@@ -7,6 +7,7 @@ import { util, type Dispatcher } from 'undici';
 import { DeliveryError } from '../../errors.js';
 import type { Redactor } from '../../observability/redact.js';
 import { classify, statusError, type ResponseHeaders } from './answer-errors.js';
+import { splitRawHeaders } from './thread-protocol.js';
 import { TRANSPORT_DEFAULTS } from './transport-defaults.js';
 
 /** The answer to a successful (2xx) request; its body has been consumed. */
@@ -92,19 +93,20 @@ export class Deadlines {
 }
 
 /**
- * A 2xx answer: its headers are parsed from undici's raw list only when asked for (the sink
- * never asks: on the export path a 2xx costs no header object).
+ * A 2xx answer: its headers are parsed from undici's raw list — or from the transport thread's
+ * text of it (`joinRawHeaders`) — only when asked for (the sink never asks: on the export path
+ * a 2xx costs no header object).
  */
 export class Answer implements TransportResponse {
   private parsed: ResponseHeaders | undefined;
 
   constructor(
     readonly statusCode: number,
-    private readonly raw: Array<Buffer | string>,
+    private readonly raw: Buffer[] | string,
   ) {}
 
   get headers(): ResponseHeaders {
-    this.parsed ??= util.parseHeaders(this.raw);
+    this.parsed ??= util.parseHeaders(typeof this.raw === 'string' ? splitRawHeaders(this.raw) : this.raw);
     return this.parsed;
   }
 }

@@ -13,8 +13,8 @@ import { Worker } from 'node:worker_threads';
 import { util } from 'undici';
 import { DeliveryError } from '../../errors.js';
 import type { Redactor } from '../../observability/redact.js';
-import { statusError, type ResponseHeaders } from './answer-errors.js';
-import { aborted, failureError, type TransportResponse } from './exchange.js';
+import { statusError } from './answer-errors.js';
+import { aborted, Answer, failureError, type TransportResponse } from './exchange.js';
 import type { HttpRequest } from './request.js';
 import {
   ANS_CLOSED,
@@ -50,21 +50,6 @@ function spawnTransportWorker(): Worker {
   const tsx = new URL(pkg.exports['./esm/api']!.import.default, pathToFileURL(pkgPath)).href;
   const boot = `import(${JSON.stringify(tsx)}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); });`;
   return new Worker(boot, { eval: true });
-}
-
-/** A 2xx from the thread: the headers are split and parsed only when asked for. */
-class ThreadAnswer implements TransportResponse {
-  private parsed: ResponseHeaders | undefined;
-
-  constructor(
-    readonly statusCode: number,
-    private readonly raw: string,
-  ) {}
-
-  get headers(): ResponseHeaders {
-    this.parsed ??= util.parseHeaders(splitRawHeaders(this.raw));
-    return this.parsed;
-  }
 }
 
 /** One `send` waiting for the thread's answer; the `Cancellation` target and `signal` listener. */
@@ -413,7 +398,7 @@ export class TransportThread {
         p.done();
       }
       if (tag === ANS_OK) {
-        if (p) p.resolve(new ThreadAnswer(batch[i + 2] as number, batch[i + 3] as string));
+        if (p) p.resolve(new Answer(batch[i + 2] as number, batch[i + 3] as string));
         i += 4;
       } else if (tag === ANS_STATUS) {
         if (p) {
