@@ -487,6 +487,22 @@ interface ModeResult {
   errors?: string;
   /** Embedded modes: the store kind (memory or local). */
   store?: EmbeddedStore;
+  /**
+   * Steady modes: p99 and max latency of the updates sent in each second from the start of the
+   * load (the warm-up seconds and the two after): how long the worker's start-up (JIT, heap
+   * growth, connections) shows. Not part of the target, which starts after the warm-up.
+   */
+  startup?: Array<{ second: number; n: number; p99: number | null; max: number | null }>;
+}
+
+/** Latency per second of sending from `startedAt`, over the warm-up and two seconds more (see `ModeResult.startup`). */
+async function startupSeconds(env: Env, startedAt: number): Promise<NonNullable<ModeResult['startup']>> {
+  const out: NonNullable<ModeResult['startup']> = [];
+  for (let k = 0; k < Math.ceil(opts.warmup) + 2; k++) {
+    const { latency } = (await env.receiver.stats(startedAt + k * 1000, startedAt + (k + 1) * 1000 - 1)).all;
+    out.push({ second: k + 1, n: latency.n, p99: latency.p99, max: latency.max });
+  }
+  return out;
 }
 
 function windowCpu(env: Env, name: string, a: number, b: number): number | null {
@@ -839,6 +855,7 @@ async function steady(env: Env, workers: number): Promise<ModeResult> {
   );
   // Steady: upd/s is the offered rate; exp/s the delivered rate (full seconds at the receiver).
   result.updatesPerSecond = pub.rate;
+  result.startup = await startupSeconds(env, pub.startedAt);
   if (!result.complete) {
     result.note = `${fmt(expected - result.exports)} exports still undelivered ${opts.maxSeconds} s after the offered load ended: the pipeline did not keep up; the latency figures cover delivered exports only (a lower bound)`;
   }
@@ -978,6 +995,7 @@ async function embeddedSteady(env: Env): Promise<ModeResult> {
     );
     result.updatesPerSecond = (sent / pubMs) * 1000;
     result.store = store;
+    result.startup = await startupSeconds(env, startedAt);
     if (!result.complete) {
       result.note = `${fmt(expected - result.exports)} exports still undelivered after the offered load ended: the latency figures cover delivered exports only (a lower bound)`;
     }
@@ -1246,6 +1264,12 @@ function table(ceilings: Ceilings, results: ModeResult[], tgs: Target[], meta: R
         `#${i + 1} ${w.eventsRead === undefined ? '' : `${fmt(w.eventsRead)} updates read, `}CPU ${fmt(w.cpuPct)}%, peak RSS ${fmt(w.peakRssMb)} MB, exit ${w.exitCode}`,
     );
     L.push(`  ${r.mode} workers: ${ws.join('; ')}`);
+  }
+  for (const r of results) {
+    if (r.startup) {
+      const secs = r.startup.map((x) => `${x.second <= opts.warmup ? '' : '+'}${fmt(x.p99)}/${fmt(x.max)}`).join('  ');
+      L.push(`  ${r.mode} start-up, latency p99/max ms of the updates sent in each second from the load's start (warm-up, then +: measured): ${secs}`);
+    }
   }
   for (const r of results) {
     if (r.note) L.push(`  ! ${r.mode}: ${r.note}`);
