@@ -183,6 +183,11 @@ export class Metrics {
   private activeAlerts = 0;
   /** The retry queues' depth by dataflow, read at each scrape (set by the worker). */
   queueDepth?: () => Iterable<[string, number]>;
+  /**
+   * The HTTP transport thread's deaths and stalls by kind (`TransportThread.troubles`), read at
+   * each scrape; set by the worker when undici runs on the thread (`worker.httpThread`).
+   */
+  transportThreadTroubles?: () => Iterable<[string, number]>;
 
   constructor(options: MetricsOptions = {}) {
     this.now = options.now ?? Date.now;
@@ -270,6 +275,17 @@ export class Metrics {
         this.reset();
         const depth = self.queueDepth;
         if (depth) for (const [dataflow, n] of depth()) this.set({ dataflow }, n);
+      },
+    });
+    new Counter({
+      name: 'http_destination_transport_thread_troubles_total',
+      help: 'Deaths and stalls of the HTTP transport thread, by kind (exited, failed, stuck): each failed its pending requests (retryable) and the next send started a new thread.',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        this.reset();
+        const troubles = self.transportThreadTroubles;
+        if (troubles) for (const [kind, n] of troubles()) this.inc({ kind }, n);
       },
     });
     new Counter({

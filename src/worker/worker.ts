@@ -18,7 +18,8 @@ import { exportPipeline } from './pipeline.js';
 import type { Health } from '../observability/health.js';
 import type { FailedRequestStore } from '../sinks/types.js';
 import type { PoolCoordinator } from './pool.js';
-import { openFailureStores, openSinks, openSnapshotStore } from './runtime.js';
+import { httpThreadOf, openFailureStores, openSinks, openSnapshotStore } from './runtime.js';
+import { sharedTransportThread } from '../sinks/http/thread-transport.js';
 import { LocalSnapshotStore } from '../stores/local-snapshot-store.js';
 import type { SnapshotStore } from '../stores/types.js';
 import { EMPTY, filter, map, merge, share, Subject, takeUntil, tap, type Observable } from 'rxjs';
@@ -150,6 +151,7 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     logger,
   });
   if (retry) metrics.queueDepth = () => retry.queues.depths();
+  if (httpThreadOf(config)) metrics.transportThreadTroubles = () => Object.entries(sharedTransportThread().troubles);
   // Monitoring wiring: readiness checks of what was opened.
   if (options.health) {
     const { checksFor } = await import('../observability/health-probes.js');

@@ -71,6 +71,20 @@ describe('Metrics (prom-client)', () => {
     expect(sample(text, 'http_destination_rate_limit_wait_seconds_count{dataflow="flow-1"}')).toBe(2);
   });
 
+  it('counts the transport thread\'s troubles by kind, read when scraped; absent without a thread', async () => {
+    const m = new Metrics();
+    expect(await m.render()).not.toContain('http_destination_transport_thread_troubles_total{');
+    const troubles = { exited: 1, failed: 0, stuck: 2 };
+    m.transportThreadTroubles = () => Object.entries(troubles);
+    let text = await m.render();
+    expect(sample(text, 'http_destination_transport_thread_troubles_total{kind="exited"}')).toBe(1);
+    expect(sample(text, 'http_destination_transport_thread_troubles_total{kind="failed"}')).toBe(0);
+    expect(sample(text, 'http_destination_transport_thread_troubles_total{kind="stuck"}')).toBe(2);
+    troubles.stuck = 3;
+    text = await m.render();
+    expect(sample(text, 'http_destination_transport_thread_troubles_total{kind="stuck"}')).toBe(3);
+  });
+
   it('shows the last source-lag measurement per partition, leaving it out when unknown', async () => {
     const m = new Metrics();
     const at = Date.UTC(2026, 11, 5, 10, 0, 0);

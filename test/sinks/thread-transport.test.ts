@@ -145,6 +145,7 @@ describe('thread transport: the thread dies', () => {
       expect((e as DeliveryError).message).toMatch(/^transport thread exited/);
     }
     expect(troubles).toEqual([['exited (code 1)', 5]]);
+    expect(thread.troubles).toEqual({ exited: 1, failed: 0, stuck: 0 });
     expect(thread.inFlight).toBe(0);
     expect((await t.send(post(ok.url))).statusCode).toBe(200);
     expect(thread.started).toBe(2);
@@ -161,6 +162,10 @@ describe('thread transport: the thread dies', () => {
     expect((err as DeliveryError).code).toBe('ERR_HTTP_CONNECTION');
     expect((err as DeliveryError).retryable).toBe(true);
     expect((err as DeliveryError).message).toBe('transport thread failed (TypeError)');
+    // the exit that follows the error is not a second trouble
+    await until(() => thread.current === undefined);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(thread.troubles).toEqual({ exited: 0, failed: 1, stuck: 0 });
   });
 });
 
@@ -201,6 +206,7 @@ describe('thread transport: a thread that stops answering (the watchdog)', () =>
     expect(thread.inFlight).toBe(0);
     expect(troubles).toEqual([['stuck (no answer within 150 ms)', 2]]);
     await until(() => exited); // terminated, not left running
+    expect(thread.troubles).toEqual({ exited: 0, failed: 0, stuck: 1 }); // its exit is not a second one
     void t.send(post('http://127.0.0.1:9/')).catch(() => undefined);
     expect(thread.started).toBe(2);
   });
@@ -216,6 +222,7 @@ describe('thread transport: a thread that stops answering (the watchdog)', () =>
     expect(performance.now() - started).toBeGreaterThanOrEqual(100);
     expect(thread.current).toBeUndefined();
     await until(() => exited);
+    expect(thread.troubles.stuck).toBe(1);
   });
 });
 

@@ -114,6 +114,9 @@ export interface TransportThreadOptions {
 /** `TransportThreadOptions.stuckAfterMs`' default. */
 export const TRANSPORT_THREAD_STUCK_MS = 10_000;
 
+/** What ended a transport thread (see `TransportThread.troubles`). */
+export type TransportThreadTrouble = 'exited' | 'failed' | 'stuck';
+
 /**
  * The worker thread undici runs on, shared by the thread transports of a process (see
  * `sharedTransportThread`), and the batching of requests and answers.
@@ -138,6 +141,12 @@ export class TransportThread {
    * `openSinks` logs it as a warning. @default none
    */
   onTrouble: ((why: string, pending: number) => void) | undefined;
+  /**
+   * Deaths and stalls of the thread so far, by kind (the `http_destination_transport_thread_troubles_total`
+   * metric): `exited` (it ended by itself), `failed` (an uncaught error, or a message that could
+   * not be read), `stuck` (the watchdog stopped it: not started, or no answer, in time).
+   */
+  readonly troubles: Record<TransportThreadTrouble, number> = { exited: 0, failed: 0, stuck: 0 };
   private worker: Worker | undefined;
   /** Bumped for every thread started: a channel opened in an older one must open again. */
   private generation = 0;
@@ -278,20 +287,21 @@ export class TransportThread {
         this.answers(batch);
       } catch (err) {
         // an answer we cannot read: a bug, never a reason to leave requests pending
-        this.gone(w, 'failed (an answer could not be read)', err);
+        this.gone(w, 'failed', 'failed (an answer could not be read)', err);
       }
     });
     w.on('error', (err: Error) => {
       const what = (err as { code?: unknown }).code ?? err.name;
-      this.gone(w, `failed (${String(what)})`, err);
+      this.gone(w, 'failed', `failed (${String(what)})`, err);
     });
-    w.on('messageerror', (err: Error) => this.gone(w, 'failed (an answer could not be read)', err));
-    w.on('exit', (code: number) => this.gone(w, `exited (code ${code})`));
+    w.on('messageerror', (err: Error) => this.gone(w, 'failed', 'failed (an answer could not be read)', err));
+    w.on('exit', (code: number) => this.gone(w, 'exited', `exited (code ${code})`));
   }
 
   /** The thread died: every pending send rejects (retryable), every close is done; the next send starts a new one. */
-  private gone(w: Worker, why: string, cause?: unknown, stop = cause !== undefined): void {
+  private gone(w: Worker, kind: TransportThreadTrouble, why: string, cause?: unknown, stop = cause !== undefined): void {
     if (this.worker !== w) return;
+    this.troubles[kind]++;
     this.worker = undefined;
     this.startingSince = undefined;
     this.markReady();
@@ -355,12 +365,12 @@ export class TransportThread {
     }
     const now = performance.now();
     if (this.startingSince !== undefined && now - this.startingSince > this.startTimeoutMs) {
-      this.gone(w, `stuck (not started within ${this.startTimeoutMs} ms)`, undefined, true);
+      this.gone(w, 'stuck', `stuck (not started within ${this.startTimeoutMs} ms)`, undefined, true);
       return;
     }
     const oldest = this.pending.values().next().value as PendingSend | undefined;
     if (oldest !== undefined && now - oldest.at > oldest.channel.timeoutMs + this.stuckAfterMs) {
-      this.gone(w, `stuck (no answer within ${oldest.channel.timeoutMs + this.stuckAfterMs} ms)`, undefined, true);
+      this.gone(w, 'stuck', `stuck (no answer within ${oldest.channel.timeoutMs + this.stuckAfterMs} ms)`, undefined, true);
     }
   };
 
