@@ -159,6 +159,11 @@ function send(id: number, channelId: number, origin: string, path: string, metho
   }
 }
 
+/** A held request that no longer needs the socket: the gate lets it go without a place in its window. */
+function unwanted(h: Held): boolean {
+  return h.cancelled || expired(h.permitDeadline);
+}
+
 /**
  * A held request the gate lets go: sent, unless cancelled meanwhile, its permit expired (see
  * `send`), or held past its deadline (a stale permit is told first: it was never sent, and a
@@ -193,10 +198,11 @@ function paced(
   body: string,
   permitDeadline: number,
 ): void {
-  if (perSecond <= 0) return send(id, channelId, origin, path, method, headers, body, permitDeadline); // not paced
+  // not paced, or expired already (`send` answers ANS_STALE; it takes no place in the window)
+  if (perSecond <= 0 || expired(permitDeadline)) return send(id, channelId, origin, path, method, headers, body, permitDeadline);
   let gate = gates.get(key);
   if (gate === undefined || gate.cap !== Math.max(1, Math.floor(perSecond * PACE_SLACK))) {
-    gate = new PaceGate<Held>(perSecond, released);
+    gate = new PaceGate<Held>(perSecond, released, undefined, unwanted);
     gates.set(key, gate);
   }
   if (gate.admit()) return send(id, channelId, origin, path, method, headers, body, permitDeadline);
