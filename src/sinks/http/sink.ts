@@ -56,9 +56,10 @@ export const HTTP_SINK_DEFAULTS = {
   warnIntervalMs: 10_000,
   /**
    * Stale-permit answers (`ERR_PERMIT_STALE`) in a row that one attempt resends after with a
-   * new permit; the next one fails the attempt (retryable).
+   * new permit; the next one fails the attempt (retryable). Each resend costs a permit; on a
+   * loaded 2-core host a stalled transport thread answered up to 3 in a row.
    */
-  maxStaleResends: 3,
+  maxStaleResends: 5,
 } as const;
 
 export interface HttpSinkOptions {
@@ -135,7 +136,7 @@ function fenced(job: ExportJob): FencedError {
  *   A transport that would reach the socket later (the thread transport: its message queue,
  *   its pace gate, a stall) sends nothing and answers `ERR_PERMIT_STALE`: that is no answer of
  *   the endpoint's, so the same attempt takes a new permit, checks the fence again and resends
- *   — no attempt counted, no `onResponse`, nothing stored; after `maxStaleResends` (3) such
+ *   — no attempt counted, no `onResponse`, nothing stored; after `maxStaleResends` (5) such
  *   resends in a row the next stale answer fails the attempt like a connection error
  *   (retryable: the retry stage counts it, backs off, and takes a permit of its own). A 401 answered
  *   to credentials that `auth.invalidate()` can renew rejects with `credentialsRenewed` (the
