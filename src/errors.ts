@@ -18,6 +18,7 @@ export type DeliveryCode =
   | 'ERR_HTTP_STATUS' // non-2xx answer
   | 'ERR_HTTP_TIMEOUT' // no answer in timeoutMs
   | 'ERR_HTTP_CONNECTION' // refused, reset, DNS, TLS handshake…
+  | 'ERR_PERMIT_STALE' // not sent: its send permit expired before the request reached the socket (SendOptions.permitDeadline)
   | 'ERR_AUTH' // could not obtain credentials (token endpoint down, refused grant)
   | 'ERR_REQUEST_BUILD' // the request could not be built (e.g. a body that cannot be signed)
   | 'ERR_INTERNAL'; // a bug: an unexpected exception on the delivery path

@@ -378,10 +378,9 @@ export const configSchema = z.strictObject({
       maxSnapshotBytes: z.number().int().min(1_024).max(268_435_456).default(DEFAULTS.maxSnapshotBytes),
       startupTimeoutMs: durationMs(0).default(DEFAULTS.startupTimeoutMs),
       /**
-       * undici on a worker thread (true) or on the main thread (false). Unset: the thread on one
-       * host (store `local` or `memory`), the main thread in a pool (store `redis`: the pool's
-       * send slots are checked for age on the main thread, before a request crosses over).
-       * See `httpThreadOf`.
+       * undici on a worker thread (true) or on the main thread (false). Unset: the thread, for
+       * every store (in a pool, store `redis`, the thread checks each request's send slot for
+       * age right before undici gets it). See `httpThreadOf`.
        */
       httpThread: z.boolean().optional(),
     })

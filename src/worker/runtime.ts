@@ -70,13 +70,15 @@ export interface OpenedSinks extends HttpSinks {
 
 /**
  * Whether undici runs on the process's transport thread (`worker.httpThread`): as configured,
- * else on one host (store `local` or `memory`) yes, in a pool (store `redis`) no — there the
- * pool's send slots are checked for age on the main thread, and a thread that fell behind
- * could let slots granted before its stall reach the endpoint together with other workers'.
- * (`?.`: configs made by hand in tests may lack `worker`.)
+ * else yes, whatever the store. In a pool (store `redis`) the send slots have a maximum age
+ * (`maxPermitAgeMs`): the sink tells the transport until when a request's slot is good
+ * (`SendOptions.permitDeadline`) and the thread checks it right before undici gets the
+ * request, after its pace gate, so a thread that fell behind cannot put slots granted before
+ * its stall on the wire together with other workers' later ones: such a request is not sent
+ * and takes a new slot. (`?.`: configs made by hand in tests may lack `worker`.)
  */
-export function httpThreadOf(config: Pick<AppConfig, 'worker' | 'store'>): boolean {
-  return config.worker?.httpThread ?? config.store.kind !== 'redis';
+export function httpThreadOf(config: Pick<AppConfig, 'worker'>): boolean {
+  return config.worker?.httpThread ?? true;
 }
 
 /** One HTTP sink per dataflow, each with its own rate limiter (per worker, unless `limiterFor` gives pool-wide ones). */

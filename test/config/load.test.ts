@@ -265,7 +265,7 @@ describe('defaults', () => {
     }
   });
 
-  it('httpThreadOf: unset, the thread on one host (local, memory store), not in a pool (redis store); set, as set', () => {
+  it('httpThreadOf: unset, the thread for every store (local, memory, redis); set, as set', () => {
     const on = (store: unknown, httpThread?: boolean): boolean => {
       const raw = minimal() as Raw & { worker?: unknown; store?: unknown };
       raw.store = store;
@@ -275,8 +275,8 @@ describe('defaults', () => {
     };
     expect(on(undefined)).toBe(true); // the embedded default: the local store
     expect(on({ kind: 'memory' })).toBe(true);
-    expect(on({ kind: 'redis', url: 'redis://127.0.0.1:6379' })).toBe(false);
-    expect(on({ kind: 'redis', url: 'redis://127.0.0.1:6379' }, true)).toBe(true);
+    expect(on({ kind: 'redis', url: 'redis://127.0.0.1:6379' })).toBe(true); // a pool: the thread checks each send slot's age
+    expect(on({ kind: 'redis', url: 'redis://127.0.0.1:6379' }, false)).toBe(false);
     expect(on({ kind: 'memory' }, false)).toBe(false);
   });
 

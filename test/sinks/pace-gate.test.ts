@@ -1,7 +1,8 @@
 /**
  * The transport thread's last check of a dataflow's rate limit at the socket (pace-gate.ts):
  * at most floor(1.05 × perSecond) leave in any sliding second, and none closer to the ones before
- * than the limit's spacing allows; the rest are held in order and released at that pace. Fake timers and a fake clock: no real time.
+ * than the limit's spacing allows; the rest are held in order and released at that pace (a
+ * held item no longer wanted leaves without a place in the window). Fake timers and a fake clock: no real time.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { PaceGate } from '../../src/sinks/http/pace-gate.js';
@@ -72,6 +73,21 @@ describe('PaceGate', () => {
       // and the spacing: at 10/s (100-ms intervals, 100 ms early at most), ≤ 3 in any 150 ms
       expect(times.filter((t) => t >= times[i]! && t < times[i]! + 150).length).toBeLessThanOrEqual(3);
     }
+  });
+
+  it('a held item that is no longer wanted (cancelled, permit expired) leaves at its turn without a place in the window', () => {
+    const left = new Map<number, number>();
+    const unwanted = new Set<number>();
+    const gate = new PaceGate<number>(20, (i) => left.set(i, Date.now()), () => Date.now(), (i) => unwanted.has(i));
+    const t0 = Date.now();
+    offer(gate, left, 0, 5); // 0 and 1 leave at once; 2, 3, 4 are held, one per 50 ms
+    unwanted.add(2);
+    unwanted.add(3);
+    vi.advanceTimersByTime(50);
+    // 2 and 3 leave (unsent, by their owner) without spending 4's place: 4 leaves at 2's time
+    expect([...left.keys()]).toEqual([0, 1, 2, 3, 4]);
+    expect(left.get(4)! - t0).toBe(50);
+    expect(gate.held).toBe(0);
   });
 
   it('holds nothing at a pace below the cap', () => {

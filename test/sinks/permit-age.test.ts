@@ -2,8 +2,10 @@
  * The send permit's age at the last moment before the socket (issue 14 item 6): a request whose
  * permit grew older than the limiter's `maxPermitAgeMs` on its way (credentials awaited, an
  * event loop stalled) takes a new permit before it is handed to the transport, and the fence
- * is checked again after that wait; a fresh permit costs no limiter call. A fake clock decides
- * the ages; a fake transport records what was handed to it.
+ * is checked again after that wait; a fresh permit costs no limiter call. The transport is
+ * told until when the permit is good (`permitDeadline`); its stale-permit answer (nothing was
+ * sent) takes a new permit within the same attempt. A fake clock decides the ages; a fake
+ * transport records what was handed to it.
  */
 import { describe, expect, it } from 'vitest';
 import { firstValueFrom, Observable, type Subscriber } from 'rxjs';
@@ -12,9 +14,11 @@ import type { DestinationConfig } from '../../src/config/load.js';
 import { DeliveryError, HttpDestinationError } from '../../src/errors.js';
 import { AttemptHandle } from '../../src/operators/attempt-exports.js';
 import type { AuthProvider } from '../../src/sinks/http/auth/types.js';
-import { HttpSink } from '../../src/sinks/http/sink.js';
+import { stalePermit } from '../../src/sinks/http/exchange.js';
+import { HTTP_SINK_DEFAULTS, HttpSink } from '../../src/sinks/http/sink.js';
 import type { HttpRequest } from '../../src/sinks/http/request.js';
-import type { HttpTransport } from '../../src/sinks/http/transport.js';
+import { sharedClock } from '../../src/sinks/http/shared-clock.js';
+import type { HttpTransport, SendOptions } from '../../src/sinks/http/transport.js';
 import type { RateLimiter } from '../../src/stores/rate-limiter.js';
 import type { ExportJob, FailedRequest, FailedRequestStore } from '../../src/sinks/types.js';
 
@@ -268,5 +272,129 @@ describe('HttpSink: the age of a send permit right before the socket', () => {
     const outcome = await firstValueFrom(sink.send(job()));
     expect(outcome).toMatchObject({ status: 'delivered', attempts: 2 });
     expect(inGrant).toEqual([true, true]);
+  });
+});
+
+/** Fixed credentials (as `none` and `bearer` give): nothing awaited before the transport. */
+const fixedAuth: AuthProvider = {
+  fixedHeaders: { authorization: 'Bearer tok-123456' },
+  authorize: async () => ({ authorization: 'Bearer tok-123456' }),
+  invalidate: () => false,
+  close: async () => undefined,
+};
+
+/** A transport answering ERR_PERMIT_STALE (nothing sent) to its first `stale` sends, 200 after; it records every call's options. */
+function staleTransport(stale: number): HttpTransport & { calls: SendOptions[] } {
+  const t = {
+    ...fakeTransport(),
+    calls: [] as SendOptions[],
+    send: (_req: HttpRequest, opts?: SendOptions) => {
+      t.calls.push(opts ?? {});
+      return t.calls.length <= stale ? Promise.reject(stalePermit()) : Promise.resolve({ statusCode: 200, headers: {} });
+    },
+  };
+  return t;
+}
+
+describe('HttpSink: the permit deadline given to the transport, and its stale-permit answer', () => {
+  it('tells the transport until when the permit is good: maxPermitAgeMs after the grant, on sharedClock()', async () => {
+    for (const auth of [fixedAuth, undefined]) {
+      const clock = { t: 0 };
+      const transport = staleTransport(0);
+      // credentials (when awaited) take 20 ms of the permit's 50 on the sink's clock
+      const sink = new HttpSink({ destination, limiter: limiter({ maxPermitAgeMs: MAX_AGE }), failedStore: new NoStore(), transport, auth: auth ?? slowAuth(clock, 20), clock: () => clock.t });
+      const before = sharedClock();
+      await sink.attempt(job(), new AttemptHandle());
+      const after = sharedClock();
+      const left = auth ? MAX_AGE : MAX_AGE - 20;
+      const deadline = transport.calls[0]!.permitDeadline!;
+      expect(deadline).toBeGreaterThanOrEqual(before + left);
+      expect(deadline).toBeLessThanOrEqual(after + left);
+    }
+  });
+
+  it('gives no deadline when the limiter has no maxPermitAgeMs', async () => {
+    for (const auth of [fixedAuth, slowAuth({ t: 0 }, 0)]) {
+      const transport = staleTransport(0);
+      const sink = new HttpSink({ destination, limiter: limiter(), failedStore: new NoStore(), transport, auth });
+      await sink.attempt(job(), new AttemptHandle());
+      expect(transport.calls[0]!.permitDeadline).toBeUndefined();
+    }
+  });
+
+  it.each([
+    ['fixed credentials', true],
+    ['credentials from authorize()', false],
+  ] as const)('%s: a stale-permit answer takes a new permit from the limiter, checks the fence and sends again — no attempt counted, nothing stored, no onResponse', async (_name, fixed) => {
+    const l = limiter({ maxPermitAgeMs: MAX_AGE, free: true });
+    const transport = staleTransport(1);
+    const store = new NoStore();
+    const responses: Array<number | undefined> = [];
+    let guards = 0;
+    const sink = new HttpSink({
+      destination,
+      limiter: l,
+      failedStore: store,
+      transport,
+      auth: fixed ? fixedAuth : slowAuth({ t: 0 }, 0),
+      onResponse: (status) => responses.push(status),
+    });
+    const outcome = await firstValueFrom(sink.send(job({ guard: () => (guards++, true) })));
+    expect(outcome).toMatchObject({ status: 'delivered', attempts: 1, statusCode: 200 });
+    expect(transport.calls).toHaveLength(2);
+    expect(l.tried).toBe(2); // the chain's permit, then the new one
+    expect(guards).toBe(2); // before each send
+    expect(store.records).toHaveLength(0);
+    expect(responses).toEqual([200]);
+    // the resend has a deadline of its own, from the new permit
+    expect(transport.calls[1]!.permitDeadline!).toBeGreaterThanOrEqual(transport.calls[0]!.permitDeadline!);
+  });
+
+  it('waits for the new permit before sending again', async () => {
+    const l = limiter({ maxPermitAgeMs: MAX_AGE });
+    const transport = staleTransport(1);
+    const sink = new HttpSink({ destination, limiter: l, failedStore: new NoStore(), transport, auth: fixedAuth });
+    const p = sink.attempt(job(), new AttemptHandle());
+    await flush();
+    expect(transport.calls).toHaveLength(1);
+    expect(l.waiting).toHaveLength(1);
+    l.grant();
+    await expect(p).resolves.toMatchObject({ statusCode: 200 });
+    expect(transport.calls).toHaveLength(2);
+  });
+
+  it('a fence lost while the new permit was awaited: nothing sent again, FencedError', async () => {
+    const l = limiter({ maxPermitAgeMs: MAX_AGE });
+    const transport = staleTransport(1);
+    const sink = new HttpSink({ destination, limiter: l, failedStore: new NoStore(), transport, auth: fixedAuth });
+    let held = true;
+    const p = sink.attempt(job({ guard: () => held }), new AttemptHandle());
+    await flush();
+    held = false;
+    l.grant();
+    await expect(p).rejects.toMatchObject({ code: 'ERR_FENCED' });
+    expect(transport.calls).toHaveLength(1);
+  });
+
+  it(`stale answers in a row: ${HTTP_SINK_DEFAULTS.maxStaleResends} resends, then the attempt fails (retryable ERR_PERMIT_STALE)`, async () => {
+    const l = limiter({ maxPermitAgeMs: MAX_AGE, free: true });
+    const transport = staleTransport(Infinity);
+    const responses: Array<number | undefined> = [];
+    const sink = new HttpSink({ destination, limiter: l, failedStore: new NoStore(), transport, auth: fixedAuth, onResponse: (s) => responses.push(s) });
+    await expect(sink.attempt(job(), new AttemptHandle())).rejects.toMatchObject({ code: 'ERR_PERMIT_STALE', retryable: true });
+    expect(transport.calls).toHaveLength(HTTP_SINK_DEFAULTS.maxStaleResends + 1);
+    expect(l.tried).toBe(HTTP_SINK_DEFAULTS.maxStaleResends);
+    expect(responses).toEqual([]);
+  });
+
+  it('through send: attempts that keep ending stale are retried, then stored as failed with ERR_PERMIT_STALE', async () => {
+    const l = limiter({ maxPermitAgeMs: MAX_AGE, free: true });
+    const transport = staleTransport(Infinity);
+    const store = new NoStore();
+    const sink = new HttpSink({ destination, limiter: l, failedStore: store, transport, auth: fixedAuth });
+    const outcome = await firstValueFrom(sink.send(job()));
+    expect(outcome).toMatchObject({ status: 'failed', attempts: 3, code: 'ERR_PERMIT_STALE' });
+    expect(transport.calls).toHaveLength(3 * (HTTP_SINK_DEFAULTS.maxStaleResends + 1));
+    expect(store.records).toMatchObject([{ attempts: 3, lastErrorCode: 'ERR_PERMIT_STALE' }]);
   });
 });

@@ -25,6 +25,7 @@ import type { FailedRequestStore } from '../../src/sinks/types.js';
 import { createSinks } from '../../src/sinks/http/sinks.js';
 import { openSinks } from '../../src/worker/runtime.js';
 import { ANS_READY } from '../../src/sinks/http/thread-protocol.js';
+import { sharedClock } from '../../src/sinks/http/shared-clock.js';
 import { generatePki, type TestPki } from '../support/pki.js';
 
 const servers: Server[] = [];
@@ -117,6 +118,32 @@ describe('thread transport: a paced dataflow (SendOptions.pace)', () => {
     // the 11th left one window after the first (a slower machine only makes it later)
     expect(paced[10]! - first).toBeGreaterThanOrEqual(900);
     expect(paced[9]! - first).toBeLessThan(paced[10]! - first);
+  });
+});
+
+describe('thread transport: a permit deadline is checked after the pace gate (SendOptions.permitDeadline)', () => {
+  it('a request the gate holds past its permit deadline is not sent (ERR_PERMIT_STALE); one still within it is', async () => {
+    const urls: string[] = [];
+    const s = await server((req, res) => {
+      urls.push(req.url ?? '');
+      res.writeHead(200).end();
+    });
+    const seen = (u: string): string => `${s.url}?${u}`;
+    const thread = new TransportThread();
+    const t = transport(thread, 4);
+    // one a second: the first leaves, the ones behind it wait for the window (a second at least)
+    const pace = { key: 'flow-deadline', perSecond: 1 };
+    const first = t.send(post(seen('first')), { pace });
+    // its permit is good for 300 ms: less than the gate holds it, whatever the machine's speed
+    const stale = t.send(post(seen('stale')), { pace, permitDeadline: sharedClock() + 300 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    const fresh = t.send(post(seen('fresh')), { pace, permitDeadline: sharedClock() + 60_000 });
+    expect((await first).statusCode).toBe(200);
+    expect(await stale).toMatchObject({ code: 'ERR_PERMIT_STALE', retryable: true });
+    expect((await fresh).statusCode).toBe(200);
+    expect(urls).toEqual(['/profiles?first', '/profiles?fresh']);
   });
 });
 

@@ -10,6 +10,7 @@ import type { TLSSocket } from 'node:tls';
 import type { DestinationConfig, ResolvedTls } from '../../src/config/load.js';
 import { DeliveryError } from '../../src/errors.js';
 import type { HttpRequest } from '../../src/sinks/http/request.js';
+import { sharedClock } from '../../src/sinks/http/shared-clock.js';
 import { createThreadTransport } from '../../src/sinks/http/thread-transport.js';
 import { Cancellation, createTransport, parseRetryAfter, type HttpTransport } from '../../src/sinks/http/transport.js';
 
@@ -325,6 +326,23 @@ describe.each(['inline', 'thread'] as const)('%s transport', (kind) => {
       expect((await failure(t.send(post(`${s.url}/`), { signal: ac.signal }))).message).toBe('request cancelled');
       await new Promise((r) => setTimeout(r, 50));
       expect(s.received).toHaveLength(0);
+    });
+
+    it('sends nothing past the permit deadline: a retryable ERR_PERMIT_STALE, and the server never sees it', async () => {
+      const s = await server((_req, res) => res.writeHead(200).end());
+      const t = transport(dest());
+      const err = await failure(t.send(post(`${s.url}/stale`), { permitDeadline: sharedClock() - 1 }));
+      expect(err).toMatchObject({ code: 'ERR_PERMIT_STALE', retryable: true, message: 'request not sent: its send permit expired before it reached the socket' });
+      // a later request on the same transport is answered: the stale one was dropped, not delayed
+      expect((await t.send(post(`${s.url}/after`))).statusCode).toBe(200);
+      expect(s.received.map((r) => r.url)).toEqual(['/after']);
+    });
+
+    it('sends a request whose permit deadline is still ahead', async () => {
+      const s = await server((_req, res) => res.writeHead(200).end());
+      const t = transport(dest());
+      expect((await t.send(post(`${s.url}/fresh`), { permitDeadline: sharedClock() + 60_000 })).statusCode).toBe(200);
+      expect(s.received.map((r) => r.url)).toEqual(['/fresh']);
     });
 
     it('cancelling after the answer changes nothing and keeps the socket', async () => {

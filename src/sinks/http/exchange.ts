@@ -121,6 +121,14 @@ export function aborted(cause?: unknown): DeliveryError {
   return new DeliveryError('ERR_HTTP_CONNECTION', 'request cancelled', { retryable: true, cause });
 }
 
+/**
+ * "send permit expired": the request was not sent, for it would have reached the socket after
+ * its `SendOptions.permitDeadline` (retryable; the sink takes a new permit and sends again).
+ */
+export function stalePermit(): DeliveryError {
+  return new DeliveryError('ERR_PERMIT_STALE', 'request not sent: its send permit expired before it reached the socket', { retryable: true });
+}
+
 /** Why an exchange ended without an answer of its own: our deadline, our cancel, or neither (undici's error). */
 export type AbortWhy = 'timeout' | 'cancel' | undefined;
 

@@ -11,7 +11,10 @@
  *   generic cell rate algorithm), so that what was permitted before a stall leaves at the
  *   limit's pace after it, not in one burst that a stall of the endpoint's own would then
  *   squeeze into one second with the next ones.
- * Normally it holds little: the limiter's permits already come at that pace.
+ * Normally it holds little: the limiter's permits already come at that pace. A held request
+ * that no longer needs the socket (`unwanted`: cancelled, or its send permit expired while it
+ * waited) leaves the queue when it reaches its head without taking a place in the window: a
+ * request not sent must not hold back the ones behind it.
  */
 import { performance } from 'node:perf_hooks';
 
@@ -49,10 +52,17 @@ export class PaceGate<T> {
   /** When the next request is due on the virtual schedule (ms on `clock`). */
   private due = -Infinity;
 
+  /**
+   * @param release called for each held item as it leaves, in order (an unwanted one too)
+   * @param clock @default performance.now
+   * @param unwanted whether a held item no longer needs the socket: it leaves without a place
+   *   in the window @default none (every item takes one)
+   */
   constructor(
     perSecond: number,
     private readonly release: (item: T) => void,
     private readonly clock: () => number = performance.now.bind(performance),
+    private readonly unwanted?: (item: T) => boolean,
   ) {
     this.cap = Math.max(1, Math.floor(perSecond * PACE_SLACK));
     this.interval = PACE_WINDOW_MS / perSecond;
@@ -101,8 +111,9 @@ export class PaceGate<T> {
   private readonly drain = (): void => {
     this.timer = undefined;
     const now = this.clock();
-    while (this.qHead < this.queue.length && this.take(now)) {
+    while (this.qHead < this.queue.length) {
       const item = this.queue[this.qHead]!;
+      if (!this.unwanted?.(item) && !this.take(now)) break;
       this.queue[this.qHead++] = undefined as T; // let it go
       this.release(item);
     }

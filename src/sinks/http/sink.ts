@@ -7,7 +7,7 @@
 import { performance } from 'node:perf_hooks';
 import { asyncScheduler, Observable, of, type SchedulerLike } from 'rxjs';
 import { SENSITIVE_HEADER, type DestinationConfig } from '../../config/load.js';
-import { DeliveryError, FencedError, HttpDestinationError, StoreError } from '../../errors.js';
+import { DeliveryError, FencedError, hasCode, HttpDestinationError, StoreError } from '../../errors.js';
 import { throttledWarn, type WarnLogger } from '../../observability/throttled-warn.js';
 import { attemptExports } from '../../operators/attempt-exports.js';
 import { rateLimit, slot } from '../../operators/rate-limit.js';
@@ -30,6 +30,7 @@ import { authDepsFor, createAuthProvider } from './auth/index.js';
 import type { AuthProvider } from './auth/types.js';
 import { createRedactor, processSecrets, type Redactor } from '../../observability/redact.js';
 import { requestBuilder, type HttpRequest, type RequestBuilder } from './request.js';
+import { sharedClock } from './shared-clock.js';
 import { createTransport, type HttpTransport, type Pace, type TransportResponse } from './transport.js';
 
 
@@ -53,6 +54,12 @@ export const HTTP_SINK_DEFAULTS = {
   maxRememberedSecrets: 64,
   /** At most one "stored as failed" warning per sink in this window; the others are counted in the next. */
   warnIntervalMs: 10_000,
+  /**
+   * Stale-permit answers (`ERR_PERMIT_STALE`) in a row that one attempt resends after with a
+   * new permit; the next one fails the attempt (retryable). Each resend costs a permit; on a
+   * loaded 2-core host a stalled transport thread answered up to 3 in a row.
+   */
+  maxStaleResends: 5,
 } as const;
 
 export interface HttpSinkOptions {
@@ -124,7 +131,14 @@ function fenced(job: ExportJob): FencedError {
  * - `attempt(job, cancellation)` — THE attempt, called as its send permit is granted: auth
  *   headers; a new permit from the limiter when the first is older than the limiter's
  *   `maxPermitAgeMs` by then; the request; the fence check (`job.guard()`) immediately before
- *   the request is handed to the transport (after every await); the transport. A 401 answered
+ *   the request is handed to the transport (after every await); the transport, told until when
+ *   the permit is good (`SendOptions.permitDeadline`, when the limiter has a `maxPermitAgeMs`).
+ *   A transport that would reach the socket later (the thread transport: its message queue,
+ *   its pace gate, a stall) sends nothing and answers `ERR_PERMIT_STALE`: that is no answer of
+ *   the endpoint's, so the same attempt takes a new permit, checks the fence again and resends
+ *   — no attempt counted, no `onResponse`, nothing stored; after `maxStaleResends` (5) such
+ *   resends in a row the next stale answer fails the attempt like a connection error
+ *   (retryable: the retry stage counts it, backs off, and takes a permit of its own). A 401 answered
  *   to credentials that `auth.invalidate()` can renew rejects with `credentialsRenewed` (the
  *   retry stage resends once at once). With fixed credentials (`auth.fixedHeaders`: none,
  *   bearer) they are built into every request once and nothing is awaited before the socket
@@ -226,7 +240,8 @@ export class HttpSink implements ExportSink, ExportSender {
     const build = this.buildFixed;
     if (build === undefined) return this.attemptWithAuth(job, cancellation, options);
     // Fixed credentials: nothing is awaited between the permit (granted in this synchronous
-    // run) and the socket, so the permit is fresh and the fence check is the last moment.
+    // run) and the transport, so the permit is fresh and the fence check is the last moment on
+    // this thread (a transport that reaches the socket later checks the permit's deadline there).
     if (job.guard && !job.guard()) return Promise.reject(fenced(job));
     let req: HttpRequest;
     try {
@@ -235,7 +250,39 @@ export class HttpSink implements ExportSink, ExportSender {
       return Promise.reject(err);
     }
     // A 401 cannot be helped by renewing fixed credentials: no `invalidate` here.
-    return this.transport.send(req, { cancellation, pace: this.pace }).then(this.answered, this.refused);
+    if (this.maxPermitAgeMs === Infinity) return this.transport.send(req, { cancellation, pace: this.pace }).then(this.answered, this.refused);
+    // The permit was granted in this synchronous run: it is good for `maxPermitAgeMs` from now.
+    return this.sendWithin(job, req, cancellation, this.maxPermitAgeMs);
+  }
+
+  /**
+   * Hands `req` to the transport with its permit's deadline (`permitLeftMs` from now, on
+   * `sharedClock()`; none when Infinity) and tells `onResponse` of the answer. A stale-permit
+   * answer (`ERR_PERMIT_STALE`: nothing was sent) takes a new permit, checks the fence again
+   * and sends the same request again, up to `maxStaleResends` times in a row; the next one
+   * rejects the attempt (retryable). Neither is told to `onResponse`: the endpoint saw nothing.
+   */
+  private async sendWithin(job: ExportJob, req: HttpRequest, cancellation: AttemptCancellation, permitLeftMs: number): Promise<TransportResponse> {
+    for (let resends = 0; ; resends++) {
+      let res: TransportResponse;
+      try {
+        const permitDeadline = permitLeftMs === Infinity ? undefined : sharedClock() + permitLeftMs;
+        res = await this.transport.send(req, { cancellation, pace: this.pace, permitDeadline });
+      } catch (err) {
+        if (!hasCode(err, 'ERR_PERMIT_STALE')) {
+          this.onResponse?.(err instanceof DeliveryError ? err.statusCode : undefined);
+          throw err;
+        }
+        if (resends >= HTTP_SINK_DEFAULTS.maxStaleResends) throw err;
+        await this.freshPermit(cancellation);
+        permitLeftMs = this.maxPermitAgeMs;
+        // Fencing at the last moment again: the new permit may have taken a while.
+        if (job.guard && !job.guard()) throw fenced(job);
+        continue;
+      }
+      this.onResponse?.(res.statusCode);
+      return res;
+    }
   }
 
   /** A 2xx answer of the fixed-credentials path (a bound method: no closure per request). */
@@ -264,18 +311,19 @@ export class HttpSink implements ExportSink, ExportSender {
     // A permit grown old on the way (credentials awaited, an event loop stalled) would let
     // requests that waited reach the endpoint together with fresh ones, past the limiter's
     // bound: such a request takes a new permit. No limiter call while the permit is fresh.
-    if (this.clock() - permitAt > this.maxPermitAgeMs) await this.freshPermit(cancellation);
+    let permitLeftMs = this.maxPermitAgeMs - (this.clock() - permitAt);
+    if (permitLeftMs < 0) {
+      await this.freshPermit(cancellation);
+      permitLeftMs = this.maxPermitAgeMs;
+    }
     const req = this.build(job, this.now());
     for (const k in authHeaders) req.headers[k] = authHeaders[k]!;
     // Fencing at the last moment: after every await (the slot, the credentials, a new permit),
     // right before the request leaves. Pool mode: after a pause past the lease, nothing goes out.
     if (job.guard && !job.guard()) throw fenced(job);
     try {
-      const res = await this.transport.send(req, { cancellation, pace: this.pace });
-      this.onResponse?.(res.statusCode);
-      return res;
+      return await this.sendWithin(job, req, cancellation, permitLeftMs);
     } catch (err) {
-      this.onResponse?.(err instanceof DeliveryError ? err.statusCode : undefined);
       if ((options?.renewOn401 ?? true) && isStatus(err, 401) && this.auth.invalidate(authHeaders)) {
         const e = err as DeliveryError;
         throw new DeliveryError(e.code, e.message, {

@@ -14,13 +14,14 @@ import { util } from 'undici';
 import { DeliveryError } from '../../errors.js';
 import type { Redactor } from '../../observability/redact.js';
 import { statusError } from './answer-errors.js';
-import { aborted, Answer, failureError, type TransportResponse } from './exchange.js';
+import { aborted, Answer, failureError, stalePermit, type TransportResponse } from './exchange.js';
 import type { HttpRequest } from './request.js';
 import {
   ANS_CLOSED,
   ANS_FAILED,
   ANS_OK,
   ANS_READY,
+  ANS_STALE,
   ANS_STATUS,
   OP_CANCEL,
   OP_CLOSE,
@@ -220,6 +221,7 @@ export class TransportThread {
     reject: (err: unknown) => void,
     signal: AbortSignal | undefined,
     pace: Pace | undefined,
+    permitDeadline: number | undefined,
   ): { cancel(): void } {
     const p = new PendingSend(this.nextId++, channel, t.https, resolve, reject, signal);
     if (this.worker === undefined) this.start();
@@ -229,7 +231,7 @@ export class TransportThread {
       out.push(OP_OPEN, channel.id, channel.settings);
     }
     this.pending.set(p.id, p);
-    out.push(OP_SEND, p.id, channel.id, t.origin, t.path, req.method, req.headers, req.body, pace?.key ?? '', pace?.perSecond ?? 0);
+    out.push(OP_SEND, p.id, channel.id, t.origin, t.path, req.method, req.headers, req.body, pace?.key ?? '', pace?.perSecond ?? 0, permitDeadline ?? Infinity);
     this.busy();
     this.schedule();
     return p;
@@ -423,6 +425,9 @@ export class TransportThread {
           p.reject(failureError(why, rebuildError(batch[i + 3] as ErrorLink[]), p.channel.timeoutMs, p.https));
         }
         i += 4;
+      } else if (tag === ANS_STALE) {
+        if (p) p.reject(stalePermit());
+        i += 2;
       } else {
         throw new Error(`transport thread: unknown answer ${String(tag)}`);
       }

@@ -9,8 +9,9 @@
 /** main → thread: `OP_OPEN, channel, settings` — build the destination's dispatcher. */
 export const OP_OPEN = 0;
 /**
- * main → thread: `OP_SEND, id, channel, origin, path, method, headers, body, paceKey, perSecond`
- * (`paceKey` '' and `perSecond` 0: not paced; see `SendOptions.pace`).
+ * main → thread: `OP_SEND, id, channel, origin, path, method, headers, body, paceKey, perSecond, permitDeadline`
+ * (`paceKey` '' and `perSecond` 0: not paced, see `SendOptions.pace`; `permitDeadline` on
+ * `sharedClock()`, Infinity: none, see `SendOptions.permitDeadline`).
  */
 export const OP_SEND = 1;
 /** main → thread: `OP_CANCEL, id` — abort that request (its promise already rejected on the main side). */
@@ -28,6 +29,11 @@ export const ANS_FAILED = 2;
 export const ANS_CLOSED = 3;
 /** thread → main: `ANS_READY` — the thread's first message: undici is loaded, requests are taken. */
 export const ANS_READY = 4;
+/**
+ * thread → main: `ANS_STALE, id` — not sent: it would have reached undici after its
+ * `permitDeadline` (held by the pace gate, or queued while the thread was short of CPU).
+ */
+export const ANS_STALE = 5;
 
 /** `why` of `ANS_FAILED`: undici's own error, our deadline, our cancel. */
 export const WHY_ERROR = 0;

@@ -23,6 +23,10 @@
  *   `floor(1.05 × perSecond)` of the dataflow leave in any sliding second, or leave closer to
  *   the previous ones than the limit's spacing allows (./pace-gate.ts) — the permits were
  *   granted earlier, on the main thread.
+ * - `SendOptions.permitDeadline` (when the send permit expires, on `sharedClock()`, which both
+ *   threads read alike): the thread checks it last, right before undici gets the request (after
+ *   the pace gate let it go); past it, nothing is sent and the send rejects with
+ *   `ERR_PERMIT_STALE`, as the inline transport does.
  */
 import type { Dispatcher } from 'undici';
 import { DeliveryError } from '../../errors.js';
@@ -82,7 +86,7 @@ export function createThreadTransport(options: ThreadTransportOptions): HttpTran
       reject(new DeliveryError('ERR_HTTP_CONNECTION', 'transport closed', { retryable: true }));
       return undefined;
     }
-    return thread.send(channel, t, req, resolve, reject, signal, opts?.pace);
+    return thread.send(channel, t, req, resolve, reject, signal, opts?.pace, opts?.permitDeadline);
   });
 
   return {

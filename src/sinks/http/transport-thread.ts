@@ -7,7 +7,9 @@
  * `errorExcerptBytes` of an error body, or the error chain as plain objects. The main thread
  * builds the typed errors (its redactor knows every secret of the process, runtime OAuth2
  * tokens included: this thread knows none). Answers go back batched, one message per
- * event-loop turn, like the requests come (./thread-protocol.ts).
+ * event-loop turn, like the requests come (./thread-protocol.ts). A request that would reach
+ * undici after its send permit expired (`permitDeadline`: queued here, or held by its pace
+ * gate) is not sent: `ANS_STALE`.
  */
 import { performance } from 'node:perf_hooks';
 import { parentPort } from 'node:worker_threads';
@@ -15,11 +17,13 @@ import type { Dispatcher } from 'undici';
 import type { ResolvedTls } from '../../config/load.js';
 import { Deadlines, DispatchExchange, type AbortWhy } from './exchange.js';
 import { PACE_SLACK, PaceGate } from './pace-gate.js';
+import { sharedClock } from './shared-clock.js';
 import {
   ANS_CLOSED,
   ANS_FAILED,
   ANS_OK,
   ANS_READY,
+  ANS_STALE,
   ANS_STATUS,
   describeError,
   joinRawHeaders,
@@ -52,6 +56,8 @@ interface Held {
   method: string;
   headers: Record<string, string>;
   body: string;
+  /** Its `permitDeadline` (`sharedClock()`; Infinity: none). */
+  permitDeadline: number;
   /** When it came (the gate's clock). */
   at: number;
   cancelled: boolean;
@@ -127,7 +133,21 @@ function closedChannel(id: number): void {
   queued();
 }
 
-function send(id: number, channelId: number, origin: string, path: string, method: string, headers: Record<string, string>, body: string): void {
+/** Whether a send permit's deadline (`sharedClock()`; Infinity: none) has passed. */
+function expired(permitDeadline: number): boolean {
+  return permitDeadline !== Infinity && sharedClock() > permitDeadline;
+}
+
+/**
+ * The last moment before undici gets a request: past its `permitDeadline` it is not sent, and
+ * the main thread hears `ANS_STALE` (the sink takes a new permit and sends again).
+ */
+function send(id: number, channelId: number, origin: string, path: string, method: string, headers: Record<string, string>, body: string, permitDeadline: number): void {
+  if (expired(permitDeadline)) {
+    out.push(ANS_STALE, id);
+    queued();
+    return;
+  }
   const channel = channels.get(channelId);
   if (!channel) return closedChannel(id);
   const ex = new ThreadExchange(id, channel.deadlines);
@@ -139,17 +159,26 @@ function send(id: number, channelId: number, origin: string, path: string, metho
   }
 }
 
-/** A held request the gate lets go: sent, unless cancelled meanwhile or held past its deadline. */
+/** A held request that no longer needs the socket: the gate lets it go without a place in its window. */
+function unwanted(h: Held): boolean {
+  return h.cancelled || expired(h.permitDeadline);
+}
+
+/**
+ * A held request the gate lets go: sent, unless cancelled meanwhile, its permit expired (see
+ * `send`), or held past its deadline (a stale permit is told first: it was never sent, and a
+ * new permit — not a retry — is what it needs).
+ */
 function released(h: Held): void {
   heldById.delete(h.id);
   if (h.cancelled) return;
   const channel = channels.get(h.channelId);
-  if (channel && performance.now() - h.at >= channel.timeoutMs) {
+  if (channel && performance.now() - h.at >= channel.timeoutMs && !expired(h.permitDeadline)) {
     out.push(ANS_FAILED, h.id, WHY_TIMEOUT, describeError(new DOMException('This operation was aborted', 'AbortError')));
     queued();
     return;
   }
-  send(h.id, h.channelId, h.origin, h.path, h.method, h.headers, h.body);
+  send(h.id, h.channelId, h.origin, h.path, h.method, h.headers, h.body, h.permitDeadline);
 }
 
 /**
@@ -157,15 +186,27 @@ function released(h: Held): void {
  * else held by the gate (see pace-gate.ts; the overall deadline of a held request counts from
  * its arrival).
  */
-function paced(key: string, perSecond: number, id: number, channelId: number, origin: string, path: string, method: string, headers: Record<string, string>, body: string): void {
-  if (perSecond <= 0) return send(id, channelId, origin, path, method, headers, body); // not paced
+function paced(
+  key: string,
+  perSecond: number,
+  id: number,
+  channelId: number,
+  origin: string,
+  path: string,
+  method: string,
+  headers: Record<string, string>,
+  body: string,
+  permitDeadline: number,
+): void {
+  // not paced, or expired already (`send` answers ANS_STALE; it takes no place in the window)
+  if (perSecond <= 0 || expired(permitDeadline)) return send(id, channelId, origin, path, method, headers, body, permitDeadline);
   let gate = gates.get(key);
   if (gate === undefined || gate.cap !== Math.max(1, Math.floor(perSecond * PACE_SLACK))) {
-    gate = new PaceGate<Held>(perSecond, released);
+    gate = new PaceGate<Held>(perSecond, released, undefined, unwanted);
     gates.set(key, gate);
   }
-  if (gate.admit()) return send(id, channelId, origin, path, method, headers, body);
-  const h: Held = { id, channelId, origin, path, method, headers, body, at: performance.now(), cancelled: false };
+  if (gate.admit()) return send(id, channelId, origin, path, method, headers, body, permitDeadline);
+  const h: Held = { id, channelId, origin, path, method, headers, body, permitDeadline, at: performance.now(), cancelled: false };
   heldById.set(id, h);
   gate.hold(h);
 }
@@ -207,8 +248,9 @@ port.on('message', (batch: unknown[]) => {
           batch[i + 5] as string,
           batch[i + 6] as Record<string, string>,
           batch[i + 7] as string,
+          batch[i + 10] as number,
         );
-        i += 10;
+        i += 11;
         break;
       case OP_CANCEL:
         cancel(batch[i + 1] as number);

@@ -8,9 +8,10 @@
 import type { Dispatcher } from 'undici';
 import type { DestinationConfig } from '../../config/load.js';
 import { processRedactor, type Redactor } from '../../observability/redact.js';
-import { aborted, Deadlines, Exchange, type ExchangeSettings, type TransportResponse } from './exchange.js';
+import { aborted, Deadlines, Exchange, stalePermit, type ExchangeSettings, type TransportResponse } from './exchange.js';
 import { createDispatcher } from './proxy.js';
 import type { HttpRequest } from './request.js';
+import { sharedClock } from './shared-clock.js';
 import { TRANSPORT_DEFAULTS } from './transport-defaults.js';
 
 export { parseRetryAfter } from './answer-errors.js';
@@ -72,6 +73,15 @@ export interface SendOptions {
    * `key` in any sliding second at the socket. The inline transport sends at once: it ignores it.
    */
   pace?: Pace;
+  /**
+   * The last moment the request may be put on the wire, in ms on `sharedClock()`
+   * (./shared-clock.ts): its send permit expires then (`RateLimiter.maxPermitAgeMs`). Both
+   * transports check it right before undici gets the request — the thread transport on its
+   * thread, after the pace gate let the request go — and past it send nothing and reject with
+   * a retryable `ERR_PERMIT_STALE` ("request not sent: its send permit expired…"): the caller
+   * takes a new permit and sends again. @default none (a permit of any age is used)
+   */
+  permitDeadline?: number;
 }
 
 export interface HttpTransport {
@@ -80,7 +90,8 @@ export interface HttpTransport {
    * `ERR_HTTP_STATUS` (with `statusCode`; retryable for 408, 425, 429, 5xx; `retryAfterMs` on
    * 429/503), `ERR_HTTP_TIMEOUT` (retryable) or `ERR_HTTP_CONNECTION` (retryable). Aborting
    * `signal` or cancelling `cancellation` cancels the request (`ERR_HTTP_CONNECTION`,
-   * "request cancelled").
+   * "request cancelled"). Past `permitDeadline` at the socket it sends nothing and rejects
+   * with `ERR_PERMIT_STALE` (retryable).
    */
   send(req: HttpRequest, options?: SendOptions): Promise<TransportResponse>;
   /** The undici dispatcher, to share the connection pool (e.g. with a same-origin token endpoint). */
@@ -227,7 +238,12 @@ export function createTransport(options: TransportOptions): HttpTransport {
 
   // undici's low-level API: no Readable body, no async iterator, no AbortController (the
   // exchange aborts through the controller undici hands it); errors arrive in onResponseError.
-  const send = sender(target, (req, t, resolve, reject, signal) => {
+  const send = sender(target, (req, t, resolve, reject, signal, opts) => {
+    const permitDeadline = opts?.permitDeadline;
+    if (permitDeadline !== undefined && sharedClock() > permitDeadline) {
+      reject(stalePermit());
+      return undefined;
+    }
     const ex = new Exchange(settings, t.https, resolve, reject, signal);
     dispatcher.dispatch({ origin: t.origin, path: t.path, method: req.method, headers: req.headers, body: req.body }, ex);
     return ex;
