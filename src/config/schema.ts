@@ -152,7 +152,8 @@ const localStore = z.strictObject({
   /**
    * Profiles `run` keeps decoded in memory, at most this many bytes of their JSON text (the
    * least recently used let go first); a profile found there is not read back and parsed.
-   * The heap they take is about 2–3 times this. @default 67108864 (64 MiB)
+   * The heap they take is about 2–3 times this, and the garbage collector marks all of it at
+   * each full collection (a pause in the pipeline as long as that marking). @default 4194304 (4 MiB)
    */
   profileCacheBytes: z.number().int().nonnegative().optional(),
 });

@@ -60,7 +60,7 @@ export interface LocalSnapshotStoreOptions {
   /**
    * A store with the run lock keeps decoded profiles, at most this many characters of their
    * JSON text (`TextBoundCache`; 0: none).
-   * @default LOCAL_STORE_DEFAULTS.profileCacheBytes (64 MiB)
+   * @default LOCAL_STORE_DEFAULTS.profileCacheBytes (4 MiB)
    */
   profileCacheBytes?: number;
 }
@@ -68,7 +68,15 @@ export interface LocalSnapshotStoreOptions {
 /** Defaults of the local snapshot store. */
 export const LOCAL_STORE_DEFAULTS = {
   commitWindowMs: 50,
-  profileCacheBytes: 64 * 1024 * 1024,
+  /**
+   * Small on purpose: the decoded profiles are many small objects the garbage collector marks
+   * at every full collection. At 64 MiB (~20,000 bench profiles, ~100 MB of heap) each one
+   * stalled the pipeline for as long as its marking took, 100–250 ms on two cores, and the
+   * embedded-steady p99 after warm-up was 114–184 ms; at 0 it was 44–59 ms, with no CPU per
+   * export measurably lost (bench/README.md, 6 Dec). Bursts of updates to one profile are
+   * served from the writes not yet committed anyway; this keeps a few seconds' worth more.
+   */
+  profileCacheBytes: 4 * 1024 * 1024,
 } as const;
 
 /**
