@@ -49,7 +49,9 @@ const HELP = `npm run bench [-- options]
   --profiles N        distinct profiles (default count / 4; embedded: count)
   --rate N            steady mode: offered updates/s (default 8000; embedded-steady: 4000)
   --duration S        steady mode: seconds of offered load (default 20)
-  --warmup S          steady mode: first seconds left out of the latency figures (default 2)
+  --warmup S          steady modes: first seconds of the load left out of the latency figures (default 5: the
+                      worker's start-up under load — JIT compilation of the hot path, heap growth — takes
+                      2–3 s on two cores; the start-up line shows those seconds)
   --rate-limit N      rateLimit of every dataflow (default 10000)
   --connections N     the destination's keep-alive connections; also the undici ceiling's concurrency (default 64)
   --max-in-flight N   worker.maxInFlight (default 512, the config default)
@@ -166,7 +168,7 @@ function parseOptions(): Options {
     profiles: values.profiles === undefined ? undefined : Math.floor(num(values.profiles, 0, 'profiles')),
     rate: values.rate === undefined ? undefined : num(values.rate, 0, 'rate'),
     duration: num(values.duration, 20, 'duration'),
-    warmup: values.warmup === '0' ? 0 : num(values.warmup, 2, 'warmup'),
+    warmup: values.warmup === '0' ? 0 : num(values.warmup, 5, 'warmup'),
     rateLimit: num(values['rate-limit'], 10_000, 'rate-limit'),
     connections: Math.floor(num(values.connections, 64, 'connections')),
     maxInFlight: Math.floor(num(values['max-in-flight'], DEFAULTS.maxInFlight, 'max-in-flight')),
