@@ -8,6 +8,8 @@ import { lagTotals, type LagTotals, type PartitionLag, type SourceLagMonitor } f
 import { replayFailedRequests } from '../sinks/replay.js';
 import type { FailedRequestStore } from '../sinks/types.js';
 import { openSinks } from '../worker/runtime.js';
+import { marksForReplay } from '../worker/retry-queue-stores.js';
+import type { DeliveredMarks } from '../stores/retry-queue.js';
 import type { AdminApi } from './server.js';
 import { consoleApi } from './console-api.js';
 
@@ -114,6 +116,8 @@ export function workerApi(o: {
   flush?: () => Promise<void>;
   alerts?: ActiveAlerts;
   failed: () => FailedRequestStore | undefined;
+  /** The running worker's delivered-version marks (`WorkerHandle.marks`): a replay sends no superseded record. */
+  marks?: () => DeliveredMarks | undefined;
   /** The running worker's source lag and pool coordinator (undefined before it started). */
   source?: () => PartitionsSource | undefined;
 }): AdminApi {
@@ -137,10 +141,12 @@ export function workerApi(o: {
     async replay(q) {
       const store = failedStore();
       const sinks = openSinks(o.config, { failed: store, logger: o.logger, storeFailures: false });
+      const m = await marksForReplay(o.config, o.marks?.());
       try {
-        return await replayFailedRequests({ store, sinkFor: (id) => sinks.get(id), dataflowId: q.dataflowId });
+        return await replayFailedRequests({ store, sinkFor: (id) => sinks.get(id), dataflowId: q.dataflowId, marks: m.marks });
       } finally {
         await sinks.close();
+        await m.release();
       }
     },
   };

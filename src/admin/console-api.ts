@@ -27,6 +27,8 @@ import { replayFailedRequests, type ReplaySummary } from '../sinks/replay.js';
 import type { FailedRequest, FailedRequestStore } from '../sinks/types.js';
 import type { SnapshotStore } from '../stores/types.js';
 import { openSinks, openSnapshotStore } from '../worker/runtime.js';
+import { marksForReplay } from '../worker/retry-queue-stores.js';
+import type { DeliveredMarks } from '../stores/retry-queue.js';
 import { SeriesRing } from './series.js';
 
 /** `/api/console`: what the page shows beside the figures. */
@@ -100,7 +102,13 @@ export function searchFailed(all: readonly FailedRequest[], q: FailedQuery): { t
  *
  * @param o.failed the failed-request store once the worker has started (undefined before)
  */
-export function consoleApi(o: { config: AppConfig; logger: Logger; failed: () => FailedRequestStore | undefined }): ConsoleApi {
+export function consoleApi(o: {
+  config: AppConfig;
+  logger: Logger;
+  failed: () => FailedRequestStore | undefined;
+  /** The running worker's delivered-version marks (`WorkerHandle.marks`): a replay sends no superseded record. */
+  marks?: () => DeliveredMarks | undefined;
+}): ConsoleApi {
   const { config } = o;
   const failedStore = (): FailedRequestStore => {
     const s = o.failed();
@@ -141,10 +149,12 @@ export function consoleApi(o: { config: AppConfig; logger: Logger; failed: () =>
         close: async () => undefined,
       };
       const sinks = openSinks(config, { failed: store, logger: o.logger, storeFailures: false });
+      const m = await marksForReplay(config, o.marks?.());
       try {
-        return await replayFailedRequests({ store: selected, sinkFor: (id) => sinks.get(id) });
+        return await replayFailedRequests({ store: selected, sinkFor: (id) => sinks.get(id), marks: m.marks });
       } finally {
         await sinks.close();
+        await m.release();
       }
     },
     async close() {

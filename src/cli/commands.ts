@@ -180,7 +180,7 @@ export const commands = {
           token: config.admin?.token,
           redact: createRedactor(config.secrets).value,
           logger,
-          api: workerApi({ config, logger, figures, flush: () => flush.flush(), alerts: alertState, failed: () => worker?.failed, source: () => worker }),
+          api: workerApi({ config, logger, figures, flush: () => flush.flush(), alerts: alertState, failed: () => worker?.failed, marks: () => worker?.marks, source: () => worker }),
         });
         logger.info({ host, port: admin.port }, 'admin server listening');
       }

@@ -46,6 +46,18 @@ export async function openRetryQueue(
   return { queues, marks, close: async () => void (await Promise.all([queues.close(), marks.close()])) };
 }
 
+/**
+ * The marks a replay inside a running worker reads (the admin API, the console): the worker's
+ * own (`own`, recorded as it delivers), else the config's store's (`openMarks`, closed by
+ * `release`). Without them a replay would send a record older than what was delivered since
+ * (SPEC §6: superseded, not sent). None: a memory store with no worker yet.
+ */
+export async function marksForReplay(config: AppConfig, own: DeliveredMarks | undefined): Promise<{ marks: DeliveredMarks | undefined; release(): Promise<void> }> {
+  if (own) return { marks: own, release: async () => undefined };
+  const opened = await openMarks(config);
+  return { marks: opened, release: async () => void (await opened?.close()) };
+}
+
 /** The delivered-version marks a `failed list` / `failed replay` reads, when the config's store keeps them. */
 export async function openMarks(config: AppConfig): Promise<DeliveredMarks | undefined> {
   if (config.store.kind === 'local') return new LocalDeliveredMarks({ path: config.store.path, everyPair: !failedInStore(config) });

@@ -22,6 +22,7 @@ import { httpThreadOf, openFailureStores, openSinks, openSnapshotStore } from '.
 import { sharedTransportThread } from '../sinks/http/thread-transport.js';
 import { LocalSnapshotStore } from '../stores/local-snapshot-store.js';
 import type { SnapshotStore } from '../stores/types.js';
+import type { DeliveredMarks } from '../stores/retry-queue.js';
 import { EMPTY, filter, map, merge, share, Subject, takeUntil, tap, type Observable } from 'rxjs';
 import { throttledWarn } from '../observability/throttled-warn.js';
 import { openRetryQueue, type RetryQueueHandle } from './retry-queue-stores.js';
@@ -55,6 +56,11 @@ export interface WorkerHandle {
   readonly metrics: Metrics;
   /** The failed-request store this worker writes (the admin API lists it). */
   readonly failed: FailedRequestStore;
+  /**
+   * The delivered-version marks this worker records (SPEC §6), when its store keeps retry
+   * queues: the admin API's replays read them, so a superseded record is not sent.
+   */
+  readonly marks?: DeliveredMarks;
   /** The source lag, measured while an admin server runs or a delay rule needs it. */
   readonly lag?: SourceLagMonitor;
   /** The pool coordinator (pool mode). */
@@ -329,6 +335,6 @@ export async function startWorker(options: WorkerOptions): Promise<WorkerHandle>
     };
   })();
 
-  return { done, stop, metrics, failed: failures.failed, lag, pool: source.coordinator };
+  return { done, stop, metrics, failed: failures.failed, marks: retry?.marks, lag, pool: source.coordinator };
 }
 

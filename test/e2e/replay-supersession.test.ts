@@ -8,7 +8,8 @@
 import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ensureBuilt, jsonLines, removeTempDirs, runCli, stopAll, tempDir, writeConfig, writeEvents } from '../support/cli.js';
+import { adminPortFrom } from '../support/browser.js';
+import { ensureBuilt, jsonLines, removeTempDirs, runCli, startCli, stopAll, tempDir, writeConfig, writeEvents } from '../support/cli.js';
 import { closedPort, startReceiver, type Receiver } from '../support/receiver.js';
 
 const PROFILES = 100;
@@ -33,8 +34,9 @@ const version = (p: number, v: number): unknown => ({
     : {}),
 });
 
-function config(endpoint: string): unknown {
+function config(endpoint: string, extra: object = {}): unknown {
   return {
+    ...extra,
     source: { kind: 'file', path: 'events.jsonl' },
     audiences: [{ id: 'aud-1', name: 'A', mergePolicyId: 'mp-1', createdAt: 1, updatedAt: 2 }],
     destinations: [{ id: 'dest', endpoint, timeoutMs: 2_000, retry: { minDelayMs: 10, maxDelayMs: 50 } }],
@@ -42,7 +44,63 @@ function config(endpoint: string): unknown {
   };
 }
 
+/** The endpoint refuses while every v1 is stored as failed; then v2 and v3 are appended (not yet run). */
+async function outage(dir: string): Promise<string> {
+  writeEvents(dir, Array.from({ length: PROFILES }, (_, p) => version(p, 1)));
+  const refusing = writeConfig(dir, config(`http://127.0.0.1:${await closedPort()}/x`), 'refusing.yaml');
+  const first = await runCli(['run', '--config', refusing, '--once'], { cwd: dir, timeoutMs: 120_000 });
+  expect(first.code, first.stderr).toBe(0);
+  expect(first.stdout).toMatch(new RegExp(`exports failed\\s+${PROFILES}\\b`));
+  const events = join(dir, 'events.jsonl');
+  for (const v of [2, 3]) for (let p = 0; p < PROFILES; p++) appendFileSync(events, `${JSON.stringify(version(p, v))}\n`);
+  return events;
+}
+
+/** In arrival order: the last body accepted per profile at `path` is its state at the endpoint. */
+function newestAt(path: string): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const r of rx.at(path)) {
+    if (r.status !== 200) continue;
+    const body = r.body as { name: string; identityMap: { ecid: Array<{ id: string }> } };
+    m.set(body.identityMap.ecid[0]!.id, body.name);
+  }
+  return m;
+}
+
 describe('replay after an outage', () => {
+  it('from the running worker\'s admin API and console: superseded records are not sent either', async () => {
+    const dir = tempDir();
+    await outage(dir);
+    // The endpoint is back and `run` follows the file, with its admin server.
+    const cfg = writeConfig(dir, config(`${rx.url}/admin-in`, { admin: { token: '${HD_ADMIN}' } }), 'admin.yaml');
+    const env = { HD_ADMIN: 'admin-token-for-replay' };
+    const worker = startCli(['run', '--config', cfg, '--metrics-port', '0'], { cwd: dir, env });
+    await worker.waitForOutput(/admin server listening/, 30_000);
+    const base = `http://127.0.0.1:${adminPortFrom(worker.stderr)}`;
+    const deadline = Date.now() + 120_000;
+    while (!(newestAt('/admin-in').size === PROFILES && [...newestAt('/admin-in').values()].every((n) => n === 'v3'))) {
+      if (Date.now() > deadline) throw new Error(`v3 of every profile did not arrive:\n${worker.stderr.slice(-2000)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const failed = (await (await fetch(`${base}/api/failed?limit=1000`)).json()) as { total: number; items: Array<{ id: string }> };
+    expect(failed.total).toBe(PROFILES);
+    const sentBefore = rx.at('/admin-in').length;
+    const action = { method: 'POST', headers: { authorization: `Bearer ${env.HD_ADMIN}` } };
+    // The console's action: the selected records.
+    const one = await fetch(`${base}/api/failed/replay-selected?id=${encodeURIComponent(failed.items[0]!.id)}`, action);
+    expect(one.status).toBe(200);
+    expect(await one.json()).toMatchObject({ selected: 1, replayed: 0, delivered: 0, superseded: 1 });
+    // The admin API's action: all of them.
+    const all = await fetch(`${base}/api/failed/replay`, action);
+    expect(all.status).toBe(200);
+    expect(await all.json()).toMatchObject({ replayed: 0, delivered: 0, superseded: PROFILES - 1 });
+    expect(rx.at('/admin-in').length).toBe(sentBefore);
+    for (const [p, name] of newestAt('/admin-in')) expect(name, p).toBe('v3');
+    expect(((await (await fetch(`${base}/api/failed`)).json()) as { total: number }).total).toBe(0);
+    worker.signal('SIGTERM');
+    expect((await worker.exited).code).toBe(0);
+  }, 300_000);
+
   it('leaves every profile at its newest state: failed v1 records are superseded by the delivered v3, not sent', async () => {
     const dir = tempDir();
     // 1. The endpoint refuses: every v1 is stored as a failed request.
