@@ -104,6 +104,8 @@ export interface DataflowCounters {
   queued: number;
   /** Sends dropped because a newer state of their (dataflow, profile) was delivered (SPEC §6). */
   superseded: number;
+  /** Send permits that expired before their request reached the socket (the request took a new one). */
+  stalePermits: number;
 }
 
 /** A source-lag measurement as the gauges read it (`SourceLag` of `source-lag.ts`). */
@@ -325,6 +327,16 @@ export class Metrics {
         }
       },
     });
+    new Counter({
+      name: 'http_destination_stale_permits_total',
+      help: 'Send permits (pool send slots) that expired before their request reached the socket: nothing was sent, the request took a new permit and went again (no attempt counted).',
+      labelNames: ['dataflow'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [dataflow, c] of self.flows) this.inc({ dataflow }, c.stalePermits);
+      },
+    });
     new RecordHistogram('http_destination_export_latency_seconds', 'Event timestamp to delivery.', this.registry, () =>
       [...this.flows].map(([id, c]) => [id, c.latency] as [string, BucketCounts]),
     );
@@ -398,6 +410,7 @@ export class Metrics {
         rateLimitWait: new BucketCounts(WAIT_BUCKETS),
         queued: 0,
         superseded: 0,
+        stalePermits: 0,
       };
       this.flows.set(id, c);
     }
@@ -458,6 +471,11 @@ export class Metrics {
     const c = this.flow(dataflowId);
     const i = status === undefined || status < 100 || status > 599 ? 5 : Math.floor(status / 100) - 1;
     c.responses[i]++;
+  }
+
+  /** A send permit of the dataflow expired before its request reached the socket (`HttpSinkOptions.onStale`). */
+  permitStale(dataflowId: string): void {
+    this.flow(dataflowId).stalePermits++;
   }
 
   /** An export waited `seconds` for its dataflow's rate limiter (0 when it went at once). */

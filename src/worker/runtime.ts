@@ -89,8 +89,8 @@ export function openSinks(
     logger: Logger;
     storeFailures?: boolean;
     limiterFor?: (flow: DataflowConfig) => RateLimiter;
-    /** Counts every attempt's answer by dataflow and status class. @default none */
-    metrics?: Pick<Metrics, 'httpResponse'>;
+    /** Counts every attempt's answer by dataflow and status class, and the stale permits. @default none */
+    metrics?: Pick<Metrics, 'httpResponse' | 'permitStale'>;
   },
 ): OpenedSinks {
   const onThread = httpThreadOf(config);
@@ -103,6 +103,7 @@ export function openSinks(
     authLoggerFor: (id) => deps.logger.child({ destinationId: id }),
     storeFailures: deps.storeFailures,
     onResponse: deps.metrics ? (id, status) => deps.metrics?.httpResponse(id, status) : undefined,
+    onStale: deps.metrics ? (id) => deps.metrics?.permitStale(id) : undefined,
   });
   if (onThread) {
     // The thread's troubles are the process's (one thread for every destination): a warning, once each.

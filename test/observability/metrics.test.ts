@@ -62,7 +62,12 @@ describe('Metrics (prom-client)', () => {
     m.httpResponse('flow-1', undefined);
     m.rateLimitWaited('flow-1', 0);
     m.rateLimitWaited('flow-1', 0.2);
+    m.permitStale('flow-1');
+    m.permitStale('flow-1');
+    m.flow('flow-2');
     const text = await m.render();
+    expect(sample(text, 'http_destination_stale_permits_total{dataflow="flow-1"}')).toBe(2);
+    expect(sample(text, 'http_destination_stale_permits_total{dataflow="flow-2"}')).toBe(0);
     expect(sample(text, 'http_destination_http_responses_total{dataflow="flow-1",class="2xx"}')).toBe(2);
     expect(sample(text, 'http_destination_http_responses_total{dataflow="flow-1",class="4xx"}')).toBe(1);
     expect(sample(text, 'http_destination_http_responses_total{dataflow="flow-1",class="5xx"}')).toBe(1);

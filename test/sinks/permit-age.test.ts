@@ -331,6 +331,7 @@ describe('HttpSink: the permit deadline given to the transport, and its stale-pe
     const store = new NoStore();
     const responses: Array<number | undefined> = [];
     let guards = 0;
+    let stale = 0;
     const sink = new HttpSink({
       destination,
       limiter: l,
@@ -338,6 +339,7 @@ describe('HttpSink: the permit deadline given to the transport, and its stale-pe
       transport,
       auth: fixed ? fixedAuth : slowAuth({ t: 0 }, 0),
       onResponse: (status) => responses.push(status),
+      onStale: () => stale++,
     });
     const outcome = await firstValueFrom(sink.send(job({ guard: () => (guards++, true) })));
     expect(outcome).toMatchObject({ status: 'delivered', attempts: 1, statusCode: 200 });
@@ -346,6 +348,7 @@ describe('HttpSink: the permit deadline given to the transport, and its stale-pe
     expect(guards).toBe(2); // before each send
     expect(store.records).toHaveLength(0);
     expect(responses).toEqual([200]);
+    expect(stale).toBe(1); // the stale-permit metric's count
     // the resend has a deadline of its own, from the new permit
     expect(transport.calls[1]!.permitDeadline!).toBeGreaterThanOrEqual(transport.calls[0]!.permitDeadline!);
   });

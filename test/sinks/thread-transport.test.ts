@@ -12,7 +12,7 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { Worker } from 'node:worker_threads';
-import { firstValueFrom } from 'rxjs';
+import { firstValueFrom, of } from 'rxjs';
 import { request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { resolveConfig } from '../../src/config/load.js';
@@ -23,6 +23,11 @@ import { createThreadTransport, sharedTransportThread, TransportThread } from '.
 import type { HttpTransport } from '../../src/sinks/http/transport.js';
 import type { FailedRequestStore } from '../../src/sinks/types.js';
 import { createSinks } from '../../src/sinks/http/sinks.js';
+import { HTTP_SINK_DEFAULTS } from '../../src/sinks/http/sink.js';
+import { AttemptHandle } from '../../src/operators/attempt-exports.js';
+import { Metrics } from '../../src/observability/metrics.js';
+import { stalePermit } from '../../src/sinks/http/exchange.js';
+import type { RateLimiter } from '../../src/stores/rate-limiter.js';
 import { openSinks } from '../../src/worker/runtime.js';
 import { ANS_READY } from '../../src/sinks/http/thread-protocol.js';
 import { sharedClock } from '../../src/sinks/http/shared-clock.js';
@@ -385,6 +390,36 @@ describe('worker.httpThread: openSinks', () => {
   });
 });
 
+describe('openSinks counts stale permits in the metrics', () => {
+  it('a permit already expired at the socket: each stale answer counted for its dataflow, nothing sent', async () => {
+    const s = await server((_req, res) => res.writeHead(200).end());
+    const config = resolveConfig(
+      {
+        source: { kind: 'file', path: 'events.jsonl' },
+        audiences: [{ id: 'aud-1', name: 'A', mergePolicyId: 'mp-1', createdAt: 1, updatedAt: 2 }],
+        destinations: [{ id: 'dest-1', endpoint: s.url, retry: { minDelayMs: 1, maxDelayMs: 2 } }],
+        dataflows: [{ id: 'flow-1', destination: 'dest-1', audiences: ['aud-1'] }],
+        worker: { httpThread: false },
+      },
+      { env: {}, baseDir: '/' },
+    );
+    const metrics = new Metrics();
+    const noFailures: FailedRequestStore = { put: async () => undefined, list: async () => [], remove: async () => undefined, close: async () => undefined };
+    // (-1: every permit's deadline is already past when it is set, whatever the clock's resolution)
+    const slots: RateLimiter = { acquire: () => of(undefined), tryAcquire: () => true, maxPermitAgeMs: -1 };
+    const sinks = openSinks(config, { failed: noFailures, logger: createLogger({ level: 'silent' }), storeFailures: false, limiterFor: () => slots, metrics });
+    try {
+      const job = { dataflowId: 'flow-1', destinationId: 'dest-1', profileId: 'p-1', idempotencyKey: 'k-1', payload: {} };
+      // every send finds its permit expired: the attempt ends after its stale resends
+      await expect(sinks.get('flow-1')!.attempt(job, new AttemptHandle())).rejects.toMatchObject({ code: 'ERR_PERMIT_STALE' });
+    } finally {
+      await sinks.close();
+    }
+    expect(s.received()).toBe(0);
+    expect(metrics.flow('flow-1').stalePermits).toBe(HTTP_SINK_DEFAULTS.maxStaleResends + 1);
+  });
+});
+
 describe('worker.httpThread: openSinks warns of the thread\'s troubles', () => {
   it('a thread that dies is a warning naming why and how many requests failed', async () => {
     const lines: string[] = [];
@@ -454,5 +489,37 @@ describe('createSinks: each dataflow passes its rate limit to the transport (Sen
       { key: 'flow-a', perSecond: 25 },
       { key: 'flow-b', perSecond: 400 },
     ]);
+  });
+  it('onStale is told the dataflow of each stale-permit answer (the stale-permits metric)', async () => {
+    const config = resolveConfig(
+      {
+        source: { kind: 'file', path: 'events.jsonl' },
+        audiences: [{ id: 'aud-1', name: 'A', mergePolicyId: 'mp-1', createdAt: 1, updatedAt: 2 }],
+        destinations: [{ id: 'dest-1', endpoint: 'http://127.0.0.1:9/x' }],
+        dataflows: [{ id: 'flow-s', destination: 'dest-1', audiences: ['aud-1'], rateLimit: 100 }],
+      },
+      { env: {}, baseDir: '/' },
+    );
+    let sends = 0;
+    const stub: HttpTransport = {
+      // the first send finds its permit expired at the socket; the resend goes through
+      send: () => (++sends === 1 ? Promise.reject(stalePermit()) : Promise.resolve({ statusCode: 200, headers: {} })),
+      get dispatcher(): never {
+        throw new Error('not used');
+      },
+      close: () => Promise.resolve(),
+    };
+    const slots: RateLimiter = { acquire: () => of(undefined), tryAcquire: () => true, maxPermitAgeMs: 50 };
+    const noFailures: FailedRequestStore = { put: async () => undefined, list: async () => [], remove: async () => undefined, close: async () => undefined };
+    const stale: string[] = [];
+    const sinks = createSinks(config, { failedStore: noFailures, transportFor: () => stub, limiterFor: () => slots, storeFailures: false, onStale: (id) => stale.push(id) });
+    try {
+      const out = await firstValueFrom(sinks.get('flow-s')!.send({ dataflowId: 'flow-s', destinationId: 'dest-1', profileId: 'p-1', idempotencyKey: 'k', payload: {} }));
+      expect(out).toMatchObject({ status: 'delivered', attempts: 1 });
+    } finally {
+      await sinks.close();
+    }
+    expect(sends).toBe(2);
+    expect(stale).toEqual(['flow-s']);
   });
 });

@@ -104,6 +104,12 @@ export interface HttpSinkOptions {
    */
   onResponse?: (statusCode: number | undefined) => void;
   /**
+   * Told of every stale-permit answer (`ERR_PERMIT_STALE`: the permit expired before the
+   * request reached the socket, nothing was sent, the request takes a new permit), for the
+   * per-dataflow metric. Must not throw. @default none
+   */
+  onStale?: () => void;
+  /**
    * The dataflow's pace, given to the transport with every request (`SendOptions.pace`): a
    * transport that reaches the socket later than it is called (the thread transport) keeps
    * it there. @default none
@@ -185,6 +191,7 @@ export class HttpSink implements ExportSink, ExportSender {
   private readonly storeFailures: boolean;
   private readonly onRetry?: HttpSinkOptions['onRetry'];
   private readonly onResponse?: HttpSinkOptions['onResponse'];
+  private readonly onStale?: HttpSinkOptions['onStale'];
   private readonly pace: Pace | undefined;
   private readonly warnStored: (obj: object, msg: string) => void;
   /** Auth header values seen (the newest few) that the redactor does not know: scrubbed from reasons. */
@@ -216,6 +223,7 @@ export class HttpSink implements ExportSink, ExportSender {
     this.storeFailures = options.storeFailures ?? d.storeFailures;
     this.onRetry = options.onRetry;
     this.onResponse = options.onResponse;
+    this.onStale = options.onStale;
     this.pace = options.pace;
     this.warnStored = throttledWarn({
       logger: options.logger,
@@ -273,6 +281,7 @@ export class HttpSink implements ExportSink, ExportSender {
           this.onResponse?.(err instanceof DeliveryError ? err.statusCode : undefined);
           throw err;
         }
+        this.onStale?.();
         if (resends >= HTTP_SINK_DEFAULTS.maxStaleResends) throw err;
         await this.freshPermit(cancellation);
         permitLeftMs = this.maxPermitAgeMs;

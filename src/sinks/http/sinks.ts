@@ -46,6 +46,8 @@ export interface CreateSinksOptions {
   onRetry?: HttpSinkOptions['onRetry'];
   /** Every attempt's answer status, per dataflow (see `HttpSinkOptions.onResponse`). @default none */
   onResponse?: (dataflowId: string, statusCode: number | undefined) => void;
+  /** Every stale-permit answer, per dataflow (see `HttpSinkOptions.onStale`). @default none */
+  onStale?: (dataflowId: string) => void;
 }
 
 /**
@@ -120,6 +122,7 @@ export function createSinks(
         warnIntervalMs: options.warnIntervalMs,
         onRetry: options.onRetry,
         onResponse: options.onResponse ? (status) => options.onResponse?.(flow.id, status) : undefined,
+        onStale: options.onStale ? () => options.onStale?.(flow.id) : undefined,
         // the dataflow's limit, for a transport that reaches the socket later than it is called (thread transport)
         pace: { key: flow.id, perSecond: flow.rateLimit },
       }),
