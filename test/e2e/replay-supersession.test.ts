@@ -104,28 +104,12 @@ describe('replay after an outage', () => {
   it('leaves every profile at its newest state: failed v1 records are superseded by the delivered v3, not sent', async () => {
     const dir = tempDir();
     // 1. The endpoint refuses: every v1 is stored as a failed request.
-    writeEvents(dir, Array.from({ length: PROFILES }, (_, p) => version(p, 1)));
-    const refusing = writeConfig(dir, config(`http://127.0.0.1:${await closedPort()}/x`), 'refusing.yaml');
-    const first = await runCli(['run', '--config', refusing, '--once'], { cwd: dir, timeoutMs: 120_000 });
-    expect(first.code, first.stderr).toBe(0);
-    expect(first.stdout).toMatch(new RegExp(`exports failed\\s+${PROFILES}\\b`));
-
+    await outage(dir);
     // 2. The endpoint is back: v2 and v3 of every profile are delivered.
-    const events = join(dir, 'events.jsonl');
-    for (const v of [2, 3]) for (let p = 0; p < PROFILES; p++) appendFileSync(events, `${JSON.stringify(version(p, v))}\n`);
     const fixed = writeConfig(dir, config(`${rx.url}/in`), 'fixed.yaml');
     const second = await runCli(['run', '--config', fixed, '--once'], { cwd: dir, timeoutMs: 120_000 });
     expect(second.code, second.stderr).toBe(0);
-    const newest = (): Map<string, string> => {
-      // In arrival order: the last body accepted per profile is its state at the endpoint.
-      const m = new Map<string, string>();
-      for (const r of rx.at('/in')) {
-        if (r.status !== 200) continue;
-        const body = r.body as { name: string; identityMap: { ecid: Array<{ id: string }> } };
-        m.set(body.identityMap.ecid[0]!.id, body.name);
-      }
-      return m;
-    };
+    const newest = (): Map<string, string> => newestAt('/in');
     const before = newest();
     expect(before.size).toBe(PROFILES);
     for (const [p, name] of before) expect(name, p).toBe('v3');
