@@ -1088,7 +1088,7 @@ function targets(results: ModeResult[], ceilings: Ceilings): Target[] {
   const es = results.find((r) => r.mode === 'embedded-steady');
   if (es) {
     out.push({
-      name: `embedded-steady (${es.store}) ${fmt(opts.rate ?? EMBEDDED_STEADY_RATE)} events/s: p99 end-to-end ≤ 100 ms`,
+      name: `embedded-steady (${es.store}) ${fmt(opts.rate ?? EMBEDDED_STEADY_RATE)} events/s: p99 end-to-end ≤ 100 ms after the ${fmt(opts.warmup)}-s warm-up`,
       pass: es.latency.p99 !== null && es.latency.p99 <= 100 && es.complete,
       detail: `p99 ${fmt(es.latency.p99)} ms (p50 ${fmt(es.latency.p50)}, p95 ${fmt(es.latency.p95)}); ${fmt(es.exports)}/${fmt(es.expectedExports)} delivered`,
     });
@@ -1122,7 +1122,7 @@ function targets(results: ModeResult[], ceilings: Ceilings): Target[] {
   const st = results.find((r) => r.mode === 'steady');
   if (st) {
     out.push({
-      name: `steady ${fmt(opts.rate ?? STEADY_RATE)} updates/s: p99 end-to-end < 250 ms`,
+      name: `steady ${fmt(opts.rate ?? STEADY_RATE)} updates/s: p99 end-to-end < 250 ms after the ${fmt(opts.warmup)}-s warm-up`,
       pass: st.latency.p99 !== null && st.latency.p99 < 250 && st.complete,
       detail: `p99 ${fmt(st.latency.p99)} ms (p50 ${fmt(st.latency.p50)}, p95 ${fmt(st.latency.p95)}); ${fmt(st.exports)}/${fmt(st.expectedExports)} delivered`,
     });
