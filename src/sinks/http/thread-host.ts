@@ -15,7 +15,6 @@ import { DeliveryError } from '../../errors.js';
 import type { Redactor } from '../../observability/redact.js';
 import { statusError } from './answer-errors.js';
 import { aborted, Answer, failureError, stalePermit, type TransportResponse } from './exchange.js';
-import type { HttpRequest } from './request.js';
 import {
   ANS_CLOSED,
   ANS_FAILED,
@@ -34,7 +33,7 @@ import {
   type ChannelSettings,
   type ErrorLink,
 } from './thread-protocol.js';
-import type { Pace, RequestTarget } from './transport.js';
+import type { StartRequest } from './transport.js';
 
 /**
  * Starts the thread: the built product (dist/, .js) loads `transport-thread.js` beside this
@@ -212,17 +211,12 @@ export class TransportThread {
     return { id: this.nextChannel++, thread: this, settings, timeoutMs, now, redactor, openIn: 0, closed: false };
   }
 
-  /** Queues a request for the next message to the thread; the returned handle cancels it. */
-  send(
-    channel: ThreadChannel,
-    t: RequestTarget,
-    req: HttpRequest,
-    resolve: (res: TransportResponse) => void,
-    reject: (err: unknown) => void,
-    signal: AbortSignal | undefined,
-    pace: Pace | undefined,
-    permitDeadline: number | undefined,
-  ): { cancel(): void } {
+  /**
+   * Queues a request for the next message to the thread (the arguments of a `StartRequest`,
+   * ./transport.ts, after its channel); the returned handle cancels it.
+   */
+  send(channel: ThreadChannel, ...[req, t, resolve, reject, signal, options]: Parameters<StartRequest>): { cancel(): void } {
+    const pace = options?.pace;
     const p = new PendingSend(this.nextId++, channel, t.https, resolve, reject, signal);
     if (this.worker === undefined) this.start();
     const out = this.out;
@@ -231,7 +225,7 @@ export class TransportThread {
       out.push(OP_OPEN, channel.id, channel.settings);
     }
     this.pending.set(p.id, p);
-    out.push(OP_SEND, p.id, channel.id, t.origin, t.path, req.method, req.headers, req.body, pace?.key ?? '', pace?.perSecond ?? 0, permitDeadline ?? Infinity);
+    out.push(OP_SEND, p.id, channel.id, t.origin, t.path, req.method, req.headers, req.body, pace?.key ?? '', pace?.perSecond ?? 0, options?.permitDeadline ?? Infinity);
     this.busy();
     this.schedule();
     return p;

@@ -86,7 +86,7 @@ export function createThreadTransport(options: ThreadTransportOptions): HttpTran
       reject(new DeliveryError('ERR_HTTP_CONNECTION', 'transport closed', { retryable: true }));
       return undefined;
     }
-    return thread.send(channel, t, req, resolve, reject, signal, opts?.pace, opts?.permitDeadline);
+    return thread.send(channel, req, t, resolve, reject, signal, opts);
   });
 
   return {
