@@ -5,13 +5,10 @@ import type { AppConfig } from '../config/load.js';
 import type { Logger } from '../observability/logger.js';
 import { figuresReport, runStartOf, type FiguresReport, type FiguresStore } from '../observability/figures.js';
 import { lagTotals, type LagTotals, type PartitionLag, type SourceLagMonitor } from '../observability/source-lag.js';
-import { replayFailedRequests } from '../sinks/replay.js';
 import type { FailedRequestStore } from '../sinks/types.js';
-import { openSinks } from '../worker/runtime.js';
-import { marksForReplay } from '../worker/retry-queue-stores.js';
 import type { DeliveredMarks } from '../stores/retry-queue.js';
 import type { AdminApi } from './server.js';
-import { consoleApi } from './console-api.js';
+import { consoleApi, replayInWorker } from './console-api.js';
 
 /** Active alerts as the API shows them (`alerts.ts` provides them). */
 export interface ActiveAlerts {
@@ -140,14 +137,7 @@ export function workerApi(o: {
     },
     async replay(q) {
       const store = failedStore();
-      const sinks = openSinks(o.config, { failed: store, logger: o.logger, storeFailures: false });
-      const m = await marksForReplay(o.config, o.marks?.());
-      try {
-        return await replayFailedRequests({ store, sinkFor: (id) => sinks.get(id), dataflowId: q.dataflowId, marks: m.marks });
-      } finally {
-        await sinks.close();
-        await m.release();
-      }
+      return replayInWorker(o, store, { store, dataflowId: q.dataflowId });
     },
   };
 }

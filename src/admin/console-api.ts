@@ -23,7 +23,7 @@ import type { AppConfig } from '../config/load.js';
 import { codeOf, HttpDestinationError, UsageError } from '../errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { replayFailedRequests, type ReplaySummary } from '../sinks/replay.js';
+import { replayFailedRequests, type ReplayOptions, type ReplaySummary } from '../sinks/replay.js';
 import type { FailedRequest, FailedRequestStore } from '../sinks/types.js';
 import type { SnapshotStore } from '../stores/types.js';
 import { openSinks, openSnapshotStore } from '../worker/runtime.js';
@@ -102,6 +102,26 @@ export function searchFailed(all: readonly FailedRequest[], q: FailedQuery): { t
  *
  * @param o.failed the failed-request store once the worker has started (undefined before)
  */
+/**
+ * A replay run by the worker's admin server (the API's and the console's action): sinks of its
+ * own on the worker's failed store (final failures are not stored again), and the worker's
+ * delivered marks (`marksForReplay`), so a superseded record is not sent (SPEC §6).
+ */
+export async function replayInWorker(
+  o: { config: AppConfig; logger: Logger; marks?: () => DeliveredMarks | undefined },
+  failed: FailedRequestStore,
+  options: Omit<ReplayOptions, 'sinkFor' | 'marks'>,
+): Promise<ReplaySummary> {
+  const sinks = openSinks(o.config, { failed, logger: o.logger, storeFailures: false });
+  const m = await marksForReplay(o.config, o.marks?.());
+  try {
+    return await replayFailedRequests({ ...options, sinkFor: (id) => sinks.get(id), marks: m.marks });
+  } finally {
+    await sinks.close();
+    await m.release();
+  }
+}
+
 export function consoleApi(o: {
   config: AppConfig;
   logger: Logger;
@@ -148,14 +168,7 @@ export function consoleApi(o: {
         remove: (xs) => store.remove(xs),
         close: async () => undefined,
       };
-      const sinks = openSinks(config, { failed: store, logger: o.logger, storeFailures: false });
-      const m = await marksForReplay(config, o.marks?.());
-      try {
-        return await replayFailedRequests({ store: selected, sinkFor: (id) => sinks.get(id), marks: m.marks });
-      } finally {
-        await sinks.close();
-        await m.release();
-      }
+      return replayInWorker(o, store, { store: selected });
     },
     async close() {
       const s = snapshots;
