@@ -12,6 +12,7 @@
  * Deltas are attributed to the run (and the 10-second slot) of the flush that carries them.
  */
 import { FIGURE_BUCKETS, figureBucketUpperMs, type Metrics } from './metrics.js';
+import { openByStoreKind, type StoreKindConfig } from '../stores/store-kind.js';
 
 /** The four per-dataflow counts of SPEC §10, and the superseded exports (SPEC §6). */
 export interface FigureCounts {
@@ -342,17 +343,10 @@ export function startFiguresFlush(options: {
  * the JetStream durable), the host's in the local store's folder (`store.kind: local`, durable
  * across runs), otherwise one in this process (`store.kind: memory`).
  */
-export async function openFiguresStore(config: {
-  store: { kind: string; url?: string; keyPrefix?: string; path?: string };
-  source: { kind: string; durable?: string };
-}): Promise<FiguresStore> {
-  if (config.store.kind === 'redis' && config.store.url !== undefined) {
-    const { RedisFiguresStore } = await import('./figures-redis.js');
-    return new RedisFiguresStore({ url: config.store.url, keyPrefix: config.store.keyPrefix, pool: config.source.durable });
-  }
-  if (config.store.kind === 'local' && config.store.path !== undefined) {
-    const { LocalFiguresStore } = await import('./figures-local.js');
-    return new LocalFiguresStore({ path: config.store.path });
-  }
-  return new MemoryFiguresStore();
+export function openFiguresStore(config: StoreKindConfig): Promise<FiguresStore> {
+  return openByStoreKind<FiguresStore>(config, {
+    redis: async (o) => new (await import('./figures-redis.js')).RedisFiguresStore(o),
+    local: async (o) => new (await import('./figures-local.js')).LocalFiguresStore(o),
+    memory: async () => new MemoryFiguresStore(),
+  });
 }
