@@ -1,7 +1,7 @@
 /**
  * The transport thread's last check of a dataflow's rate limit at the socket (pace-gate.ts):
- * at most floor(1.05 × perSecond) leave in any sliding second, and none closer to the ones before
- * than the limit's spacing allows; the rest are held in order and released at that pace (a
+ * at most perSecond leave in any sliding second, and none closer to the ones before than the
+ * limit's spacing allows (40 ms early at most at high rates: a pause of the sender that long is caught up); the rest are held in order and released at that pace (a
  * held item no longer wanted leaves without a place in the window). Fake timers and a fake clock: no real time.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -26,7 +26,7 @@ describe('PaceGate', () => {
   it('lets a burst go at the limit\'s pace: two at once (one interval early), then one per interval, in order', () => {
     const left = new Map<number, number>();
     const gate = new PaceGate<number>(20, (i) => left.set(i, Date.now()), () => Date.now());
-    expect(gate.cap).toBe(21);
+    expect(gate.cap).toBe(20);
     const t0 = Date.now();
     offer(gate, left, 0, 30);
     expect(left.size).toBe(2);
@@ -39,20 +39,72 @@ describe('PaceGate', () => {
     expect(left.size).toBe(30);
     expect(gate.held).toBe(0);
     expect([...left.keys()]).toEqual(Array.from({ length: 30 }, (_, i) => i));
-    // one interval (50 ms) apart after the first two
-    for (let i = 2; i < 30; i++) expect(left.get(i)! - t0).toBe((i - 1) * 50);
+    // one interval (50 ms) apart after the first two, except the 21st: due at 950 ms, it waits
+    // for the first two to leave the window (no more than 20 in any second) and leaves with the 22nd
+    for (let i = 2; i < 30; i++) expect(left.get(i)! - t0).toBe(i === 20 ? 1_000 : (i - 1) * 50);
   });
 
-  it('at a high rate, lets 5 ms of requests go at once (timers have a 1-ms grain), then keeps the pace', () => {
+  it('at a high rate, lets 40 ms of requests go at once (the limiter\'s own burst), then keeps the pace', () => {
     const left = new Map<number, number>();
     const gate = new PaceGate<number>(10_000, (i) => left.set(i, Date.now()), () => Date.now());
-    offer(gate, left, 0, 200);
-    // 5 ms of 0.1-ms intervals early, and the one due now (± one for the sum of the intervals' rounding)
-    expect(left.size).toBeGreaterThanOrEqual(50);
-    expect(left.size).toBeLessThanOrEqual(51);
-    vi.advanceTimersByTime(15);
-    expect(left.size).toBe(200);
+    offer(gate, left, 0, 1_000);
+    // 40 ms of 0.1-ms intervals early, and the one due now (± one for the sum of the intervals' rounding)
+    expect(left.size).toBeGreaterThanOrEqual(400);
+    expect(left.size).toBeLessThanOrEqual(401);
+    vi.advanceTimersByTime(30);
+    expect(left.size).toBeGreaterThanOrEqual(699);
+    expect(left.size).toBeLessThanOrEqual(702);
+    vi.advanceTimersByTime(31);
+    expect(left.size).toBe(1_000);
     expect(gate.held).toBe(0);
+  });
+
+  it('after a pause of the sender of up to 40 ms, what it could not send leaves at once; a longer pause is caught up for 40 ms only', () => {
+    const left = new Map<number, number>();
+    const gate = new PaceGate<number>(1_000, (i) => left.set(i, Date.now()), () => Date.now());
+    // 1,000/s: one offer per ms, as the limiter grants them
+    let next = 0;
+    const steady = (ms: number): void => {
+      for (let t = 0; t < ms; t++) {
+        offer(gate, left, next++, 1);
+        vi.advanceTimersByTime(1);
+      }
+    };
+    steady(100);
+    expect(gate.held).toBe(0);
+    // a 30-ms pause (a garbage collection), then the 30 permits granted meanwhile at once: none waits
+    vi.advanceTimersByTime(30);
+    offer(gate, left, next, 30);
+    next += 30;
+    expect(gate.held).toBe(0);
+    steady(100);
+    expect(gate.held).toBe(0);
+    // a 100-ms pause: 40 ms of it is caught up at once, the other 60 requests leave at the limit's pace
+    vi.advanceTimersByTime(100);
+    offer(gate, left, next, 100);
+    next += 100;
+    expect(gate.held).toBeGreaterThanOrEqual(58);
+    expect(gate.held).toBeLessThanOrEqual(60);
+    vi.advanceTimersByTime(61);
+    expect(gate.held).toBe(0);
+    expect(left.size).toBe(next);
+  });
+
+  it('never lets more than the limit leave in any sliding second, also when offered more', () => {
+    const left = new Map<number, number>();
+    const gate = new PaceGate<number>(100, (i) => left.set(i, Date.now()), () => Date.now());
+    expect(gate.cap).toBe(100);
+    // 3 s of offers at 130/s in bursts of 13 every 100 ms
+    for (let step = 0; step < 30; step++) {
+      offer(gate, left, step * 13, 13);
+      vi.advanceTimersByTime(100);
+    }
+    vi.advanceTimersByTime(5_000);
+    expect(left.size).toBe(390);
+    const times = [...left.values()].sort((a, b) => a - b);
+    for (let i = 0; i < times.length; i++) {
+      expect(times.filter((t) => t >= times[i]! && t < times[i]! + 1_000).length).toBeLessThanOrEqual(100);
+    }
   });
 
   it('never has more than the cap in any sliding second, whatever the offers', () => {

@@ -16,7 +16,7 @@ import { parentPort } from 'node:worker_threads';
 import type { Dispatcher } from 'undici';
 import type { ResolvedTls } from '../../config/load.js';
 import { Deadlines, DispatchExchange, type AbortWhy } from './exchange.js';
-import { PACE_SLACK, PaceGate } from './pace-gate.js';
+import { PaceGate } from './pace-gate.js';
 import { sharedClock } from './shared-clock.js';
 import {
   ANS_CLOSED,
@@ -201,7 +201,7 @@ function paced(
   // not paced, or expired already (`send` answers ANS_STALE; it takes no place in the window)
   if (perSecond <= 0 || expired(permitDeadline)) return send(id, channelId, origin, path, method, headers, body, permitDeadline);
   let gate = gates.get(key);
-  if (gate === undefined || gate.cap !== Math.max(1, Math.floor(perSecond * PACE_SLACK))) {
+  if (gate === undefined || gate.cap !== PaceGate.capFor(perSecond)) {
     gate = new PaceGate<Held>(perSecond, released, undefined, unwanted);
     gates.set(key, gate);
   }
