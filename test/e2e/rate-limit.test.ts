@@ -5,6 +5,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ensureBuilt, removeTempDirs, runCli, stopAll, tempDir, writeConfig, writeEvents } from '../support/cli.js';
+import { arrivalAllowance, watchLoopStalls } from '../support/loop-stalls.js';
 import { maxInWindow, startReceiver, type Receiver } from '../support/receiver.js';
 
 const RETRY = { minDelayMs: 20, maxDelayMs: 100 };
@@ -50,7 +51,10 @@ describe('rate limit', () => {
       ],
     });
 
+    const watch = watchLoopStalls();
     const r = await runCli(['run', '--config', config, '--once', '--json'], { timeoutMs: 30_000 });
+    const stallMs = watch.longestMs();
+    watch.stop();
     expect(r.code, r.stderr).toBe(0);
     const summary = JSON.parse(r.stdout.trim()) as { delivered: number; failed: number; durationMs: number };
     expect(summary).toMatchObject({ delivered: 2 * N, failed: 0 });
@@ -61,12 +65,16 @@ describe('rate limit', () => {
     expect(fast).toHaveLength(N);
 
     // Never more than the limit + 5% in any sliding 1-second window. These are arrival times
-    // taken by a receiver that shares a loaded 2-core machine with other tests: a stall of its
-    // event loop squeezes arrivals together. We allow that jitter (one tenth of a second's
-    // worth of requests); the exact sender-side bound, over every window, is proven in virtual
-    // time by marbles/rate-limit.test.ts. A limiter off by a burst of a second's worth still fails here.
-    const jitter = Math.ceil(RATE * 0.1);
-    expect(maxInWindow(slow, 1_000), 'most requests in a 1-second window').toBeLessThanOrEqual(Math.floor(RATE * 1.05) + jitter);
+    // taken by a receiver in this test process, on a loaded 2-core machine, and two delays
+    // squeeze them together: the requests sent while the first connections are being opened
+    // leave together once they are (70–120 ms of them at the start, measured under load: one
+    // tenth of a second's worth is allowed), and a stall of this process's event loop stamps
+    // what arrived meanwhile together (the longest stall seen here is allowed,
+    // test/support/loop-stalls.ts). The exact sender-side bound, over every window, is proven
+    // in virtual time by marbles/rate-limit.test.ts, and the socket's (never more than the
+    // limit) by test/sinks/pace-gate.test.ts. A limiter off by a burst of a second's worth still fails here.
+    const jitter = Math.ceil(RATE * 0.1) + arrivalAllowance(RATE, stallMs);
+    expect(maxInWindow(slow, 1_000), `most requests in a 1-second window (receiver stalled ≤ ${Math.round(stallMs)} ms)`).toBeLessThanOrEqual(Math.floor(RATE * 1.05) + jitter);
     expect(maxInWindow(slow, 2_000), 'most requests in a 2-second window').toBeLessThanOrEqual(Math.floor(2 * RATE * 1.05) + jitter);
     // …and the limiter is what bounds the run: (N - 1) / RATE ≈ 3.98 s of sending, no idle gaps
     const first = Math.min(...slow);

@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { StoreError } from '../../src/errors.js';
 import { REDIS_SEND_SLOTS_DEFAULTS, redisSendSlots, slotIntervalMs, type RedisSendSlots } from '../../src/stores/redis-rate-limiter.js';
 import { ROOT } from '../support/cli.js';
+import { arrivalAllowance, watchLoopStalls } from '../support/loop-stalls.js';
 import { maxInWindow } from '../support/receiver.js';
 import { stallEventLoop } from '../support/rate-limit-worker.js';
 import { startRedisServer, type RedisServer } from '../support/redis-server.js';
@@ -337,6 +338,7 @@ describe('redisSendSlots on a real redis-server', () => {
       const durationMs = 4_000;
       const key = freshKey();
       const rx = await startArrivals();
+      const watch = watchLoopStalls();
       try {
         const results = await runWorkers(3, (i) => ({
           url: server.url,
@@ -350,16 +352,21 @@ describe('redisSendSlots on a real redis-server', () => {
         const permits = results.flatMap((r) => r.times);
         const atPermit = maxPerSecond(permits);
         const atReceiver = maxInWindow(rx.times, 1_000);
+        // The receiver stamps arrivals in this process: a stall of its loop stamps what came
+        // in meanwhile together (test/support/loop-stalls.ts); the bound allows for the longest.
+        const stallMs = watch.longestMs();
+        const allowance = arrivalAllowance(rate, stallMs);
         console.log(
           `[rate-limit] 3 sending workers @${rate}/s × ${durationMs / 1000} s${stall ? ' (stalling)' : ''}: permits ${permits.length}, received ${rx.times.length}, ` +
-            `max per sliding 1-s window: ${atPermit} at the permits, ${atReceiver} at the receiver (SPEC bound ${Math.floor(rate * 1.05)})`,
+            `max per sliding 1-s window: ${atPermit} at the permits, ${atReceiver} at the receiver (SPEC bound ${Math.floor(rate * 1.05)}, + ${allowance} for the receiver's longest stall, ${Math.round(stallMs)} ms)`,
         );
         expect(results.map((r) => r.errors)).toEqual([0, 0, 0]);
         expect(rx.times.length).toBe(permits.length);
-        expect(atReceiver, 'most arrivals in any sliding 1-s window').toBeLessThanOrEqual(specBound(rate));
+        expect(atReceiver, 'most arrivals in any sliding 1-s window').toBeLessThanOrEqual(specBound(rate) + allowance);
         expect(atPermit).toBeLessThanOrEqual(boundFor(rate));
         expect(worstAtEndpoint(permits)).toBeLessThanOrEqual(specBound(rate));
       } finally {
+        watch.stop();
         await rx.close();
       }
     });

@@ -14,6 +14,7 @@ import { Redis } from 'ioredis';
 import { Agent, request } from 'undici';
 import type { Subscription } from 'rxjs';
 import { redisSendSlots } from '../../src/stores/redis-rate-limiter.js';
+import { watchLoopStalls } from './loop-stalls.js';
 
 interface WorkerConfig {
   url: string;
@@ -44,13 +45,7 @@ export function stallEventLoop(stall: { blocksMs: number[]; everyMs: number; fir
   let stopped = false;
   let n = 0;
   let timer: NodeJS.Timeout;
-  const stalls: number[] = [];
-  let last = performance.now();
-  const ticker = setInterval(() => {
-    const now = performance.now();
-    if (now - last > 10) stalls.push(now - last);
-    last = now;
-  }, 2);
+  const watch = watchLoopStalls(10);
   const block = (): void => {
     if (stopped) return;
     const ms = stall.blocksMs[n++ % stall.blocksMs.length];
@@ -64,8 +59,7 @@ export function stallEventLoop(stall: { blocksMs: number[]; everyMs: number; fir
   return () => {
     stopped = true;
     clearTimeout(timer);
-    clearInterval(ticker);
-    return stalls;
+    return watch.stop();
   };
 }
 
