@@ -8,9 +8,9 @@
  * - more than `perSecond` in any sliding second (at least one): SPEC §7 allows 5% over the
  *   limit in any second *at the endpoint*; the socket keeps all of it for the way there.
  *   Requests that leave spaced arrive bunched when the network or the endpoint stalls: at
- *   10,000/s the bench's receiver, sharing two cores with the worker, counted 250–350 more in
- *   its busiest second than left the socket in any second (25–35 ms of arrivals) (bench/README.md, "The pace gate's
- *   tolerance"), or
+ *   10,000/s the bench's receiver, sharing two cores with the worker, counted 250–350 more
+ *   in its busiest second (25–35 ms of arrivals) than left the socket in any (bench/README.md,
+ *   "The pace gate's tolerance"), or
  * - closer to the ones before than the limit's spacing allows (a virtual schedule, one
  *   request every `1000 / perSecond` ms, `max(one interval, 40 ms)` early at most: the
  *   generic cell rate algorithm), so that what was permitted before a long stall leaves at
@@ -49,11 +49,6 @@ const COMPACT_AFTER = 1_024;
 export class PaceGate<T> {
   /** Most requests in any window. */
   readonly cap: number;
-
-  /** The cap of a gate at `perSecond`: the limit itself, at least one. */
-  static capFor(perSecond: number): number {
-    return Math.max(1, Math.floor(perSecond));
-  }
   /** When the requests of the last window left (ascending; entries before `head` are dropped). */
   private times: number[] = [];
   private head = 0;
@@ -82,6 +77,11 @@ export class PaceGate<T> {
     this.cap = PaceGate.capFor(perSecond);
     this.interval = PACE_WINDOW_MS / perSecond;
     this.tolerance = Math.max(this.interval, PACE_TOLERANCE_MS);
+  }
+
+  /** The cap of a gate at `perSecond`: the limit itself, at least one. */
+  static capFor(perSecond: number): number {
+    return Math.max(1, Math.floor(perSecond));
   }
 
   /** Requests held now. */
