@@ -70,19 +70,19 @@ describe('PaceGate', () => {
         vi.advanceTimersByTime(1);
       }
     };
+    // the sender pauses `ms`, then offers the `ms` permits granted meanwhile at once
+    const pause = (ms: number): void => {
+      vi.advanceTimersByTime(ms);
+      offer(gate, left, next, ms);
+      next += ms;
+    };
     steady(100);
     expect(gate.held).toBe(0);
-    // a 30-ms pause (a garbage collection), then the 30 permits granted meanwhile at once: none waits
-    vi.advanceTimersByTime(30);
-    offer(gate, left, next, 30);
-    next += 30;
+    pause(30); // a garbage collection: none of the 30 waits
     expect(gate.held).toBe(0);
     steady(100);
     expect(gate.held).toBe(0);
-    // a 100-ms pause: 40 ms of it is caught up at once, the other 60 requests leave at the limit's pace
-    vi.advanceTimersByTime(100);
-    offer(gate, left, next, 100);
-    next += 100;
+    pause(100); // 40 ms of it is caught up at once, the other 60 requests leave at the limit's pace
     expect(gate.held).toBeGreaterThanOrEqual(58);
     expect(gate.held).toBeLessThanOrEqual(60);
     vi.advanceTimersByTime(61);
