@@ -19,10 +19,9 @@
  * - The thread keeps the process alive only while requests (or closes) are pending; it is
  *   terminated when the last of its transports is closed.
  * - `SendOptions.pace` (a dataflow's rate limit, passed by its sink — `HttpSinkOptions.pace`,
- *   set by `createSinks`): the thread holds a request rather than let more than
- *   `floor(1.05 × perSecond)` of the dataflow leave in any sliding second, or leave closer to
- *   the previous ones than the limit's spacing allows (./pace-gate.ts) — the permits were
- *   granted earlier, on the main thread.
+ *   set by `createSinks`): the thread holds a request rather than let more than `perSecond`
+ *   of the dataflow leave in any sliding second, or leave closer to the previous ones than the
+ *   limit's spacing allows (./pace-gate.ts) — the permits were granted earlier, on the main thread.
  * - `SendOptions.permitDeadline` (when the send permit expires, on `sharedClock()`, which both
  *   threads read alike): the thread checks it last, right before undici gets the request (after
  *   the pace gate let it go); past it, nothing is sent and the send rejects with

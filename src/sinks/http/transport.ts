@@ -69,8 +69,8 @@ export interface SendOptions {
   /**
    * The rate limit the request was permitted under. The thread transport (which reaches the
    * socket a little later than `send` is called, and much later when its thread is short of
-   * CPU) holds a request rather than put more than `floor(1.05 × perSecond)` requests of
-   * `key` in any sliding second at the socket. The inline transport sends at once: it ignores it.
+   * CPU) holds a request rather than put more than `perSecond` requests of `key` in any
+   * sliding second at the socket. The inline transport sends at once: it ignores it.
    */
   pace?: Pace;
   /**
