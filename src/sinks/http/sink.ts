@@ -267,31 +267,26 @@ export class HttpSink implements ExportSink, ExportSender {
    * Hands `req` to the transport with its permit's deadline (`permitLeftMs` from now, on
    * `sharedClock()`; none when Infinity) and tells `onResponse` of the answer. A stale-permit
    * answer (`ERR_PERMIT_STALE`: nothing was sent) takes a new permit, checks the fence again
-   * and sends the same request again, up to `maxStaleResends` times in a row; the next one
-   * rejects the attempt (retryable). Neither is told to `onResponse`: the endpoint saw nothing.
+   * and sends the same request again (`resendStale`), up to `maxStaleResends` times in a row;
+   * the next one rejects the attempt (retryable). Neither is told to `onResponse`: the endpoint
+   * saw nothing. No promise of its own on the way: one `then` on the transport's.
    */
-  private async sendWithin(job: ExportJob, req: HttpRequest, cancellation: AttemptCancellation, permitLeftMs: number): Promise<TransportResponse> {
-    for (let resends = 0; ; resends++) {
-      let res: TransportResponse;
-      try {
-        const permitDeadline = permitLeftMs === Infinity ? undefined : sharedClock() + permitLeftMs;
-        res = await this.transport.send(req, { cancellation, pace: this.pace, permitDeadline });
-      } catch (err) {
-        if (!hasCode(err, 'ERR_PERMIT_STALE')) {
-          this.onResponse?.(err instanceof DeliveryError ? err.statusCode : undefined);
-          throw err;
-        }
-        this.onStale?.();
-        if (resends >= HTTP_SINK_DEFAULTS.maxStaleResends) throw err;
-        await this.freshPermit(cancellation);
-        permitLeftMs = this.maxPermitAgeMs;
-        // Fencing at the last moment again: the new permit may have taken a while.
-        if (job.guard && !job.guard()) throw fenced(job);
-        continue;
-      }
-      this.onResponse?.(res.statusCode);
-      return res;
-    }
+  private sendWithin(job: ExportJob, req: HttpRequest, cancellation: AttemptCancellation, permitLeftMs: number, resends = 0): Promise<TransportResponse> {
+    const permitDeadline = permitLeftMs === Infinity ? undefined : sharedClock() + permitLeftMs;
+    return this.transport.send(req, { cancellation, pace: this.pace, permitDeadline }).then(this.answered, (err: unknown) => {
+      if (!hasCode(err, 'ERR_PERMIT_STALE')) return this.refused(err);
+      this.onStale?.();
+      if (resends >= HTTP_SINK_DEFAULTS.maxStaleResends) throw err;
+      return this.resendStale(job, req, cancellation, resends + 1);
+    });
+  }
+
+  /** The `resends`-th send of a request whose permit went stale: a new permit, the fence, the request again. */
+  private async resendStale(job: ExportJob, req: HttpRequest, cancellation: AttemptCancellation, resends: number): Promise<TransportResponse> {
+    await this.freshPermit(cancellation);
+    // Fencing at the last moment again: the new permit may have taken a while.
+    if (job.guard && !job.guard()) throw fenced(job);
+    return this.sendWithin(job, req, cancellation, this.maxPermitAgeMs, resends);
   }
 
   /** A 2xx answer of the fixed-credentials path (a bound method: no closure per request). */
