@@ -139,15 +139,16 @@ function expired(permitDeadline: number): boolean {
 }
 
 /**
- * The last moment before undici gets a request: past its `permitDeadline` it is not sent, and
- * the main thread hears `ANS_STALE` (the sink takes a new permit and sends again).
+ * Not sent: the request would reach undici after its `permitDeadline`, and the main thread
+ * hears `ANS_STALE` (the sink takes a new permit and sends again).
  */
-function send(id: number, channelId: number, origin: string, path: string, method: string, headers: Record<string, string>, body: string, permitDeadline: number): void {
-  if (expired(permitDeadline)) {
-    out.push(ANS_STALE, id);
-    queued();
-    return;
-  }
+function stale(id: number): void {
+  out.push(ANS_STALE, id);
+  queued();
+}
+
+/** Hands a request to undici (its permit checked by the caller, once, right before). */
+function dispatchNow(id: number, channelId: number, origin: string, path: string, method: string, headers: Record<string, string>, body: string): void {
   const channel = channels.get(channelId);
   if (!channel) return closedChannel(id);
   const ex = new ThreadExchange(id, channel.deadlines);
@@ -165,26 +166,28 @@ function unwanted(h: Held): boolean {
 }
 
 /**
- * A held request the gate lets go: sent, unless cancelled meanwhile, its permit expired (see
- * `send`), or held past its deadline (a stale permit is told first: it was never sent, and a
+ * A held request the gate lets go: sent, unless cancelled meanwhile, its permit expired
+ * (`stale`), or held past its deadline (a stale permit is told first: it was never sent, and a
  * new permit — not a retry — is what it needs).
  */
 function released(h: Held): void {
   heldById.delete(h.id);
   if (h.cancelled) return;
+  if (expired(h.permitDeadline)) return stale(h.id);
   const channel = channels.get(h.channelId);
-  if (channel && performance.now() - h.at >= channel.timeoutMs && !expired(h.permitDeadline)) {
+  if (channel && performance.now() - h.at >= channel.timeoutMs) {
     out.push(ANS_FAILED, h.id, WHY_TIMEOUT, describeError(new DOMException('This operation was aborted', 'AbortError')));
     queued();
     return;
   }
-  send(h.id, h.channelId, h.origin, h.path, h.method, h.headers, h.body, h.permitDeadline);
+  dispatchNow(h.id, h.channelId, h.origin, h.path, h.method, h.headers, h.body);
 }
 
 /**
- * A request: sent now when it has no pace (`perSecond` 0) or its dataflow's gate lets it go;
+ * A request: not sent when its permit expired already (`stale`: it takes no place in the
+ * window); sent now when it has no pace (`perSecond` 0) or its dataflow's gate lets it go;
  * else held by the gate (see pace-gate.ts; the overall deadline of a held request counts from
- * its arrival).
+ * its arrival). The permit is checked once here, right before undici gets the request.
  */
 function paced(
   key: string,
@@ -198,14 +201,14 @@ function paced(
   body: string,
   permitDeadline: number,
 ): void {
-  // not paced, or expired already (`send` answers ANS_STALE; it takes no place in the window)
-  if (perSecond <= 0 || expired(permitDeadline)) return send(id, channelId, origin, path, method, headers, body, permitDeadline);
+  if (expired(permitDeadline)) return stale(id);
+  if (perSecond <= 0) return dispatchNow(id, channelId, origin, path, method, headers, body);
   let gate = gates.get(key);
   if (gate === undefined || gate.cap !== PaceGate.capFor(perSecond)) {
     gate = new PaceGate<Held>(perSecond, released, undefined, unwanted);
     gates.set(key, gate);
   }
-  if (gate.admit()) return send(id, channelId, origin, path, method, headers, body, permitDeadline);
+  if (gate.admit()) return dispatchNow(id, channelId, origin, path, method, headers, body);
   const h: Held = { id, channelId, origin, path, method, headers, body, permitDeadline, at: performance.now(), cancelled: false };
   heldById.set(id, h);
   gate.hold(h);
