@@ -136,6 +136,10 @@ describe('thread transport: a permit deadline is checked after the pace gate (Se
     const seen = (u: string): string => `${s.url}?${u}`;
     const thread = new TransportThread();
     const t = transport(thread, 4);
+    // The thread started and answering first: else its start alone (~0.3 s under tsx) could
+    // outlast the 300-ms permit below, which would then be found stale on arrival, not held.
+    const warm = await server((_req, res) => res.writeHead(200).end());
+    expect((await t.send(post(warm.url))).statusCode).toBe(200);
     // one a second: the first leaves, the ones behind it wait for the window (a second at least)
     const pace = { key: 'flow-deadline', perSecond: 1 };
     const first = t.send(post(seen('first')), { pace });
