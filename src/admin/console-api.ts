@@ -112,12 +112,16 @@ export async function replayInWorker(
   failed: FailedRequestStore,
   options: Omit<ReplayOptions, 'sinkFor' | 'marks'>,
 ): Promise<ReplaySummary> {
-  const sinks = openSinks(o.config, { failed, logger: o.logger, storeFailures: false });
+  // The marks first: opening them may fail, and then no sinks (transports, a thread) are left open.
   const m = await marksForReplay(o.config, o.marks?.());
   try {
-    return await replayFailedRequests({ ...options, sinkFor: (id) => sinks.get(id), marks: m.marks });
+    const sinks = openSinks(o.config, { failed, logger: o.logger, storeFailures: false });
+    try {
+      return await replayFailedRequests({ ...options, sinkFor: (id) => sinks.get(id), marks: m.marks });
+    } finally {
+      await sinks.close();
+    }
   } finally {
-    await sinks.close();
     await m.release();
   }
 }
